@@ -1,0 +1,148 @@
+import type { TimerHandle } from './clock.js';
+import { FabricError } from './errors.js';
+import { badOption, isPositiveInteger } from './options.js';
+import { type ConsumerSpec, type StageContext, consumer } from './spec.js';
+import type { StageAddress, SubscribeOptions, Subscription } from './types.js';
+
+export type TaskStatus = 'success' | 'error' | 'timeout';
+
+/** What became of one event run as a task. */
+export interface TaskOutcome<In, R> {
+  readonly event: In;
+  readonly status: TaskStatus;
+  readonly value?: R;
+  readonly error?: unknown;
+  readonly durationMs: number;
+}
+
+export interface ConcurrentConsumerOptions<In, R> {
+  /** Producers to take events from. Each subscription's maxDemand is the most tasks running from it at once. */
+  readonly subscribeTo: readonly (StageAddress | SubscribeOptions)[];
+  /** Runs one event. The signal aborts when the task times out or the stage stops. */
+  readonly run: (event: In, context: { readonly signal: AbortSignal }) => R | Promise<R>;
+  /** Per-task timeout (GenStage tutorial: `Task.yield(1000)`). Default 30 000 ms. */
+  readonly timeoutMs?: number | ((event: In) => number);
+  /** Called once per task, in completion order, before its slot is asked for again. */
+  readonly onOutcome?: (outcome: TaskOutcome<In, R>) => void | Promise<void>;
+}
+
+interface Running<In> {
+  readonly event: In;
+  readonly subscription: Subscription;
+  readonly controller: AbortController;
+  readonly startedAt: number;
+  timer: TimerHandle | undefined;
+}
+
+interface Finished<In, R> {
+  readonly kind: '$task-finished';
+  readonly task: Running<In>;
+  readonly status: TaskStatus;
+  readonly value?: R;
+  readonly error?: unknown;
+}
+
+export interface ConcurrentConsumerState<In> {
+  readonly running: Set<Running<In>>;
+  /** Per subscription: slots freed and not yet asked for again. */
+  readonly freed: Map<number, number>;
+  readonly limits: Map<number, { readonly max: number; readonly min: number }>;
+}
+
+export const CONCURRENT_CONSUMER_DEFAULTS = { timeoutMs: 30_000 } as const;
+
+/**
+ * A consumer that runs each event as its own async task (GenStage's
+ * ConsumerSupervisor): at most maxDemand tasks per subscription run at once,
+ * each with a timeout and an AbortSignal, and each outcome is reported.
+ * A slot is asked for again only after its task finished and its outcome
+ * was recorded, so a slow outcome store slows intake instead of piling up.
+ */
+export function concurrentConsumer<In, R = unknown>(options: ConcurrentConsumerOptions<In, R>): ConsumerSpec<ConcurrentConsumerState<In>, In, void> {
+  const where = 'concurrentConsumer';
+  if (typeof options.run !== 'function') throw badOption(where, 'run', options.run, 'must be a function');
+  const timeoutOf = (event: In): number => {
+    const t = typeof options.timeoutMs === 'function' ? options.timeoutMs(event) : (options.timeoutMs ?? CONCURRENT_CONSUMER_DEFAULTS.timeoutMs);
+    if (!isPositiveInteger(t)) throw badOption(where, 'timeoutMs', t, 'must be a positive integer of milliseconds');
+    return t;
+  };
+
+  const finish = (ctx: StageContext, message: Finished<In, R>) => ctx.send(ctx.self, message);
+
+  const start = (state: ConcurrentConsumerState<In>, event: In, subscription: Subscription, ctx: StageContext) => {
+    const task: Running<In> = { event, subscription, controller: new AbortController(), startedAt: ctx.clock.now(), timer: undefined };
+    state.running.add(task);
+    task.timer = ctx.clock.setTimeout(() => {
+      task.timer = undefined;
+      task.controller.abort(new FabricError('SF_TASK_TIMEOUT', `task timed out after ${timeoutOf(event)} ms`));
+      finish(ctx, { kind: '$task-finished', task, status: 'timeout' });
+    }, timeoutOf(event));
+    let result: R | Promise<R>;
+    try {
+      result = options.run(event, { signal: task.controller.signal });
+    } catch (error) {
+      finish(ctx, { kind: '$task-finished', task, status: 'error', error });
+      return;
+    }
+    Promise.resolve(result).then(
+      (value) => finish(ctx, { kind: '$task-finished', task, status: 'success', value }),
+      (error: unknown) => finish(ctx, { kind: '$task-finished', task, status: 'error', error }),
+    );
+  };
+
+  return consumer<ConcurrentConsumerState<In>, In>({
+    init: () => ({
+      state: { running: new Set(), freed: new Map(), limits: new Map() },
+      subscribeTo: options.subscribeTo,
+    }),
+    handleSubscribe(side, subscribeOptions, subscription, state, ctx) {
+      if (side !== 'producer') return;
+      const max = subscribeOptions.maxDemand ?? 1000;
+      const min = subscribeOptions.minDemand ?? Math.floor(max / 2);
+      state.limits.set(subscription.id, { max, min });
+      state.freed.set(subscription.id, 0);
+      ctx.ask(subscription, max);
+      return { demand: 'manual' };
+    },
+    handleEvents(events, subscription, state, ctx) {
+      for (const event of events) start(state, event, subscription, ctx);
+    },
+    async handleInfo(message, state, ctx) {
+      const done = message as Finished<In, R>;
+      if (typeof done !== 'object' || done === null || done.kind !== '$task-finished') return;
+      const { task } = done;
+      // A task that timed out may still settle later; its slot was already freed.
+      if (!state.running.delete(task)) return;
+      if (task.timer !== undefined) ctx.clock.clearTimeout(task.timer);
+      const outcome: TaskOutcome<In, R> = {
+        event: task.event,
+        status: done.status,
+        durationMs: ctx.clock.now() - task.startedAt,
+        ...(done.status === 'success' ? { value: done.value as R } : {}),
+        ...(done.status === 'error' ? { error: done.error } : {}),
+        ...(done.status === 'timeout' ? { error: task.controller.signal.reason } : {}),
+      };
+      if (options.onOutcome !== undefined) await options.onOutcome(outcome);
+      const id = task.subscription.id;
+      const limits = state.limits.get(id);
+      if (limits === undefined) return;
+      const freed = (state.freed.get(id) ?? 0) + 1;
+      // Ask back in batches of (max - min), like the demand of an automatic consumer.
+      if (freed >= Math.max(1, limits.max - limits.min)) {
+        state.freed.set(id, 0);
+        ctx.ask(task.subscription, freed);
+      } else {
+        state.freed.set(id, freed);
+      }
+    },
+    handleCancel(_info, subscription, state) {
+      state.limits.delete(subscription.id);
+      state.freed.delete(subscription.id);
+    },
+    terminate(_reason, state) {
+      for (const task of state.running) {
+        task.controller.abort(new FabricError('SF_STAGE_EXITED', 'the consumer running this task stopped'));
+      }
+    },
+  });
+}

@@ -1,0 +1,747 @@
+import { EventBuffer } from './buffer.js';
+import type { TimerHandle } from './clock.js';
+import type { Dispatcher } from './dispatchers/dispatcher.js';
+import { createDispatcher } from './dispatchers/create-dispatcher.js';
+import { FabricError, describeValue } from './errors.js';
+import { Mailbox } from './mailbox.js';
+import { PRODUCER_DEFAULTS, checkBufferSize, checkOneOf, resolveSubscription } from './options.js';
+import { type ReadResult, type ResultRules, isThenable, readResult } from './result.js';
+import type { AnyStageSpec, ProducerSpec, StageContext } from './spec.js';
+import type { StageSystem } from './system.js';
+import {
+  type CallFrom,
+  type CancelInfo,
+  type CancelMode,
+  type ExitReason,
+  type StageAddress,
+  type StageKind,
+  type StageRef,
+  type SubscribeOptions,
+  type Subscription,
+  isCleanExit,
+} from './types.js';
+
+/** A subscription as the consumer holds it. */
+interface UpstreamLink {
+  readonly subscription: Subscription;
+  readonly producer: Stage;
+  readonly cancel: CancelMode;
+  readonly manual: boolean;
+  readonly minDemand: number;
+  readonly maxDemand: number;
+  /** Events asked for and not yet received. */
+  pending: number;
+}
+
+/** A subscription as the producer holds it. */
+interface DownstreamLink {
+  readonly subscription: Subscription;
+  readonly consumer: Stage;
+  /** Events asked for by the consumer, cumulative. */
+  asked: number;
+  /** Events sent to the consumer, cumulative. */
+  sent: number;
+}
+
+type Message =
+  | { readonly t: 'subscribe'; readonly subscription: Subscription; readonly consumer: Stage; readonly options: SubscribeOptions }
+  | { readonly t: 'ask'; readonly id: number; readonly count: number }
+  | { readonly t: 'events'; readonly id: number; readonly events: unknown[] }
+  | { readonly t: 'cancel-up'; readonly id: number; readonly info: CancelInfo }
+  | { readonly t: 'cancel-down'; readonly id: number; readonly info: CancelInfo }
+  | { readonly t: 'call'; readonly message: unknown; readonly from: CallFrom }
+  | { readonly t: 'cast'; readonly message: unknown }
+  | { readonly t: 'info'; readonly message: unknown }
+  | { readonly t: 'subscribe-to'; readonly options: SubscribeOptions; readonly done?: (error?: unknown) => void }
+  | { readonly t: 'cancel-sub'; readonly id: number; readonly reason: unknown }
+  | { readonly t: 'ask-sub'; readonly id: number; readonly count: number }
+  | { readonly t: 'demand-mode'; readonly mode: 'forward' | 'accumulate' }
+  | { readonly t: 'demand'; readonly count: number }
+  | { readonly t: 'stop'; readonly reason: ExitReason };
+
+export type StageStatus = 'starting' | 'running' | 'exited';
+
+/** A snapshot of one stage, for metrics, status and tests. */
+export interface StageStats {
+  readonly ref: StageRef;
+  readonly kind: StageKind;
+  readonly status: StageStatus;
+  readonly mailbox: number;
+  readonly bufferLength: number;
+  readonly bufferCapacity: number;
+  readonly bufferDropped: number;
+  readonly eventsIn: number;
+  readonly eventsOut: number;
+  readonly batchesIn: number;
+  /** Per subscription where this stage is the producer: what the consumer asked and what it was sent. */
+  readonly downstream: readonly { readonly id: number; readonly consumer: string; readonly asked: number; readonly sent: number }[];
+  /** Per subscription where this stage is the consumer: demand outstanding. */
+  readonly upstream: readonly { readonly id: number; readonly producer: string; readonly pending: number }[];
+}
+
+const YIELD_EVERY = 64;
+
+const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/** The keys each callback may return, and whether it may emit. */
+function rulesFor(kind: StageKind) {
+  const emits = kind !== 'consumer';
+  const base = ['events', 'state', 'stop'];
+  return {
+    common: { keys: base, emits } satisfies ResultRules,
+    call: { keys: [...base, 'reply'], emits } satisfies ResultRules,
+    subscribe: { keys: ['demand', 'state', 'stop'], emits: false } satisfies ResultRules,
+  };
+}
+
+/**
+ * One running stage: a mailbox processed one message at a time, the
+ * consumer side (subscriptions upstream, batching, asks) and the producer
+ * side (dispatcher, buffer, demand mode). Callbacks may be sync or async;
+ * the next message waits until the current callback has returned.
+ */
+export class Stage implements StageRef {
+  readonly id: number;
+  readonly name: string | undefined;
+  readonly label: string;
+  readonly kind: StageKind;
+  status: StageStatus = 'starting';
+  exitReason: ExitReason | undefined;
+
+  private state: unknown;
+  private readonly mailbox = new Mailbox<Message>();
+  private pumping = false;
+  private readonly rules: ReturnType<typeof rulesFor>;
+  readonly ctx: StageContext;
+
+  // consumer side
+  private readonly upstream = new Map<number, UpstreamLink>();
+  /** producer_consumer: events received and not yet handled, waiting for downstream demand. */
+  private readonly pcQueue: { link: UpstreamLink; events: unknown[] }[] = [];
+  /** producer_consumer: downstream demand not yet met. */
+  private pcDemand = 0;
+
+  // producer side
+  private readonly downstream = new Map<number, DownstreamLink>();
+  private dispatcher: Dispatcher<unknown> | undefined;
+  private buffer: EventBuffer<unknown> | undefined;
+  private demandMode: 'forward' | 'accumulate' = PRODUCER_DEFAULTS.demand;
+  private accumulatedDemand = 0;
+
+  private readonly timers = new Set<TimerHandle>();
+  private readonly exitListeners: ((reason: ExitReason) => void)[] = [];
+  private eventsIn = 0;
+  private eventsOut = 0;
+  private batchesIn = 0;
+
+  constructor(
+    private readonly system: StageSystem,
+    readonly spec: AnyStageSpec,
+    id: number,
+    name: string | undefined,
+  ) {
+    this.id = id;
+    this.name = name;
+    this.kind = spec.kind;
+    this.label = name ?? `${spec.kind}#${id}`;
+    this.rules = rulesFor(spec.kind);
+    this.ctx = this.makeContext();
+  }
+
+  get isProducer(): boolean {
+    return this.kind !== 'consumer';
+  }
+
+  get isConsumer(): boolean {
+    return this.kind !== 'producer';
+  }
+
+  get alive(): boolean {
+    return this.status !== 'exited';
+  }
+
+  /** Calls `listener` once when the stage exits (immediately if it already has). */
+  onExit(listener: (reason: ExitReason) => void): void {
+    if (this.status === 'exited') listener(this.exitReason as ExitReason);
+    else this.exitListeners.push(listener);
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  /** Runs init and the initial subscriptions. Rejects if either fails; the stage is then exited. */
+  async init(args: unknown): Promise<void> {
+    let result: unknown;
+    try {
+      result = this.spec.init(args, this.ctx);
+      if (isThenable(result)) result = await result;
+    } catch (error) {
+      this.finish(this.callbackError('init', error));
+      throw this.exitReason;
+    }
+    try {
+      const subscribeTo = this.applyInit(result);
+      for (const entry of subscribeTo) {
+        const options: SubscribeOptions = typeof entry === 'string' || isStageRef(entry) ? { to: entry } : entry;
+        await this.subscribeUpstream(options);
+        if (!this.alive) throw this.exitReason;
+      }
+      this.status = 'running';
+    } catch (error) {
+      if (this.alive) await this.exit(error as ExitReason);
+      throw this.exitReason;
+    }
+    this.wake();
+  }
+
+  private applyInit(result: unknown): readonly (StageAddress | SubscribeOptions)[] {
+    const where = `stage ${this.label}: init`;
+    if (typeof result !== 'object' || result === null || Array.isArray(result) || !('state' in result)) {
+      throw new FabricError('SF_BAD_RETURN', `${where} returned ${describeValue(result)}; expected an object with \`state\``, {
+        stage: this.label,
+      });
+    }
+    const init = result as Record<string, unknown>;
+    const allowed = ['state'];
+    if (this.isProducer) allowed.push('dispatcher', 'bufferSize', 'bufferKeep', 'demand');
+    if (this.isConsumer) allowed.push('subscribeTo');
+    for (const key of Object.keys(init)) {
+      if (!allowed.includes(key)) {
+        throw new FabricError(
+          'SF_BAD_RETURN',
+          `${where} returned an unknown key \`${key}\` for a ${this.kind}; allowed: ${allowed.join(', ')}`,
+          { stage: this.label },
+        );
+      }
+    }
+    this.state = init.state;
+    if (this.isProducer) {
+      const bufferSize = checkBufferSize(where, init.bufferSize ?? PRODUCER_DEFAULTS.bufferSize);
+      const keep = checkOneOf(where, 'bufferKeep', init.bufferKeep ?? PRODUCER_DEFAULTS.bufferKeep, ['first', 'last'] as const);
+      this.demandMode = checkOneOf(where, 'demand', init.demand ?? PRODUCER_DEFAULTS.demand, ['forward', 'accumulate'] as const);
+      this.buffer = new EventBuffer(bufferSize, keep);
+      this.dispatcher = createDispatcher(where, init.dispatcher, bufferSize, this.send);
+    }
+    const subscribeTo = init.subscribeTo ?? [];
+    if (!Array.isArray(subscribeTo)) {
+      throw new FabricError('SF_BAD_OPTION', `${where}: option subscribeTo = ${describeValue(subscribeTo)}: must be an array`, {
+        stage: this.label,
+      });
+    }
+    return subscribeTo;
+  }
+
+  deliver(message: Message): void {
+    if (this.status === 'exited') {
+      this.bounce(message);
+      return;
+    }
+    this.mailbox.push(message);
+    if (this.status === 'running') this.wake();
+  }
+
+  private wake(): void {
+    if (this.pumping || this.mailbox.length === 0) return;
+    this.pumping = true;
+    this.system.busy(1);
+    queueMicrotask(() => void this.pump());
+  }
+
+  private async pump(): Promise<void> {
+    let handled = 0;
+    try {
+      while (this.status === 'running') {
+        const message = this.mailbox.shift();
+        if (message === undefined) break;
+        try {
+          const pending = this.handle(message);
+          if (pending !== undefined) await pending;
+        } catch (error) {
+          await this.exit(error as ExitReason);
+        }
+        if (++handled % YIELD_EVERY === 0) await yieldToEventLoop();
+      }
+    } finally {
+      this.pumping = false;
+      this.system.busy(-1);
+    }
+    if (this.status === 'running' && this.mailbox.length > 0) this.wake();
+  }
+
+  /** Answers a message that reached a stage that has exited, as a dead process would. */
+  private bounce(message: Message): void {
+    if (message.t === 'subscribe') {
+      message.consumer.deliver({ t: 'cancel-down', id: message.subscription.id, info: { kind: 'down', reason: 'noproc' } });
+    } else if (message.t === 'call') {
+      this.system.settleCall(message.from, undefined, new FabricError('SF_NO_STAGE', `stage ${this.label} has exited`, { stage: this.label }));
+    } else if (message.t === 'subscribe-to') {
+      message.done?.(new FabricError('SF_NO_STAGE', `stage ${this.label} has exited`, { stage: this.label }));
+    }
+  }
+
+  private handle(message: Message): Promise<void> | undefined {
+    switch (message.t) {
+      case 'ask':
+        return this.onAsk(message.id, message.count);
+      case 'events':
+        return this.onEvents(message.id, message.events);
+      case 'subscribe':
+        return this.onSubscribe(message.subscription, message.consumer, message.options);
+      case 'cancel-up':
+        return this.onCancelFromConsumer(message.id, message.info);
+      case 'cancel-down':
+        return this.onCancelFromProducer(message.id, message.info);
+      case 'call':
+        return this.onCall(message.message, message.from);
+      case 'cast':
+        return this.runCallback('handleCast', this.spec.handleCast, [message.message], this.rules.common);
+      case 'info':
+        return this.runCallback('handleInfo', this.spec.handleInfo, [message.message], this.rules.common);
+      case 'subscribe-to':
+        return this.subscribeUpstream(message.options).then(
+          () => message.done?.(this.alive ? undefined : this.exitReason),
+          (error: unknown) => message.done?.(error),
+        );
+      case 'cancel-sub':
+        this.cancelSubscription(message.id, message.reason);
+        return undefined;
+      case 'ask-sub':
+        this.askUpstream(message.id, message.count);
+        return undefined;
+      case 'demand-mode':
+        return this.setDemandMode(message.mode);
+      case 'demand':
+        return this.serveDemand(message.count);
+      case 'stop':
+        return this.exit(message.reason);
+    }
+  }
+
+  /** Stops the stage: terminate, cancel every subscription as `down`, settle waiting callers. */
+  async exit(reason: ExitReason): Promise<void> {
+    if (this.status === 'exited') return;
+    const terminate = this.spec.terminate;
+    this.status = 'exited';
+    this.exitReason = reason;
+    if (terminate !== undefined) {
+      try {
+        const r = terminate.call(this.spec, reason, this.state);
+        if (isThenable(r)) await r;
+      } catch (error) {
+        this.system.report({ type: 'callback-error', stage: this.label, callback: 'terminate', error });
+      }
+    }
+    this.finish(reason);
+  }
+
+  private finish(reason: ExitReason): void {
+    this.status = 'exited';
+    this.exitReason = reason;
+    for (const timer of this.timers) this.system.clock.clearTimeout(timer);
+    this.timers.clear();
+    const info: CancelInfo = { kind: 'down', reason };
+    for (const link of this.downstream.values()) link.consumer.deliver({ t: 'cancel-down', id: link.subscription.id, info });
+    for (const link of this.upstream.values()) link.producer.deliver({ t: 'cancel-up', id: link.subscription.id, info });
+    this.downstream.clear();
+    this.upstream.clear();
+    this.pcQueue.length = 0;
+    for (const message of this.mailbox.clear()) this.bounce(message);
+    this.system.stageExited(this, reason);
+    for (const listener of this.exitListeners.splice(0)) listener(reason);
+  }
+
+  private callbackError(callback: string, error: unknown): ExitReason {
+    if (error instanceof FabricError) return error;
+    const message = error instanceof Error ? error.message : describeValue(error);
+    return new FabricError('SF_CALLBACK_THREW', `stage ${this.label}: ${callback} threw: ${message}`, { stage: this.label, cause: error });
+  }
+
+  // ---------------------------------------------------------------- callbacks
+
+  /**
+   * Runs a callback and applies its result: new state, events to dispatch,
+   * a stop. Sync callbacks stay on the sync path; only a returned promise is awaited.
+   */
+  private runCallback(
+    name: string,
+    // biome-ignore lint/suspicious/noExplicitAny: callbacks of every stage kind pass through here
+    fn: ((...args: any[]) => unknown) | undefined,
+    args: unknown[],
+    rules: ResultRules,
+    onResult?: (result: ReadResult) => void,
+  ): Promise<void> | undefined {
+    if (fn === undefined) return undefined;
+    let value: unknown;
+    try {
+      value = fn.call(this.spec, ...args, this.state, this.ctx);
+    } catch (error) {
+      return this.exit(this.callbackError(name, error));
+    }
+    if (isThenable(value)) {
+      return Promise.resolve(value).then(
+        (resolved) => this.applyResult(name, resolved, rules, onResult),
+        (error: unknown) => this.exit(this.callbackError(name, error)),
+      );
+    }
+    return this.applyResult(name, value, rules, onResult);
+  }
+
+  private applyResult(name: string, value: unknown, rules: ResultRules, onResult?: (result: ReadResult) => void): Promise<void> | undefined {
+    if (!this.alive) return undefined;
+    const result = readResult(this.label, name, value, rules);
+    if (result.hasState) this.state = result.state;
+    onResult?.(result);
+    if (result.events !== undefined && result.events.length > 0) this.dispatchEvents(result.events);
+    if (result.stop !== undefined) return this.exit(result.stop);
+    return undefined;
+  }
+
+  private onCall(message: unknown, from: CallFrom): Promise<void> | undefined {
+    if (this.spec.handleCall === undefined) {
+      this.system.settleCall(
+        from,
+        undefined,
+        new FabricError('SF_BAD_RETURN', `stage ${this.label} has no handleCall for ${describeValue(message)}`, { stage: this.label }),
+      );
+      return undefined;
+    }
+    return this.runCallback('handleCall', this.spec.handleCall, [message, from], this.rules.call, (result) => {
+      if (result.hasReply) this.system.settleCall(from, result.reply);
+    });
+  }
+
+  // ---------------------------------------------------------------- consumer side
+
+  /** Subscribes this consumer to a producer (GenStage's consumer_subscribe). */
+  private async subscribeUpstream(options: SubscribeOptions): Promise<void> {
+    const where = `stage ${this.label}: subscribe`;
+    if (!this.isConsumer) {
+      throw new FabricError('SF_NOT_CONSUMER', `${where}: a producer cannot subscribe to another stage`, { stage: this.label });
+    }
+    const resolved = resolveSubscription(where, options);
+    const producer = this.system.lookup(options.to);
+    if (producer === undefined || !producer.alive) {
+      const reason = 'noproc';
+      if (resolved.cancel === 'temporary') {
+        throw new FabricError('SF_NO_STAGE', `${where}: no stage ${describeAddress(options.to)} to subscribe to`, { stage: this.label });
+      }
+      await this.exit(new FabricError('SF_NO_STAGE', `${where}: no stage ${describeAddress(options.to)} (${reason})`, { stage: this.label }));
+      return;
+    }
+    const subscription: Subscription = { id: this.system.nextSubscriptionId(), producer, consumer: this };
+    let manual = false;
+    let stopped = false;
+    producer.deliver({ t: 'subscribe', subscription, consumer: this, options });
+    const pending = this.runCallback('handleSubscribe', this.spec.handleSubscribe, ['producer', options, subscription], this.rules.subscribe, (r) => {
+      if (r.demand !== undefined) {
+        manual = checkOneOf(`stage ${this.label}: handleSubscribe`, 'demand', r.demand, ['automatic', 'manual'] as const) === 'manual';
+      }
+      stopped = r.stop !== undefined;
+    });
+    if (pending !== undefined) await pending;
+    if (!this.alive || stopped) return;
+    const link: UpstreamLink = {
+      subscription,
+      producer,
+      cancel: resolved.cancel,
+      manual,
+      minDemand: resolved.minDemand,
+      maxDemand: resolved.maxDemand,
+      pending: manual ? 0 : resolved.maxDemand,
+    };
+    this.upstream.set(subscription.id, link);
+    if (!manual) producer.deliver({ t: 'ask', id: subscription.id, count: resolved.maxDemand });
+  }
+
+  private askUpstream(id: number, count: number): void {
+    if (typeof count !== 'number' || !Number.isInteger(count) || count < 0) {
+      throw new FabricError('SF_BAD_ASK', `stage ${this.label}: ask(${describeValue(count)}) on subscription ${id}: demand must be a non-negative integer`, {
+        stage: this.label,
+      });
+    }
+    const link = this.upstream.get(id);
+    if (link === undefined || count === 0) return;
+    link.pending += count;
+    link.producer.deliver({ t: 'ask', id, count });
+  }
+
+  private onEvents(id: number, events: unknown[]): Promise<void> | undefined {
+    const link = this.upstream.get(id);
+    if (link === undefined) return undefined; // cancelled meanwhile: GenStage drops these too
+    this.eventsIn += events.length;
+    if (this.kind === 'producer_consumer') {
+      this.pcQueue.push({ link, events });
+      return this.drainPcQueue();
+    }
+    return this.receive(link, events);
+  }
+
+  /**
+   * GenStage's split_batches: events reach handleEvents in batches of at most
+   * maxDemand - minDemand, and after each batch the consumer asks again for
+   * what brings its outstanding demand back to maxDemand once it has fallen
+   * to minDemand or below.
+   */
+  private receive(link: UpstreamLink, events: unknown[]): Promise<void> | undefined {
+    if (events.length > link.pending) {
+      this.system.report({
+        type: 'excess-events',
+        stage: this.label,
+        subscription: link.subscription.id,
+        excess: events.length - link.pending,
+      });
+    }
+    if (link.manual) {
+      link.pending = Math.max(0, link.pending - events.length);
+      return this.handleBatch(link, events, 0);
+    }
+    const size = link.maxDemand - link.minDemand;
+    if (events.length <= size) {
+      // The common case: one batch, no copy.
+      const askAfter = this.account(link, events.length);
+      return this.handleBatch(link, events, askAfter);
+    }
+    return this.receiveBatches(link, events, size);
+  }
+
+  private async receiveBatches(link: UpstreamLink, events: unknown[], size: number): Promise<void> {
+    for (let offset = 0; offset < events.length && this.alive; offset += size) {
+      const batch = events.slice(offset, offset + size);
+      const pending = this.handleBatch(link, batch, this.account(link, batch.length));
+      if (pending !== undefined) await pending;
+    }
+  }
+
+  /** Lowers outstanding demand by a batch; returns how much to ask for after handling it. */
+  private account(link: UpstreamLink, batchSize: number): number {
+    const left = Math.max(0, link.pending - batchSize);
+    if (left <= link.minDemand) {
+      link.pending = link.maxDemand;
+      return link.maxDemand - left;
+    }
+    link.pending = left;
+    return 0;
+  }
+
+  private handleBatch(link: UpstreamLink, batch: unknown[], askAfter: number): Promise<void> | undefined {
+    this.batchesIn++;
+    const spec = this.spec as { handleEvents: (...args: unknown[]) => unknown };
+    const ask = () => {
+      if (askAfter > 0 && this.alive && this.upstream.get(link.subscription.id) === link) {
+        link.producer.deliver({ t: 'ask', id: link.subscription.id, count: askAfter });
+      }
+    };
+    const pending = this.runCallback('handleEvents', spec.handleEvents, [batch, link.subscription], this.rules.common);
+    if (pending === undefined) {
+      ask();
+      return undefined;
+    }
+    return pending.then(ask);
+  }
+
+  /** producer_consumer: handles queued input while downstream has demand. */
+  private async drainPcQueue(): Promise<void> {
+    while (this.pcDemand > 0 && this.alive) {
+      const item = this.pcQueue.shift();
+      if (item === undefined) return;
+      const pending = this.receive(item.link, item.events);
+      if (pending !== undefined) await pending;
+    }
+  }
+
+  private onCancelFromProducer(id: number, info: CancelInfo): Promise<void> | undefined {
+    const link = this.upstream.get(id);
+    if (link === undefined) return undefined;
+    this.upstream.delete(id);
+    const pending = this.runCallback('handleCancel', this.spec.handleCancel, [info, link.subscription], this.rules.common);
+    const follow = () => {
+      if (!this.alive) return undefined;
+      const exits = link.cancel === 'permanent' || (link.cancel === 'transient' && !isCleanExit(info.reason));
+      return exits ? this.exit(info.reason as ExitReason) : undefined;
+    };
+    return pending === undefined ? follow() : pending.then(follow);
+  }
+
+  /** Cancels a subscription from whichever side this stage holds it. */
+  private cancelSubscription(id: number, reason: unknown): void {
+    const up = this.upstream.get(id);
+    if (up !== undefined) {
+      // The producer confirms with a cancel of its own; handleCancel and the cancel mode run then, as in GenStage.
+      up.producer.deliver({ t: 'cancel-up', id, info: { kind: 'cancel', reason } });
+      return;
+    }
+    const down = this.downstream.get(id);
+    if (down !== undefined) {
+      this.deliver({ t: 'cancel-up', id, info: { kind: 'cancel', reason } });
+    }
+  }
+
+  // ---------------------------------------------------------------- producer side
+
+  private onSubscribe(subscription: Subscription, consumer: Stage, options: SubscribeOptions): Promise<void> | undefined {
+    if (!this.isProducer) {
+      consumer.deliver({ t: 'cancel-down', id: subscription.id, info: { kind: 'cancel', reason: `stage ${this.label} is a consumer, not a producer` } });
+      return undefined;
+    }
+    const link: DownstreamLink = { subscription, consumer, asked: 0, sent: 0 };
+    // Known before handleSubscribe runs, so the callback may already cancel it.
+    this.downstream.set(subscription.id, link);
+    const admit = () => {
+      if (!this.alive) return undefined;
+      try {
+        const forward = (this.dispatcher as Dispatcher<unknown>).subscribe(subscription.id, options);
+        if (forward > 0) return this.serveDemand(forward);
+      } catch (error) {
+        this.downstream.delete(subscription.id);
+        consumer.deliver({ t: 'cancel-down', id: subscription.id, info: { kind: 'cancel', reason: error } });
+      }
+      return undefined;
+    };
+    const pending = this.runCallback('handleSubscribe', this.spec.handleSubscribe, ['consumer', options, subscription], this.rules.subscribe);
+    return pending === undefined ? admit() : pending.then(admit);
+  }
+
+  private onAsk(id: number, count: number): Promise<void> | undefined {
+    const link = this.downstream.get(id);
+    if (link === undefined) return undefined;
+    link.asked += count;
+    return this.serveDemand((this.dispatcher as Dispatcher<unknown>).ask(id, count));
+  }
+
+  /** Meets forwarded demand from the buffer first, then from handleDemand or the producer_consumer queue. */
+  private serveDemand(forward: number): Promise<void> | undefined {
+    const served = this.serveFromBuffer();
+    const need = forward - served;
+    if (this.kind === 'producer_consumer') {
+      if (need > 0) this.pcDemand += need;
+      return this.pcQueue.length > 0 ? this.drainPcQueue() : undefined;
+    }
+    if (need <= 0) return undefined;
+    if (this.demandMode === 'accumulate') {
+      this.accumulatedDemand += need;
+      return undefined;
+    }
+    return this.runCallback('handleDemand', (this.spec as ProducerSpec).handleDemand, [need], this.rules.common);
+  }
+
+  private serveFromBuffer(): number {
+    const buffer = this.buffer as EventBuffer<unknown>;
+    if (buffer.length === 0) return 0;
+    const n = Math.min(buffer.length, (this.dispatcher as Dispatcher<unknown>).available());
+    if (n === 0) return 0;
+    const events = buffer.take(n);
+    const left = (this.dispatcher as Dispatcher<unknown>).dispatch(events);
+    buffer.unshift(left);
+    return n - left.length;
+  }
+
+  private readonly send = (id: number, events: unknown[]): void => {
+    const link = this.downstream.get(id);
+    if (link === undefined) return;
+    link.sent += events.length;
+    this.eventsOut += events.length;
+    link.consumer.deliver({ t: 'events', id, events });
+  };
+
+  private dispatchEvents(events: unknown[]): void {
+    const dispatcher = this.dispatcher as Dispatcher<unknown>;
+    const buffer = this.buffer as EventBuffer<unknown>;
+    if (this.kind === 'producer_consumer') this.pcDemand = Math.max(0, this.pcDemand - events.length);
+    // Older buffered events go first: queue behind them, then serve what demand allows.
+    const queued = buffer.length > 0;
+    const left = queued ? events : dispatcher.dispatch(events);
+    const dropped = buffer.push(left) + dispatcher.takeDropped();
+    if (queued) this.serveFromBuffer();
+    if (dropped > 0) {
+      this.system.report({ type: 'buffer-overflow', stage: this.label, dropped, bufferSize: buffer.capacity, keep: buffer.keep });
+    }
+    const more = dispatcher.refill();
+    if (more > 0) this.deliver({ t: 'demand', count: more });
+  }
+
+  private onCancelFromConsumer(id: number, info: CancelInfo): Promise<void> | undefined {
+    const link = this.downstream.get(id);
+    if (link === undefined) {
+      return undefined;
+    }
+    this.downstream.delete(id);
+    const forward = (this.dispatcher as Dispatcher<unknown>).cancel(id);
+    if (info.kind === 'cancel') link.consumer.deliver({ t: 'cancel-down', id, info });
+    const pending = this.runCallback('handleCancel', this.spec.handleCancel, [info, link.subscription], this.rules.common);
+    const after = () => (forward > 0 && this.alive ? this.serveDemand(forward) : this.alive ? void this.serveFromBuffer() : undefined);
+    return pending === undefined ? after() : pending.then(after);
+  }
+
+  private setDemandMode(mode: 'forward' | 'accumulate'): Promise<void> | undefined {
+    if (!this.isProducer) throw new FabricError('SF_NOT_PRODUCER', `stage ${this.label}: only a producer has a demand mode`, { stage: this.label });
+    this.demandMode = mode;
+    if (mode === 'forward' && this.accumulatedDemand > 0) {
+      const demand = this.accumulatedDemand;
+      this.accumulatedDemand = 0;
+      return this.serveDemand(demand);
+    }
+    return undefined;
+  }
+
+  // ---------------------------------------------------------------- context and stats
+
+  private makeContext(): StageContext {
+    // Context calls made from inside a callback take effect right after it, in mailbox order.
+    return {
+      self: this,
+      clock: this.system.clock,
+      ask: (subscription, count) => {
+        if (typeof count !== 'number' || !Number.isInteger(count) || count < 0) {
+          throw new FabricError('SF_BAD_ASK', `stage ${this.label}: ask(${describeValue(count)}): demand must be a non-negative integer`, {
+            stage: this.label,
+          });
+        }
+        this.askUpstream(subscription.id, count);
+      },
+      cancel: (subscription, reason = 'normal') => this.cancelSubscription(subscription.id, reason),
+      subscribe: (options) => this.deliver({ t: 'subscribe-to', options: typeof options === 'object' && !isStageRef(options) ? options : { to: options } }),
+      sendAfter: (ms, message) => {
+        const handle = this.system.clock.setTimeout(() => {
+          this.timers.delete(handle);
+          this.deliver({ t: 'info', message });
+        }, ms);
+        this.timers.add(handle);
+        return handle;
+      },
+      reply: (from, value) => this.system.settleCall(from, value),
+      setDemandMode: (mode) => this.deliver({ t: 'demand-mode', mode }),
+      send: (to, message) => this.system.send(to, message),
+    };
+  }
+
+  stats(): StageStats {
+    return {
+      ref: this,
+      kind: this.kind,
+      status: this.status,
+      mailbox: this.mailbox.length,
+      bufferLength: (this.buffer?.length ?? 0) + (this.dispatcher?.held() ?? 0),
+      bufferCapacity: this.buffer?.capacity ?? 0,
+      bufferDropped: this.buffer?.dropped ?? 0,
+      eventsIn: this.eventsIn,
+      eventsOut: this.eventsOut,
+      batchesIn: this.batchesIn,
+      downstream: [...this.downstream.values()].map((l) => ({ id: l.subscription.id, consumer: l.consumer.label, asked: l.asked, sent: l.sent })),
+      upstream: [...this.upstream.values()].map((l) => ({ id: l.subscription.id, producer: l.producer.label, pending: l.pending })),
+    };
+  }
+
+  /** Subscriptions this stage holds upstream, for cancel/ask from outside. */
+  upstreamSubscriptions(): Subscription[] {
+    return [...this.upstream.values()].map((l) => l.subscription);
+  }
+}
+
+export type { Message as StageMessage };
+
+export function isStageRef(value: unknown): value is StageRef {
+  return typeof value === 'object' && value !== null && 'id' in value && 'label' in value && typeof (value as StageRef).id === 'number';
+}
+
+function describeAddress(address: StageAddress): string {
+  return typeof address === 'string' ? `named "${address}"` : address.label;
+}

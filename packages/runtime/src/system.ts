@@ -1,0 +1,236 @@
+import { EventEmitter } from 'node:events';
+import { type Clock, type TimerHandle, systemClock } from './clock.js';
+import { FabricError, describeValue } from './errors.js';
+import type { AnyStageSpec } from './spec.js';
+import { Stage, type StageStats, isStageRef } from './stage.js';
+import type { CallFrom, ExitReason, StageAddress, StageRef, SubscribeOptions, Subscription } from './types.js';
+import { isCleanExit } from './types.js';
+
+/** Things that happen in the background, that nobody awaits, reported as typed events. */
+export type SystemEvent =
+  | { readonly type: 'stage-exit'; readonly stage: string; readonly reason: ExitReason; readonly clean: boolean }
+  | { readonly type: 'buffer-overflow'; readonly stage: string; readonly dropped: number; readonly bufferSize: number; readonly keep: string }
+  | { readonly type: 'excess-events'; readonly stage: string; readonly subscription: number; readonly excess: number }
+  | { readonly type: 'callback-error'; readonly stage: string; readonly callback: string; readonly error: unknown };
+
+export interface StageSystemEvents {
+  event: [SystemEvent];
+}
+
+export interface StageSystemOptions {
+  readonly clock?: Clock;
+  /** Default timeout of `call`, in milliseconds. */
+  readonly callTimeoutMs?: number;
+}
+
+export interface StartOptions {
+  /** Registers the stage under this name, unique in the system. */
+  readonly name?: string;
+}
+
+interface PendingCall {
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (error: unknown) => void;
+  readonly timer: TimerHandle;
+}
+
+/**
+ * Hosts stages in one process: starts them, names them, routes their
+ * messages and reports what happens to them. A node agent holds one.
+ */
+export class StageSystem extends EventEmitter<StageSystemEvents> {
+  readonly clock: Clock;
+  private readonly callTimeoutMs: number;
+  private readonly names = new Map<string, Stage>();
+  private readonly stages = new Map<number, Stage>();
+  private nextStageId = 1;
+  private nextSubId = 1;
+  private nextCallId = 1;
+  private readonly calls = new Map<number, PendingCall>();
+  private active = 0;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(options: StageSystemOptions = {}) {
+    super();
+    this.clock = options.clock ?? systemClock;
+    this.callTimeoutMs = options.callTimeoutMs ?? 5000;
+  }
+
+  /** Starts a stage: runs init and its initial subscriptions. Rejects with init's error. */
+  async start<A>(spec: AnyStageSpec & { init(args: A, ...rest: never[]): unknown }, args: A, options: StartOptions = {}): Promise<StageRef> {
+    const name = options.name;
+    if (name !== undefined) {
+      const existing = this.names.get(name);
+      if (existing?.alive) throw new FabricError('SF_NAME_TAKEN', `a stage named "${name}" is already running`, { stage: name });
+    }
+    const stage = new Stage(this, spec, this.nextStageId++, name);
+    if (name !== undefined) this.names.set(name, stage);
+    this.stages.set(stage.id, stage);
+    this.busy(1);
+    try {
+      await stage.init(args);
+    } finally {
+      this.busy(-1);
+    }
+    return stage;
+  }
+
+  /** Subscribes `consumer` to a producer; resolves once the subscription is sent (GenStage.sync_subscribe). */
+  subscribe(consumer: StageAddress, options: SubscribeOptions): Promise<void> {
+    const stage = this.require(consumer);
+    return new Promise((resolve, reject) => {
+      stage.deliver({ t: 'subscribe-to', options, done: (error) => (error === undefined ? resolve() : reject(error)) });
+    });
+  }
+
+  /** Cancels a subscription from its consumer's side. */
+  cancel(subscription: Subscription, reason: unknown = 'normal'): void {
+    this.lookup(subscription.consumer)?.deliver({ t: 'cancel-sub', id: subscription.id, reason });
+  }
+
+  /** Asks for more events on a manual subscription, from outside the consumer. */
+  ask(subscription: Subscription, count: number): void {
+    this.require(subscription.consumer).deliver({ t: 'ask-sub', id: subscription.id, count });
+  }
+
+  /** Calls the stage's handleCall and waits for its reply. */
+  call<R = unknown>(to: StageAddress, message: unknown, timeoutMs = this.callTimeoutMs): Promise<R> {
+    const stage = this.require(to);
+    const callId = this.nextCallId++;
+    return new Promise<R>((resolve, reject) => {
+      const timer = this.clock.setTimeout(() => {
+        this.calls.delete(callId);
+        reject(new FabricError('SF_CALL_TIMEOUT', `call to stage ${stage.label} got no reply within ${timeoutMs} ms`, { stage: stage.label, retryable: true }));
+      }, timeoutMs);
+      this.calls.set(callId, { resolve: resolve as (v: unknown) => void, reject, timer });
+      stage.deliver({ t: 'call', message, from: { callId } });
+    });
+  }
+
+  /** Delivers a message to the stage's handleCast. */
+  cast(to: StageAddress, message: unknown): void {
+    this.require(to).deliver({ t: 'cast', message });
+  }
+
+  /** Delivers a message to the stage's handleInfo; dropped if the stage is not running. */
+  send(to: StageAddress, message: unknown): void {
+    this.lookup(to)?.deliver({ t: 'info', message });
+  }
+
+  /** Switches a producer's demand mode (GenStage.demand/2). */
+  setDemandMode(to: StageAddress, mode: 'forward' | 'accumulate'): void {
+    this.require(to).deliver({ t: 'demand-mode', mode });
+  }
+
+  /** Stops a stage after the messages already in its mailbox; resolves when it has exited. */
+  stop(to: StageAddress, reason: ExitReason = 'normal'): Promise<void> {
+    const stage = this.lookup(to);
+    if (stage === undefined || !stage.alive) return Promise.resolve();
+    return new Promise((resolve) => {
+      stage.onExit(() => resolve());
+      stage.deliver({ t: 'stop', reason });
+    });
+  }
+
+  /** Stops every stage, consumers first so none sees its producer vanish. */
+  async shutdown(reason: ExitReason = 'shutdown'): Promise<void> {
+    const order = { consumer: 0, producer_consumer: 1, producer: 2 } as const;
+    const alive = [...this.stages.values()].filter((s) => s.alive).sort((a, b) => order[a.kind] - order[b.kind]);
+    for (const stage of alive) await this.stop(stage, reason);
+  }
+
+  whereis(name: string): StageRef | undefined {
+    const stage = this.names.get(name);
+    return stage?.alive ? stage : undefined;
+  }
+
+  /** Calls `listener` when the stage exits (GenServer monitor). */
+  monitor(to: StageRef, listener: (reason: ExitReason) => void): void {
+    const stage = this.stages.get(to.id);
+    if (stage === undefined) listener('noproc');
+    else stage.onExit(listener);
+  }
+
+  stats(to: StageAddress): StageStats {
+    return this.require(to).stats();
+  }
+
+  /** Every stage the system has started and that is still running. */
+  list(): StageRef[] {
+    return [...this.stages.values()].filter((s) => s.alive);
+  }
+
+  /** Resolves when no stage has work in its mailbox or a callback in progress. */
+  idle(): Promise<void> {
+    return new Promise((resolve) => {
+      this.idleWaiters.push(resolve);
+      this.checkIdle();
+    });
+  }
+
+  /** The subscriptions a consumer holds, so callers can cancel or ask on them. */
+  subscriptionsOf(consumer: StageAddress): Subscription[] {
+    return this.require(consumer).upstreamSubscriptions();
+  }
+
+  // ------------------------------------------------------------ for stages
+
+  /** @internal */
+  lookup(address: StageAddress): Stage | undefined {
+    if (typeof address === 'string') return this.names.get(address);
+    if (address instanceof Stage) return address;
+    if (isStageRef(address)) return this.stages.get(address.id);
+    return undefined;
+  }
+
+  private require(address: StageAddress): Stage {
+    const stage = this.lookup(address);
+    if (stage === undefined || !stage.alive) {
+      throw new FabricError('SF_NO_STAGE', `no running stage ${typeof address === 'string' ? `named "${address}"` : describeValue(address.label)}`);
+    }
+    return stage;
+  }
+
+  /** @internal */
+  nextSubscriptionId(): number {
+    return this.nextSubId++;
+  }
+
+  /** @internal */
+  settleCall(from: CallFrom, value: unknown, error?: unknown): void {
+    const call = this.calls.get(from.callId);
+    if (call === undefined) return;
+    this.calls.delete(from.callId);
+    this.clock.clearTimeout(call.timer);
+    if (error === undefined) call.resolve(value);
+    else call.reject(error);
+  }
+
+  /** @internal */
+  report(event: SystemEvent): void {
+    this.emit('event', event);
+  }
+
+  /** @internal */
+  stageExited(stage: Stage, reason: ExitReason): void {
+    if (stage.name !== undefined && this.names.get(stage.name) === stage) this.names.delete(stage.name);
+    this.stages.delete(stage.id);
+    this.report({ type: 'stage-exit', stage: stage.label, reason, clean: isCleanExit(reason) });
+  }
+
+  /** @internal Counts stages with work in hand, for `idle()`. */
+  busy(delta: number): void {
+    this.active += delta;
+    if (this.active === 0) this.checkIdle();
+  }
+
+  private checkIdle(): void {
+    if (this.active !== 0 || this.idleWaiters.length === 0) return;
+    // Let promise chains and immediates already queued settle before calling it idle.
+    setImmediate(() => {
+      if (this.active !== 0) return;
+      const waiters = this.idleWaiters.splice(0);
+      for (const resolve of waiters) resolve();
+    });
+  }
+}
