@@ -26,7 +26,7 @@ interface UpstreamLink {
   readonly subscription: Subscription;
   readonly producer: Stage;
   readonly cancel: CancelMode;
-  readonly manual: boolean;
+  manual: boolean;
   readonly minDemand: number;
   readonly maxDemand: number;
   /** Events asked for and not yet received. */
@@ -428,28 +428,27 @@ export class Stage implements StageRef {
       return;
     }
     const subscription: Subscription = { id: this.system.nextSubscriptionId(), producer, consumer: this };
-    let manual = false;
-    let stopped = false;
-    producer.deliver({ t: 'subscribe', subscription, consumer: this, options });
-    const pending = this.runCallback('handleSubscribe', this.spec.handleSubscribe, ['producer', options, subscription], this.rules.subscribe, (r) => {
-      if (r.demand !== undefined) {
-        manual = checkOneOf(`stage ${this.label}: handleSubscribe`, 'demand', r.demand, ['automatic', 'manual'] as const) === 'manual';
-      }
-      stopped = r.stop !== undefined;
-    });
-    if (pending !== undefined) await pending;
-    if (!this.alive || stopped) return;
     const link: UpstreamLink = {
       subscription,
       producer,
       cancel: resolved.cancel,
-      manual,
+      manual: false,
       minDemand: resolved.minDemand,
       maxDemand: resolved.maxDemand,
-      pending: manual ? 0 : resolved.maxDemand,
+      pending: 0,
     };
+    // Known before handleSubscribe runs, so the callback may already ask or cancel.
     this.upstream.set(subscription.id, link);
-    if (!manual) producer.deliver({ t: 'ask', id: subscription.id, count: resolved.maxDemand });
+    producer.deliver({ t: 'subscribe', subscription, consumer: this, options });
+    const pending = this.runCallback('handleSubscribe', this.spec.handleSubscribe, ['producer', options, subscription], this.rules.subscribe, (r) => {
+      if (r.demand !== undefined) {
+        link.manual = checkOneOf(`stage ${this.label}: handleSubscribe`, 'demand', r.demand, ['automatic', 'manual'] as const) === 'manual';
+      }
+    });
+    if (pending !== undefined) await pending;
+    if (!this.alive || link.manual || this.upstream.get(subscription.id) !== link) return;
+    link.pending += resolved.maxDemand;
+    producer.deliver({ t: 'ask', id: subscription.id, count: resolved.maxDemand });
   }
 
   private askUpstream(id: number, count: number): void {

@@ -146,7 +146,8 @@ export class StageSystem extends EventEmitter<StageSystemEvents> {
 
   /** Calls `listener` when the stage exits (GenServer monitor). */
   monitor(to: StageRef, listener: (reason: ExitReason) => void): void {
-    const stage = this.stages.get(to.id);
+    // The stage object itself remembers its exit reason, even once it left the registry.
+    const stage = to instanceof Stage ? to : this.stages.get(to.id);
     if (stage === undefined) listener('noproc');
     else stage.onExit(listener);
   }
