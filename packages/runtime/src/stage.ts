@@ -128,6 +128,8 @@ export class Stage implements StageRef {
   private demandMode: 'forward' | 'accumulate' = PRODUCER_DEFAULTS.demand;
   private accumulatedDemand = 0;
 
+  /** Set when a producer_consumer's producers finished cleanly: it exits once it has handed on what it holds. */
+  private exitWhenDrained: ExitReason | undefined;
   private readonly timers = new Set<TimerHandle>();
   private readonly exitListeners: ((reason: ExitReason) => void)[] = [];
   private eventsIn = 0;
@@ -258,6 +260,7 @@ export class Stage implements StageRef {
         } catch (error) {
           await this.exit(error as ExitReason);
         }
+        if (this.exitWhenDrained !== undefined && this.drained()) await this.exit(this.exitWhenDrained);
         if (++handled % YIELD_EVERY === 0) await yieldToEventLoop();
       }
     } finally {
@@ -555,7 +558,13 @@ export class Stage implements StageRef {
     const follow = () => {
       if (!this.alive) return undefined;
       const exits = link.cancel === 'permanent' || (link.cancel === 'transient' && !isCleanExit(info.reason));
-      return exits ? this.exit(info.reason as ExitReason) : undefined;
+      if (!exits) return undefined;
+      if (isCleanExit(info.reason) && !this.drained()) {
+        // Its producer finished: hand on what is queued and buffered first, then exit.
+        this.exitWhenDrained = info.reason as ExitReason;
+        return undefined;
+      }
+      return this.exit(info.reason as ExitReason);
     };
     return pending === undefined ? follow() : pending.then(follow);
   }
@@ -668,6 +677,12 @@ export class Stage implements StageRef {
     const pending = this.runCallback('handleCancel', this.spec.handleCancel, [info, link.subscription], this.rules.common);
     const after = () => (forward > 0 && this.alive ? this.serveDemand(forward) : this.alive ? void this.serveFromBuffer() : undefined);
     return pending === undefined ? after() : pending.then(after);
+  }
+
+  /** Nothing received is left unhandled and nothing emitted is left undelivered, or nobody is left to take it. */
+  private drained(): boolean {
+    if (this.kind !== 'producer_consumer' || this.downstream.size === 0) return true;
+    return this.pcQueue.length === 0 && (this.buffer?.length ?? 0) === 0 && (this.dispatcher?.held() ?? 0) === 0;
   }
 
   private setDemandMode(mode: 'forward' | 'accumulate'): Promise<void> | undefined {

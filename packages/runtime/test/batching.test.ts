@@ -123,4 +123,24 @@ describe('consumer demand and batching (GenStage split_batches)', () => {
     expect(rec.events()).toEqual(Array.from({ length: 20 }, (_, i) => i));
     expect(seen.every((b) => b.length <= 2)).toBe(true);
   });
+
+  it('a producer_consumer whose producer finished hands on everything it holds before it exits', async () => {
+    const sys = new StageSystem();
+    // The counter stops itself as it emits its last events, while the relay still holds most of them.
+    await sys.start(counter({ limit: 30, stopAtLimit: true }), 0, { name: 'counter' });
+    await sys.start(
+      producerConsumer<null, number, number>({
+        init: () => ({ state: null, subscribeTo: [{ to: 'counter', maxDemand: 10 }] }),
+        handleEvents: (events) => ({ events }),
+      }),
+      undefined,
+      { name: 'relay' },
+    );
+    const rec = recorder<number>();
+    await sys.start(recordingConsumer(rec, [{ to: 'relay', maxDemand: 3, cancel: 'transient' }]), undefined);
+    await sys.idle();
+    expect(rec.events()).toEqual(Array.from({ length: 30 }, (_, i) => i));
+    expect(sys.whereis('relay')).toBeUndefined();
+    expect(rec.cancels).toEqual([{ kind: 'down', reason: 'normal' }]);
+  });
 });

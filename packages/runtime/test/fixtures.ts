@@ -9,14 +9,15 @@ import {
 } from '../src/index.js';
 
 /** A producer of consecutive integers that records every demand it is asked for. */
-export function counter(options: ProducerOptions & { readonly demands?: number[]; readonly limit?: number } = {}) {
-  const { demands, limit, ...producerOptions } = options;
+export function counter(options: ProducerOptions & { readonly demands?: number[]; readonly limit?: number; readonly stopAtLimit?: boolean } = {}) {
+  const { demands, limit, stopAtLimit, ...producerOptions } = options;
   return producer<number, number, number>({
     init: (start) => ({ state: start ?? 0, ...producerOptions }),
     handleDemand(demand, next) {
       demands?.push(demand);
       const n = limit === undefined ? demand : Math.max(0, Math.min(demand, limit - next));
-      return { events: Array.from({ length: n }, (_, i) => next + i), state: next + n };
+      const events = Array.from({ length: n }, (_, i) => next + i);
+      return stopAtLimit && limit !== undefined && next + n >= limit ? { events, state: next + n, stop: 'normal' } : { events, state: next + n };
     },
   });
 }

@@ -1,0 +1,194 @@
+import { hostname } from 'node:os';
+import {
+  type AnyStageSpec,
+  type ChildSpec,
+  type Clock,
+  type ExitReason,
+  type InitResult,
+  type StageContext,
+  StageSystem,
+  type SubscribeOptions,
+  Supervisor,
+  type SystemEvent,
+} from '@stagefabric/runtime';
+import type { Logger } from './logger.js';
+import { StageLoadError, loadStageSpec } from './stage-loader.js';
+import type { Topology, TopologySubscription } from './topology.js';
+
+export interface AgentOptions {
+  readonly topology: Topology;
+  /** This node's name in the fabric. Default: the host name. */
+  readonly node?: string;
+  readonly logger: Logger;
+  readonly clock?: Clock;
+}
+
+/** The name of replica `index` of a stage: the stage name itself when it has one replica. */
+export function replicaName(stage: string, replicas: number, index: number): string {
+  return replicas === 1 ? stage : `${stage}/${index}`;
+}
+
+/** Orders stages so every stage starts after the stages it subscribes to. */
+function startOrder(topology: Topology): string[] {
+  const order: string[] = [];
+  const state = new Map<string, 'visiting' | 'done'>();
+  const visit = (name: string, chain: string[]) => {
+    const s = state.get(name);
+    if (s === 'done') return;
+    if (s === 'visiting') throw new StageLoadError(`subscriptions form a cycle: ${[...chain, name].join(' -> ')}`);
+    state.set(name, 'visiting');
+    for (const sub of topology.stages[name]?.subscribe ?? []) visit(typeof sub === 'string' ? sub : sub.to, [...chain, name]);
+    state.set(name, 'done');
+    order.push(name);
+  };
+  for (const name of Object.keys(topology.stages)) visit(name, []);
+  return order;
+}
+
+/**
+ * Wraps a stage's init: adds the topology's subscriptions to its own, so a
+ * restart resubscribes too, and while the agent boots holds producers'
+ * demand, so no events flow before every stage is up and subscribed.
+ */
+function forTopology(spec: AnyStageSpec, extra: readonly SubscribeOptions[], booting: () => boolean, held: (name: string) => void): AnyStageSpec {
+  const init = spec.init;
+  return {
+    ...spec,
+    init: async (args: unknown, ctx: StageContext) => {
+      const result = (await init.call(spec, args, ctx as never)) as InitResult<unknown, 'producer_consumer'>;
+      const out: Record<string, unknown> = { ...result };
+      if (extra.length > 0) out.subscribeTo = [...(result.subscribeTo ?? []), ...extra];
+      if (spec.kind === 'producer' && booting() && result.demand === undefined) {
+        out.demand = 'accumulate';
+        held(ctx.self.label);
+      }
+      return out;
+    },
+  } as unknown as AnyStageSpec;
+}
+
+/**
+ * Hosts a topology's stages on this node under one supervisor. Stages that
+ * exit for good end the agent's `done`; a graceful stop cancels consumers
+ * first so nothing in hand is dropped.
+ */
+export class Agent {
+  readonly system: StageSystem;
+  readonly node: string;
+  readonly done: Promise<ExitReason>;
+  private resolveDone: (reason: ExitReason) => void = () => {};
+  private supervisor: Supervisor | undefined;
+  private stopping: Promise<void> | undefined;
+
+  private constructor(
+    private readonly options: AgentOptions,
+    node: string,
+  ) {
+    this.node = node;
+    this.system = new StageSystem(options.clock === undefined ? {} : { clock: options.clock });
+    this.done = new Promise((resolve) => {
+      this.resolveDone = resolve;
+    });
+  }
+
+  static async start(options: AgentOptions): Promise<Agent> {
+    const agent = new Agent(options, options.node ?? hostname());
+    await agent.boot();
+    return agent;
+  }
+
+  private async boot(): Promise<void> {
+    const { topology, logger } = this.options;
+    const specs = new Map<string, AnyStageSpec>();
+    for (const [name, stage] of Object.entries(topology.stages)) specs.set(name, await loadStageSpec(topology, name, stage));
+    for (const [name, stage] of Object.entries(topology.stages)) {
+      for (const sub of stage.subscribe) {
+        const to = typeof sub === 'string' ? sub : sub.to;
+        if (specs.get(name)?.kind === 'producer') {
+          throw new StageLoadError(`stage ${name}: is a producer, so it cannot subscribe to ${to}`);
+        }
+        if (specs.get(to)?.kind === 'consumer') throw new StageLoadError(`stage ${name}: subscribes to ${to}, which is a consumer`);
+      }
+    }
+    const children: ChildSpec[] = [];
+    let booting = true;
+    const heldProducers: string[] = [];
+    for (const name of startOrder(topology)) {
+      const stage = topology.stages[name];
+      const spec = specs.get(name);
+      if (stage === undefined || spec === undefined) continue;
+      // A subscription to a replicated stage subscribes to every replica.
+      const subscriptions = stage.subscribe.flatMap((sub) => {
+        const options: TopologySubscription = typeof sub === 'string' ? { to: sub } : sub;
+        const target = topology.stages[options.to];
+        const replicas = target?.replicas ?? 1;
+        return Array.from({ length: replicas }, (_, i): SubscribeOptions => ({ ...stripUndefined(options), to: replicaName(options.to, replicas, i) }));
+      });
+      for (let i = 0; i < stage.replicas; i++) {
+        const instance = replicaName(name, stage.replicas, i);
+        const wrapped = forTopology(spec, subscriptions, () => booting, (held) => heldProducers.push(held));
+        children.push({ id: instance, name: instance, spec: wrapped, args: stage.args, restart: stage.restart });
+      }
+    }
+    this.system.on('event', (event) => this.log(event));
+    this.supervisor = await Supervisor.start(this.system, children, topology.supervisor);
+    booting = false;
+    for (const name of heldProducers) if (this.system.whereis(name)) this.system.setDemandMode(name, 'forward');
+    this.supervisor.on('event', (event) => {
+      if (event.type === 'restart') logger.warn({ stage: event.child, reason: describeReason(event.reason) }, 'stage restarted');
+      else if (event.type === 'restart-failed') logger.warn({ stage: event.child, err: event.error }, 'stage restart failed');
+      else {
+        logger.error({ err: event.error }, 'supervisor gave up');
+        this.resolveDone(event.error);
+      }
+    });
+    logger.info({ stages: children.map((c) => c.id), transport: 'in-process' }, 'agent started');
+  }
+
+  private log(event: SystemEvent): void {
+    const { logger } = this.options;
+    switch (event.type) {
+      case 'stage-exit':
+        if (event.clean) logger.info({ stage: event.stage, reason: describeReason(event.reason) }, 'stage exited');
+        else logger.error({ stage: event.stage, err: event.reason }, 'stage crashed');
+        void this.checkFinished();
+        return;
+      case 'buffer-overflow':
+        logger.warn({ stage: event.stage, dropped: event.dropped, bufferSize: event.bufferSize, keep: event.keep }, 'producer buffer overflow: events dropped');
+        return;
+      case 'excess-events':
+        logger.error({ stage: event.stage, subscription: event.subscription, excess: event.excess }, 'received events beyond demand');
+        return;
+      case 'callback-error':
+        logger.error({ stage: event.stage, callback: event.callback, err: event.error }, 'callback failed');
+        return;
+    }
+  }
+
+  /** Once every stage has exited and none is being restarted, the agent is done. */
+  private async checkFinished(): Promise<void> {
+    await this.supervisor?.settled();
+    await this.system.idle();
+    if (this.system.list().length === 0) this.resolveDone('normal');
+  }
+
+  /** Graceful stop: consumers first, then producers. Idempotent. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.options.logger.info('agent stopping');
+      await this.system.shutdown('shutdown');
+      await this.supervisor?.stop();
+      this.resolveDone('shutdown');
+    })();
+    return this.stopping;
+  }
+}
+
+/** Zod leaves absent options as undefined; the runtime wants them absent. */
+function stripUndefined(value: object): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined));
+}
+
+function describeReason(reason: unknown): unknown {
+  return reason instanceof Error ? reason.message : reason;
+}

@@ -1,0 +1,138 @@
+import { readFile } from 'node:fs/promises';
+import { LineCounter, parseDocument } from 'yaml';
+import { z } from 'zod';
+
+const NAME = /^[A-Za-z][A-Za-z0-9_.-]*$/;
+
+const subscriptionSchema = z.strictObject({
+  to: z.string().regex(NAME, 'must be a stage name (a letter, then letters, digits, _ . -)'),
+  maxDemand: z.number().int().positive().optional(),
+  minDemand: z.number().int().nonnegative().optional(),
+  cancel: z.enum(['permanent', 'transient', 'temporary']).optional(),
+  partition: z.union([z.string(), z.number().int()]).optional(),
+});
+
+const stageSchema = z.strictObject({
+  /** Path of the ES module defining the stage, relative to the topology file. */
+  module: z.string().min(1),
+  /** The module's export holding the stage spec. Default: the stage's name. */
+  export: z.string().min(1).optional(),
+  /** Passed to the stage's init. */
+  args: z.unknown().optional(),
+  replicas: z.number().int().positive().max(10_000).default(1),
+  subscribe: z.array(z.union([z.string().regex(NAME, 'must be a stage name'), subscriptionSchema])).default([]),
+  restart: z.enum(['permanent', 'transient', 'temporary']).default('permanent'),
+});
+
+const topologySchema = z.strictObject({
+  version: z.literal(1).default(1),
+  stages: z
+    .record(z.string().regex(NAME, 'stage names start with a letter, then letters, digits, _ . -'), stageSchema)
+    .refine((stages) => Object.keys(stages).length > 0, 'needs at least one stage'),
+  supervisor: z
+    .strictObject({
+      maxRestarts: z.number().int().nonnegative().default(3),
+      maxSeconds: z.number().int().positive().default(5),
+    })
+    .default({ maxRestarts: 3, maxSeconds: 5 }),
+});
+
+export type TopologySubscription = z.infer<typeof subscriptionSchema>;
+export type TopologyStage = z.infer<typeof stageSchema>;
+
+export interface Topology extends z.infer<typeof topologySchema> {
+  /** Absolute path of the file it came from; modules resolve against its folder. */
+  readonly file: string;
+}
+
+export interface TopologyIssue {
+  readonly file: string;
+  readonly line: number;
+  readonly column: number;
+  /** Where in the document, as `stages.printer.subscribe[0].maxDemand`. */
+  readonly path: string;
+  readonly message: string;
+}
+
+/** An invalid topology file: every issue found, each with its line. */
+export class TopologyError extends Error {
+  override readonly name = 'TopologyError';
+  readonly code = 'SF_BAD_TOPOLOGY';
+
+  constructor(readonly issues: readonly TopologyIssue[]) {
+    super(issues.map((i) => `${i.file}:${i.line}:${i.column}: ${i.path === '' ? '' : `${i.path}: `}${i.message}`).join('\n'));
+  }
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const key of path) out += typeof key === 'number' ? `[${key}]` : out === '' ? String(key) : `.${String(key)}`;
+  return out;
+}
+
+/** Parses and checks a topology document; throws TopologyError naming file, line and path of each mistake. */
+export function parseTopology(text: string, file: string): Topology {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
+  const at = (offset: number) => lineCounter.linePos(offset);
+  if (doc.errors.length > 0) {
+    throw new TopologyError(
+      doc.errors.map((e) => {
+        const pos = at(e.pos[0]);
+        return { file, line: pos.line, column: pos.col, path: '', message: `YAML: ${e.message.split('\n')[0]}` };
+      }),
+    );
+  }
+  /** The line of the deepest node that exists along `path`. */
+  const locate = (path: readonly PropertyKey[]) => {
+    for (let n = path.length; n >= 0; n--) {
+      const node = doc.getIn(path.slice(0, n) as unknown[], true) as { range?: [number, number, number] } | undefined;
+      if (node?.range !== undefined) return at(node.range[0]);
+    }
+    return { line: 1, col: 1 };
+  };
+  const parsed = topologySchema.safeParse(doc.toJS());
+  if (!parsed.success) {
+    throw new TopologyError(
+      parsed.error.issues.map((issue) => {
+        const pos = locate(issue.path);
+        return { file, line: pos.line, column: pos.col, path: formatPath(issue.path), message: issue.message };
+      }),
+    );
+  }
+  const topology = parsed.data;
+  // Checks across stages: every subscription names a stage that exists.
+  const issues: TopologyIssue[] = [];
+  for (const [name, stage] of Object.entries(topology.stages)) {
+    stage.subscribe.forEach((sub, i) => {
+      const to = typeof sub === 'string' ? sub : sub.to;
+      if (!(to in topology.stages)) {
+        const path = ['stages', name, 'subscribe', i];
+        const pos = locate(path);
+        issues.push({ file, line: pos.line, column: pos.col, path: formatPath(path), message: `subscribes to "${to}", which is not a stage in this topology` });
+      }
+      if (to === name) {
+        const path = ['stages', name, 'subscribe', i];
+        const pos = locate(path);
+        issues.push({ file, line: pos.line, column: pos.col, path: formatPath(path), message: 'a stage cannot subscribe to itself' });
+      }
+    });
+  }
+  if (issues.length > 0) throw new TopologyError(issues);
+  return { ...topology, file };
+}
+
+export async function loadTopology(file: string): Promise<Topology> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    throw new TopologyError([{ file, line: 0, column: 0, path: '', message: `cannot read: ${(error as Error).message}` }]);
+  }
+  return parseTopology(text, file);
+}
+
+/** The topology's JSON Schema, for editors. */
+export function topologyJsonSchema(): unknown {
+  return z.toJSONSchema(topologySchema, { io: 'input' });
+}
