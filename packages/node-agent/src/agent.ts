@@ -13,7 +13,7 @@ import {
 } from '@stagefabric/runtime';
 import type { Logger } from './logger.js';
 import { StageLoadError, loadStageSpec } from './stage-loader.js';
-import type { Topology, TopologySubscription } from './topology.js';
+import type { Topology } from './topology.js';
 
 export interface AgentOptions {
   readonly topology: Topology;
@@ -37,7 +37,7 @@ function startOrder(topology: Topology): string[] {
     if (s === 'done') return;
     if (s === 'visiting') throw new StageLoadError(`subscriptions form a cycle: ${[...chain, name].join(' -> ')}`);
     state.set(name, 'visiting');
-    for (const sub of topology.stages[name]?.subscribe ?? []) visit(typeof sub === 'string' ? sub : sub.to, [...chain, name]);
+    for (const sub of topology.stages[name]?.subscribe ?? []) visit(sub.to, [...chain, name]);
     state.set(name, 'done');
     order.push(name);
   };
@@ -102,8 +102,7 @@ export class Agent {
     const specs = new Map<string, AnyStageSpec>();
     for (const [name, stage] of Object.entries(topology.stages)) specs.set(name, await loadStageSpec(topology, name, stage));
     for (const [name, stage] of Object.entries(topology.stages)) {
-      for (const sub of stage.subscribe) {
-        const to = typeof sub === 'string' ? sub : sub.to;
+      for (const { to } of stage.subscribe) {
         if (specs.get(name)?.kind === 'producer') {
           throw new StageLoadError(`stage ${name}: is a producer, so it cannot subscribe to ${to}`);
         }
@@ -118,8 +117,7 @@ export class Agent {
       const spec = specs.get(name);
       if (stage === undefined || spec === undefined) continue;
       // A subscription to a replicated stage subscribes to every replica.
-      const subscriptions = stage.subscribe.flatMap((sub) => {
-        const options: TopologySubscription = typeof sub === 'string' ? { to: sub } : sub;
+      const subscriptions = stage.subscribe.flatMap((options) => {
         const target = topology.stages[options.to];
         const replicas = target?.replicas ?? 1;
         return Array.from({ length: replicas }, (_, i): SubscribeOptions => ({ ...stripUndefined(options), to: replicaName(options.to, replicas, i) }));
@@ -172,12 +170,12 @@ export class Agent {
     if (this.system.list().length === 0) this.resolveDone('normal');
   }
 
-  /** Graceful stop: consumers first, then producers. Idempotent. */
+  /** Graceful stop: consumers first (the reverse of start order), then producers. Idempotent. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       this.options.logger.info('agent stopping');
+      await this.supervisor?.stop('shutdown');
       await this.system.shutdown('shutdown');
-      await this.supervisor?.stop();
       this.resolveDone('shutdown');
     })();
     return this.stopping;

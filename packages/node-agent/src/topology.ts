@@ -14,13 +14,14 @@ const subscriptionSchema = z.strictObject({
 
 const stageSchema = z.strictObject({
   /** Path of the ES module defining the stage, relative to the topology file. */
-  module: z.string().min(1),
+  module: z.string({ error: (issue) => (issue.input === undefined ? 'is required' : 'must be a path') }).min(1),
   /** The module's export holding the stage spec. Default: the stage's name. */
   export: z.string().min(1).optional(),
   /** Passed to the stage's init. */
   args: z.unknown().optional(),
   replicas: z.number().int().positive().max(10_000).default(1),
-  subscribe: z.array(z.union([z.string().regex(NAME, 'must be a stage name'), subscriptionSchema])).default([]),
+  /** Each entry is a stage name or { to, ...options }; a bare name is read as { to: name }. */
+  subscribe: z.array(z.preprocess((entry) => (typeof entry === 'string' ? { to: entry } : entry), subscriptionSchema)).default([]),
   restart: z.enum(['permanent', 'transient', 'temporary']).default('permanent'),
 });
 
@@ -104,8 +105,7 @@ export function parseTopology(text: string, file: string): Topology {
   // Checks across stages: every subscription names a stage that exists.
   const issues: TopologyIssue[] = [];
   for (const [name, stage] of Object.entries(topology.stages)) {
-    stage.subscribe.forEach((sub, i) => {
-      const to = typeof sub === 'string' ? sub : sub.to;
+    stage.subscribe.forEach(({ to }, i) => {
       if (!(to in topology.stages)) {
         const path = ['stages', name, 'subscribe', i];
         const pos = locate(path);

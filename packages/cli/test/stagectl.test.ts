@@ -1,0 +1,140 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+
+const ROOT = resolve(import.meta.dirname, '../../..');
+const STAGECTL = join(ROOT, 'packages/cli/dist/main.js');
+const running = new Set<ChildProcess>();
+
+interface Run {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+function start(args: string[]) {
+  const child = spawn(process.execPath, [STAGECTL, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  running.add(child);
+  const out = { stdout: '', stderr: '' };
+  child.stdout.on('data', (d: Buffer) => (out.stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out.stderr += d.toString()));
+  const done = new Promise<Run>((resolveRun) =>
+    child.on('close', (code) => {
+      running.delete(child);
+      resolveRun({ code, ...out });
+    }),
+  );
+  return { child, out, done };
+}
+
+const stagectl = (...args: string[]) => start(args).done;
+
+async function waitFor(condition: () => boolean, what: string, timeoutMs = 10_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function topologyFile(text: string, modules: Record<string, string> = {}): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'stagectl-'));
+  for (const [name, source] of Object.entries(modules)) await writeFile(join(dir, name), source);
+  const file = join(dir, 'topology.yaml');
+  await writeFile(file, text);
+  return file;
+}
+
+afterEach(() => {
+  // A test that left an agent running has failed to clean up; kill it so the next test starts clean.
+  for (const child of running) child.kill('SIGKILL');
+  expect(running.size).toBe(0);
+});
+
+describe('stagectl', () => {
+  it('runs the counter example: every event printed exactly once, exit 0', async () => {
+    const r = await stagectl('up', 'examples/counter');
+    expect(r.code).toBe(0);
+    const events = [...r.stdout.matchAll(/got (\d+) /g)].map((m) => Number(m[1]));
+    expect(events.sort((a, b) => a - b)).toEqual(Array.from({ length: 40 }, (_, i) => i));
+    const printers = new Set([...r.stdout.matchAll(/^(printer\/\d) got/gm)].map((m) => m[1]));
+    expect(printers.size).toBeGreaterThan(1);
+  });
+
+  it('runs the broadcast variant: every printer gets every event', async () => {
+    const r = await stagectl('up', 'examples/counter/broadcast.yaml');
+    expect(r.code).toBe(0);
+    for (const printer of ['printer/0', 'printer/1', 'printer/2']) {
+      const got = [...r.stdout.matchAll(new RegExp(`^${printer} got (\\d+) `, 'gm'))].map((m) => Number(m[1]));
+      expect(got).toEqual(Array.from({ length: 10 }, (_, i) => i));
+    }
+  });
+
+  it('runs the chocolates example: all 60 boxed, never more than the demand in flight on the belt', async () => {
+    const r = await stagectl('up', 'examples/chocolates');
+    expect(r.code).toBe(0);
+    const done = r.stdout.trim().split('\n').at(-1) ?? '';
+    const m = /^done: (\d+) chocolates boxed; at most (\d+) were ever between maker and box$/.exec(done);
+    expect(m?.[1]).toBe('60');
+    // Wrapper maxDemand 6 plus boxer maxDemand 6 bound what can be on the belt.
+    expect(Number(m?.[2])).toBeLessThanOrEqual(12);
+  });
+
+  it('validate names the file, line and path of a mistake and exits 2; up refuses the same file with 2', async () => {
+    const file = await topologyFile(
+      ['stages:', '  counter:', '    module: ./stages.js', '  printer:', '    module: ./stages.js', '    subscribe:', '      - to: counter', '        maxDemand: ten', ''].join('\n'),
+    );
+    const v = await stagectl('validate', file);
+    expect(v.code).toBe(2);
+    expect(v.stderr).toContain(`${file}:8:20: stages.printer.subscribe[0].maxDemand: Invalid input: expected number, received string`);
+    const u = await stagectl('up', file);
+    expect(u.code).toBe(2);
+    expect(u.stderr).toContain(`${file}:8:20:`);
+  });
+
+  it('validate checks the stage modules too: a missing export is named', async () => {
+    const file = await topologyFile(['stages:', '  counter:', '    module: ./stages.mjs', ''].join('\n'), {
+      'stages.mjs': 'export const count = { kind: "producer", init: () => ({ state: 0 }) };\n',
+    });
+    const v = await stagectl('validate', file);
+    expect(v.code).toBe(2);
+    expect(v.stderr).toContain('stage counter: module ./stages.mjs has no export "counter" (it exports count)');
+  });
+
+  it('validate accepts the examples', async () => {
+    const v = await stagectl('validate', 'examples/chocolates');
+    expect(v.code).toBe(0);
+    expect(v.stdout).toContain('valid (3 stages)');
+  });
+
+  it('usage errors exit 2; --help exits 0', async () => {
+    expect((await stagectl('frobnicate')).code).toBe(2);
+    expect((await stagectl('up')).code).toBe(2);
+    expect((await stagectl('up', '--bogus', 'x')).code).toBe(2);
+    const h = await stagectl('up', '--help');
+    expect(h.code).toBe(0);
+    expect(h.stdout).toContain('Usage: stagectl up');
+  });
+
+  it('SIGTERM stops gracefully and exits 0; a stage never finishing does not block it', async () => {
+    const file = await topologyFile(
+      ['stages:', '  ticks:', '    module: ./stages.mjs', '  sink:', '    module: ./stages.mjs', '    subscribe: [{ to: ticks, maxDemand: 2 }]', ''].join('\n'),
+      {
+        'stages.mjs': [
+          `import { producer, consumer } from ${JSON.stringify(join(ROOT, 'packages/runtime/dist/index.js'))};`,
+          'export const ticks = producer({ init: () => ({ state: 0 }), handleDemand: (d, n) => ({ events: Array.from({ length: d }, (_, i) => n + i), state: n + d }) });',
+          'export const sink = consumer({ init: () => ({ state: null }), async handleEvents(e) { console.log("handled", e.at(-1)); await new Promise((r) => setTimeout(r, 5)); } });',
+          '',
+        ].join('\n'),
+      },
+    );
+    const agent = start(['up', file]);
+    await waitFor(() => agent.out.stdout.includes('handled'), 'the sink to handle events');
+    agent.child.kill('SIGTERM');
+    const r = await agent.done;
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain('"msg":"signal: stopping gracefully"');
+  });
+});

@@ -1,0 +1,64 @@
+import { describe, expect, it } from 'vitest';
+import { TopologyError, parseTopology, topologyJsonSchema } from '../src/index.js';
+
+function issuesOf(text: string) {
+  try {
+    parseTopology(text, 'topo.yaml');
+  } catch (error) {
+    if (error instanceof TopologyError) return error.issues;
+    throw error;
+  }
+  throw new Error('expected the topology to be rejected');
+}
+
+describe('topology files', () => {
+  it('parses stages, replicas, subscriptions and applies defaults', () => {
+    const t = parseTopology(
+      ['stages:', '  counter:', '    module: ./stages.js', '    args: 5', '  printer:', '    module: ./stages.js', '    replicas: 3', '    subscribe: [counter]', ''].join('\n'),
+      '/x/topo.yaml',
+    );
+    expect(t.file).toBe('/x/topo.yaml');
+    expect(t.stages.counter).toEqual({ module: './stages.js', args: 5, replicas: 1, subscribe: [], restart: 'permanent' });
+    expect(t.stages.printer?.replicas).toBe(3);
+    expect(t.stages.printer?.subscribe).toEqual([{ to: 'counter' }]);
+    expect(t.supervisor).toEqual({ maxRestarts: 3, maxSeconds: 5 });
+  });
+
+  it('names the line, column and path of a wrong value', () => {
+    const issues = issuesOf(
+      ['stages:', '  counter:', '    module: ./stages.js', '  printer:', '    module: ./stages.js', '    subscribe:', '      - to: counter', '        maxDemand: ten', ''].join('\n'),
+    );
+    expect(issues).toHaveLength(1);
+    expect(issues[0]).toMatchObject({ file: 'topo.yaml', line: 8, column: 20, path: 'stages.printer.subscribe[0].maxDemand' });
+    expect(issues[0]?.message).toMatch(/expected number/);
+  });
+
+  it('rejects unknown keys, missing modules and subscriptions to stages that do not exist', () => {
+    const issues = issuesOf(['stages:', '  counter:', '    modul: ./stages.js', '  printer:', '    module: ./p.js', '    subscribe: [countr]', ''].join('\n'));
+    const text = issues.map((i) => `${i.line}:${i.path}: ${i.message}`);
+    expect(text).toContain('3:stages.counter: Unrecognized key: "modul"');
+    expect(text).toContain('3:stages.counter.module: is required');
+  });
+
+  it('cross-stage mistakes name the subscription', () => {
+    const issues = issuesOf(['stages:', '  counter:', '    module: ./stages.js', '  printer:', '    module: ./p.js', '    subscribe: [countr]', ''].join('\n'));
+    expect(issues).toEqual([
+      { file: 'topo.yaml', line: 6, column: 17, path: 'stages.printer.subscribe[0]', message: 'subscribes to "countr", which is not a stage in this topology' },
+    ]);
+  });
+
+  it('reports YAML syntax errors with their line', () => {
+    const issues = issuesOf('stages:\n  counter:\n    module: [unclosed\n');
+    expect(issues[0]?.line).toBeGreaterThanOrEqual(3);
+    expect(issues[0]?.message).toMatch(/^YAML: /);
+  });
+
+  it('TopologyError reads as FILE:LINE:COLUMN: path: problem', () => {
+    expect(() => parseTopology('stages: {}\n', 'empty.yaml')).toThrow('empty.yaml:1:9: stages: needs at least one stage');
+  });
+
+  it('exports a JSON Schema for editors', () => {
+    const schema = topologyJsonSchema() as { properties: Record<string, unknown> };
+    expect(Object.keys(schema.properties)).toEqual(expect.arrayContaining(['stages', 'supervisor', 'version']));
+  });
+});
