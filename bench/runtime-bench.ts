@@ -8,7 +8,7 @@
  */
 import { Readable, Transform, Writable } from 'node:stream';
 import { pipeline as streamPipeline } from 'node:stream/promises';
-import { StageSystem, consumer, producer, producerConsumer } from '@stagefabric/runtime';
+import { consumer, producer, producerConsumer, StageSystem } from '@stagefabric/runtime';
 
 const args = process.argv.slice(2);
 const json = args.includes('--json');
@@ -142,7 +142,11 @@ if (json) {
   console.log(`events: ${TOTAL.toLocaleString('en')} (maxDemand 10 run: ${smallTotal.toLocaleString('en')})`);
   console.log(`stagefabric maxDemand 1000   ${m(result.events_per_s)}`);
   console.log(`stagefabric maxDemand 10     ${m(result.events_per_s_max_demand_10)}`);
-  console.log(`node objectMode streams      ${m(result.node_streams_events_per_s)}  (stagefabric is ${(result.events_per_s / result.node_streams_events_per_s).toFixed(1)}x)`);
-  console.log(`plain loop, arrays of 1000   ${m(result.array_loop_events_per_s)}  (stagefabric is ${(result.events_per_s / result.array_loop_events_per_s).toFixed(2)} of it)`);
+  console.log(
+    `node objectMode streams      ${m(result.node_streams_events_per_s)}  (stagefabric is ${(result.events_per_s / result.node_streams_events_per_s).toFixed(1)}x)`,
+  );
+  console.log(
+    `plain loop, arrays of 1000   ${m(result.array_loop_events_per_s)}  (stagefabric is ${(result.events_per_s / result.array_loop_events_per_s).toFixed(2)} of it)`,
+  );
   console.log(`heap growth over the 1000 run ${(result.heap_growth_bytes / 1024).toFixed(0)} KiB`);
 }

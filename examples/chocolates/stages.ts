@@ -17,7 +17,9 @@ const belt = { made: 0, wrapped: 0, boxed: 0, mostOnBelt: 0 };
 function report(what: string): void {
   const onBelt = belt.made - belt.boxed;
   belt.mostOnBelt = Math.max(belt.mostOnBelt, onBelt);
-  console.log(`${what.padEnd(22)} made ${String(belt.made).padStart(3)}  wrapped ${String(belt.wrapped).padStart(3)}  boxed ${String(belt.boxed).padStart(3)}  on the belt ${onBelt}`);
+  console.log(
+    `${what.padEnd(22)} made ${String(belt.made).padStart(3)}  wrapped ${String(belt.wrapped).padStart(3)}  boxed ${String(belt.boxed).padStart(3)}  on the belt ${onBelt}`,
+  );
 }
 
 export const maker = producer<{ next: number; total: number }, Chocolate, { total: number }>({
@@ -28,7 +30,9 @@ export const maker = producer<{ next: number; total: number }, Chocolate, { tota
     belt.made += count;
     report(`maker made ${count}`);
     const next = state.next + count;
-    return next >= state.total ? { events: chocolates, state: { ...state, next }, stop: 'normal' } : { events: chocolates, state: { ...state, next } };
+    return next >= state.total
+      ? { events: chocolates, state: { ...state, next }, stop: 'normal' }
+      : { events: chocolates, state: { ...state, next } };
   },
 });
 

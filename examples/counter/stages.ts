@@ -28,7 +28,7 @@ export const counter = producer<{ next: number; limit: number }, number, Counter
 export const printer = consumer<{ seen: number }, number, void>({
   init: () => ({ state: { seen: 0 } }),
   handleEvents(events, _from, state, ctx) {
-    events.forEach((event, i) => console.log(`${ctx.self.label} got ${event} (its event #${state.seen + i + 1})`));
+    for (const [i, event] of events.entries()) console.log(`${ctx.self.label} got ${event} (its event #${state.seen + i + 1})`);
     return { state: { seen: state.seen + events.length } };
   },
 });

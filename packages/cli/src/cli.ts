@@ -1,7 +1,15 @@
 import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Agent, StageLoadError, TopologyError, createLogger, loadStageSpec, loadTopology, topologyJsonSchema } from '@stagefabric/node-agent';
+import {
+  Agent,
+  createLogger,
+  loadStageSpec,
+  loadTopology,
+  StageLoadError,
+  TopologyError,
+  topologyJsonSchema,
+} from '@stagefabric/node-agent';
 
 /** Exit codes: 0 ok, 1 operational failure, 2 usage or invalid input. */
 const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
@@ -49,7 +57,11 @@ async function topologyPath(arg: string | undefined, command: string): Promise<s
 }
 
 async function up(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { node: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { node: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  });
   if (values.help) return help('up');
   const file = await topologyPath(positionals[0], 'up');
   const topology = await loadTopology(file);

@@ -84,7 +84,17 @@ describe('stagectl', () => {
 
   it('validate names the file, line and path of a mistake and exits 2; up refuses the same file with 2', async () => {
     const file = await topologyFile(
-      ['stages:', '  counter:', '    module: ./stages.js', '  printer:', '    module: ./stages.js', '    subscribe:', '      - to: counter', '        maxDemand: ten', ''].join('\n'),
+      [
+        'stages:',
+        '  counter:',
+        '    module: ./stages.js',
+        '  printer:',
+        '    module: ./stages.js',
+        '    subscribe:',
+        '      - to: counter',
+        '        maxDemand: ten',
+        '',
+      ].join('\n'),
     );
     const v = await stagectl('validate', file);
     expect(v.code).toBe(2);
@@ -120,7 +130,15 @@ describe('stagectl', () => {
 
   it('SIGTERM stops gracefully and exits 0; a stage never finishing does not block it', async () => {
     const file = await topologyFile(
-      ['stages:', '  ticks:', '    module: ./stages.mjs', '  sink:', '    module: ./stages.mjs', '    subscribe: [{ to: ticks, maxDemand: 2 }]', ''].join('\n'),
+      [
+        'stages:',
+        '  ticks:',
+        '    module: ./stages.mjs',
+        '  sink:',
+        '    module: ./stages.mjs',
+        '    subscribe: [{ to: ticks, maxDemand: 2 }]',
+        '',
+      ].join('\n'),
       {
         'stages.mjs': [
           `import { producer, consumer } from ${JSON.stringify(join(ROOT, 'packages/runtime/dist/index.js'))};`,

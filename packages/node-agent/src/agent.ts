@@ -12,7 +12,7 @@ import {
   type SystemEvent,
 } from '@stagefabric/runtime';
 import type { Logger } from './logger.js';
-import { StageLoadError, loadStageSpec } from './stage-loader.js';
+import { loadStageSpec, StageLoadError } from './stage-loader.js';
 import type { Topology } from './topology.js';
 
 export interface AgentOptions {
@@ -50,7 +50,12 @@ function startOrder(topology: Topology): string[] {
  * restart resubscribes too, and while the agent boots holds producers'
  * demand, so no events flow before every stage is up and subscribed.
  */
-function forTopology(spec: AnyStageSpec, extra: readonly SubscribeOptions[], booting: () => boolean, held: (name: string) => void): AnyStageSpec {
+function forTopology(
+  spec: AnyStageSpec,
+  extra: readonly SubscribeOptions[],
+  booting: () => boolean,
+  held: (name: string) => void,
+): AnyStageSpec {
   const init = spec.init;
   return {
     ...spec,
@@ -120,11 +125,19 @@ export class Agent {
       const subscriptions = stage.subscribe.flatMap((options) => {
         const target = topology.stages[options.to];
         const replicas = target?.replicas ?? 1;
-        return Array.from({ length: replicas }, (_, i): SubscribeOptions => ({ ...stripUndefined(options), to: replicaName(options.to, replicas, i) }));
+        return Array.from(
+          { length: replicas },
+          (_, i): SubscribeOptions => ({ ...stripUndefined(options), to: replicaName(options.to, replicas, i) }),
+        );
       });
       for (let i = 0; i < stage.replicas; i++) {
         const instance = replicaName(name, stage.replicas, i);
-        const wrapped = forTopology(spec, subscriptions, () => booting, (held) => heldProducers.push(held));
+        const wrapped = forTopology(
+          spec,
+          subscriptions,
+          () => booting,
+          (held) => heldProducers.push(held),
+        );
         children.push({ id: instance, name: instance, spec: wrapped, args: stage.args, restart: stage.restart });
       }
     }
@@ -152,7 +165,10 @@ export class Agent {
         void this.checkFinished();
         return;
       case 'buffer-overflow':
-        logger.warn({ stage: event.stage, dropped: event.dropped, bufferSize: event.bufferSize, keep: event.keep }, 'producer buffer overflow: events dropped');
+        logger.warn(
+          { stage: event.stage, dropped: event.dropped, bufferSize: event.bufferSize, keep: event.keep },
+          'producer buffer overflow: events dropped',
+        );
         return;
       case 'excess-events':
         logger.error({ stage: event.stage, subscription: event.subscription, excess: event.excess }, 'received events beyond demand');

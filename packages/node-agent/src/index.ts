@@ -1,13 +1,13 @@
-export { Agent, replicaName, type AgentOptions } from './agent.js';
-export { createLogger, type CreateLoggerOptions, type Logger } from './logger.js';
-export { StageLoadError, loadStageSpec } from './stage-loader.js';
+export { Agent, type AgentOptions, replicaName } from './agent.js';
+export { type CreateLoggerOptions, createLogger, type Logger } from './logger.js';
+export { loadStageSpec, StageLoadError } from './stage-loader.js';
 export {
-  TopologyError,
   loadTopology,
   parseTopology,
-  topologyJsonSchema,
   type Topology,
+  TopologyError,
   type TopologyIssue,
   type TopologyStage,
   type TopologySubscription,
+  topologyJsonSchema,
 } from './topology.js';

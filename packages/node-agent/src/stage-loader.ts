@@ -22,7 +22,9 @@ export async function loadStageSpec(topology: Topology, name: string, stage: Top
   try {
     mod = (await import(pathToFileURL(path).href)) as Record<string, unknown>;
   } catch (error) {
-    throw new StageLoadError(`stage ${name}: cannot import module ${stage.module} (${path}): ${(error as Error).message}`, { cause: error });
+    throw new StageLoadError(`stage ${name}: cannot import module ${stage.module} (${path}): ${(error as Error).message}`, {
+      cause: error,
+    });
   }
   const spec = mod[exportName];
   if (spec === undefined) {

@@ -109,7 +109,13 @@ export function parseTopology(text: string, file: string): Topology {
       if (!(to in topology.stages)) {
         const path = ['stages', name, 'subscribe', i];
         const pos = locate(path);
-        issues.push({ file, line: pos.line, column: pos.col, path: formatPath(path), message: `subscribes to "${to}", which is not a stage in this topology` });
+        issues.push({
+          file,
+          line: pos.line,
+          column: pos.col,
+          path: formatPath(path),
+          message: `subscribes to "${to}", which is not a stage in this topology`,
+        });
       }
       if (to === name) {
         const path = ['stages', name, 'subscribe', i];

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { TopologyError, parseTopology, topologyJsonSchema } from '../src/index.js';
+import { parseTopology, TopologyError, topologyJsonSchema } from '../src/index.js';
 
 function issuesOf(text: string) {
   try {
@@ -14,7 +14,17 @@ function issuesOf(text: string) {
 describe('topology files', () => {
   it('parses stages, replicas, subscriptions and applies defaults', () => {
     const t = parseTopology(
-      ['stages:', '  counter:', '    module: ./stages.js', '    args: 5', '  printer:', '    module: ./stages.js', '    replicas: 3', '    subscribe: [counter]', ''].join('\n'),
+      [
+        'stages:',
+        '  counter:',
+        '    module: ./stages.js',
+        '    args: 5',
+        '  printer:',
+        '    module: ./stages.js',
+        '    replicas: 3',
+        '    subscribe: [counter]',
+        '',
+      ].join('\n'),
       '/x/topo.yaml',
     );
     expect(t.file).toBe('/x/topo.yaml');
@@ -26,7 +36,17 @@ describe('topology files', () => {
 
   it('names the line, column and path of a wrong value', () => {
     const issues = issuesOf(
-      ['stages:', '  counter:', '    module: ./stages.js', '  printer:', '    module: ./stages.js', '    subscribe:', '      - to: counter', '        maxDemand: ten', ''].join('\n'),
+      [
+        'stages:',
+        '  counter:',
+        '    module: ./stages.js',
+        '  printer:',
+        '    module: ./stages.js',
+        '    subscribe:',
+        '      - to: counter',
+        '        maxDemand: ten',
+        '',
+      ].join('\n'),
     );
     expect(issues).toHaveLength(1);
     expect(issues[0]).toMatchObject({ file: 'topo.yaml', line: 8, column: 20, path: 'stages.printer.subscribe[0].maxDemand' });
@@ -34,16 +54,26 @@ describe('topology files', () => {
   });
 
   it('rejects unknown keys, missing modules and subscriptions to stages that do not exist', () => {
-    const issues = issuesOf(['stages:', '  counter:', '    modul: ./stages.js', '  printer:', '    module: ./p.js', '    subscribe: [countr]', ''].join('\n'));
+    const issues = issuesOf(
+      ['stages:', '  counter:', '    modul: ./stages.js', '  printer:', '    module: ./p.js', '    subscribe: [countr]', ''].join('\n'),
+    );
     const text = issues.map((i) => `${i.line}:${i.path}: ${i.message}`);
     expect(text).toContain('3:stages.counter: Unrecognized key: "modul"');
     expect(text).toContain('3:stages.counter.module: is required');
   });
 
   it('cross-stage mistakes name the subscription', () => {
-    const issues = issuesOf(['stages:', '  counter:', '    module: ./stages.js', '  printer:', '    module: ./p.js', '    subscribe: [countr]', ''].join('\n'));
+    const issues = issuesOf(
+      ['stages:', '  counter:', '    module: ./stages.js', '  printer:', '    module: ./p.js', '    subscribe: [countr]', ''].join('\n'),
+    );
     expect(issues).toEqual([
-      { file: 'topo.yaml', line: 6, column: 17, path: 'stages.printer.subscribe[0]', message: 'subscribes to "countr", which is not a stage in this topology' },
+      {
+        file: 'topo.yaml',
+        line: 6,
+        column: 17,
+        path: 'stages.printer.subscribe[0]',
+        message: 'subscribes to "countr", which is not a stage in this topology',
+      },
     ]);
   });
 

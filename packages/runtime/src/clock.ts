@@ -64,7 +64,8 @@ export class FakeClock implements Clock {
     const target = this.current + ms;
     for (;;) {
       let next: FakeTimer | undefined;
-      for (const t of this.timers) if (t.at <= target && (next === undefined || t.at < next.at || (t.at === next.at && t.id < next.id))) next = t;
+      for (const t of this.timers)
+        if (t.at <= target && (next === undefined || t.at < next.at || (t.at === next.at && t.id < next.id))) next = t;
       if (next === undefined) break;
       const due = next;
       this.timers = this.timers.filter((t) => t !== due);

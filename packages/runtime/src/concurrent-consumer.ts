@@ -1,7 +1,7 @@
 import type { TimerHandle } from './clock.js';
 import { FabricError } from './errors.js';
 import { badOption, isPositiveInteger } from './options.js';
-import { type ConsumerSpec, type StageContext, consumer } from './spec.js';
+import { type ConsumerSpec, consumer, type StageContext } from './spec.js';
 import type { StageAddress, SubscribeOptions, Subscription } from './types.js';
 
 export type TaskStatus = 'success' | 'error' | 'timeout';
@@ -58,11 +58,14 @@ export const CONCURRENT_CONSUMER_DEFAULTS = { timeoutMs: 30_000 } as const;
  * A slot is asked for again only after its task finished and its outcome
  * was recorded, so a slow outcome store slows intake instead of piling up.
  */
-export function concurrentConsumer<In, R = unknown>(options: ConcurrentConsumerOptions<In, R>): ConsumerSpec<ConcurrentConsumerState<In>, In, void> {
+export function concurrentConsumer<In, R = unknown>(
+  options: ConcurrentConsumerOptions<In, R>,
+): ConsumerSpec<ConcurrentConsumerState<In>, In, void> {
   const where = 'concurrentConsumer';
   if (typeof options.run !== 'function') throw badOption(where, 'run', options.run, 'must be a function');
   const timeoutOf = (event: In): number => {
-    const t = typeof options.timeoutMs === 'function' ? options.timeoutMs(event) : (options.timeoutMs ?? CONCURRENT_CONSUMER_DEFAULTS.timeoutMs);
+    const t =
+      typeof options.timeoutMs === 'function' ? options.timeoutMs(event) : (options.timeoutMs ?? CONCURRENT_CONSUMER_DEFAULTS.timeoutMs);
     if (!isPositiveInteger(t)) throw badOption(where, 'timeoutMs', t, 'must be a positive integer of milliseconds');
     return t;
   };

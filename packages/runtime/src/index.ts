@@ -1,33 +1,50 @@
-export { EventBuffer, type BufferKeep } from './buffer.js';
-export { FakeClock, systemClock, type Clock, type TimerHandle } from './clock.js';
+export { type BufferKeep, EventBuffer } from './buffer.js';
+export { type Clock, FakeClock, systemClock, type TimerHandle } from './clock.js';
+export {
+  CONCURRENT_CONSUMER_DEFAULTS,
+  type ConcurrentConsumerOptions,
+  type ConcurrentConsumerState,
+  concurrentConsumer,
+  type TaskOutcome,
+  type TaskStatus,
+} from './concurrent-consumer.js';
 export { BroadcastDispatcher } from './dispatchers/broadcast-dispatcher.js';
 export { DemandDispatcher } from './dispatchers/demand-dispatcher.js';
 export type { Dispatcher, DispatcherSpec, SendEvents } from './dispatchers/dispatcher.js';
-export { PartitionDispatcher, hashEvent } from './dispatchers/partition-dispatcher.js';
-export { FabricError, describeValue, isFabricError, type FabricErrorCode } from './errors.js';
+export { hashEvent, PartitionDispatcher } from './dispatchers/partition-dispatcher.js';
+export { describeValue, FabricError, type FabricErrorCode, isFabricError } from './errors.js';
+export { fromIterable, type PipelineStep, pipeline, type ToAsyncIterableOptions, toAsyncIterable } from './interop.js';
 export { PRODUCER_DEFAULTS, SUBSCRIPTION_DEFAULTS } from './options.js';
 export {
-  consumer,
-  producer,
-  producerConsumer,
   type AnyStageSpec,
   type ConsumerSpec,
+  consumer,
   type ProducerConsumerSpec,
   type ProducerSpec,
+  producer,
+  producerConsumer,
   type StageContext,
 } from './spec.js';
 export type { StageStats } from './stage.js';
+export {
+  type ChildSpec,
+  type RestartPolicy,
+  SUPERVISOR_DEFAULTS,
+  Supervisor,
+  type SupervisorEvent,
+  type SupervisorOptions,
+} from './supervisor.js';
 export { StageSystem, type StageSystemOptions, type StartOptions, type SystemEvent } from './system.js';
 export {
-  isCleanExit,
+  type CallbackResult,
   type CallFrom,
   type CallResult,
-  type CallbackResult,
   type CancelInfo,
   type CancelMode,
   type ConsumerOptions,
   type ExitReason,
   type InitResult,
+  isCleanExit,
   type ProducerOptions,
   type StageAddress,
   type StageKind,
@@ -36,20 +53,3 @@ export {
   type SubscribeResult,
   type Subscription,
 } from './types.js';
-export {
-  CONCURRENT_CONSUMER_DEFAULTS,
-  concurrentConsumer,
-  type ConcurrentConsumerOptions,
-  type ConcurrentConsumerState,
-  type TaskOutcome,
-  type TaskStatus,
-} from './concurrent-consumer.js';
-export { fromIterable, pipeline, toAsyncIterable, type PipelineStep, type ToAsyncIterableOptions } from './interop.js';
-export {
-  SUPERVISOR_DEFAULTS,
-  Supervisor,
-  type ChildSpec,
-  type RestartPolicy,
-  type SupervisorEvent,
-  type SupervisorOptions,
-} from './supervisor.js';

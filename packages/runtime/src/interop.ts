@@ -1,8 +1,8 @@
 import { FabricError } from './errors.js';
 import { resolveSubscription } from './options.js';
-import { type AnyStageSpec, type ProducerSpec, consumer, producer } from './spec.js';
+import { type AnyStageSpec, consumer, type ProducerSpec, producer } from './spec.js';
 import type { StageSystem } from './system.js';
-import { type CancelInfo, type StageAddress, type StageRef, type SubscribeOptions, type Subscription, isCleanExit } from './types.js';
+import { type CancelInfo, isCleanExit, type StageAddress, type StageRef, type SubscribeOptions, type Subscription } from './types.js';
 
 interface IterableState<T> {
   readonly iterator: Iterator<T> | AsyncIterator<T>;
@@ -83,7 +83,11 @@ export interface ToAsyncIterableOptions {
  * every producer has exited cleanly or cancelled; it throws if one crashed.
  * Breaking out of the loop cancels the subscriptions.
  */
-export function toAsyncIterable<T>(system: StageSystem, producers: readonly StageAddress[], options: ToAsyncIterableOptions = {}): AsyncIterableIterator<T> {
+export function toAsyncIterable<T>(
+  system: StageSystem,
+  producers: readonly StageAddress[],
+  options: ToAsyncIterableOptions = {},
+): AsyncIterableIterator<T> {
   const resolved = resolveSubscription('toAsyncIterable', options as SubscribeOptions);
   const queue: T[] = [];
   let consumed = 0; // events taken since the last ask, per the whole stream

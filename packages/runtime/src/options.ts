@@ -1,4 +1,4 @@
-import { FabricError, describeValue } from './errors.js';
+import { describeValue, FabricError } from './errors.js';
 import type { CancelMode, SubscribeOptions } from './types.js';
 
 /** Every subscription default in one place. */

@@ -1,4 +1,4 @@
-import { FabricError, describeValue } from './errors.js';
+import { describeValue, FabricError } from './errors.js';
 import type { ExitReason } from './types.js';
 
 /** A callback's return value, checked and normalised. */

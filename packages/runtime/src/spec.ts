@@ -1,8 +1,8 @@
 import type { Clock, TimerHandle } from './clock.js';
 import type {
+  CallbackResult,
   CallFrom,
   CallResult,
-  CallbackResult,
   CancelInfo,
   ExitReason,
   InitResult,
@@ -43,7 +43,12 @@ interface CommonCallbacks<S, Out> {
     state: S,
     ctx: StageContext,
   ): MaybePromise<SubscribeResult<S>>;
-  handleCancel?(info: CancelInfo, subscription: Subscription, state: S, ctx: StageContext): MaybePromise<CallbackResult<S, Out> | undefined | void>;
+  handleCancel?(
+    info: CancelInfo,
+    subscription: Subscription,
+    state: S,
+    ctx: StageContext,
+  ): MaybePromise<CallbackResult<S, Out> | undefined | void>;
   handleInfo?(message: unknown, state: S, ctx: StageContext): MaybePromise<CallbackResult<S, Out> | undefined | void>;
   handleCall?(message: unknown, from: CallFrom, state: S, ctx: StageContext): MaybePromise<CallResult<S, Out, unknown> | undefined | void>;
   handleCast?(message: unknown, state: S, ctx: StageContext): MaybePromise<CallbackResult<S, Out> | undefined | void>;

@@ -1,11 +1,11 @@
 import { EventBuffer } from './buffer.js';
 import type { TimerHandle } from './clock.js';
-import type { Dispatcher } from './dispatchers/dispatcher.js';
 import { createDispatcher } from './dispatchers/create-dispatcher.js';
-import { FabricError, describeValue } from './errors.js';
+import type { Dispatcher } from './dispatchers/dispatcher.js';
+import { describeValue, FabricError } from './errors.js';
 import { Mailbox } from './mailbox.js';
-import { PRODUCER_DEFAULTS, checkBufferSize, checkOneOf, resolveSubscription } from './options.js';
-import { type ReadResult, type ResultRules, isThenable, readResult } from './result.js';
+import { checkBufferSize, checkOneOf, PRODUCER_DEFAULTS, resolveSubscription } from './options.js';
+import { isThenable, type ReadResult, type ResultRules, readResult } from './result.js';
 import type { AnyStageSpec, ProducerSpec, StageContext } from './spec.js';
 import type { StageSystem } from './system.js';
 import {
@@ -13,12 +13,12 @@ import {
   type CancelInfo,
   type CancelMode,
   type ExitReason,
+  isCleanExit,
   type StageAddress,
   type StageKind,
   type StageRef,
   type SubscribeOptions,
   type Subscription,
-  isCleanExit,
 } from './types.js';
 
 /** A subscription as the consumer holds it. */
@@ -275,7 +275,11 @@ export class Stage implements StageRef {
     if (message.t === 'subscribe') {
       message.consumer.deliver({ t: 'cancel-down', id: message.subscription.id, info: { kind: 'down', reason: 'noproc' } });
     } else if (message.t === 'call') {
-      this.system.settleCall(message.from, undefined, new FabricError('SF_NO_STAGE', `stage ${this.label} has exited`, { stage: this.label }));
+      this.system.settleCall(
+        message.from,
+        undefined,
+        new FabricError('SF_NO_STAGE', `stage ${this.label} has exited`, { stage: this.label }),
+      );
     } else if (message.t === 'subscribe-to') {
       message.done?.(new FabricError('SF_NO_STAGE', `stage ${this.label} has exited`, { stage: this.label }));
     }
@@ -388,7 +392,12 @@ export class Stage implements StageRef {
     return this.applyResult(name, value, rules, onResult);
   }
 
-  private applyResult(name: string, value: unknown, rules: ResultRules, onResult?: (result: ReadResult) => void): Promise<void> | undefined {
+  private applyResult(
+    name: string,
+    value: unknown,
+    rules: ResultRules,
+    onResult?: (result: ReadResult) => void,
+  ): Promise<void> | undefined {
     if (!this.alive) return undefined;
     const result = readResult(this.label, name, value, rules);
     if (result.hasState) this.state = result.state;
@@ -427,7 +436,9 @@ export class Stage implements StageRef {
       if (resolved.cancel === 'temporary') {
         throw new FabricError('SF_NO_STAGE', `${where}: no stage ${describeAddress(options.to)} to subscribe to`, { stage: this.label });
       }
-      await this.exit(new FabricError('SF_NO_STAGE', `${where}: no stage ${describeAddress(options.to)} (${reason})`, { stage: this.label }));
+      await this.exit(
+        new FabricError('SF_NO_STAGE', `${where}: no stage ${describeAddress(options.to)} (${reason})`, { stage: this.label }),
+      );
       return;
     }
     const subscription: Subscription = { id: this.system.nextSubscriptionId(), producer, consumer: this };
@@ -443,11 +454,18 @@ export class Stage implements StageRef {
     // Known before handleSubscribe runs, so the callback may already ask or cancel.
     this.upstream.set(subscription.id, link);
     producer.deliver({ t: 'subscribe', subscription, consumer: this, options });
-    const pending = this.runCallback('handleSubscribe', this.spec.handleSubscribe, ['producer', options, subscription], this.rules.subscribe, (r) => {
-      if (r.demand !== undefined) {
-        link.manual = checkOneOf(`stage ${this.label}: handleSubscribe`, 'demand', r.demand, ['automatic', 'manual'] as const) === 'manual';
-      }
-    });
+    const pending = this.runCallback(
+      'handleSubscribe',
+      this.spec.handleSubscribe,
+      ['producer', options, subscription],
+      this.rules.subscribe,
+      (r) => {
+        if (r.demand !== undefined) {
+          link.manual =
+            checkOneOf(`stage ${this.label}: handleSubscribe`, 'demand', r.demand, ['automatic', 'manual'] as const) === 'manual';
+        }
+      },
+    );
     if (pending !== undefined) await pending;
     if (!this.alive || link.manual || this.upstream.get(subscription.id) !== link) return;
     link.pending += resolved.maxDemand;
@@ -456,9 +474,13 @@ export class Stage implements StageRef {
 
   private askUpstream(id: number, count: number): void {
     if (typeof count !== 'number' || !Number.isInteger(count) || count < 0) {
-      throw new FabricError('SF_BAD_ASK', `stage ${this.label}: ask(${describeValue(count)}) on subscription ${id}: demand must be a non-negative integer`, {
-        stage: this.label,
-      });
+      throw new FabricError(
+        'SF_BAD_ASK',
+        `stage ${this.label}: ask(${describeValue(count)}) on subscription ${id}: demand must be a non-negative integer`,
+        {
+          stage: this.label,
+        },
+      );
     }
     const link = this.upstream.get(id);
     if (link === undefined || count === 0) return;
@@ -587,7 +609,11 @@ export class Stage implements StageRef {
 
   private onSubscribe(subscription: Subscription, consumer: Stage, options: SubscribeOptions): Promise<void> | undefined {
     if (!this.isProducer) {
-      consumer.deliver({ t: 'cancel-down', id: subscription.id, info: { kind: 'cancel', reason: `stage ${this.label} is a consumer, not a producer` } });
+      consumer.deliver({
+        t: 'cancel-down',
+        id: subscription.id,
+        info: { kind: 'cancel', reason: `stage ${this.label} is a consumer, not a producer` },
+      });
       return undefined;
     }
     const link: DownstreamLink = { subscription, consumer, asked: 0, sent: 0 };
@@ -604,7 +630,12 @@ export class Stage implements StageRef {
       }
       return undefined;
     };
-    const pending = this.runCallback('handleSubscribe', this.spec.handleSubscribe, ['consumer', options, subscription], this.rules.subscribe);
+    const pending = this.runCallback(
+      'handleSubscribe',
+      this.spec.handleSubscribe,
+      ['consumer', options, subscription],
+      this.rules.subscribe,
+    );
     return pending === undefined ? admit() : pending.then(admit);
   }
 
@@ -686,7 +717,8 @@ export class Stage implements StageRef {
   }
 
   private setDemandMode(mode: 'forward' | 'accumulate'): Promise<void> | undefined {
-    if (!this.isProducer) throw new FabricError('SF_NOT_PRODUCER', `stage ${this.label}: only a producer has a demand mode`, { stage: this.label });
+    if (!this.isProducer)
+      throw new FabricError('SF_NOT_PRODUCER', `stage ${this.label}: only a producer has a demand mode`, { stage: this.label });
     this.demandMode = mode;
     if (mode === 'forward' && this.accumulatedDemand > 0) {
       const demand = this.accumulatedDemand;
@@ -712,7 +744,8 @@ export class Stage implements StageRef {
         this.askUpstream(subscription.id, count);
       },
       cancel: (subscription, reason = 'normal') => this.cancelSubscription(subscription.id, reason),
-      subscribe: (options) => this.deliver({ t: 'subscribe-to', options: typeof options === 'object' && !isStageRef(options) ? options : { to: options } }),
+      subscribe: (options) =>
+        this.deliver({ t: 'subscribe-to', options: typeof options === 'object' && !isStageRef(options) ? options : { to: options } }),
       sendAfter: (ms, message) => {
         const handle = this.system.clock.setTimeout(() => {
           this.timers.delete(handle);
@@ -739,7 +772,12 @@ export class Stage implements StageRef {
       eventsIn: this.eventsIn,
       eventsOut: this.eventsOut,
       batchesIn: this.batchesIn,
-      downstream: [...this.downstream.values()].map((l) => ({ id: l.subscription.id, consumer: l.consumer.label, asked: l.asked, sent: l.sent })),
+      downstream: [...this.downstream.values()].map((l) => ({
+        id: l.subscription.id,
+        consumer: l.consumer.label,
+        asked: l.asked,
+        sent: l.sent,
+      })),
       upstream: [...this.upstream.values()].map((l) => ({ id: l.subscription.id, producer: l.producer.label, pending: l.pending })),
     };
   }

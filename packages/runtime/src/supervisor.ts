@@ -3,7 +3,7 @@ import { FabricError } from './errors.js';
 import { badOption, isPositiveInteger } from './options.js';
 import type { AnyStageSpec } from './spec.js';
 import type { StageSystem } from './system.js';
-import { type ExitReason, type StageRef, isCleanExit } from './types.js';
+import { type ExitReason, isCleanExit, type StageRef } from './types.js';
 
 /** When a child is restarted: always, only after a crash, or never. */
 export type RestartPolicy = 'permanent' | 'transient' | 'temporary';
@@ -62,10 +62,12 @@ export class Supervisor extends EventEmitter<{ event: [SupervisorEvent] }> {
   ) {
     super();
     const where = 'supervisor';
-    if ((options.strategy ?? 'one_for_one') !== 'one_for_one') throw badOption(where, 'strategy', options.strategy, "must be 'one_for_one'");
+    if ((options.strategy ?? 'one_for_one') !== 'one_for_one')
+      throw badOption(where, 'strategy', options.strategy, "must be 'one_for_one'");
     this.maxRestarts = options.maxRestarts ?? SUPERVISOR_DEFAULTS.maxRestarts;
     this.maxSeconds = options.maxSeconds ?? SUPERVISOR_DEFAULTS.maxSeconds;
-    if (!Number.isInteger(this.maxRestarts) || this.maxRestarts < 0) throw badOption(where, 'maxRestarts', this.maxRestarts, 'must be a non-negative integer');
+    if (!Number.isInteger(this.maxRestarts) || this.maxRestarts < 0)
+      throw badOption(where, 'maxRestarts', this.maxRestarts, 'must be a non-negative integer');
     if (!isPositiveInteger(this.maxSeconds)) throw badOption(where, 'maxSeconds', this.maxSeconds, 'must be a positive integer');
   }
 

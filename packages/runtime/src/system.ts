@@ -1,15 +1,21 @@
 import { EventEmitter } from 'node:events';
-import { type Clock, type TimerHandle, systemClock } from './clock.js';
-import { FabricError, describeValue } from './errors.js';
+import { type Clock, systemClock, type TimerHandle } from './clock.js';
+import { describeValue, FabricError } from './errors.js';
 import type { AnyStageSpec } from './spec.js';
-import { Stage, type StageStats, isStageRef } from './stage.js';
+import { isStageRef, Stage, type StageStats } from './stage.js';
 import type { CallFrom, ExitReason, StageAddress, StageRef, SubscribeOptions, Subscription } from './types.js';
 import { isCleanExit } from './types.js';
 
 /** Things that happen in the background, that nobody awaits, reported as typed events. */
 export type SystemEvent =
   | { readonly type: 'stage-exit'; readonly stage: string; readonly reason: ExitReason; readonly clean: boolean }
-  | { readonly type: 'buffer-overflow'; readonly stage: string; readonly dropped: number; readonly bufferSize: number; readonly keep: string }
+  | {
+      readonly type: 'buffer-overflow';
+      readonly stage: string;
+      readonly dropped: number;
+      readonly bufferSize: number;
+      readonly keep: string;
+    }
   | { readonly type: 'excess-events'; readonly stage: string; readonly subscription: number; readonly excess: number }
   | { readonly type: 'callback-error'; readonly stage: string; readonly callback: string; readonly error: unknown };
 
@@ -57,7 +63,11 @@ export class StageSystem extends EventEmitter<StageSystemEvents> {
   }
 
   /** Starts a stage: runs init and its initial subscriptions. Rejects with init's error. */
-  async start<A>(spec: AnyStageSpec & { init(args: A, ...rest: never[]): unknown }, args: A, options: StartOptions = {}): Promise<StageRef> {
+  async start<A>(
+    spec: AnyStageSpec & { init(args: A, ...rest: never[]): unknown },
+    args: A,
+    options: StartOptions = {},
+  ): Promise<StageRef> {
     const name = options.name;
     if (name !== undefined) {
       const existing = this.names.get(name);
@@ -100,7 +110,12 @@ export class StageSystem extends EventEmitter<StageSystemEvents> {
     return new Promise<R>((resolve, reject) => {
       const timer = this.clock.setTimeout(() => {
         this.calls.delete(callId);
-        reject(new FabricError('SF_CALL_TIMEOUT', `call to stage ${stage.label} got no reply within ${timeoutMs} ms`, { stage: stage.label, retryable: true }));
+        reject(
+          new FabricError('SF_CALL_TIMEOUT', `call to stage ${stage.label} got no reply within ${timeoutMs} ms`, {
+            stage: stage.label,
+            retryable: true,
+          }),
+        );
       }, timeoutMs);
       this.calls.set(callId, { resolve: resolve as (v: unknown) => void, reject, timer });
       stage.deliver({ t: 'call', message, from: { callId } });
@@ -187,7 +202,10 @@ export class StageSystem extends EventEmitter<StageSystemEvents> {
   private require(address: StageAddress): Stage {
     const stage = this.lookup(address);
     if (stage === undefined || !stage.alive) {
-      throw new FabricError('SF_NO_STAGE', `no running stage ${typeof address === 'string' ? `named "${address}"` : describeValue(address.label)}`);
+      throw new FabricError(
+        'SF_NO_STAGE',
+        `no running stage ${typeof address === 'string' ? `named "${address}"` : describeValue(address.label)}`,
+      );
     }
     return stage;
   }

@@ -96,6 +96,9 @@ export interface CallResult<S, Out, R> extends CallbackResult<S, Out> {
   readonly reply?: R;
 }
 
-export type SubscribeResult<S> = { readonly demand?: 'automatic' | 'manual'; readonly state?: S; readonly stop?: ExitReason } | undefined | void;
+export type SubscribeResult<S> =
+  | { readonly demand?: 'automatic' | 'manual'; readonly state?: S; readonly stop?: ExitReason }
+  | undefined
+  | void;
 
 export type MaybePromise<T> = T | Promise<T>;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { StageSystem, producerConsumer } from '../src/index.js';
+import { producerConsumer, StageSystem } from '../src/index.js';
 import { counter, recorder, recordingConsumer } from './fixtures.js';
 
 describe('consumer demand and batching (GenStage split_batches)', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { FakeClock, StageSystem, consumer, producer } from '../src/index.js';
+import { consumer, FakeClock, producer, StageSystem } from '../src/index.js';
 import { counter, pushProducer } from './fixtures.js';
 
 async function crashOf(sys: StageSystem, name: string): Promise<Error> {
@@ -23,7 +23,10 @@ describe('bad callback results fail the stage with an error naming stage, callba
       { name: 'maker' },
     );
     const crashed = crashOf(sys, 'maker');
-    await sys.start(consumer({ init: () => ({ state: null, subscribeTo: [{ to: 'maker', cancel: 'temporary' }] }), handleEvents: () => undefined }), undefined);
+    await sys.start(
+      consumer({ init: () => ({ state: null, subscribeTo: [{ to: 'maker', cancel: 'temporary' }] }), handleEvents: () => undefined }),
+      undefined,
+    );
     const error = await crashed;
     expect(error).toMatchObject({ code: 'SF_BAD_RETURN' });
     expect(error.message).toBe('stage maker: handleDemand returned events that are not an array: "not a list"');
@@ -42,7 +45,9 @@ describe('bad callback results fail the stage with an error naming stage, callba
       { name: 'sink' },
     );
     const error = await crashed;
-    expect(error.message).toBe('stage sink: handleEvents returned 1 events, but a consumer cannot emit events (return { state } or nothing)');
+    expect(error.message).toBe(
+      'stage sink: handleEvents returned 1 events, but a consumer cannot emit events (return { state } or nothing)',
+    );
   });
 
   it('a value that is not a result object, and an unknown key', async () => {
@@ -58,7 +63,9 @@ describe('bad callback results fail the stage with an error naming stage, callba
       { name: 'typo' },
     );
     sys.cast('p', ['emit', [1]]);
-    expect((await crashed).message).toMatch(/^stage typo: handleEvents returned an unknown key `event`; expected an object with `events`, `state`, `stop`/);
+    expect((await crashed).message).toMatch(
+      /^stage typo: handleEvents returned an unknown key `event`; expected an object with `events`, `state`, `stop`/,
+    );
 
     const crashed2 = crashOf(sys, 'tuple');
     await sys.start(
@@ -81,12 +88,20 @@ describe('bad callback results fail the stage with an error naming stage, callba
     await expect(
       sys.start(consumer({ init: () => ({ state: 1, bufferSize: 3 }) as never, handleEvents: () => undefined }), undefined, { name: 'y' }),
     ).rejects.toThrow('stage y: init returned an unknown key `bufferSize` for a consumer; allowed: state, subscribeTo');
-    await expect(sys.start(producer({ init: () => ({ state: 1, bufferSize: -1 }), handleDemand: () => undefined }), undefined, { name: 'z' })).rejects.toThrow(
-      'stage z: init: option bufferSize = -1: must be a non-negative integer or Infinity',
-    );
-    await expect(sys.start(counter(), 0, { name: 'q' }).then(() => sys.start(consumer({ init: () => ({ state: 1, subscribeTo: [{ to: 'q', maxDemand: 5, minDemand: 5 }] }), handleEvents: () => undefined }), undefined, { name: 'w' }))).rejects.toThrow(
-      'stage w: subscribe: option minDemand = 5: must be an integer from 0 to maxDemand - 1 (4)',
-    );
+    await expect(
+      sys.start(producer({ init: () => ({ state: 1, bufferSize: -1 }), handleDemand: () => undefined }), undefined, { name: 'z' }),
+    ).rejects.toThrow('stage z: init: option bufferSize = -1: must be a non-negative integer or Infinity');
+    await expect(
+      sys
+        .start(counter(), 0, { name: 'q' })
+        .then(() =>
+          sys.start(
+            consumer({ init: () => ({ state: 1, subscribeTo: [{ to: 'q', maxDemand: 5, minDemand: 5 }] }), handleEvents: () => undefined }),
+            undefined,
+            { name: 'w' },
+          ),
+        ),
+    ).rejects.toThrow('stage w: subscribe: option minDemand = 5: must be an integer from 0 to maxDemand - 1 (4)');
   });
 
   it('a callback that throws stops the stage with the error as cause; the system keeps running', async () => {
@@ -156,7 +171,11 @@ describe('call, cast, info and timers', () => {
     await sys.idle();
     clock.advance(99);
     clock.advance(1);
-    await expect(p2).rejects.toMatchObject({ code: 'SF_CALL_TIMEOUT', retryable: true, message: 'call to stage slow got no reply within 100 ms' });
+    await expect(p2).rejects.toMatchObject({
+      code: 'SF_CALL_TIMEOUT',
+      retryable: true,
+      message: 'call to stage slow got no reply within 100 ms',
+    });
   });
 
   it('sendAfter delivers to handleInfo when the clock reaches it, and events from handleInfo are dispatched', async () => {
@@ -175,7 +194,10 @@ describe('call, cast, info and timers', () => {
       undefined,
       { name: 'ticker' },
     );
-    await sys.start(consumer<null, number>({ init: () => ({ state: null, subscribeTo: ['ticker'] }), handleEvents: (e) => void got.push(...e) }), undefined);
+    await sys.start(
+      consumer<null, number>({ init: () => ({ state: null, subscribeTo: ['ticker'] }), handleEvents: (e) => void got.push(...e) }),
+      undefined,
+    );
     await sys.idle();
     expect(got).toEqual([]);
     clock.advance(999);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { FakeClock, StageSystem, type TaskOutcome, concurrentConsumer } from '../src/index.js';
+import { concurrentConsumer, FakeClock, StageSystem, type TaskOutcome } from '../src/index.js';
 import { counter, waitFor } from './fixtures.js';
 
 /** A task whose completion the test controls. */
@@ -39,7 +39,7 @@ describe('concurrentConsumer', () => {
       [0, 'error'],
     ]);
     expect(outcomes[0]?.value).toBe('one');
-    expect((outcomes[1]?.error as Error).message).toBe('zero failed');
+    expect(outcomes[1]?.error).toMatchObject({ message: 'zero failed' });
     expect(tasks.resolvers.size).toBe(5);
   });
 

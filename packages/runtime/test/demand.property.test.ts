@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { StageSystem, type SystemEvent, consumer, producer, producerConsumer } from '../src/index.js';
+import { consumer, producer, producerConsumer, StageSystem, type SystemEvent } from '../src/index.js';
 
 const pause = (turns: number) => (turns === 0 ? undefined : new Promise<void>((r) => setImmediate(r)));
 
@@ -9,7 +9,10 @@ const demandArb = fc.record({ maxDemand: fc.integer({ min: 1, max: 40 }), minFra
 /** A random stage graph: producers, producer_consumers over them, consumers over both; every producer has a subscriber. */
 const graphArb = fc
   .record({
-    producers: fc.array(fc.record({ limit: fc.integer({ min: 0, max: 300 }), slow: fc.integer({ min: 0, max: 1 }) }), { minLength: 1, maxLength: 3 }),
+    producers: fc.array(fc.record({ limit: fc.integer({ min: 0, max: 300 }), slow: fc.integer({ min: 0, max: 1 }) }), {
+      minLength: 1,
+      maxLength: 3,
+    }),
     pcs: fc.array(fc.record({ slow: fc.integer({ min: 0, max: 1 }), seed: fc.nat() }), { maxLength: 3 }),
     consumers: fc.array(fc.record({ slow: fc.integer({ min: 0, max: 1 }), seed: fc.nat() }), { minLength: 1, maxLength: 3 }),
     demands: fc.array(demandArb, { minLength: 40, maxLength: 40 }),
@@ -23,7 +26,8 @@ const graphArb = fc
     // Every source needs a subscriber, or its events could never arrive anywhere.
     const subscribed = new Set([...pcs.flatMap((p) => p.from), ...consumers.flatMap((c) => c.from)]);
     sources.forEach((s, i) => {
-      if (!subscribed.has(s)) (consumers[i % consumers.length]?.from as string[]).push(s);
+      const fallback = consumers[i % consumers.length];
+      if (!subscribed.has(s) && fallback !== undefined) fallback.from.push(s);
     });
     return { ...g, pcs, consumers };
   });
@@ -115,7 +119,13 @@ describe('demand invariants (property)', () => {
           { name: 'p' },
         );
         const got: number[] = [];
-        await sys.start(consumer<null, number>({ init: () => ({ state: null, subscribeTo: [{ to: 'p', maxDemand }] }), handleEvents: (e) => void got.push(...e) }), undefined);
+        await sys.start(
+          consumer<null, number>({
+            init: () => ({ state: null, subscribeTo: [{ to: 'p', maxDemand }] }),
+            handleEvents: (e) => void got.push(...e),
+          }),
+          undefined,
+        );
         await sys.idle();
         expect(got).toEqual(Array.from({ length: limit }, (_, i) => i));
       }),

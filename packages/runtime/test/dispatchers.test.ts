@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { BroadcastDispatcher, DemandDispatcher, PartitionDispatcher, hashEvent } from '../src/index.js';
+import { BroadcastDispatcher, DemandDispatcher, hashEvent, PartitionDispatcher } from '../src/index.js';
 
 function sink() {
   const sent: [number, unknown[]][] = [];
@@ -34,7 +34,12 @@ describe('DemandDispatcher', () => {
       [1, [1, 2, 3, 4]],
       [2, [5, 6]],
     ]);
-    expect(d.demands()).toEqual(new Map([[2, 2], [1, 0]]));
+    expect(d.demands()).toEqual(
+      new Map([
+        [2, 2],
+        [1, 0],
+      ]),
+    );
   });
 
   it('demand of a cancelled subscriber counts against the next asks, so the producer is not asked twice', () => {
@@ -139,7 +144,12 @@ describe('PartitionDispatcher', () => {
   });
 
   it('bounds what it holds per partition and counts what it drops', () => {
-    const d = new PartitionDispatcher<number>([0], () => 0, 3, () => {});
+    const d = new PartitionDispatcher<number>(
+      [0],
+      () => 0,
+      3,
+      () => {},
+    );
     d.dispatch([1, 2, 3, 4, 5]);
     expect(d.held()).toBe(3);
     expect(d.takeDropped()).toBe(2);

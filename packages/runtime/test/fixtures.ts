@@ -1,15 +1,17 @@
 import {
   type CancelInfo,
+  consumer,
   type ProducerOptions,
+  producer,
   type StageAddress,
   type SubscribeOptions,
   type Subscription,
-  consumer,
-  producer,
 } from '../src/index.js';
 
 /** A producer of consecutive integers that records every demand it is asked for. */
-export function counter(options: ProducerOptions & { readonly demands?: number[]; readonly limit?: number; readonly stopAtLimit?: boolean } = {}) {
+export function counter(
+  options: ProducerOptions & { readonly demands?: number[]; readonly limit?: number; readonly stopAtLimit?: boolean } = {},
+) {
   const { demands, limit, stopAtLimit, ...producerOptions } = options;
   return producer<number, number, number>({
     init: (start) => ({ state: start ?? 0, ...producerOptions }),
@@ -17,7 +19,9 @@ export function counter(options: ProducerOptions & { readonly demands?: number[]
       demands?.push(demand);
       const n = limit === undefined ? demand : Math.max(0, Math.min(demand, limit - next));
       const events = Array.from({ length: n }, (_, i) => next + i);
-      return stopAtLimit && limit !== undefined && next + n >= limit ? { events, state: next + n, stop: 'normal' } : { events, state: next + n };
+      return stopAtLimit && limit !== undefined && next + n >= limit
+        ? { events, state: next + n, stop: 'normal' }
+        : { events, state: next + n };
     },
   });
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { StageSystem, fromIterable, pipeline, producer, producerConsumer, toAsyncIterable } from '../src/index.js';
+import { fromIterable, pipeline, producer, producerConsumer, StageSystem, toAsyncIterable } from '../src/index.js';
 import { counter, recorder, recordingConsumer } from './fixtures.js';
 
 describe('interop', () => {
@@ -78,7 +78,13 @@ describe('interop', () => {
     const rec = recorder<number>();
     const refs = await pipeline(sys, [
       { spec: counter({ limit: 6 }), args: 0 },
-      { spec: producerConsumer<null, number, number>({ init: () => ({ state: null }), handleEvents: (e) => ({ events: e.map((x) => x + 1) }) }), subscribe: { maxDemand: 2 } },
+      {
+        spec: producerConsumer<null, number, number>({
+          init: () => ({ state: null }),
+          handleEvents: (e) => ({ events: e.map((x) => x + 1) }),
+        }),
+        subscribe: { maxDemand: 2 },
+      },
       { spec: recordingConsumer(rec), subscribe: { maxDemand: 3, cancel: 'temporary' } },
     ]);
     await sys.idle();

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { StageSystem, type Subscription, consumer } from '../src/index.js';
+import { consumer, StageSystem, type Subscription } from '../src/index.js';
 import { counter, recorder, recordingConsumer } from './fixtures.js';
 
 describe('manual demand', () => {
@@ -17,7 +17,10 @@ describe('manual demand', () => {
     expect(rec.batches).toEqual([[0, 1, 2]]);
     sys.ask(sub, 2);
     await sys.idle();
-    expect(rec.batches).toEqual([[0, 1, 2], [3, 4]]);
+    expect(rec.batches).toEqual([
+      [0, 1, 2],
+      [3, 4],
+    ]);
     expect(demands).toEqual([3, 2]);
   });
 
@@ -48,18 +51,20 @@ describe('manual demand', () => {
     const exits: unknown[] = [];
     sys.on('event', (e) => e.type === 'stage-exit' && exits.push(e.reason));
     await sys.start(counter(), 0, { name: 'p' });
-    await sys.start(
-      consumer<null, number>({
-        init: () => ({ state: null, subscribeTo: ['p'] }),
-        handleSubscribe(_side, _o, sub, _s, ctx) {
-          ctx.ask(sub, -1);
-          return { demand: 'manual' };
-        },
-        handleEvents: () => undefined,
-      }),
-      undefined,
-      { name: 'greedy' },
-    ).catch((e: unknown) => exits.push(e));
+    await sys
+      .start(
+        consumer<null, number>({
+          init: () => ({ state: null, subscribeTo: ['p'] }),
+          handleSubscribe(_side, _o, sub, _s, ctx) {
+            ctx.ask(sub, -1);
+            return { demand: 'manual' };
+          },
+          handleEvents: () => undefined,
+        }),
+        undefined,
+        { name: 'greedy' },
+      )
+      .catch((e: unknown) => exits.push(e));
     await sys.idle();
     expect(sys.whereis('greedy')).toBeUndefined();
     expect(String((exits[0] as Error).message)).toContain('greedy');

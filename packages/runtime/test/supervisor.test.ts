@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { FakeClock, StageSystem, Supervisor, type SupervisorEvent, consumer, producer } from '../src/index.js';
+import { consumer, FakeClock, producer, StageSystem, Supervisor, type SupervisorEvent } from '../src/index.js';
 import { counter } from './fixtures.js';
 
 /** A counter producer that crashes when it reaches `crashAt`, once per process-wide flag. */
@@ -60,9 +60,16 @@ describe('Supervisor', () => {
       { maxRestarts: 2, maxSeconds: 5 },
     );
     const gaveUp = new Promise<SupervisorEvent>((resolve) => sup.on('event', (e) => e.type === 'gave-up' && resolve(e)));
-    await sys.start(consumer<null, number>({ init: () => ({ state: null, subscribeTo: [{ to: 'counter', cancel: 'temporary' }] }), handleEvents: () => undefined }), undefined, {
-      name: 'poker',
-    });
+    await sys.start(
+      consumer<null, number>({
+        init: () => ({ state: null, subscribeTo: [{ to: 'counter', cancel: 'temporary' }] }),
+        handleEvents: () => undefined,
+      }),
+      undefined,
+      {
+        name: 'poker',
+      },
+    );
     // Each restart, poke the new counter with a fresh subscription so it crashes again.
     for (let i = 0; i < 3; i++) {
       await sys.idle();
@@ -79,7 +86,7 @@ describe('Supervisor', () => {
   it('restarts spread beyond maxSeconds are allowed', async () => {
     const clock = new FakeClock();
     const sys = new StageSystem({ clock });
-    const sup = await Supervisor.start(sys, [{ id: 'c', name: 'c', spec: counter() , args: 0 }], { maxRestarts: 1, maxSeconds: 1 });
+    const sup = await Supervisor.start(sys, [{ id: 'c', name: 'c', spec: counter(), args: 0 }], { maxRestarts: 1, maxSeconds: 1 });
     for (let i = 0; i < 3; i++) {
       await sys.stop('c', new Error('crash'));
       await sup.settled();

@@ -23,7 +23,12 @@ export function createDispatcher(where: string, spec: unknown, bufferSize: numbe
       if (s.hash !== undefined && typeof s.hash !== 'function') throw badOption(where, 'dispatcher.hash', s.hash, 'must be a function');
       const maxHeld = s.maxHeldPerPartition ?? (Number.isFinite(bufferSize) ? bufferSize : 10_000);
       if (!isPositiveInteger(maxHeld)) throw badOption(where, 'dispatcher.maxHeldPerPartition', maxHeld, 'must be a positive integer');
-      return new PartitionDispatcher(names as (string | number)[], s.hash as ((e: unknown) => string | number | undefined) | undefined, maxHeld, send);
+      return new PartitionDispatcher(
+        names as (string | number)[],
+        s.hash as ((e: unknown) => string | number | undefined) | undefined,
+        maxHeld,
+        send,
+      );
     }
     default:
       throw badOption(where, 'dispatcher', spec, "must be { type: 'demand' }, { type: 'broadcast' } or { type: 'partition', partitions }");

@@ -1,4 +1,4 @@
-import { FabricError, describeValue } from '../errors.js';
+import { describeValue, FabricError } from '../errors.js';
 import type { SubscribeOptions } from '../types.js';
 import type { Dispatcher, SendEvents } from './dispatcher.js';
 
@@ -15,7 +15,7 @@ interface Partition<T> {
 
 /** FNV-1a over the event's text: stable across processes, so every host partitions alike. */
 export function hashEvent(event: unknown): number {
-  const text = typeof event === 'string' ? event : typeof event === 'number' ? String(event) : JSON.stringify(event) ?? String(event);
+  const text = typeof event === 'string' ? event : typeof event === 'number' ? String(event) : (JSON.stringify(event) ?? String(event));
   let h = 0x811c9dc5;
   for (let i = 0; i < text.length; i++) {
     h ^= text.charCodeAt(i);
@@ -94,9 +94,9 @@ export class PartitionDispatcher<T> implements Dispatcher<T> {
       }
       if (partition.subscriber !== undefined && partition.demand > 0 && partition.held.length === 0) {
         partition.demand--;
-        let batch = batches.get(partition);
-        if (batch === undefined) batches.set(partition, (batch = []));
-        batch.push(event);
+        const batch = batches.get(partition);
+        if (batch === undefined) batches.set(partition, [event]);
+        else batch.push(event);
       } else {
         this.hold(partition, event);
       }
