@@ -13,10 +13,16 @@ import {
 } from '@stagefabric/runtime';
 import type { Logger } from './logger.js';
 import { loadStageSpec, StageLoadError } from './stage-loader.js';
-import type { Topology } from './topology.js';
+import { type FabricEvent, FabricNode } from './fabric/fabric-node.js';
+import type { Transport } from './fabric/transport.js';
+import type { Topology, TopologyStage } from './topology.js';
 
 export interface AgentOptions {
   readonly topology: Topology;
+  /** Joins the fabric through this transport; without one, every stage runs here, in one process. */
+  readonly transport?: Transport;
+  /** Heartbeat period on the fabric. Default 1000 ms. */
+  readonly heartbeatMs?: number;
   /** This node's name in the fabric. Default: the host name. */
   readonly node?: string;
   readonly logger: Logger;
@@ -83,6 +89,7 @@ export class Agent {
   readonly done: Promise<ExitReason>;
   private resolveDone: (reason: ExitReason) => void = () => {};
   private supervisor: Supervisor | undefined;
+  readonly fabric: FabricNode | undefined;
   private stopping: Promise<void> | undefined;
 
   private constructor(
@@ -90,7 +97,20 @@ export class Agent {
     node: string,
   ) {
     this.node = node;
-    this.system = new StageSystem(options.clock === undefined ? {} : { clock: options.clock });
+    let fabric: FabricNode | undefined;
+    this.system = new StageSystem({
+      ...(options.clock === undefined ? {} : { clock: options.clock }),
+      resolve: (name) => fabric?.resolve(name),
+    });
+    if (options.transport !== undefined) {
+      fabric = new FabricNode({
+        node,
+        transport: options.transport,
+        system: this.system,
+        ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
+      });
+    }
+    this.fabric = fabric;
     this.done = new Promise((resolve) => {
       this.resolveDone = resolve;
     });
@@ -120,16 +140,11 @@ export class Agent {
     for (const name of startOrder(topology)) {
       const stage = topology.stages[name];
       const spec = specs.get(name);
-      if (stage === undefined || spec === undefined) continue;
-      // A subscription to a replicated stage subscribes to every replica.
-      const subscriptions = stage.subscribe.flatMap((options) => {
-        const target = topology.stages[options.to];
-        const replicas = target?.replicas ?? 1;
-        return Array.from(
-          { length: replicas },
-          (_, i): SubscribeOptions => ({ ...stripUndefined(options), to: replicaName(options.to, replicas, i) }),
-        );
-      });
+      if (stage === undefined || spec === undefined || !this.runsHere(stage)) continue;
+      // A subscription to a replicated stage subscribes to every replica, on every node that runs it.
+      const subscriptions = stage.subscribe.flatMap((options) =>
+        this.instancesOf(options.to).map((to): SubscribeOptions => ({ ...stripUndefined(options), to })),
+      );
       for (let i = 0; i < stage.replicas; i++) {
         const instance = replicaName(name, stage.replicas, i);
         const wrapped = forTopology(
@@ -142,7 +157,10 @@ export class Agent {
       }
     }
     this.system.on('event', (event) => this.log(event));
+    this.fabric?.on('event', (event) => this.logFabric(event));
+    await this.fabric?.open(children.map((c) => c.id));
     this.supervisor = await Supervisor.start(this.system, children, topology.supervisor);
+    this.fabric?.ready();
     booting = false;
     for (const name of heldProducers) if (this.system.whereis(name)) this.system.setDemandMode(name, 'forward');
     this.supervisor.on('event', (event) => {
@@ -153,7 +171,49 @@ export class Agent {
         this.resolveDone(event.error);
       }
     });
-    logger.info({ stages: children.map((c) => c.id), transport: 'in-process' }, 'agent started');
+    logger.info({ stages: children.map((c) => c.id), transport: this.fabric === undefined ? 'in-process' : 'fabric' }, 'agent started');
+  }
+
+  /** In one process every stage runs here; on a fabric, those placed on this node or on every node. */
+  private runsHere(stage: TopologyStage): boolean {
+    return this.fabric === undefined || stage.nodes === undefined || stage.nodes.includes(this.node);
+  }
+
+  /** The instance names to subscribe to for a stage: local names here, `name@node` elsewhere. */
+  private instancesOf(stageName: string): string[] {
+    const stage = this.options.topology.stages[stageName];
+    if (stage === undefined) return [];
+    const nodes = this.fabric === undefined || stage.nodes === undefined ? [this.node] : stage.nodes;
+    return nodes.flatMap((node) =>
+      Array.from({ length: stage.replicas }, (_, i) => {
+        const instance = replicaName(stageName, stage.replicas, i);
+        return node === this.node ? instance : `${instance}@${node}`;
+      }),
+    );
+  }
+
+  private logFabric(event: FabricEvent): void {
+    const { logger } = this.options;
+    switch (event.type) {
+      case 'node-down':
+        logger.warn({ peer: event.node, reason: event.reason }, 'node down: its subscriptions are cancelled with noconnection');
+        return;
+      case 'node-up':
+        logger.info({ peer: event.node }, 'node up');
+        return;
+      case 'dead-letter':
+        logger.error({ inbox: event.letter.inbox, entry: event.letter.entryId, reason: event.letter.reason }, 'malformed inbox entry moved to the dead-letter stream');
+        return;
+      case 'excess-events':
+        logger.error({ subscription: event.key, excess: event.excess }, 'received events beyond demand; held, not handed on');
+        return;
+      case 'no-stage':
+        logger.warn({ inbox: event.inbox, subscription: event.key }, 'subscribe to a stage not running here: cancelled with noproc');
+        return;
+      case 'transport-error':
+        logger.warn({ err: event.error }, 'transport error; retrying');
+        return;
+    }
   }
 
   private log(event: SystemEvent): void {
@@ -192,6 +252,7 @@ export class Agent {
       this.options.logger.info('agent stopping');
       await this.supervisor?.stop('shutdown');
       await this.system.shutdown('shutdown');
+      await this.fabric?.close();
       this.resolveDone('shutdown');
     })();
     return this.stopping;

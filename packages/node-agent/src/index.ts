@@ -11,3 +11,10 @@ export {
   type TopologySubscription,
   topologyJsonSchema,
 } from './topology.js';
+export { FABRIC_DEFAULTS, FabricNode, splitInstance, type FabricEvent, type FabricNodeOptions } from './fabric/fabric-node.js';
+export { MemoryFabric, MemoryTransport, type MemoryTransportOptions } from './fabric/memory-transport.js';
+export { REDIS_TRANSPORT_DEFAULTS, RedisTransport, type RedisTransportOptions } from './fabric/redis-transport.js';
+export { INBOX_GROUP, redisKeys, type RedisKeys } from './fabric/redis-keys.js';
+export type { DeadLetter, InboundEntry, Transport, TransportEvents } from './fabric/transport.js';
+export { checkWireMessage, type WireMessage, type WireReason, type WireSubscribeOptions } from './fabric/wire.js';
+export { decodeMessage, encodeMessage } from './fabric/codec.js';

@@ -23,6 +23,8 @@ const stageSchema = z.strictObject({
   /** Each entry is a stage name or { to, ...options }; a bare name is read as { to: name }. */
   subscribe: z.array(z.preprocess((entry) => (typeof entry === 'string' ? { to: entry } : entry), subscriptionSchema)).default([]),
   restart: z.enum(['permanent', 'transient', 'temporary']).default('permanent'),
+  /** The nodes that run this stage (each runs `replicas` of it). Absent: every node. Ignored when running in one process. */
+  nodes: z.array(z.string().regex(NAME, 'must be a node name')).min(1).optional(),
 });
 
 const topologySchema = z.strictObject({

@@ -25,7 +25,7 @@ export {
   producerConsumer,
   type StageContext,
 } from './spec.js';
-export type { StageStats } from './stage.js';
+export type { StageMessage, StagePeer, StageStats } from './stage.js';
 export {
   type ChildSpec,
   type RestartPolicy,

@@ -24,7 +24,7 @@ import {
 /** A subscription as the consumer holds it. */
 interface UpstreamLink {
   readonly subscription: Subscription;
-  readonly producer: Stage;
+  readonly producer: StagePeer;
   readonly cancel: CancelMode;
   manual: boolean;
   readonly minDemand: number;
@@ -36,7 +36,7 @@ interface UpstreamLink {
 /** A subscription as the producer holds it. */
 interface DownstreamLink {
   readonly subscription: Subscription;
-  readonly consumer: Stage;
+  readonly consumer: StagePeer;
   /** Events asked for by the consumer, cumulative. */
   asked: number;
   /** Events sent to the consumer, cumulative. */
@@ -44,9 +44,11 @@ interface DownstreamLink {
 }
 
 type Message =
-  | { readonly t: 'subscribe'; readonly subscription: Subscription; readonly consumer: Stage; readonly options: SubscribeOptions }
+  | { readonly t: 'subscribe'; readonly subscription: Subscription; readonly consumer: StagePeer; readonly options: SubscribeOptions }
   | { readonly t: 'ask'; readonly id: number; readonly count: number }
   | { readonly t: 'events'; readonly id: number; readonly events: unknown[] }
+  /** To a producer peer that asked for it: the consumer finished handling `count` events of the subscription. */
+  | { readonly t: 'handled'; readonly id: number; readonly count: number }
   | { readonly t: 'cancel-up'; readonly id: number; readonly info: CancelInfo }
   | { readonly t: 'cancel-down'; readonly id: number; readonly info: CancelInfo }
   | { readonly t: 'call'; readonly message: unknown; readonly from: CallFrom }
@@ -100,7 +102,19 @@ function rulesFor(kind: StageKind) {
  * side (dispatcher, buffer, demand mode). Callbacks may be sync or async;
  * the next message waits until the current callback has returned.
  */
-export class Stage implements StageRef {
+/**
+ * Whatever a stage exchanges subscription messages with: another local
+ * stage, or a proxy for a stage on another node that carries the messages
+ * over the wire.
+ */
+export interface StagePeer extends StageRef {
+  readonly alive: boolean;
+  /** A proxy that acknowledges delivery once events are handled sets this. */
+  readonly wantsHandled?: boolean;
+  deliver(message: Message): void;
+}
+
+export class Stage implements StagePeer {
   readonly id: number;
   readonly name: string | undefined;
   readonly label: string;
@@ -291,6 +305,8 @@ export class Stage implements StageRef {
         return this.onAsk(message.id, message.count);
       case 'events':
         return this.onEvents(message.id, message.events);
+      case 'handled':
+        return undefined;
       case 'subscribe':
         return this.onSubscribe(message.subscription, message.consumer, message.options);
       case 'cancel-up':
@@ -550,6 +566,7 @@ export class Stage implements StageRef {
     this.batchesIn++;
     const spec = this.spec as { handleEvents: (...args: unknown[]) => unknown };
     const ask = () => {
+      if (link.producer.wantsHandled) link.producer.deliver({ t: 'handled', id: link.subscription.id, count: batch.length });
       if (askAfter > 0 && this.alive && this.upstream.get(link.subscription.id) === link) {
         link.producer.deliver({ t: 'ask', id: link.subscription.id, count: askAfter });
       }
@@ -607,7 +624,7 @@ export class Stage implements StageRef {
 
   // ---------------------------------------------------------------- producer side
 
-  private onSubscribe(subscription: Subscription, consumer: Stage, options: SubscribeOptions): Promise<void> | undefined {
+  private onSubscribe(subscription: Subscription, consumer: StagePeer, options: SubscribeOptions): Promise<void> | undefined {
     if (!this.isProducer) {
       consumer.deliver({
         t: 'cancel-down',

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { type Clock, systemClock, type TimerHandle } from './clock.js';
 import { describeValue, FabricError } from './errors.js';
 import type { AnyStageSpec } from './spec.js';
-import { isStageRef, Stage, type StageStats } from './stage.js';
+import { isStageRef, Stage, type StagePeer, type StageStats } from './stage.js';
 import type { CallFrom, ExitReason, StageAddress, StageRef, SubscribeOptions, Subscription } from './types.js';
 import { isCleanExit } from './types.js';
 
@@ -27,6 +27,8 @@ export interface StageSystemOptions {
   readonly clock?: Clock;
   /** Default timeout of `call`, in milliseconds. */
   readonly callTimeoutMs?: number;
+  /** Finds a stage by name when none of that name runs here: the node agent answers with a proxy for a remote one. */
+  readonly resolve?: (name: string) => StagePeer | undefined;
 }
 
 export interface StartOptions {
@@ -47,6 +49,7 @@ interface PendingCall {
 export class StageSystem extends EventEmitter<StageSystemEvents> {
   readonly clock: Clock;
   private readonly callTimeoutMs: number;
+  private readonly resolveRemote: ((name: string) => StagePeer | undefined) | undefined;
   private readonly names = new Map<string, Stage>();
   private readonly stages = new Map<number, Stage>();
   private nextStageId = 1;
@@ -60,6 +63,7 @@ export class StageSystem extends EventEmitter<StageSystemEvents> {
     super();
     this.clock = options.clock ?? systemClock;
     this.callTimeoutMs = options.callTimeoutMs ?? 5000;
+    this.resolveRemote = options.resolve;
   }
 
   /** Starts a stage: runs init and its initial subscriptions. Rejects with init's error. */
@@ -95,7 +99,7 @@ export class StageSystem extends EventEmitter<StageSystemEvents> {
 
   /** Cancels a subscription from its consumer's side. */
   cancel(subscription: Subscription, reason: unknown = 'normal'): void {
-    this.lookup(subscription.consumer)?.deliver({ t: 'cancel-sub', id: subscription.id, reason });
+    this.local(subscription.consumer)?.deliver({ t: 'cancel-sub', id: subscription.id, reason });
   }
 
   /** Asks for more events on a manual subscription, from outside the consumer. */
@@ -129,7 +133,7 @@ export class StageSystem extends EventEmitter<StageSystemEvents> {
 
   /** Delivers a message to the stage's handleInfo; dropped if the stage is not running. */
   send(to: StageAddress, message: unknown): void {
-    this.lookup(to)?.deliver({ t: 'info', message });
+    this.local(to)?.deliver({ t: 'info', message });
   }
 
   /** Switches a producer's demand mode (GenStage.demand/2). */
@@ -139,7 +143,7 @@ export class StageSystem extends EventEmitter<StageSystemEvents> {
 
   /** Stops a stage after the messages already in its mailbox; resolves when it has exited. */
   stop(to: StageAddress, reason: ExitReason = 'normal'): Promise<void> {
-    const stage = this.lookup(to);
+    const stage = this.local(to);
     if (stage === undefined || !stage.alive) return Promise.resolve();
     return new Promise((resolve) => {
       stage.onExit(() => resolve());
@@ -191,16 +195,24 @@ export class StageSystem extends EventEmitter<StageSystemEvents> {
 
   // ------------------------------------------------------------ for stages
 
-  /** @internal */
-  lookup(address: StageAddress): Stage | undefined {
+  /** The local stage with this name or ref, if it runs here. */
+  local(address: StageAddress): Stage | undefined {
     if (typeof address === 'string') return this.names.get(address);
     if (address instanceof Stage) return address;
     if (isStageRef(address)) return this.stages.get(address.id);
     return undefined;
   }
 
+  /** @internal A local stage, or a proxy for a remote one, to subscribe to. */
+  lookup(address: StageAddress): StagePeer | undefined {
+    const local = this.local(address);
+    if (local !== undefined) return local;
+    if (typeof address === 'string') return this.resolveRemote?.(address);
+    return isStageRef(address) && 'deliver' in address ? (address as StagePeer) : undefined;
+  }
+
   private require(address: StageAddress): Stage {
-    const stage = this.lookup(address);
+    const stage = this.local(address);
     if (stage === undefined || !stage.alive) {
       throw new FabricError(
         'SF_NO_STAGE',

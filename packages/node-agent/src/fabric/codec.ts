@@ -1,0 +1,20 @@
+import { Packr } from 'msgpackr';
+import { type WireMessage, checkWireMessage } from './wire.js';
+
+// Records off: every map decodes as a plain object, whoever encoded it.
+const packr = new Packr({ useRecords: false, moreTypes: false });
+
+export function encodeMessage(message: WireMessage): Buffer {
+  return packr.pack(message);
+}
+
+/** Decodes and checks one entry; throws with what was wrong (truncated bytes, wrong types, oversized batch). */
+export function decodeMessage(bytes: Buffer, maxEvents: number): WireMessage {
+  let value: unknown;
+  try {
+    value = packr.unpack(bytes);
+  } catch (error) {
+    throw new Error(`undecodable msgpack (${bytes.length} bytes): ${(error as Error).message}`);
+  }
+  return checkWireMessage(value, maxEvents);
+}

@@ -1,0 +1,235 @@
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { StagePeer, StageSystem } from '@stagefabric/runtime';
+import { type HeldEntry, RemoteProducer, type RemoteProducerHost } from './remote-producer.js';
+import { RemoteConsumer } from './remote-consumer.js';
+import type { DeadLetter, InboundEntry, Transport } from './transport.js';
+import { type WireMessage, toWireReason } from './wire.js';
+
+export interface FabricNodeOptions {
+  readonly node: string;
+  readonly transport: Transport;
+  readonly system: StageSystem;
+  /** Heartbeat period. Default 1000 ms. */
+  readonly heartbeatMs?: number;
+  /** Beats a node may miss before it counts as dead. Default 3. */
+  readonly missedBeats?: number;
+}
+
+export const FABRIC_DEFAULTS = { heartbeatMs: 1000, missedBeats: 3 } as const;
+
+export type FabricEvent =
+  | { readonly type: 'node-down'; readonly node: string; readonly reason: 'missed-heartbeats' | 'restarted' }
+  | { readonly type: 'node-up'; readonly node: string }
+  | { readonly type: 'dead-letter'; readonly letter: DeadLetter }
+  | { readonly type: 'excess-events'; readonly key: string; readonly excess: number }
+  | { readonly type: 'no-stage'; readonly inbox: string; readonly key: string }
+  | { readonly type: 'transport-error'; readonly error: Error };
+
+/** Splits an instance address `stage@node`. */
+export function splitInstance(instance: string): { stage: string; node: string } {
+  const at = instance.lastIndexOf('@');
+  return { stage: instance.slice(0, at), node: instance.slice(at + 1) };
+}
+
+/**
+ * Joins this node's stages to the fabric: proxies for remote producers and
+ * consumers, routing of inbound wire messages, heartbeats, and the liveness
+ * check that ends subscriptions with a node that died (`noconnection`).
+ */
+export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implements RemoteProducerHost {
+  readonly node: string;
+  readonly transport: Transport;
+  readonly incarnation = randomUUID();
+  private readonly system: StageSystem;
+  private readonly heartbeatMs: number;
+  private readonly missedBeats: number;
+  private readonly producers = new Map<string, RemoteProducer>();
+  private readonly byKey = new Map<string, RemoteProducer>();
+  private readonly consumers = new Map<string, RemoteConsumer>();
+  private readonly orphans = new Map<string, HeldEntry[]>();
+  /** Incarnation last seen per remote node we exchange subscriptions with. */
+  private readonly seen = new Map<string, string>();
+  private booting = true;
+  private readonly deferred: InboundEntry[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private epochCounter = 0;
+  private lastEpoch = 0;
+  private closed = false;
+
+  constructor(options: FabricNodeOptions) {
+    super();
+    this.node = options.node;
+    this.transport = options.transport;
+    this.system = options.system;
+    this.heartbeatMs = options.heartbeatMs ?? FABRIC_DEFAULTS.heartbeatMs;
+    this.missedBeats = options.missedBeats ?? FABRIC_DEFAULTS.missedBeats;
+    this.transport.on('dead-letter', (letter) => this.emit('event', { type: 'dead-letter', letter }));
+    this.transport.on('error', (error) => this.emit('event', { type: 'transport-error', error }));
+  }
+
+  /** For StageSystem's `resolve`: a proxy for a name of the form `stage@node` on another node. */
+  readonly resolve = (name: string): StagePeer | undefined => {
+    if (!name.includes('@')) return undefined;
+    const { node } = splitInstance(name);
+    if (node === this.node) return undefined;
+    let proxy = this.producers.get(name);
+    if (proxy === undefined) {
+      proxy = new RemoteProducer(this, name);
+      this.producers.set(name, proxy);
+    }
+    return proxy;
+  };
+
+  /**
+   * Opens this node's inboxes and starts beating. Entries left from an earlier
+   * run are read first: events become orphans for the consumers' new
+   * subscriptions; control messages wait until `ready()`, when stages run.
+   */
+  async open(localInstances: readonly string[]): Promise<void> {
+    await this.transport.beat(this.node, this.incarnation, this.heartbeatMs * this.missedBeats);
+    await this.transport.open(
+      localInstances.map((stage) => `${stage}@${this.node}`),
+      (entry) => this.route(entry),
+    );
+    this.timer = setInterval(() => void this.tick(), this.heartbeatMs);
+    this.timer.unref();
+  }
+
+  /** Local stages are up: handle the control messages held during boot, latest subscription per key only. */
+  ready(): void {
+    this.booting = false;
+    const latest = new Map<string, number>();
+    for (const { message } of this.deferred) if (message.t === 'subscribe') latest.set(message.key, Math.max(latest.get(message.key) ?? 0, message.epoch));
+    for (const entry of this.deferred.splice(0)) {
+      const newest = latest.get(entry.message.key);
+      if (newest !== undefined && entry.message.epoch < newest) this.transport.ack(entry.inbox, [entry.entryId]);
+      else this.route(entry);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer !== undefined) clearInterval(this.timer);
+    await this.transport.close();
+  }
+
+  // ------------------------------------------------------------ RemoteProducerHost
+
+  nextEpoch(): number {
+    // Increases across restarts too: time-based, and never repeats within this process.
+    this.lastEpoch = Math.max(this.lastEpoch + 1, Date.now() * 1000 + (this.epochCounter++ % 1000));
+    return this.lastEpoch;
+  }
+
+  takeOrphans(key: string): HeldEntry[] {
+    const entries = this.orphans.get(key) ?? [];
+    this.orphans.delete(key);
+    return entries;
+  }
+
+  keepOrphans(key: string, entries: HeldEntry[]): void {
+    this.orphans.set(key, [...(this.orphans.get(key) ?? []), ...entries]);
+  }
+
+  register(key: string, proxy: RemoteProducer): void {
+    this.byKey.set(key, proxy);
+  }
+
+  unregister(key: string): void {
+    this.byKey.delete(key);
+  }
+
+  reportExcess(key: string, excess: number): void {
+    this.emit('event', { type: 'excess-events', key, excess });
+  }
+
+  // ------------------------------------------------------------ inbound
+
+  private route(entry: InboundEntry): void {
+    const { message, inbox, entryId } = entry;
+    const toConsumer = message.t === 'events' || (message.t === 'cancel' && message.from === 'producer');
+    if (toConsumer) {
+      const proxy = this.byKey.get(message.key);
+      const outcome = proxy?.receive(message, inbox, entryId) ?? 'unknown';
+      if (outcome === 'done') this.transport.ack(inbox, [entryId]);
+      else if (outcome === 'unknown') {
+        // No live subscription: keep unhandled events for the consumer's next one (it restarts and resubscribes).
+        if (message.t === 'events') this.keepOrphans(message.key, [{ inbox, entryId, events: message.events, delivered: 0, handled: 0 }]);
+        else this.transport.ack(inbox, [entryId]);
+      }
+      return;
+    }
+    if (this.booting) {
+      this.deferred.push(entry);
+      return;
+    }
+    this.toProducer(inbox, message);
+    // Control messages are idempotent (cumulative asks, epochs): acknowledged once applied.
+    this.transport.ack(inbox, [entryId]);
+  }
+
+  private toProducer(inbox: string, message: WireMessage): void {
+    const existing = this.consumers.get(message.key);
+    if (message.t !== 'subscribe') {
+      existing?.receive(message);
+      return;
+    }
+    if (existing !== undefined) {
+      if (existing.epoch >= message.epoch) return;
+      existing.drop('resubscribed');
+    }
+    const { stage } = splitInstance(inbox);
+    const producer = this.system.local(stage);
+    if (producer === undefined || !producer.alive) {
+      this.transport.send(message.consumer, { t: 'cancel', key: message.key, epoch: message.epoch, from: 'producer', kind: 'down', reason: toWireReason('noproc') });
+      this.emit('event', { type: 'no-stage', inbox, key: message.key });
+      return;
+    }
+    const id = this.system.nextSubscriptionId();
+    const proxy = new RemoteConsumer(this.transport, message.key, message.epoch, message.consumer, producer, id, (p) => {
+      if (this.consumers.get(p.key) === p) this.consumers.delete(p.key);
+    });
+    this.consumers.set(message.key, proxy);
+    this.seen.set(proxy.node, this.seen.get(proxy.node) ?? '');
+    producer.deliver({ t: 'subscribe', subscription: { id, producer, consumer: proxy }, consumer: proxy, options: { ...message.options, to: stage } });
+  }
+
+  // ------------------------------------------------------------ liveness
+
+  private async tick(): Promise<void> {
+    if (this.closed) return;
+    try {
+      await this.transport.beat(this.node, this.incarnation, this.heartbeatMs * this.missedBeats);
+      const peers = new Set<string>();
+      for (const p of this.producers.values()) if (p.subscriptionCount > 0) peers.add(p.node);
+      for (const c of this.consumers.values()) peers.add(c.node);
+      for (const node of this.seen.keys()) peers.add(node);
+      const alive = await this.transport.alive([...peers]);
+      for (const node of peers) {
+        const now = alive.get(node);
+        const before = this.seen.get(node);
+        if (now === undefined) {
+          // Never seen alive: a subscription to it waits. Seen before: it died.
+          if (before !== undefined && before !== '') this.nodeDown(node, 'missed-heartbeats');
+          this.seen.delete(node);
+        } else if (before === undefined || before === '') {
+          this.seen.set(node, now);
+          if (before === undefined) this.emit('event', { type: 'node-up', node });
+        } else if (before !== now) {
+          this.nodeDown(node, 'restarted');
+          this.seen.set(node, now);
+        }
+      }
+    } catch (error) {
+      this.emit('event', { type: 'transport-error', error: error as Error });
+    }
+  }
+
+  private nodeDown(node: string, reason: 'missed-heartbeats' | 'restarted'): void {
+    this.emit('event', { type: 'node-down', node, reason });
+    for (const p of this.producers.values()) if (p.node === node) p.nodeDown();
+    for (const c of [...this.consumers.values()]) if (c.node === node) c.drop('noconnection');
+  }
+}

@@ -1,0 +1,19 @@
+/** Every Redis key the fabric uses, built here and nowhere else. */
+export interface RedisKeys {
+  inbox(instance: string): string;
+  heartbeat(node: string): string;
+  readonly deadLetters: string;
+}
+
+/** `namespace` separates fabrics sharing one Redis (and tests from each other). */
+export function redisKeys(namespace: string): RedisKeys {
+  const base = `sf:${namespace}`;
+  return {
+    inbox: (instance) => `${base}:inbox:${instance}`,
+    heartbeat: (node) => `${base}:hb:${node}`,
+    deadLetters: `${base}:dead`,
+  };
+}
+
+/** The consumer group every inbox is read through; its one consumer is the node hosting the instance. */
+export const INBOX_GROUP = 'sf';

@@ -1,0 +1,86 @@
+import type { StageMessage, StagePeer } from '@stagefabric/runtime';
+import type { Transport } from './transport.js';
+import { type WireMessage, fromWireReason, toWireReason } from './wire.js';
+
+let nextProxyId = 2_000_000_000;
+
+/**
+ * Stands in, on the producer's node, for a consumer on another node: one per
+ * subscription. The local producer dispatches to it as to any subscriber;
+ * it carries events (numbered by `seq`) and cancels over the wire, and turns
+ * the consumer's cumulative asks back into demand.
+ */
+export class RemoteConsumer implements StagePeer {
+  readonly id = nextProxyId++;
+  readonly name: string;
+  readonly label: string;
+  private active = true;
+  /** Everything the consumer asked for this epoch, as last seen. */
+  private hwm = 0;
+  private nextSeq = 0;
+
+  constructor(
+    private readonly transport: Transport,
+    readonly key: string,
+    readonly epoch: number,
+    /** The consumer's instance address (and inbox), `stage@node`. */
+    readonly consumerInbox: string,
+    readonly producer: StagePeer,
+    readonly subscriptionId: number,
+    private readonly onEnd: (proxy: RemoteConsumer) => void,
+  ) {
+    this.name = consumerInbox;
+    this.label = consumerInbox;
+  }
+
+  get alive(): boolean {
+    return this.active;
+  }
+
+  get node(): string {
+    return this.consumerInbox.slice(this.consumerInbox.lastIndexOf('@') + 1);
+  }
+
+  /** Messages from the local producer stage. */
+  deliver(message: StageMessage): void {
+    if (!this.active) return;
+    if (message.t === 'events') {
+      this.send({ t: 'events', key: this.key, epoch: this.epoch, seq: this.nextSeq, events: message.events });
+      this.nextSeq += message.events.length;
+    } else if (message.t === 'cancel-down') {
+      this.send({ t: 'cancel', key: this.key, epoch: this.epoch, from: 'producer', kind: message.info.kind, reason: toWireReason(message.info.reason) });
+      this.end();
+    }
+  }
+
+  /** A wire message from the consumer for this subscription. */
+  receive(message: WireMessage): void {
+    if (!this.active || message.epoch !== this.epoch) return;
+    if (message.t === 'ask') {
+      // Cumulative: a repeated or reordered ask adds nothing.
+      const more = message.hwm - this.hwm;
+      if (more <= 0) return;
+      this.hwm = message.hwm;
+      this.producer.deliver({ t: 'ask', id: this.subscriptionId, count: more });
+    } else if (message.t === 'cancel' && message.from === 'consumer') {
+      this.end();
+      this.producer.deliver({ t: 'cancel-up', id: this.subscriptionId, info: { kind: message.kind, reason: fromWireReason(message.reason) } });
+    }
+  }
+
+  /** The consumer's node died, or a newer subscription replaced this one. */
+  drop(reason: unknown): void {
+    if (!this.active) return;
+    this.end();
+    this.producer.deliver({ t: 'cancel-up', id: this.subscriptionId, info: { kind: 'down', reason } });
+  }
+
+  private end(): void {
+    this.active = false;
+    this.onEnd(this);
+  }
+
+  private send(message: WireMessage): void {
+    this.transport.send(this.consumerInbox, message);
+  }
+}

@@ -1,0 +1,234 @@
+import type { StageMessage, StagePeer, Subscription } from '@stagefabric/runtime';
+import type { Transport } from './transport.js';
+import { type WireMessage, type WireSubscribeOptions, fromWireReason, toWireReason } from './wire.js';
+
+/** Events of one inbox entry, and how far the local consumer got with them. */
+export interface HeldEntry {
+  readonly inbox: string;
+  readonly entryId: string;
+  readonly events: readonly unknown[];
+  /** Handed to the consumer stage. */
+  delivered: number;
+  /** Handled by it (handleEvents returned); the entry is acknowledged when all are. */
+  handled: number;
+}
+
+interface RemoteSubscription {
+  readonly id: number;
+  readonly consumer: StagePeer;
+  readonly key: string;
+  readonly epoch: number;
+  readonly consumerInbox: string;
+  /** Events the consumer asked for and has not been handed. */
+  owed: number;
+  /** Everything asked on the wire this epoch. */
+  hwm: number;
+  /** Events received on the wire this epoch. */
+  received: number;
+  readonly entries: HeldEntry[];
+}
+
+export interface RemoteProducerHost {
+  readonly transport: Transport;
+  readonly node: string;
+  nextEpoch(): number;
+  /** Unhandled events of an earlier subscription with this key: its successor takes them first. */
+  takeOrphans(key: string): HeldEntry[];
+  keepOrphans(key: string, entries: HeldEntry[]): void;
+  register(key: string, proxy: RemoteProducer): void;
+  unregister(key: string): void;
+  reportExcess(key: string, excess: number): void;
+}
+
+let nextProxyId = 1_000_000_000;
+
+/**
+ * Stands in, on the consumer's node, for a producer on another node. A local
+ * consumer subscribes to it as to any stage; it carries subscribe, ask and
+ * cancel over the wire and hands arriving events to the consumer never beyond
+ * what the consumer asked for. Events are acknowledged once handled; those
+ * not handled when a subscription ends go to the next subscription of the
+ * same consumer to the same producer, so a restarted consumer loses nothing.
+ */
+export class RemoteProducer implements StagePeer {
+  readonly id = nextProxyId++;
+  readonly name: string;
+  readonly label: string;
+  readonly alive = true;
+  readonly wantsHandled = true;
+  private readonly subs = new Map<number, RemoteSubscription>();
+
+  constructor(
+    private readonly host: RemoteProducerHost,
+    /** The producer's instance address, `stage@node`. */
+    readonly instance: string,
+  ) {
+    this.name = instance;
+    this.label = instance;
+  }
+
+  get node(): string {
+    return this.instance.slice(this.instance.lastIndexOf('@') + 1);
+  }
+
+  /** Messages from the local consumer stage. */
+  deliver(message: StageMessage): void {
+    switch (message.t) {
+      case 'subscribe':
+        this.subscribe(message.subscription, message.consumer, message.options as WireSubscribeOptions);
+        return;
+      case 'ask': {
+        const sub = this.subs.get(message.id);
+        if (sub === undefined) return;
+        sub.owed += message.count;
+        this.flush(sub);
+        this.askWire(sub);
+        return;
+      }
+      case 'handled': {
+        const sub = this.subs.get(message.id);
+        if (sub !== undefined) this.handled(sub, message.count);
+        return;
+      }
+      case 'cancel-up': {
+        const sub = this.subs.get(message.id);
+        if (sub === undefined) return;
+        this.send({ t: 'cancel', key: sub.key, epoch: sub.epoch, from: 'consumer', kind: message.info.kind, reason: toWireReason(message.info.reason) });
+        this.end(sub);
+        // The producer is remote and may be gone: confirm the cancel here, as the producer would.
+        if (message.info.kind === 'cancel') sub.consumer.deliver({ t: 'cancel-down', id: sub.id, info: message.info });
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  /**
+   * A wire message for one of this proxy's subscriptions: 'held' when the
+   * entry is acknowledged later (once its events are handled), 'done' when it
+   * can be acknowledged now, 'unknown' when no live subscription has the key.
+   */
+  receive(message: WireMessage, inbox: string, entryId: string): 'held' | 'done' | 'unknown' {
+    const sub = [...this.subs.values()].find((s) => s.key === message.key);
+    if (sub === undefined) return 'unknown';
+    if (message.epoch !== sub.epoch) return 'done';
+    if (message.t === 'events') {
+      // Drop what this epoch already received: a re-sent batch.
+      const skip = Math.max(0, sub.received - message.seq);
+      if (skip >= message.events.length) return 'done';
+      const events = skip === 0 ? message.events : message.events.slice(skip);
+      sub.received += events.length;
+      sub.entries.push({ inbox, entryId, events, delivered: 0, handled: 0 });
+      // More than was asked for means a producer broke the protocol; held, never handed on beyond demand.
+      if (sub.received > sub.hwm) this.host.reportExcess(sub.key, sub.received - sub.hwm);
+      this.flush(sub);
+      return 'held';
+    }
+    if (message.t === 'cancel' && message.from === 'producer') {
+      this.end(sub);
+      sub.consumer.deliver({ t: 'cancel-down', id: sub.id, info: { kind: message.kind, reason: fromWireReason(message.reason) } });
+    }
+    return 'done';
+  }
+
+  /** The producer's node died or restarted: every subscription ends as GenStage's `noconnection`. */
+  nodeDown(): void {
+    for (const sub of [...this.subs.values()]) {
+      this.end(sub);
+      sub.consumer.deliver({ t: 'cancel-down', id: sub.id, info: { kind: 'down', reason: 'noconnection' } });
+    }
+  }
+
+  get subscriptionCount(): number {
+    return this.subs.size;
+  }
+
+  private subscribe(subscription: Subscription, consumer: StagePeer, options: WireSubscribeOptions): void {
+    const consumerInbox = `${consumer.label}@${this.host.node}`;
+    const key = `${consumerInbox}>${this.instance}`;
+    const sub: RemoteSubscription = {
+      id: subscription.id,
+      consumer,
+      key,
+      epoch: this.host.nextEpoch(),
+      consumerInbox,
+      owed: 0,
+      hwm: 0,
+      received: 0,
+      entries: this.host.takeOrphans(key),
+    };
+    this.subs.set(sub.id, sub);
+    this.host.register(key, this);
+    const wireOptions: Record<string, unknown> = {};
+    for (const k of ['maxDemand', 'minDemand', 'cancel', 'partition'] as const) if (options[k] !== undefined) wireOptions[k] = options[k];
+    this.send({ t: 'subscribe', key, epoch: sub.epoch, consumer: consumerInbox, options: wireOptions as WireSubscribeOptions });
+  }
+
+  /** Hands held events to the consumer, never beyond what it asked for. */
+  private flush(sub: RemoteSubscription): void {
+    for (const entry of sub.entries) {
+      if (sub.owed === 0) return;
+      const left = entry.events.length - entry.delivered;
+      if (left === 0) continue;
+      const n = Math.min(left, sub.owed);
+      const events = n === entry.events.length ? (entry.events as unknown[]) : entry.events.slice(entry.delivered, entry.delivered + n);
+      entry.delivered += n;
+      sub.owed -= n;
+      sub.consumer.deliver({ t: 'events', id: sub.id, events });
+    }
+  }
+
+  /** Asks the producer for what neither the wire nor the held entries will cover. */
+  private askWire(sub: RemoteSubscription): void {
+    const coming = sub.hwm - sub.received + this.undelivered(sub);
+    if (sub.owed <= coming) return;
+    sub.hwm += sub.owed - coming;
+    this.send({ t: 'ask', key: sub.key, epoch: sub.epoch, hwm: sub.hwm });
+  }
+
+  private undelivered(sub: RemoteSubscription): number {
+    let n = 0;
+    for (const e of sub.entries) n += e.events.length - e.delivered;
+    return n;
+  }
+
+  private handled(sub: RemoteSubscription, count: number): void {
+    let left = count;
+    const done: HeldEntry[] = [];
+    for (const entry of sub.entries) {
+      if (left === 0) break;
+      const n = Math.min(left, entry.delivered - entry.handled);
+      entry.handled += n;
+      left -= n;
+      if (entry.handled === entry.events.length) done.push(entry);
+    }
+    if (done.length === 0) return;
+    sub.entries.splice(0, done.length);
+    this.ackEntries(done);
+  }
+
+  private ackEntries(entries: readonly HeldEntry[]): void {
+    const byInbox = new Map<string, string[]>();
+    for (const e of entries) {
+      const ids = byInbox.get(e.inbox);
+      if (ids === undefined) byInbox.set(e.inbox, [e.entryId]);
+      else ids.push(e.entryId);
+    }
+    for (const [inbox, ids] of byInbox) this.host.transport.ack(inbox, ids);
+  }
+
+  /** Ends a subscription; what the consumer had not handled waits for its next subscription. */
+  private end(sub: RemoteSubscription): void {
+    this.subs.delete(sub.id);
+    this.host.unregister(sub.key);
+    const unhandled = sub.entries
+      .filter((e) => e.handled < e.events.length)
+      .map((e) => ({ inbox: e.inbox, entryId: e.entryId, events: e.events.slice(e.handled), delivered: 0, handled: 0 }));
+    if (unhandled.length > 0) this.host.keepOrphans(sub.key, unhandled);
+  }
+
+  private send(message: WireMessage): void {
+    this.host.transport.send(this.instance, message);
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * The contract every task store keeps (Postgres, embedded PGlite, Redis via
+ * BullMQ). One conformance suite runs against each implementation.
+ *
+ * Lifecycle of a task: `waiting` -> `running` (claimed, with a lease) ->
+ * `success` | `error` | `timeout`. A failed attempt with attempts left goes
+ * back to `waiting` with a later `runAt` (backoff) and `lastError` set; the
+ * final failed attempt leaves it in `error` or `timeout` for good. A running
+ * task whose lease expired (its node died) is found by `recoverExpired` and
+ * goes back to `waiting`. `cancelled` is set by an operator.
+ */
+export type TaskState = 'waiting' | 'running' | 'success' | 'error' | 'timeout' | 'cancelled';
+
+export const FINAL_STATES: readonly TaskState[] = ['success', 'error', 'timeout', 'cancelled'];
+
+export interface EnqueueOptions {
+  /** Default 'default'. */
+  readonly queue?: string;
+  /** When the task may first run. Default now. Exclusive with delayMs. */
+  readonly runAt?: Date;
+  readonly delayMs?: number;
+  /** Lower runs first. Default 0. */
+  readonly priority?: number;
+  /** Default 5. */
+  readonly maxAttempts?: number;
+  /** Per-attempt timeout. Default 30 000 ms. */
+  readonly timeoutMs?: number;
+  /** While a task with this key is waiting or running, another with the same key is refused. */
+  readonly uniqueKey?: string;
+}
+
+export interface NewTask {
+  /** The handler's name in the registry. Never code. */
+  readonly name: string;
+  readonly args?: unknown;
+  readonly options?: EnqueueOptions;
+}
+
+export interface EnqueueResult {
+  readonly id: string;
+  /** True when a task with the same uniqueKey was pending, so nothing was added; `id` is that task's. */
+  readonly duplicate: boolean;
+}
+
+export interface ClaimedTask {
+  readonly id: string;
+  readonly queue: string;
+  readonly name: string;
+  readonly args: unknown;
+  /** 1 on the first run. */
+  readonly attempt: number;
+  readonly maxAttempts: number;
+  readonly timeoutMs: number;
+  readonly enqueuedAt: Date;
+  readonly leaseExpiresAt: Date;
+}
+
+export type TaskOutcomeRecord =
+  | { readonly id: string; readonly status: 'success' }
+  /** `retryAt` set: back to waiting for another attempt; unset: failed for good. */
+  | { readonly id: string; readonly status: 'error' | 'timeout'; readonly error: string; readonly retryAt?: Date };
+
+export interface TaskRecord {
+  readonly id: string;
+  readonly queue: string;
+  readonly name: string;
+  readonly args: unknown;
+  readonly state: TaskState;
+  readonly priority: number;
+  readonly attempt: number;
+  readonly maxAttempts: number;
+  readonly timeoutMs: number;
+  readonly runAt: Date;
+  readonly uniqueKey: string | null;
+  readonly leaseOwner: string | null;
+  readonly leaseExpiresAt: Date | null;
+  readonly lastError: string | null;
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
+  readonly finishedAt: Date | null;
+}
+
+export interface TaskCount {
+  readonly queue: string;
+  readonly state: TaskState;
+  readonly count: number;
+}
+
+export interface TaskStore {
+  /** Creates or upgrades the schema; safe to call from many agents at once. */
+  migrate(): Promise<void>;
+  /** Adds tasks in one round trip; all or nothing. */
+  enqueue(tasks: readonly NewTask[]): Promise<EnqueueResult[]>;
+  /** Claims up to `limit` due waiting tasks of `queue` for `owner`, by priority then runAt, in one round trip. */
+  claim(queue: string, limit: number, owner: string, leaseMs: number): Promise<ClaimedTask[]>;
+  /** Records outcomes in one round trip. Only tasks still running under `owner` change; returns the ids that did. */
+  complete(outcomes: readonly TaskOutcomeRecord[], owner: string): Promise<string[]>;
+  /** Extends the leases of tasks `owner` still holds; returns those ids. */
+  extendLeases(ids: readonly string[], owner: string, leaseMs: number): Promise<string[]>;
+  /** Puts running tasks whose lease expired back to waiting; returns how many. */
+  recoverExpired(): Promise<number>;
+  /** The earliest runAt of a waiting task in `queue`, or null. */
+  nextRunAt(queue: string): Promise<Date | null>;
+  /** Calls `listener` soon after tasks are enqueued in `queue`; returns an unsubscribe function. */
+  onEnqueued(queue: string, listener: () => void): Promise<() => Promise<void>>;
+  counts(): Promise<TaskCount[]>;
+  list(filter: { readonly queue?: string; readonly state?: TaskState; readonly limit?: number }): Promise<TaskRecord[]>;
+  get(id: string): Promise<TaskRecord | null>;
+  /** Failed or cancelled tasks back to waiting, attempts reset; returns the ids changed. */
+  retry(ids: readonly string[]): Promise<string[]>;
+  /** Waiting tasks to cancelled; returns the ids changed. */
+  cancel(ids: readonly string[]): Promise<string[]>;
+  close(): Promise<void>;
+}
