@@ -1,4 +1,5 @@
 import { stat } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
@@ -6,6 +7,7 @@ import {
   createLogger,
   loadStageSpec,
   loadTopology,
+  RedisTransport,
   StageLoadError,
   TopologyError,
   topologyJsonSchema,
@@ -31,15 +33,19 @@ Options:
   --version          print the version
 
 Exit codes: 0 ok, 1 operational failure, 2 usage or invalid topology.`,
-  up: `Usage: stagectl up FILE|DIR [--node NAME]
+  up: `Usage: stagectl up FILE|DIR [--node NAME] [--namespace NS]
 
 Starts the stages of the topology placed on this node and stays in the
-foreground. Logs are JSON lines on stderr. The first SIGTERM or SIGINT stops
+foreground. With REDIS_URL set, the node joins the fabric of every agent on
+that Redis (and namespace) and runs the stages placed on it (a stage's
+\`nodes\`; every node when absent); without it, every stage runs in this
+process. Logs are JSON lines on stderr. The first SIGTERM or SIGINT stops
 gracefully (consumers first, then producers); a second one exits at once.
 The agent exits 0 by itself once every stage has finished.
 
 Options:
-  --node NAME   this node's name in the fabric (default: the host name)`,
+  --node NAME        this node's name (default: STAGEFABRIC_NODE, else the host name)
+  --namespace NS     separates fabrics sharing one Redis (default: STAGEFABRIC_NAMESPACE, else default)`,
   validate: `Usage: stagectl validate FILE|DIR
 
 Checks the topology and the stage modules it names; prints each mistake as
@@ -60,14 +66,18 @@ async function up(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { node: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { node: { type: 'string' }, namespace: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) return help('up');
   const file = await topologyPath(positionals[0], 'up');
   const topology = await loadTopology(file);
-  const node = values.node ?? process.env.STAGEFABRIC_NODE;
-  const logger = createLogger({ node: node ?? 'local' });
-  const agent = await Agent.start({ topology, logger, ...(node === undefined ? {} : { node }) });
+  const redisUrl = process.env.REDIS_URL;
+  const node = values.node ?? process.env.STAGEFABRIC_NODE ?? (redisUrl === undefined ? 'local' : hostname());
+  const logger = createLogger({ node });
+  // With REDIS_URL this node joins the fabric; without it, every stage runs here.
+  const namespace = values.namespace ?? process.env.STAGEFABRIC_NAMESPACE ?? 'default';
+  const transport = redisUrl === undefined ? undefined : new RedisTransport({ url: redisUrl, node, namespace });
+  const agent = await Agent.start({ topology, logger, node, ...(transport === undefined ? {} : { transport }) });
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
     signals++;
