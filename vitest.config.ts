@@ -14,7 +14,7 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['packages/*/test/**/*.integration.test.ts', 'test/**/*.integration.test.ts'],
-          globalSetup: ['test/support/global-setup.ts'],
+          globalSetup: ['test/support/start-servers.ts'],
           testTimeout: 60_000,
           hookTimeout: 120_000,
           // Agents are separate processes; keep files serial so they do not fight for 2 cores.

@@ -45,7 +45,8 @@ The agent exits 0 by itself once every stage has finished.
 
 Options:
   --node NAME        this node's name (default: STAGEFABRIC_NODE, else the host name)
-  --namespace NS     separates fabrics sharing one Redis (default: STAGEFABRIC_NAMESPACE, else default)`,
+  --namespace NS     separates fabrics sharing one Redis (default: STAGEFABRIC_NAMESPACE, else default)
+  --heartbeat-ms N   heartbeat period; a node missing 3 beats is dead (default: STAGEFABRIC_HEARTBEAT_MS, else 1000)`,
   validate: `Usage: stagectl validate FILE|DIR
 
 Checks the topology and the stage modules it names; prints each mistake as
@@ -66,7 +67,12 @@ async function up(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { node: { type: 'string' }, namespace: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      node: { type: 'string' },
+      namespace: { type: 'string' },
+      'heartbeat-ms': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
   });
   if (values.help) return help('up');
   const file = await topologyPath(positionals[0], 'up');
@@ -77,7 +83,10 @@ async function up(args: string[]): Promise<number> {
   // With REDIS_URL this node joins the fabric; without it, every stage runs here.
   const namespace = values.namespace ?? process.env.STAGEFABRIC_NAMESPACE ?? 'default';
   const transport = redisUrl === undefined ? undefined : new RedisTransport({ url: redisUrl, node, namespace });
-  const agent = await Agent.start({ topology, logger, node, ...(transport === undefined ? {} : { transport }) });
+  const heartbeatMs = Number(values['heartbeat-ms'] ?? process.env.STAGEFABRIC_HEARTBEAT_MS ?? 1000);
+  if (!Number.isInteger(heartbeatMs) || heartbeatMs < 10)
+    throw new UsageError(`--heartbeat-ms must be an integer of at least 10, got ${values['heartbeat-ms']}`);
+  const agent = await Agent.start({ topology, logger, node, heartbeatMs, ...(transport === undefined ? {} : { transport }) });
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
     signals++;

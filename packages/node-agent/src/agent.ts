@@ -11,10 +11,10 @@ import {
   Supervisor,
   type SystemEvent,
 } from '@stagefabric/runtime';
-import type { Logger } from './logger.js';
-import { loadStageSpec, StageLoadError } from './stage-loader.js';
 import { type FabricEvent, FabricNode } from './fabric/fabric-node.js';
 import type { Transport } from './fabric/transport.js';
+import type { Logger } from './logger.js';
+import { loadStageSpec, StageLoadError } from './stage-loader.js';
 import type { Topology, TopologyStage } from './topology.js';
 
 export interface AgentOptions {
@@ -202,7 +202,10 @@ export class Agent {
         logger.info({ peer: event.node }, 'node up');
         return;
       case 'dead-letter':
-        logger.error({ inbox: event.letter.inbox, entry: event.letter.entryId, reason: event.letter.reason }, 'malformed inbox entry moved to the dead-letter stream');
+        logger.error(
+          { inbox: event.letter.inbox, entry: event.letter.entryId, reason: event.letter.reason },
+          'malformed inbox entry moved to the dead-letter stream',
+        );
         return;
       case 'excess-events':
         logger.error({ subscription: event.key, excess: event.excess }, 'received events beyond demand; held, not handed on');

@@ -1,4 +1,11 @@
 export { Agent, type AgentOptions, replicaName } from './agent.js';
+export { decodeMessage, encodeMessage } from './fabric/codec.js';
+export { FABRIC_DEFAULTS, type FabricEvent, FabricNode, type FabricNodeOptions, splitInstance } from './fabric/fabric-node.js';
+export { MemoryFabric, MemoryTransport, type MemoryTransportOptions } from './fabric/memory-transport.js';
+export { INBOX_GROUP, type RedisKeys, redisKeys } from './fabric/redis-keys.js';
+export { REDIS_TRANSPORT_DEFAULTS, RedisTransport, type RedisTransportOptions } from './fabric/redis-transport.js';
+export type { DeadLetter, InboundEntry, Transport, TransportEvents } from './fabric/transport.js';
+export { checkWireMessage, type WireMessage, type WireReason, type WireSubscribeOptions } from './fabric/wire.js';
 export { type CreateLoggerOptions, createLogger, type Logger } from './logger.js';
 export { loadStageSpec, StageLoadError } from './stage-loader.js';
 export {
@@ -11,10 +18,3 @@ export {
   type TopologySubscription,
   topologyJsonSchema,
 } from './topology.js';
-export { FABRIC_DEFAULTS, FabricNode, splitInstance, type FabricEvent, type FabricNodeOptions } from './fabric/fabric-node.js';
-export { MemoryFabric, MemoryTransport, type MemoryTransportOptions } from './fabric/memory-transport.js';
-export { REDIS_TRANSPORT_DEFAULTS, RedisTransport, type RedisTransportOptions } from './fabric/redis-transport.js';
-export { INBOX_GROUP, redisKeys, type RedisKeys } from './fabric/redis-keys.js';
-export type { DeadLetter, InboundEntry, Transport, TransportEvents } from './fabric/transport.js';
-export { checkWireMessage, type WireMessage, type WireReason, type WireSubscribeOptions } from './fabric/wire.js';
-export { decodeMessage, encodeMessage } from './fabric/codec.js';

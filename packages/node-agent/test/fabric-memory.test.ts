@@ -9,7 +9,13 @@ const silent = pino({ level: 'silent' });
 const agents: Agent[] = [];
 
 async function agent(fabric: MemoryFabric, node: string, yaml: string): Promise<Agent> {
-  const a = await Agent.start({ topology: parseTopology(yaml, FIXTURES), node, logger: silent, transport: new MemoryTransport({ fabric }), heartbeatMs: 50 });
+  const a = await Agent.start({
+    topology: parseTopology(yaml, FIXTURES),
+    node,
+    logger: silent,
+    transport: new MemoryTransport({ fabric }),
+    heartbeatMs: 50,
+  });
   agents.push(a);
   return a;
 }

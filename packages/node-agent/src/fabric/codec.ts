@@ -1,5 +1,5 @@
 import { Packr } from 'msgpackr';
-import { type WireMessage, checkWireMessage } from './wire.js';
+import { checkWireMessage, type WireMessage } from './wire.js';
 
 // Records off: every map decodes as a plain object, whoever encoded it.
 const packr = new Packr({ useRecords: false, moreTypes: false });

@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { StagePeer, StageSystem } from '@stagefabric/runtime';
-import { type HeldEntry, RemoteProducer, type RemoteProducerHost } from './remote-producer.js';
 import { RemoteConsumer } from './remote-consumer.js';
+import { type HeldEntry, RemoteProducer, type RemoteProducerHost } from './remote-producer.js';
 import type { DeadLetter, InboundEntry, Transport } from './transport.js';
-import { type WireMessage, toWireReason } from './wire.js';
+import { toWireReason, type WireMessage } from './wire.js';
 
 export interface FabricNodeOptions {
   readonly node: string;
@@ -100,7 +100,8 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
   ready(): void {
     this.booting = false;
     const latest = new Map<string, number>();
-    for (const { message } of this.deferred) if (message.t === 'subscribe') latest.set(message.key, Math.max(latest.get(message.key) ?? 0, message.epoch));
+    for (const { message } of this.deferred)
+      if (message.t === 'subscribe') latest.set(message.key, Math.max(latest.get(message.key) ?? 0, message.epoch));
     for (const entry of this.deferred.splice(0)) {
       const newest = latest.get(entry.message.key);
       if (newest !== undefined && entry.message.epoch < newest) this.transport.ack(entry.inbox, [entry.entryId]);
@@ -183,17 +184,29 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
     const { stage } = splitInstance(inbox);
     const producer = this.system.local(stage);
     if (producer === undefined || !producer.alive) {
-      this.transport.send(message.consumer, { t: 'cancel', key: message.key, epoch: message.epoch, from: 'producer', kind: 'down', reason: toWireReason('noproc') });
+      this.transport.send(message.consumer, {
+        t: 'cancel',
+        key: message.key,
+        epoch: message.epoch,
+        from: 'producer',
+        kind: 'down',
+        reason: toWireReason('noproc'),
+      });
       this.emit('event', { type: 'no-stage', inbox, key: message.key });
       return;
     }
     const id = this.system.nextSubscriptionId();
-    const proxy = new RemoteConsumer(this.transport, message.key, message.epoch, message.consumer, producer, id, (p) => {
+    const proxy = new RemoteConsumer(this.transport, message.key, message.epoch, message.consumer, message.incarnation, producer, id, (p) => {
       if (this.consumers.get(p.key) === p) this.consumers.delete(p.key);
     });
     this.consumers.set(message.key, proxy);
     this.seen.set(proxy.node, this.seen.get(proxy.node) ?? '');
-    producer.deliver({ t: 'subscribe', subscription: { id, producer, consumer: proxy }, consumer: proxy, options: { ...message.options, to: stage } });
+    producer.deliver({
+      t: 'subscribe',
+      subscription: { id, producer, consumer: proxy },
+      consumer: proxy,
+      options: { ...message.options, to: stage },
+    });
   }
 
   // ------------------------------------------------------------ liveness
@@ -218,7 +231,7 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
           this.seen.set(node, now);
           if (before === undefined) this.emit('event', { type: 'node-up', node });
         } else if (before !== now) {
-          this.nodeDown(node, 'restarted');
+          this.nodeDown(node, 'restarted', now);
           this.seen.set(node, now);
         }
       }
@@ -227,9 +240,12 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
     }
   }
 
-  private nodeDown(node: string, reason: 'missed-heartbeats' | 'restarted'): void {
+  /** Ends subscriptions with a dead node; after a restart, only those its earlier incarnation made. */
+  private nodeDown(node: string, reason: 'missed-heartbeats' | 'restarted', incarnation?: string): void {
     this.emit('event', { type: 'node-down', node, reason });
     for (const p of this.producers.values()) if (p.node === node) p.nodeDown();
-    for (const c of [...this.consumers.values()]) if (c.node === node) c.drop('noconnection');
+    for (const c of [...this.consumers.values()]) {
+      if (c.node === node && c.consumerIncarnation !== incarnation) c.drop('noconnection');
+    }
   }
 }

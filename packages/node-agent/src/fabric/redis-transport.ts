@@ -70,6 +70,7 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
     this.deliver = deliver;
     await this.ensureGroups();
     await this.readPending();
+    await this.readWaiting();
     this.loop = this.readLoop();
   }
 
@@ -150,6 +151,27 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
     }
   }
 
+  /** Entries already waiting when the node starts, read before open() resolves so boot sees them all. */
+  private async readWaiting(): Promise<void> {
+    for (const inbox of this.inboxes) {
+      for (;;) {
+        const reply = (await this.reader.callBuffer('XREADGROUP', [
+          'GROUP',
+          INBOX_GROUP,
+          this.options.node,
+          'COUNT',
+          this.options.readCount,
+          'STREAMS',
+          this.keys.inbox(inbox),
+          '>',
+        ])) as StreamReply;
+        const entries = reply?.[0]?.[1] ?? [];
+        if (entries.length === 0) break;
+        this.handle(inbox, entries);
+      }
+    }
+  }
+
   private async readLoop(): Promise<void> {
     const keys = this.inboxes.map((i) => this.keys.inbox(i));
     const inboxByKey = new Map(this.inboxes.map((i) => [this.keys.inbox(i), i]));
@@ -201,7 +223,21 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
     const raw = Buffer.concat(fields.slice(0, 8)).subarray(0, 4096);
     this.commands
       .multi()
-      .xadd(this.keys.deadLetters, 'MAXLEN', '~', this.options.maxDeadLetters, '*', 'inbox', inbox, 'entry', entryId, 'reason', reason, 'raw', raw)
+      .xadd(
+        this.keys.deadLetters,
+        'MAXLEN',
+        '~',
+        this.options.maxDeadLetters,
+        '*',
+        'inbox',
+        inbox,
+        'entry',
+        entryId,
+        'reason',
+        reason,
+        'raw',
+        raw,
+      )
       .xack(this.keys.inbox(inbox), INBOX_GROUP, entryId)
       .xdel(this.keys.inbox(inbox), entryId)
       .exec()

@@ -1,6 +1,6 @@
 import type { StageMessage, StagePeer } from '@stagefabric/runtime';
 import type { Transport } from './transport.js';
-import { type WireMessage, fromWireReason, toWireReason } from './wire.js';
+import { fromWireReason, toWireReason, type WireMessage } from './wire.js';
 
 let nextProxyId = 2_000_000_000;
 
@@ -25,6 +25,8 @@ export class RemoteConsumer implements StagePeer {
     readonly epoch: number,
     /** The consumer's instance address (and inbox), `stage@node`. */
     readonly consumerInbox: string,
+    /** The incarnation of the consumer's node that subscribed. */
+    readonly consumerIncarnation: string,
     readonly producer: StagePeer,
     readonly subscriptionId: number,
     private readonly onEnd: (proxy: RemoteConsumer) => void,
@@ -48,7 +50,14 @@ export class RemoteConsumer implements StagePeer {
       this.send({ t: 'events', key: this.key, epoch: this.epoch, seq: this.nextSeq, events: message.events });
       this.nextSeq += message.events.length;
     } else if (message.t === 'cancel-down') {
-      this.send({ t: 'cancel', key: this.key, epoch: this.epoch, from: 'producer', kind: message.info.kind, reason: toWireReason(message.info.reason) });
+      this.send({
+        t: 'cancel',
+        key: this.key,
+        epoch: this.epoch,
+        from: 'producer',
+        kind: message.info.kind,
+        reason: toWireReason(message.info.reason),
+      });
       this.end();
     }
   }
@@ -64,7 +73,11 @@ export class RemoteConsumer implements StagePeer {
       this.producer.deliver({ t: 'ask', id: this.subscriptionId, count: more });
     } else if (message.t === 'cancel' && message.from === 'consumer') {
       this.end();
-      this.producer.deliver({ t: 'cancel-up', id: this.subscriptionId, info: { kind: message.kind, reason: fromWireReason(message.reason) } });
+      this.producer.deliver({
+        t: 'cancel-up',
+        id: this.subscriptionId,
+        info: { kind: message.kind, reason: fromWireReason(message.reason) },
+      });
     }
   }
 

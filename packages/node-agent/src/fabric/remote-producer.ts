@@ -1,6 +1,6 @@
 import type { StageMessage, StagePeer, Subscription } from '@stagefabric/runtime';
 import type { Transport } from './transport.js';
-import { type WireMessage, type WireSubscribeOptions, fromWireReason, toWireReason } from './wire.js';
+import { fromWireReason, toWireReason, type WireMessage, type WireSubscribeOptions } from './wire.js';
 
 /** Events of one inbox entry, and how far the local consumer got with them. */
 export interface HeldEntry {
@@ -31,6 +31,7 @@ interface RemoteSubscription {
 export interface RemoteProducerHost {
   readonly transport: Transport;
   readonly node: string;
+  readonly incarnation: string;
   nextEpoch(): number;
   /** Unhandled events of an earlier subscription with this key: its successor takes them first. */
   takeOrphans(key: string): HeldEntry[];
@@ -93,7 +94,14 @@ export class RemoteProducer implements StagePeer {
       case 'cancel-up': {
         const sub = this.subs.get(message.id);
         if (sub === undefined) return;
-        this.send({ t: 'cancel', key: sub.key, epoch: sub.epoch, from: 'consumer', kind: message.info.kind, reason: toWireReason(message.info.reason) });
+        this.send({
+          t: 'cancel',
+          key: sub.key,
+          epoch: sub.epoch,
+          from: 'consumer',
+          kind: message.info.kind,
+          reason: toWireReason(message.info.reason),
+        });
         this.end(sub);
         // The producer is remote and may be gone: confirm the cancel here, as the producer would.
         if (message.info.kind === 'cancel') sub.consumer.deliver({ t: 'cancel-down', id: sub.id, info: message.info });
@@ -162,7 +170,8 @@ export class RemoteProducer implements StagePeer {
     this.host.register(key, this);
     const wireOptions: Record<string, unknown> = {};
     for (const k of ['maxDemand', 'minDemand', 'cancel', 'partition'] as const) if (options[k] !== undefined) wireOptions[k] = options[k];
-    this.send({ t: 'subscribe', key, epoch: sub.epoch, consumer: consumerInbox, options: wireOptions as WireSubscribeOptions });
+    const options_ = wireOptions as WireSubscribeOptions;
+    this.send({ t: 'subscribe', key, epoch: sub.epoch, consumer: consumerInbox, incarnation: this.host.incarnation, options: options_ });
   }
 
   /** Hands held events to the consumer, never beyond what it asked for. */

@@ -1,4 +1,4 @@
-import { FabricError, describeValue } from '@stagefabric/runtime';
+import { describeValue, FabricError } from '@stagefabric/runtime';
 
 /**
  * Messages between stage instances on different nodes. Each names its
@@ -13,6 +13,8 @@ export type WireMessage =
       readonly epoch: number;
       /** The consumer's instance address, `stage@node`: where events go. */
       readonly consumer: string;
+      /** The consumer node's incarnation: when that node restarts, only older subscriptions end. */
+      readonly incarnation: string;
       readonly options: WireSubscribeOptions;
     }
   /** `hwm`: everything the consumer ever asked for on this epoch, so a repeated ask is harmless. */
@@ -45,7 +47,8 @@ export function toWireReason(reason: unknown): WireReason {
     const code = (reason as { code?: unknown }).code;
     return typeof code === 'string' ? { error: reason.message, code } : { error: reason.message };
   }
-  if (typeof reason === 'object' && reason !== null && 'shutdown' in reason) return { shutdown: (reason as { shutdown: unknown }).shutdown };
+  if (typeof reason === 'object' && reason !== null && 'shutdown' in reason)
+    return { shutdown: (reason as { shutdown: unknown }).shutdown };
   return describeValue(reason);
 }
 
@@ -70,11 +73,14 @@ export function checkWireMessage(value: unknown, maxEvents: number): WireMessage
   if (!isCount(m.epoch)) fail(`epoch must be a non-negative integer, got ${describeValue(m.epoch, 80)}`);
   switch (m.t) {
     case 'subscribe': {
-      if (!isString(m.consumer) || !m.consumer.includes('@')) fail(`consumer must be an instance address stage@node, got ${describeValue(m.consumer, 80)}`);
+      if (!isString(m.consumer) || !m.consumer.includes('@'))
+        fail(`consumer must be an instance address stage@node, got ${describeValue(m.consumer, 80)}`);
+      if (!isString(m.incarnation)) fail(`incarnation must be a non-empty string, got ${describeValue(m.incarnation, 80)}`);
       const o = m.options;
       if (typeof o !== 'object' || o === null || Array.isArray(o)) return fail('subscribe options must be a map');
       const opts = o as Record<string, unknown>;
-      for (const k of ['maxDemand', 'minDemand'] as const) if (opts[k] !== undefined && !isCount(opts[k])) fail(`options.${k} must be a count`);
+      for (const k of ['maxDemand', 'minDemand'] as const)
+        if (opts[k] !== undefined && !isCount(opts[k])) fail(`options.${k} must be a count`);
       return m as unknown as WireMessage;
     }
     case 'ask':
@@ -83,10 +89,12 @@ export function checkWireMessage(value: unknown, maxEvents: number): WireMessage
     case 'events':
       if (!isCount(m.seq)) fail(`events seq must be a non-negative integer, got ${describeValue(m.seq, 80)}`);
       if (!Array.isArray(m.events)) fail(`events must be an array, got ${describeValue(m.events, 80)}`);
-      if ((m.events as unknown[]).length > maxEvents) fail(`a batch of ${(m.events as unknown[]).length} events exceeds the limit of ${maxEvents}`);
+      if ((m.events as unknown[]).length > maxEvents)
+        fail(`a batch of ${(m.events as unknown[]).length} events exceeds the limit of ${maxEvents}`);
       return m as unknown as WireMessage;
     case 'cancel':
-      if (m.from !== 'consumer' && m.from !== 'producer') fail(`cancel from must be consumer or producer, got ${describeValue(m.from, 80)}`);
+      if (m.from !== 'consumer' && m.from !== 'producer')
+        fail(`cancel from must be consumer or producer, got ${describeValue(m.from, 80)}`);
       if (m.kind !== 'cancel' && m.kind !== 'down') fail(`cancel kind must be cancel or down, got ${describeValue(m.kind, 80)}`);
       return m as unknown as WireMessage;
     default:

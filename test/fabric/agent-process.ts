@@ -1,0 +1,102 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export const ROOT = resolve(import.meta.dirname, '../..');
+const STAGECTL = join(ROOT, 'packages/cli/dist/main.js');
+export const STAGES = join(ROOT, 'test/fabric/stages.mjs');
+
+/** One agent process (`stagectl up --node NAME`), with its output kept for assertions. */
+export class AgentProcess {
+  readonly child: ChildProcess;
+  stdout = '';
+  stderr = '';
+  readonly exited: Promise<number | null>;
+
+  constructor(topology: string, node: string, env: Record<string, string>) {
+    this.child = spawn(process.execPath, [STAGECTL, 'up', topology, '--node', node], {
+      cwd: ROOT,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.child.stdout?.on('data', (d: Buffer) => (this.stdout += d.toString()));
+    this.child.stderr?.on('data', (d: Buffer) => (this.stderr += d.toString()));
+    this.exited = new Promise((r) => this.child.on('exit', (code) => r(code)));
+    running.add(this);
+    void this.exited.then(() => running.delete(this));
+  }
+
+  /** Log lines (pino JSON) with this message. */
+  logs(msg: string): Record<string, unknown>[] {
+    return this.stderr
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l.msg === msg);
+  }
+
+  kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<number | null> {
+    this.child.kill(signal);
+    return this.exited;
+  }
+}
+
+const running = new Set<AgentProcess>();
+
+/** Kills every agent a test left behind; returns how many there were. */
+export async function killAll(): Promise<number> {
+  const left = [...running];
+  await Promise.all(left.map((a) => a.kill('SIGKILL')));
+  return left.length;
+}
+
+/** A fabric of its own for one test: a namespace on the shared Redis and a folder for topology and records. */
+export async function testFabric(redisUrl: string) {
+  const dir = await mkdtemp(join(tmpdir(), 'sf-fabric-'));
+  const namespace = `t${randomUUID().slice(0, 8)}`;
+  return {
+    dir,
+    namespace,
+    file: (name: string) => join(dir, name),
+    async topology(yaml: string): Promise<string> {
+      const path = join(dir, `topology-${randomUUID().slice(0, 6)}.yaml`);
+      await writeFile(path, yaml);
+      return path;
+    },
+    agent(topology: string, node: string, env: Record<string, string> = {}): AgentProcess {
+      return new AgentProcess(topology, node, { REDIS_URL: redisUrl, STAGEFABRIC_NAMESPACE: namespace, LOG_LEVEL: 'info', ...env });
+    },
+  };
+}
+
+export interface Recorded {
+  readonly pid: number;
+  readonly events?: number[];
+  readonly cancel?: { kind: string; reason: string };
+  readonly started?: number;
+}
+
+/** What a recorder stage wrote to its file. */
+export function readRecords(file: string): Recorded[] {
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as Recorded);
+}
+
+export function handled(file: string): number[] {
+  return readRecords(file).flatMap((r) => r.events ?? []);
+}
+
+/** Polls until `condition` holds, failing with `what` after the deadline. */
+export async function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
