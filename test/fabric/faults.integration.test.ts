@@ -1,5 +1,5 @@
-import { Packr } from 'msgpackr';
 import { Redis } from 'ioredis';
+import { Packr } from 'msgpackr';
 import { afterAll, afterEach, describe, expect, inject, it } from 'vitest';
 import { startLocalRedis } from '../support/servers.js';
 import { handled, killAll, readRecords, STAGES, testFabric, waitFor } from './agent-process.js';
@@ -53,7 +53,10 @@ stages:
     const consumers = f.agent(topology, 'b', FAST_BEATS);
     await waitFor(() => handled(keep).length > 20 && handled(follow).length > 20, 'both consumers to get events');
     await producer.kill('SIGKILL');
-    await waitFor(() => readRecords(keep).some((r) => r.cancel) && readRecords(follow).some((r) => r.cancel), 'both consumers to see the cancel');
+    await waitFor(
+      () => readRecords(keep).some((r) => r.cancel) && readRecords(follow).some((r) => r.cancel),
+      'both consumers to see the cancel',
+    );
     expect(readRecords(keep).find((r) => r.cancel)?.cancel).toEqual({ kind: 'down', reason: 'noconnection' });
     expect(readRecords(follow).find((r) => r.cancel)?.cancel).toEqual({ kind: 'down', reason: 'noconnection' });
     // permanent: the consumer exited with the reason and its supervisor started it again (a second `started`).

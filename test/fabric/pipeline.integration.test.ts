@@ -72,8 +72,15 @@ stages:
 `);
     const producerAgent = f.agent(topology, 'a');
     f.agent(topology, 'b');
-    await waitFor(() => producerAgent.logs('producer buffer overflow: events dropped').length > 0 && handled(out).length >= 50, 'overflow and 50 events handled');
-    expect(producerAgent.logs('producer buffer overflow: events dropped')[0]).toMatchObject({ stage: 'ticker', bufferSize: 100, keep: 'last' });
+    await waitFor(
+      () => producerAgent.logs('producer buffer overflow: events dropped').length > 0 && handled(out).length >= 50,
+      'overflow and 50 events handled',
+    );
+    expect(producerAgent.logs('producer buffer overflow: events dropped')[0]).toMatchObject({
+      stage: 'ticker',
+      bufferSize: 100,
+      keep: 'last',
+    });
     // keep last: once the oldest were dropped, the consumer jumps ahead to newer events.
     const events = handled(out);
     expect(events.some((e, i) => i > 0 && e > (events[i - 1] as number) + 1)).toBe(true);

@@ -64,6 +64,9 @@ export const recorder = consumer({
     record(state.file, { pid: process.pid, events });
   },
   handleCancel(info, _sub, state) {
-    record(state.file, { pid: process.pid, cancel: { kind: info.kind, reason: typeof info.reason === 'string' ? info.reason : String(info.reason?.message ?? info.reason) } });
+    record(state.file, {
+      pid: process.pid,
+      cancel: { kind: info.kind, reason: typeof info.reason === 'string' ? info.reason : String(info.reason?.message ?? info.reason) },
+    });
   },
 });

@@ -64,7 +64,9 @@ function kill(child: ChildProcess): Promise<void> {
 }
 
 /** A redis-server of the test run's own, on a free loopback port. */
-export async function startLocalRedis(extraArgs: readonly string[] = []): Promise<Server & { readonly port: number; readonly dir: string; restart(): Promise<void> }> {
+export async function startLocalRedis(
+  extraArgs: readonly string[] = [],
+): Promise<Server & { readonly port: number; readonly dir: string; restart(): Promise<void> }> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'sf-redis-'));
   const url = `redis://127.0.0.1:${port}`;
@@ -105,10 +107,28 @@ export async function startLocalPostgres(): Promise<Server> {
   // postgres refuses to run as root: run it as the postgres user where we are root.
   const asPostgres = process.getuid?.() === 0 ? ['runuser', '-u', 'postgres', '--'] : [];
   if (asPostgres.length > 0) execFileSync('chown', ['-R', 'postgres', dir]);
-  const run = (cmd: string, args: string[]) => execFileSync(asPostgres[0] ?? cmd, asPostgres.length > 0 ? [...asPostgres.slice(1), cmd, ...args] : args, { stdio: 'pipe' });
+  const run = (cmd: string, args: string[]) =>
+    execFileSync(asPostgres[0] ?? cmd, asPostgres.length > 0 ? [...asPostgres.slice(1), cmd, ...args] : args, { stdio: 'pipe' });
   run(join(bin, 'initdb'), ['-D', join(dir, 'data'), '-A', 'trust', '-U', 'postgres', '--no-sync']);
-  const serverArgs = [join(bin, 'postgres'), '-D', join(dir, 'data'), '-p', String(port), '-k', dir, '-h', '127.0.0.1', '-F', '-c', 'max_connections=200'];
-  const child = spawn(asPostgres[0] ?? (serverArgs[0] as string), asPostgres.length > 0 ? [...asPostgres.slice(1), ...serverArgs] : serverArgs.slice(1), { stdio: 'ignore' });
+  const serverArgs = [
+    join(bin, 'postgres'),
+    '-D',
+    join(dir, 'data'),
+    '-p',
+    String(port),
+    '-k',
+    dir,
+    '-h',
+    '127.0.0.1',
+    '-F',
+    '-c',
+    'max_connections=200',
+  ];
+  const child = spawn(
+    asPostgres[0] ?? (serverArgs[0] as string),
+    asPostgres.length > 0 ? [...asPostgres.slice(1), ...serverArgs] : serverArgs.slice(1),
+    { stdio: 'ignore' },
+  );
   const admin = `postgres://postgres@127.0.0.1:${port}/postgres`;
   await until(() => postgresReady(admin), `postgres on port ${port}`);
   execFileSync('psql', [admin, '-c', 'create database test'], { stdio: 'pipe' });
@@ -122,7 +142,12 @@ export async function startLocalPostgres(): Promise<Server> {
   };
 }
 
-async function fromContainer(image: string, port: number, env: Record<string, string>, url: (host: string, port: number) => string): Promise<Server> {
+async function fromContainer(
+  image: string,
+  port: number,
+  env: Record<string, string>,
+  url: (host: string, port: number) => string,
+): Promise<Server> {
   const { GenericContainer, Wait } = await import('testcontainers');
   let container = new GenericContainer(image).withExposedPorts(port);
   for (const [k, v] of Object.entries(env)) container = container.withEnvironment({ [k]: v });
@@ -152,7 +177,12 @@ export async function postgresForTests(): Promise<Server> {
     return { url: given, source: 'env', stop: async () => {} };
   }
   if (dockerAnswers()) {
-    return fromContainer('postgres:16', 5432, { POSTGRES_PASSWORD: 'test', POSTGRES_DB: 'test' }, (h, p) => `postgres://postgres:test@${h}:${p}/test`);
+    return fromContainer(
+      'postgres:16',
+      5432,
+      { POSTGRES_PASSWORD: 'test', POSTGRES_DB: 'test' },
+      (h, p) => `postgres://postgres:test@${h}:${p}/test`,
+    );
   }
   return startLocalPostgres();
 }

@@ -196,9 +196,18 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
       return;
     }
     const id = this.system.nextSubscriptionId();
-    const proxy = new RemoteConsumer(this.transport, message.key, message.epoch, message.consumer, message.incarnation, producer, id, (p) => {
-      if (this.consumers.get(p.key) === p) this.consumers.delete(p.key);
-    });
+    const proxy = new RemoteConsumer(
+      this.transport,
+      message.key,
+      message.epoch,
+      message.consumer,
+      message.incarnation,
+      producer,
+      id,
+      (p) => {
+        if (this.consumers.get(p.key) === p) this.consumers.delete(p.key);
+      },
+    );
     this.consumers.set(message.key, proxy);
     this.seen.set(proxy.node, this.seen.get(proxy.node) ?? '');
     producer.deliver({
