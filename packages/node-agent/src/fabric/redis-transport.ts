@@ -48,6 +48,8 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
   private inboxes: string[] = [];
   private deliver: (entry: InboundEntry) => void = () => {};
   private closing = false;
+  private readonly pendingAcks = new Map<string, string[]>();
+  private ackScheduled = false;
   private loop: Promise<void> | undefined;
 
   constructor(options: RedisTransportOptions) {
@@ -60,7 +62,8 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
       retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
       lazyConnect: false,
     };
-    this.commands = new Redis(options.url, { ...connection, connectionName: `sf-${options.node}-cmd` });
+    // Commands issued in one turn share one write.
+    this.commands = new Redis(options.url, { ...connection, enableAutoPipelining: true, connectionName: `sf-${options.node}-cmd` });
     this.reader = new Redis(options.url, { ...connection, connectionName: `sf-${options.node}-read` });
     for (const client of [this.commands, this.reader]) client.on('error', (error: Error) => this.emit('error', error));
   }
@@ -82,13 +85,26 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
 
   ack(inbox: string, entryIds: readonly string[]): void {
     if (entryIds.length === 0) return;
-    const key = this.keys.inbox(inbox);
-    this.commands
-      .multi()
-      .xack(key, INBOX_GROUP, ...entryIds)
-      .xdel(key, ...entryIds)
-      .exec()
-      .catch((error: Error) => this.emit('error', error));
+    const ids = this.pendingAcks.get(inbox);
+    if (ids === undefined) this.pendingAcks.set(inbox, [...entryIds]);
+    else ids.push(...entryIds);
+    // Acknowledgements wait for the end of this turn: whatever the turn sends (an ask) goes first, and they go together.
+    if (!this.ackScheduled) {
+      this.ackScheduled = true;
+      setImmediate(() => this.flushAcks());
+    }
+  }
+
+  private flushAcks(): void {
+    this.ackScheduled = false;
+    if (this.pendingAcks.size === 0) return;
+    const batch = this.commands.multi();
+    for (const [inbox, ids] of this.pendingAcks) {
+      const key = this.keys.inbox(inbox);
+      batch.xack(key, INBOX_GROUP, ...ids).xdel(key, ...ids);
+    }
+    this.pendingAcks.clear();
+    batch.exec().catch((error: Error) => this.emit('error', error));
   }
 
   async beat(node: string, incarnation: string, ttlMs: number): Promise<void> {
@@ -114,6 +130,7 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
     if (this.closing) return;
     this.closing = true;
     await this.loop;
+    this.flushAcks();
     await Promise.allSettled([this.commands.quit(), this.reader.quit()]);
   }
 
