@@ -1,0 +1,19 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, inject } from 'vitest';
+import { RedisTransport, redisKeys } from '../../packages/node-agent/src/index.js';
+import { transportConformance } from '../../packages/node-agent/test/transport.conformance.js';
+
+const url = inject('redisUrl');
+const raw = new Redis(url);
+afterAll(async () => {
+  await raw.quit();
+});
+
+transportConformance('redis streams', () => {
+  const namespace = `conf${randomUUID().slice(0, 8)}`;
+  return {
+    make: (node) => new RedisTransport({ url, node, namespace, blockMs: 100 }),
+    writeRaw: async (inbox, bytes) => void (await raw.xadd(redisKeys(namespace).inbox(inbox), '*', 'm', bytes)),
+  };
+});
