@@ -72,8 +72,7 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
     this.inboxes = [...inboxes];
     this.deliver = deliver;
     await this.ensureGroups();
-    await this.readPending();
-    await this.readWaiting();
+    await this.readBacklog();
     this.loop = this.readLoop();
   }
 
@@ -145,44 +144,30 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
     }
   }
 
-  /** Entries this node read before but never acknowledged (it crashed): delivered again, before anything new. */
-  private async readPending(): Promise<void> {
+  /** One XREADGROUP for this node; `ids` pairs with `keys` ('0'-based ids re-read pending entries, '>' reads new ones). */
+  private async readGroup(keys: readonly string[], ids: readonly string[], blockMs?: number): Promise<StreamReply> {
+    const block = blockMs === undefined ? [] : ['BLOCK', blockMs];
+    const args = ['GROUP', INBOX_GROUP, this.options.node, 'COUNT', this.options.readCount, ...block, 'STREAMS', ...keys, ...ids];
+    return (await this.reader.callBuffer('XREADGROUP', args)) as StreamReply;
+  }
+
+  /**
+   * Before open() resolves: first the entries this node read in an earlier
+   * run but never acknowledged (it crashed), then those already waiting, so
+   * the node boots having seen everything sent to it while it was away.
+   */
+  private async readBacklog(): Promise<void> {
     for (const inbox of this.inboxes) {
+      const key = this.keys.inbox(inbox);
       let after = '0';
       for (;;) {
-        const reply = (await this.reader.callBuffer('XREADGROUP', [
-          'GROUP',
-          INBOX_GROUP,
-          this.options.node,
-          'COUNT',
-          this.options.readCount,
-          'STREAMS',
-          this.keys.inbox(inbox),
-          after,
-        ])) as StreamReply;
-        const entries = reply?.[0]?.[1] ?? [];
+        const entries = (await this.readGroup([key], [after]))?.[0]?.[1] ?? [];
         if (entries.length === 0) break;
         this.handle(inbox, entries);
         after = (entries[entries.length - 1] as [Buffer, Buffer[]])[0].toString();
       }
-    }
-  }
-
-  /** Entries already waiting when the node starts, read before open() resolves so boot sees them all. */
-  private async readWaiting(): Promise<void> {
-    for (const inbox of this.inboxes) {
       for (;;) {
-        const reply = (await this.reader.callBuffer('XREADGROUP', [
-          'GROUP',
-          INBOX_GROUP,
-          this.options.node,
-          'COUNT',
-          this.options.readCount,
-          'STREAMS',
-          this.keys.inbox(inbox),
-          '>',
-        ])) as StreamReply;
-        const entries = reply?.[0]?.[1] ?? [];
+        const entries = (await this.readGroup([key], ['>']))?.[0]?.[1] ?? [];
         if (entries.length === 0) break;
         this.handle(inbox, entries);
       }
@@ -195,18 +180,11 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
     let failures = 0;
     while (!this.closing && keys.length > 0) {
       try {
-        const reply = (await this.reader.callBuffer('XREADGROUP', [
-          'GROUP',
-          INBOX_GROUP,
-          this.options.node,
-          'COUNT',
-          this.options.readCount,
-          'BLOCK',
+        const reply = await this.readGroup(
+          keys,
+          keys.map(() => '>'),
           this.options.blockMs,
-          'STREAMS',
-          ...keys,
-          ...keys.map(() => '>'),
-        ])) as StreamReply;
+        );
         failures = 0;
         for (const [key, entries] of reply ?? []) this.handle(inboxByKey.get(key.toString()) as string, entries);
       } catch (error) {
