@@ -9,6 +9,7 @@ import {
   loadTopology,
   RedisTransport,
   StageLoadError,
+  startHttpServer,
   TopologyError,
   topologyJsonSchema,
 } from '@stagefabric/node-agent';
@@ -46,7 +47,8 @@ The agent exits 0 by itself once every stage has finished.
 Options:
   --node NAME        this node's name (default: STAGEFABRIC_NODE, else the host name)
   --namespace NS     separates fabrics sharing one Redis (default: STAGEFABRIC_NAMESPACE, else default)
-  --heartbeat-ms N   heartbeat period; a node missing 3 beats is dead (default: STAGEFABRIC_HEARTBEAT_MS, else 1000)`,
+  --heartbeat-ms N   heartbeat period; a node missing 3 beats is dead (default: STAGEFABRIC_HEARTBEAT_MS, else 1000)
+  --metrics-port N   serve /metrics, /healthz and /readyz on this port (default: STAGEFABRIC_METRICS_PORT, else none)`,
   validate: `Usage: stagectl validate FILE|DIR
 
 Checks the topology and the stage modules it names; prints each mistake as
@@ -71,6 +73,7 @@ async function up(args: string[]): Promise<number> {
       node: { type: 'string' },
       namespace: { type: 'string' },
       'heartbeat-ms': { type: 'string' },
+      'metrics-port': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -86,7 +89,13 @@ async function up(args: string[]): Promise<number> {
   const heartbeatMs = Number(values['heartbeat-ms'] ?? process.env.STAGEFABRIC_HEARTBEAT_MS ?? 1000);
   if (!Number.isInteger(heartbeatMs) || heartbeatMs < 10)
     throw new UsageError(`--heartbeat-ms must be an integer of at least 10, got ${values['heartbeat-ms']}`);
+  const metricsPort = values['metrics-port'] ?? process.env.STAGEFABRIC_METRICS_PORT;
+  const port = metricsPort === undefined ? undefined : Number(metricsPort);
+  if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535))
+    throw new UsageError(`--metrics-port must be a port number, got ${metricsPort}`);
   const agent = await Agent.start({ topology, logger, node, heartbeatMs, ...(transport === undefined ? {} : { transport }) });
+  const http = port === undefined ? undefined : await startHttpServer({ port, agent });
+  if (http !== undefined) logger.info({ address: http.address() }, 'serving /metrics, /healthz and /readyz');
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
     signals++;
@@ -101,6 +110,7 @@ async function up(args: string[]): Promise<number> {
   process.on('SIGINT', onSignal);
   const reason = await agent.done;
   await agent.stop();
+  http?.close();
   process.off('SIGTERM', onSignal);
   process.off('SIGINT', onSignal);
   return reason === 'normal' || reason === 'shutdown' ? EXIT.ok : EXIT.failure;

@@ -14,6 +14,7 @@ import {
 import { type FabricEvent, FabricNode } from './fabric/fabric-node.js';
 import type { Transport } from './fabric/transport.js';
 import type { Logger } from './logger.js';
+import { AgentMetrics } from './metrics.js';
 import { loadStageSpec, StageLoadError } from './stage-loader.js';
 import type { Topology, TopologyStage } from './topology.js';
 
@@ -87,6 +88,8 @@ export class Agent {
   readonly system: StageSystem;
   readonly node: string;
   readonly done: Promise<ExitReason>;
+  readonly metrics: AgentMetrics;
+  private booted = false;
   private resolveDone: (reason: ExitReason) => void = () => {};
   private supervisor: Supervisor | undefined;
   readonly fabric: FabricNode | undefined;
@@ -98,9 +101,16 @@ export class Agent {
   ) {
     this.node = node;
     let fabric: FabricNode | undefined;
+    this.metrics = new AgentMetrics({
+      node,
+      system: () => this.system,
+      fabric: () => this.fabric,
+      inboxes: () => (this.fabric === undefined ? [] : this.system.list().map((s) => `${s.label}@${node}`)),
+    });
     this.system = new StageSystem({
       ...(options.clock === undefined ? {} : { clock: options.clock }),
       resolve: (name) => fabric?.resolve(name),
+      observer: this.metrics.observer,
     });
     if (options.transport !== undefined) {
       fabric = new FabricNode({
@@ -172,6 +182,7 @@ export class Agent {
       }
     });
     logger.info({ stages: children.map((c) => c.id), transport: this.fabric === undefined ? 'in-process' : 'fabric' }, 'agent started');
+    this.booted = true;
   }
 
   /** In one process every stage runs here; on a fabric, those placed on this node or on every node. */
@@ -247,6 +258,18 @@ export class Agent {
     await this.supervisor?.settled();
     await this.system.idle();
     if (this.system.list().length === 0) this.resolveDone('normal');
+  }
+
+  /** Ready: booted, not stopping, and (on a fabric) Redis answering. Names what is missing. */
+  async readiness(): Promise<{ ready: boolean; missing: string[] }> {
+    const missing: string[] = [];
+    if (!this.booted) missing.push('stages not started');
+    if (this.stopping !== undefined) missing.push('stopping');
+    if (this.fabric !== undefined) {
+      const seen = await this.fabric.transport.alive([this.node]).catch(() => undefined);
+      if (seen?.get(this.node) !== this.fabric.incarnation) missing.push('redis: heartbeat not readable');
+    }
+    return { ready: missing.length === 0, missing };
   }
 
   /** Graceful stop: consumers first (the reverse of start order), then producers. Idempotent. */

@@ -6,7 +6,9 @@ export { INBOX_GROUP, type RedisKeys, redisKeys } from './fabric/redis-keys.js';
 export { REDIS_TRANSPORT_DEFAULTS, RedisTransport, type RedisTransportOptions } from './fabric/redis-transport.js';
 export type { DeadLetter, InboundEntry, Transport, TransportEvents } from './fabric/transport.js';
 export { checkWireMessage, type WireMessage, type WireReason, type WireSubscribeOptions } from './fabric/wire.js';
+export { type HttpServerOptions, startHttpServer } from './http-server.js';
 export { type CreateLoggerOptions, createLogger, type Logger } from './logger.js';
+export { AgentMetrics, type AgentMetricsOptions, METRIC_NAMES, VERSION } from './metrics.js';
 export { loadStageSpec, StageLoadError } from './stage-loader.js';
 export {
   loadTopology,

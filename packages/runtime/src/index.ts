@@ -34,7 +34,7 @@ export {
   type SupervisorEvent,
   type SupervisorOptions,
 } from './supervisor.js';
-export { StageSystem, type StageSystemOptions, type StartOptions, type SystemEvent } from './system.js';
+export { type StageObserver, StageSystem, type StageSystemOptions, type StartOptions, type SystemEvent } from './system.js';
 export {
   type CallbackResult,
   type CallFrom,

@@ -75,6 +75,8 @@ export interface StageStats {
   readonly eventsIn: number;
   readonly eventsOut: number;
   readonly batchesIn: number;
+  /** When the last events arrived, by the system's clock; undefined before the first. */
+  readonly lastEventAtMs: number | undefined;
   /** Per subscription where this stage is the producer: what the consumer asked and what it was sent. */
   readonly downstream: readonly { readonly id: number; readonly consumer: string; readonly asked: number; readonly sent: number }[];
   /** Per subscription where this stage is the consumer: demand outstanding. */
@@ -147,6 +149,7 @@ export class Stage implements StagePeer {
   private readonly timers = new Set<TimerHandle>();
   private readonly exitListeners: ((reason: ExitReason) => void)[] = [];
   private eventsIn = 0;
+  private lastEventAtMs: number | undefined;
   private eventsOut = 0;
   private batchesIn = 0;
 
@@ -508,6 +511,7 @@ export class Stage implements StagePeer {
     const link = this.upstream.get(id);
     if (link === undefined) return undefined; // cancelled meanwhile: GenStage drops these too
     this.eventsIn += events.length;
+    this.lastEventAtMs = this.system.clock.now();
     if (this.kind === 'producer_consumer') {
       this.pcQueue.push({ link, events });
       return this.drainPcQueue();
@@ -565,7 +569,10 @@ export class Stage implements StagePeer {
   private handleBatch(link: UpstreamLink, batch: unknown[], askAfter: number): Promise<void> | undefined {
     this.batchesIn++;
     const spec = this.spec as { handleEvents: (...args: unknown[]) => unknown };
+    const observer = this.system.observer;
+    const started = observer === undefined ? 0 : performance.now();
     const ask = () => {
+      observer?.batchHandled(this.label, batch.length, (performance.now() - started) / 1000);
       if (link.producer.wantsHandled) link.producer.deliver({ t: 'handled', id: link.subscription.id, count: batch.length });
       if (askAfter > 0 && this.alive && this.upstream.get(link.subscription.id) === link) {
         link.producer.deliver({ t: 'ask', id: link.subscription.id, count: askAfter });
@@ -789,6 +796,7 @@ export class Stage implements StagePeer {
       eventsIn: this.eventsIn,
       eventsOut: this.eventsOut,
       batchesIn: this.batchesIn,
+      lastEventAtMs: this.lastEventAtMs,
       downstream: [...this.downstream.values()].map((l) => ({
         id: l.subscription.id,
         consumer: l.consumer.label,

@@ -29,6 +29,13 @@ export interface StageSystemOptions {
   readonly callTimeoutMs?: number;
   /** Finds a stage by name when none of that name runs here: the node agent answers with a proxy for a remote one. */
   readonly resolve?: (name: string) => StagePeer | undefined;
+  /** Told of every batch a consumer handles, for metrics. */
+  readonly observer?: StageObserver;
+}
+
+/** Hooks for metrics; called on the hot path, so they must be cheap. */
+export interface StageObserver {
+  batchHandled(stage: string, events: number, seconds: number): void;
 }
 
 export interface StartOptions {
@@ -50,6 +57,7 @@ export class StageSystem extends EventEmitter<StageSystemEvents> {
   readonly clock: Clock;
   private readonly callTimeoutMs: number;
   private readonly resolveRemote: ((name: string) => StagePeer | undefined) | undefined;
+  readonly observer: StageObserver | undefined;
   private readonly names = new Map<string, Stage>();
   private readonly stages = new Map<number, Stage>();
   private nextStageId = 1;
@@ -64,6 +72,7 @@ export class StageSystem extends EventEmitter<StageSystemEvents> {
     this.clock = options.clock ?? systemClock;
     this.callTimeoutMs = options.callTimeoutMs ?? 5000;
     this.resolveRemote = options.resolve;
+    this.observer = options.observer;
   }
 
   /** Starts a stage: runs init and its initial subscriptions. Rejects with init's error. */

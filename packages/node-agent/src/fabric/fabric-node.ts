@@ -56,6 +56,8 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
   private epochCounter = 0;
   private lastEpoch = 0;
   private closed = false;
+  /** When this node last beat, by its own clock. */
+  lastBeatAtMs: number | undefined;
 
   constructor(options: FabricNodeOptions) {
     super();
@@ -224,6 +226,7 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
     if (this.closed) return;
     try {
       await this.transport.beat(this.node, this.incarnation, this.heartbeatMs * this.missedBeats);
+      this.lastBeatAtMs = Date.now();
       const peers = new Set<string>();
       for (const p of this.producers.values()) if (p.subscriptionCount > 0) peers.add(p.node);
       for (const c of this.consumers.values()) peers.add(c.node);

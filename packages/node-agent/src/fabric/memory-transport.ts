@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { decodeMessage, encodeMessage } from './codec.js';
-import type { InboundEntry, Transport, TransportEvents } from './transport.js';
+import { countMessage, type InboundEntry, newTransportStats, type Transport, type TransportEvents } from './transport.js';
 import type { WireMessage } from './wire.js';
 
 interface Inbox {
@@ -52,6 +52,9 @@ export class MemoryTransport extends EventEmitter<TransportEvents> implements Tr
   private readonly maxEvents: number;
   private deliver: ((entry: InboundEntry) => void) | undefined;
   private readonly open_ = new Set<string>();
+  readonly stats = newTransportStats();
+  /** Entries handed to the reader and not yet acknowledged, per inbox. */
+  private readonly delivered = new Map<string, Set<string>>();
 
   constructor(options: MemoryTransportOptions) {
     super();
@@ -71,12 +74,18 @@ export class MemoryTransport extends EventEmitter<TransportEvents> implements Tr
   }
 
   send(inbox: string, message: WireMessage): void {
-    this.fabric.appendRaw(inbox, encodeMessage(message));
+    const bytes = encodeMessage(message);
+    countMessage(this.stats.sent, message.t, bytes.length);
+    this.fabric.appendRaw(inbox, bytes);
   }
 
   ack(inbox: string, entryIds: readonly string[]): void {
     const entries = this.fabric.inbox(inbox).entries;
-    for (const id of entryIds) entries.delete(id);
+    const seen = this.delivered.get(inbox);
+    for (const id of entryIds) {
+      entries.delete(id);
+      seen?.delete(id);
+    }
   }
 
   async beat(node: string, incarnation: string, ttlMs: number): Promise<void> {
@@ -94,6 +103,10 @@ export class MemoryTransport extends EventEmitter<TransportEvents> implements Tr
 
   async inboxLength(inbox: string): Promise<number> {
     return this.fabric.inbox(inbox).entries.size;
+  }
+
+  async inboxPending(inbox: string): Promise<number> {
+    return this.delivered.get(inbox)?.size ?? 0;
   }
 
   async close(): Promise<void> {
@@ -122,9 +135,15 @@ export class MemoryTransport extends EventEmitter<TransportEvents> implements Tr
       const reason = (error as Error).message;
       this.fabric.deadLetters.push({ inbox, entryId, reason });
       this.fabric.inbox(inbox).entries.delete(entryId);
+      this.stats.deadLetters++;
       this.emit('dead-letter', { inbox, entryId, reason });
       return;
     }
+    countMessage(this.stats.received, message.t, bytes.length);
+    let seen = this.delivered.get(inbox);
+    if (seen === undefined) this.delivered.set(inbox, (seen = new Set()));
+    if (seen.has(entryId)) this.stats.redeliveries++;
+    seen.add(entryId);
     this.deliver({ inbox, entryId, message });
   }
 }

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { Redis, type RedisOptions } from 'ioredis';
 import { decodeMessage, encodeMessage } from './codec.js';
 import { INBOX_GROUP, type RedisKeys, redisKeys } from './redis-keys.js';
-import type { InboundEntry, Transport, TransportEvents } from './transport.js';
+import { countMessage, type InboundEntry, newTransportStats, type Transport, type TransportEvents } from './transport.js';
 import type { WireMessage } from './wire.js';
 
 export interface RedisTransportOptions {
@@ -48,6 +48,7 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
   private inboxes: string[] = [];
   private deliver: (entry: InboundEntry) => void = () => {};
   private closing = false;
+  readonly stats = newTransportStats();
   private readonly pendingAcks = new Map<string, string[]>();
   private ackScheduled = false;
   private loop: Promise<void> | undefined;
@@ -65,7 +66,10 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
     // Commands issued in one turn share one write.
     this.commands = new Redis(options.url, { ...connection, enableAutoPipelining: true, connectionName: `sf-${options.node}-cmd` });
     this.reader = new Redis(options.url, { ...connection, connectionName: `sf-${options.node}-read` });
-    for (const client of [this.commands, this.reader]) client.on('error', (error: Error) => this.emit('error', error));
+    for (const client of [this.commands, this.reader]) {
+      client.on('error', (error: Error) => this.emit('error', error));
+      client.on('reconnecting', () => this.stats.reconnects++);
+    }
   }
 
   async open(inboxes: readonly string[], deliver: (entry: InboundEntry) => void): Promise<void> {
@@ -77,8 +81,10 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
   }
 
   send(inbox: string, message: WireMessage): void {
+    const bytes = encodeMessage(message);
+    countMessage(this.stats.sent, message.t, bytes.length);
     this.commands
-      .xadd(this.keys.inbox(inbox), 'MAXLEN', '~', this.options.maxInboxEntries, '*', 'm', encodeMessage(message))
+      .xadd(this.keys.inbox(inbox), 'MAXLEN', '~', this.options.maxInboxEntries, '*', 'm', bytes)
       .catch((error: Error) => this.emit('error', error));
   }
 
@@ -125,6 +131,11 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
     return this.commands.xlen(this.keys.inbox(inbox));
   }
 
+  async inboxPending(inbox: string): Promise<number> {
+    const summary = (await this.commands.xpending(this.keys.inbox(inbox), INBOX_GROUP).catch(() => [0])) as [number, ...unknown[]];
+    return Number(summary[0] ?? 0);
+  }
+
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
@@ -163,6 +174,7 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
       for (;;) {
         const entries = (await this.readGroup([key], [after]))?.[0]?.[1] ?? [];
         if (entries.length === 0) break;
+        this.stats.redeliveries += entries.length;
         this.handle(inbox, entries);
         after = (entries[entries.length - 1] as [Buffer, Buffer[]])[0].toString();
       }
@@ -210,6 +222,7 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
         this.deadLetter(inbox, entryId, (error as Error).message, fields);
         continue;
       }
+      countMessage(this.stats.received, message.t, bytes?.length ?? 0);
       this.deliver({ inbox, entryId, message });
     }
   }
@@ -237,6 +250,7 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
       .xdel(this.keys.inbox(inbox), entryId)
       .exec()
       .catch((error: Error) => this.emit('error', error));
+    this.stats.deadLetters++;
     this.emit('dead-letter', { inbox, entryId, reason });
   }
 }

@@ -9,6 +9,29 @@ export interface InboundEntry {
   readonly message: WireMessage;
 }
 
+/** Messages and bytes per message type, each way. */
+export interface TransportStats {
+  readonly sent: Map<string, { messages: number; bytes: number }>;
+  readonly received: Map<string, { messages: number; bytes: number }>;
+  /** Entries delivered again after a restart (read before, never acknowledged). */
+  redeliveries: number;
+  deadLetters: number;
+  reconnects: number;
+}
+
+export function newTransportStats(): TransportStats {
+  return { sent: new Map(), received: new Map(), redeliveries: 0, deadLetters: 0, reconnects: 0 };
+}
+
+export function countMessage(into: Map<string, { messages: number; bytes: number }>, type: string, bytes: number): void {
+  const c = into.get(type);
+  if (c === undefined) into.set(type, { messages: 1, bytes });
+  else {
+    c.messages++;
+    c.bytes += bytes;
+  }
+}
+
 export interface DeadLetter {
   readonly inbox: string;
   readonly entryId: string;
@@ -45,5 +68,9 @@ export interface Transport extends EventEmitter<TransportEvents> {
   alive(nodes: readonly string[]): Promise<Map<string, string>>;
   /** Entries in an inbox, pending ones included. */
   inboxLength(inbox: string): Promise<number>;
+  /** Entries of an inbox read and not yet acknowledged. */
+  inboxPending(inbox: string): Promise<number>;
+  /** Counters since the transport was made, for metrics. */
+  readonly stats: TransportStats;
   close(): Promise<void>;
 }

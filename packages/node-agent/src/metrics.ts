@@ -1,0 +1,206 @@
+import type { StageObserver, StageSystem } from '@stagefabric/runtime';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { FabricNode } from './fabric/fabric-node.js';
+
+/**
+ * Every metric an agent exports, named here and nowhere else. Base units
+ * (seconds, bytes), `_total` on counters only, labels bounded by the
+ * topology (stage, subscription) or by fixed sets (type, outcome).
+ */
+export const METRIC_NAMES = {
+  stageEventsIn: 'stagefabric_stage_events_in_total',
+  stageEventsOut: 'stagefabric_stage_events_out_total',
+  stageBatches: 'stagefabric_stage_batches_total',
+  stageHandleDuration: 'stagefabric_stage_handle_duration_seconds',
+  stageBufferEvents: 'stagefabric_stage_buffer_events',
+  stageBufferCapacity: 'stagefabric_stage_buffer_capacity_events',
+  stageBufferDropped: 'stagefabric_stage_buffer_dropped_events_total',
+  stageLastEvent: 'stagefabric_stage_last_event_timestamp_seconds',
+  stageMailbox: 'stagefabric_stage_mailbox_messages',
+  subscriptionDemand: 'stagefabric_subscription_outstanding_demand_events',
+  transportMessages: 'stagefabric_transport_messages_total',
+  transportBytes: 'stagefabric_transport_bytes_total',
+  transportRedeliveries: 'stagefabric_transport_redeliveries_total',
+  transportDeadLetters: 'stagefabric_transport_dead_letters_total',
+  transportReconnects: 'stagefabric_transport_reconnects_total',
+  inboxEntries: 'stagefabric_inbox_entries',
+  inboxPending: 'stagefabric_inbox_pending_entries',
+  nodeUp: 'stagefabric_node_up',
+  nodeHeartbeat: 'stagefabric_node_heartbeat_timestamp_seconds',
+  buildInfo: 'stagefabric_build_info',
+} as const;
+
+export const VERSION = '0.1.0';
+
+export interface AgentMetricsOptions {
+  readonly node: string;
+  readonly system: () => StageSystem | undefined;
+  readonly fabric: () => FabricNode | undefined;
+  /** Local inbox names (`stage@node`), for inbox length and pending. */
+  readonly inboxes: () => readonly string[];
+}
+
+/**
+ * The agent's Prometheus registry. Stage and transport counters are read from
+ * the runtime's and transport's own counters at scrape time, so the hot path
+ * pays only for the handle-duration histogram.
+ */
+export class AgentMetrics {
+  readonly registry = new Registry();
+  readonly observer: StageObserver;
+
+  constructor(options: AgentMetricsOptions) {
+    const r = this.registry;
+    r.setDefaultLabels({ node: options.node });
+    collectDefaultMetrics({ register: r, prefix: 'stagefabric_' });
+    const stages = () => {
+      const system = options.system();
+      return system === undefined ? [] : system.list().map((ref) => system.stats(ref));
+    };
+    /** A counter mirrored from a monotonic source; a restarted stage starts from zero again. */
+    const mirrored = (name: string, help: string, labelNames: string[], read: () => [Record<string, string>, number][]) => {
+      const last = new Map<string, number>();
+      return new Counter({
+        name,
+        help,
+        labelNames,
+        registers: [r],
+        collect() {
+          for (const [labels, value] of read()) {
+            const key = JSON.stringify(labels);
+            const before = last.get(key) ?? 0;
+            const delta = value >= before ? value - before : value;
+            if (delta > 0) this.inc(labels, delta);
+            last.set(key, value);
+          }
+        },
+      });
+    };
+    mirrored(METRIC_NAMES.stageEventsIn, 'Events received by a stage.', ['stage'], () =>
+      stages().map((s) => [{ stage: s.ref.label }, s.eventsIn]),
+    );
+    mirrored(METRIC_NAMES.stageEventsOut, 'Events sent by a stage.', ['stage'], () =>
+      stages().map((s) => [{ stage: s.ref.label }, s.eventsOut]),
+    );
+    mirrored(METRIC_NAMES.stageBatches, 'Batches handled by a stage.', ['stage'], () =>
+      stages().map((s) => [{ stage: s.ref.label }, s.batchesIn]),
+    );
+    mirrored(METRIC_NAMES.stageBufferDropped, 'Events a producer dropped from its full buffer.', ['stage'], () =>
+      stages().map((s) => [{ stage: s.ref.label }, s.bufferDropped]),
+    );
+    const handle = new Histogram({
+      name: METRIC_NAMES.stageHandleDuration,
+      help: 'Time a consumer spent in handleEvents per batch.',
+      labelNames: ['stage'],
+      buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+      registers: [r],
+    });
+    this.observer = { batchHandled: (stage, _events, seconds) => handle.observe({ stage }, seconds) };
+    const gauge = (
+      name: string,
+      help: string,
+      labelNames: string[],
+      read: () => [Record<string, string>, number][] | Promise<[Record<string, string>, number][]>,
+    ) =>
+      new Gauge({
+        name,
+        help,
+        labelNames,
+        registers: [r],
+        async collect() {
+          this.reset();
+          for (const [labels, value] of await read()) this.set(labels, value);
+        },
+      });
+    gauge(METRIC_NAMES.stageBufferEvents, 'Events waiting in a producer buffer.', ['stage'], () =>
+      stages().map((s) => [{ stage: s.ref.label }, s.bufferLength]),
+    );
+    gauge(METRIC_NAMES.stageBufferCapacity, 'Capacity of a producer buffer.', ['stage'], () =>
+      stages()
+        .filter((s) => s.kind !== 'consumer')
+        .map((s) => [{ stage: s.ref.label }, Number.isFinite(s.bufferCapacity) ? s.bufferCapacity : -1]),
+    );
+    gauge(METRIC_NAMES.stageMailbox, 'Messages waiting in a stage mailbox.', ['stage'], () =>
+      stages().map((s) => [{ stage: s.ref.label }, s.mailbox]),
+    );
+    gauge(METRIC_NAMES.stageLastEvent, 'When a stage last received events (Unix seconds).', ['stage'], () =>
+      stages()
+        .filter((s) => s.lastEventAtMs !== undefined)
+        .map((s) => [{ stage: s.ref.label }, (s.lastEventAtMs as number) / 1000]),
+    );
+    gauge(METRIC_NAMES.subscriptionDemand, 'Events a consumer asked for and its producer has not sent yet.', ['producer', 'consumer'], () =>
+      stages().flatMap((s) =>
+        s.downstream.map((d): [Record<string, string>, number] => [{ producer: s.ref.label, consumer: d.consumer }, d.asked - d.sent]),
+      ),
+    );
+    const transport = () => options.fabric()?.transport.stats;
+    const byType = (way: 'sent' | 'received', field: 'messages' | 'bytes') => (): [Record<string, string>, number][] => {
+      const stats = transport();
+      return stats === undefined ? [] : [...stats[way]].map(([type, c]) => [{ type, direction: way }, c[field]]);
+    };
+    mirrored(METRIC_NAMES.transportMessages, 'Wire messages by type and direction.', ['type', 'direction'], () => [
+      ...byType('sent', 'messages')(),
+      ...byType('received', 'messages')(),
+    ]);
+    mirrored(METRIC_NAMES.transportBytes, 'Wire bytes by message type and direction.', ['type', 'direction'], () => [
+      ...byType('sent', 'bytes')(),
+      ...byType('received', 'bytes')(),
+    ]);
+    const scalar = (read: (s: NonNullable<ReturnType<typeof transport>>) => number) => (): [Record<string, string>, number][] => {
+      const s = transport();
+      return s === undefined ? [] : [[{}, read(s)]];
+    };
+    mirrored(
+      METRIC_NAMES.transportRedeliveries,
+      'Inbox entries delivered again after a restart.',
+      [],
+      scalar((s) => s.redeliveries),
+    );
+    mirrored(
+      METRIC_NAMES.transportDeadLetters,
+      'Malformed inbox entries moved to the dead-letter stream.',
+      [],
+      scalar((s) => s.deadLetters),
+    );
+    mirrored(
+      METRIC_NAMES.transportReconnects,
+      'Reconnections to Redis.',
+      [],
+      scalar((s) => s.reconnects),
+    );
+    const inboxes = async (
+      read: (t: FabricNode['transport'], inbox: string) => Promise<number>,
+    ): Promise<[Record<string, string>, number][]> => {
+      const fabric = options.fabric();
+      if (fabric === undefined) return [];
+      return Promise.all(
+        options
+          .inboxes()
+          .map(async (inbox): Promise<[Record<string, string>, number]> => [{ inbox }, await read(fabric.transport, inbox).catch(() => 0)]),
+      );
+    };
+    gauge(METRIC_NAMES.inboxEntries, 'Entries in a local inbox stream, pending ones included.', ['inbox'], () =>
+      inboxes((t, i) => t.inboxLength(i)),
+    );
+    gauge(METRIC_NAMES.inboxPending, 'Entries of a local inbox read and not yet acknowledged.', ['inbox'], () =>
+      inboxes((t, i) => t.inboxPending(i)),
+    );
+    gauge(METRIC_NAMES.nodeUp, 'This agent is running.', [], () => [[{}, 1]]);
+    gauge(METRIC_NAMES.nodeHeartbeat, 'When this agent last beat (Unix seconds).', [], () => {
+      const at = options.fabric()?.lastBeatAtMs;
+      return at === undefined ? [] : [[{}, at / 1000]];
+    });
+    new Gauge({ name: METRIC_NAMES.buildInfo, help: 'Version of the agent.', labelNames: ['version', 'nodejs'], registers: [r] }).set(
+      { version: VERSION, nodejs: process.version },
+      1,
+    );
+  }
+
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
