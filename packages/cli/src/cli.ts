@@ -8,11 +8,13 @@ import {
   loadStageSpec,
   loadTopology,
   RedisTransport,
+  readFabricStatus,
   StageLoadError,
   startHttpServer,
   TopologyError,
   topologyJsonSchema,
 } from '@stagefabric/node-agent';
+import { renderStatus } from './status.js';
 
 /** Exit codes: 0 ok, 1 operational failure, 2 usage or invalid input. */
 const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
@@ -27,6 +29,7 @@ Usage: stagectl <command> [options]
 Commands:
   up FILE|DIR        run this host's agent for a topology (DIR means DIR/topology.yaml)
   validate FILE|DIR  check a topology file without starting anything
+  status             nodes, stages, subscriptions and inboxes of the fabric at REDIS_URL
   schema             print the topology JSON Schema (for editors)
 
 Options:
@@ -53,6 +56,12 @@ Options:
 
 Checks the topology and the stage modules it names; prints each mistake as
 FILE:LINE:COLUMN: path: problem. Exit 0 when valid, 2 when not.`,
+  status: `Usage: stagectl status [--json] [--namespace NS]
+
+Reads the fabric at REDIS_URL: every node that published a status (up while
+its heartbeat lives, down after), the stages each hosts with their counts,
+the subscriptions across hosts with their outstanding demand, and each
+inbox's entries and pending entries. --json prints the same for scripts.`,
   schema: `Usage: stagectl schema
 
 Prints the JSON Schema of topology files.`,
@@ -127,6 +136,20 @@ async function validate(args: string[]): Promise<number> {
   return EXIT.ok;
 }
 
+async function status(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { json: { type: 'boolean' }, namespace: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  });
+  if (values.help) return help('status');
+  const url = process.env.REDIS_URL;
+  if (url === undefined) throw new UsageError('status reads the fabric from Redis: set REDIS_URL');
+  const namespace = values.namespace ?? process.env.STAGEFABRIC_NAMESPACE ?? 'default';
+  const fabric = await readFabricStatus(url, namespace);
+  process.stdout.write(values.json ? `${JSON.stringify(fabric, null, 2)}\n` : renderStatus(fabric));
+  return EXIT.ok;
+}
+
 function help(command: string): number {
   process.stdout.write(`${HELP[command] ?? HELP.main}\n`);
   return EXIT.ok;
@@ -140,6 +163,8 @@ export async function main(argv: string[]): Promise<number> {
         return await up(rest);
       case 'validate':
         return await validate(rest);
+      case 'status':
+        return await status(rest);
       case 'schema':
         process.stdout.write(`${JSON.stringify(topologyJsonSchema(), null, 2)}\n`);
         return EXIT.ok;

@@ -26,6 +26,26 @@ export type FabricEvent =
   | { readonly type: 'no-stage'; readonly inbox: string; readonly key: string }
   | { readonly type: 'transport-error'; readonly error: Error };
 
+/** One node's status snapshot, published with its heartbeat. */
+export interface NodeStatus {
+  readonly node: string;
+  readonly incarnation: string;
+  /** When it was taken, in Unix milliseconds. */
+  readonly at: number;
+  readonly stages: readonly {
+    readonly name: string;
+    readonly kind: string;
+    readonly eventsIn: number;
+    readonly eventsOut: number;
+    readonly mailbox: number;
+    readonly bufferLength: number;
+    /** -1 for unbounded. */
+    readonly bufferCapacity: number;
+    readonly downstream: readonly { readonly consumer: string; readonly asked: number; readonly sent: number }[];
+    readonly upstream: readonly { readonly producer: string; readonly pending: number }[];
+  }[];
+}
+
 /** Splits an instance address `stage@node`. */
 export function splitInstance(instance: string): { stage: string; node: string } {
   const at = instance.lastIndexOf('@');
@@ -225,7 +245,7 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
   private async tick(): Promise<void> {
     if (this.closed) return;
     try {
-      await this.transport.beat(this.node, this.incarnation, this.heartbeatMs * this.missedBeats);
+      await this.transport.beat(this.node, this.incarnation, this.heartbeatMs * this.missedBeats, JSON.stringify(this.snapshot()));
       this.lastBeatAtMs = Date.now();
       const peers = new Set<string>();
       for (const p of this.producers.values()) if (p.subscriptionCount > 0) peers.add(p.node);
@@ -253,6 +273,29 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
   }
 
   /** Ends subscriptions with a dead node; after a restart, only those its earlier incarnation made. */
+  /** What `stagectl status` shows of this node: its stages and their subscriptions, as of this beat. */
+  snapshot(): NodeStatus {
+    return {
+      node: this.node,
+      incarnation: this.incarnation,
+      at: Date.now(),
+      stages: this.system.list().map((ref) => {
+        const s = this.system.stats(ref);
+        return {
+          name: s.ref.label,
+          kind: s.kind,
+          eventsIn: s.eventsIn,
+          eventsOut: s.eventsOut,
+          mailbox: s.mailbox,
+          bufferLength: s.bufferLength,
+          bufferCapacity: Number.isFinite(s.bufferCapacity) ? s.bufferCapacity : -1,
+          downstream: s.downstream.map((d) => ({ consumer: d.consumer, asked: d.asked, sent: d.sent })),
+          upstream: s.upstream.map((u) => ({ producer: u.producer, pending: u.pending })),
+        };
+      }),
+    };
+  }
+
   private nodeDown(node: string, reason: 'missed-heartbeats' | 'restarted', incarnation?: string): void {
     this.emit('event', { type: 'node-down', node, reason });
     for (const p of this.producers.values()) if (p.node === node) p.nodeDown();

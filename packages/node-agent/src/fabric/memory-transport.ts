@@ -19,6 +19,7 @@ export class MemoryFabric {
   readonly inboxes = new Map<string, Inbox>();
   readonly heartbeats = new Map<string, { incarnation: string; expiresAt: number }>();
   readonly deadLetters: { inbox: string; entryId: string; reason: string }[] = [];
+  readonly statuses = new Map<string, string>();
 
   constructor(readonly now: () => number = Date.now) {}
 
@@ -88,8 +89,9 @@ export class MemoryTransport extends EventEmitter<TransportEvents> implements Tr
     }
   }
 
-  async beat(node: string, incarnation: string, ttlMs: number): Promise<void> {
+  async beat(node: string, incarnation: string, ttlMs: number, status?: string): Promise<void> {
     this.fabric.heartbeats.set(node, { incarnation, expiresAt: this.fabric.now() + ttlMs });
+    if (status !== undefined) this.fabric.statuses.set(node, status);
   }
 
   async alive(nodes: readonly string[]): Promise<Map<string, string>> {

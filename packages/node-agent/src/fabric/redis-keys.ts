@@ -2,6 +2,10 @@
 export interface RedisKeys {
   inbox(instance: string): string;
   heartbeat(node: string): string;
+  /** A node's last status snapshot (JSON), kept a day after it stops beating, for `stagectl status`. */
+  status(node: string): string;
+  /** Pattern matching every status key of the namespace. */
+  readonly statusPattern: string;
   readonly deadLetters: string;
 }
 
@@ -11,6 +15,8 @@ export function redisKeys(namespace: string): RedisKeys {
   return {
     inbox: (instance) => `${base}:inbox:${instance}`,
     heartbeat: (node) => `${base}:hb:${node}`,
+    status: (node) => `${base}:status:${node}`,
+    statusPattern: `${base}:status:*`,
     deadLetters: `${base}:dead`,
   };
 }

@@ -32,6 +32,9 @@ export const REDIS_TRANSPORT_DEFAULTS = {
   maxDeadLetters: 10_000,
 } as const;
 
+/** A dead node's last status stays visible this long. */
+const STATUS_TTL_S = 86_400;
+
 type StreamReply = [key: Buffer, entries: [id: Buffer, fields: Buffer[]][]][] | null;
 
 /**
@@ -112,8 +115,10 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
     batch.exec().catch((error: Error) => this.emit('error', error));
   }
 
-  async beat(node: string, incarnation: string, ttlMs: number): Promise<void> {
-    await this.commands.set(this.keys.heartbeat(node), incarnation, 'PX', ttlMs);
+  async beat(node: string, incarnation: string, ttlMs: number, status?: string): Promise<void> {
+    const beat = this.commands.multi().set(this.keys.heartbeat(node), incarnation, 'PX', ttlMs);
+    if (status !== undefined) beat.set(this.keys.status(node), status, 'EX', STATUS_TTL_S);
+    await beat.exec();
   }
 
   async alive(nodes: readonly string[]): Promise<Map<string, string>> {

@@ -62,8 +62,8 @@ export interface Transport extends EventEmitter<TransportEvents> {
   send(inbox: string, message: WireMessage): void;
   /** Acknowledges entries, which removes them from the inbox. */
   ack(inbox: string, entryIds: readonly string[]): void;
-  /** Marks this node alive for `ttlMs`. */
-  beat(node: string, incarnation: string, ttlMs: number): Promise<void>;
+  /** Marks this node alive for `ttlMs`, and publishes its status snapshot if given. */
+  beat(node: string, incarnation: string, ttlMs: number, status?: string): Promise<void>;
   /** The incarnation of each of these nodes that is alive now. */
   alive(nodes: readonly string[]): Promise<Map<string, string>>;
   /** Entries in an inbox, pending ones included. */
