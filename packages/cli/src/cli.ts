@@ -11,15 +11,15 @@ import {
   readFabricStatus,
   StageLoadError,
   startHttpServer,
+  TaskInputError,
   TopologyError,
   topologyJsonSchema,
 } from '@stagefabric/node-agent';
 import { renderStatus } from './status.js';
+import { enqueueCommand, migrateCommand, tasksCommand, UsageError } from './tasks-commands.js';
 
 /** Exit codes: 0 ok, 1 operational failure, 2 usage or invalid input. */
 const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
-
-class UsageError extends Error {}
 
 const HELP: Record<string, string> = {
   main: `stagectl: run and operate Stagefabric agents
@@ -30,6 +30,9 @@ Commands:
   up FILE|DIR        run this host's agent for a topology (DIR means DIR/topology.yaml)
   validate FILE|DIR  check a topology file without starting anything
   status             nodes, stages, subscriptions and inboxes of the fabric at REDIS_URL
+  enqueue NAME       add a task (or many with --file FILE, - for stdin)
+  tasks [ACTION]     task counts by queue and state; list, retry ID..., cancel ID...
+  migrate            create or upgrade the task store's schema
   schema             print the topology JSON Schema (for editors)
 
 Options:
@@ -62,6 +65,30 @@ Reads the fabric at REDIS_URL: every node that published a status (up while
 its heartbeat lives, down after), the stages each hosts with their counts,
 the subscriptions across hosts with their outstanding demand, and each
 inbox's entries and pending entries. --json prints the same for scripts.`,
+  enqueue: `Usage: stagectl enqueue NAME [--args JSON] [options]
+       stagectl enqueue --file FILE|- [options]
+
+Adds a task to the store at DATABASE_URL. With --file, one JSON object
+{"name": ..., "args": ..., "options": {...}} per line (- reads stdin), sent
+in batches of 1000, with a progress count on a terminal.
+
+Options:
+  --queue Q  --delay-ms N  --priority N (lower first)  --max-attempts N
+  --timeout-ms N  --unique-key K (refused while a task with K is pending)
+  --data-dir DIR  an embedded store instead of DATABASE_URL (no agent may use it)
+  --schema S      the task table's schema (default stagefabric)`,
+  tasks: `Usage: stagectl tasks [counts|list|retry ID...|cancel ID...] [--json]
+
+counts  tasks by queue and state (the default)
+list    recent tasks; --queue Q --state S --limit N
+retry   failed or cancelled tasks back to waiting, attempts reset
+cancel  waiting tasks to cancelled
+
+Reads the store at DATABASE_URL (or --data-dir DIR; --schema S).`,
+  migrate: `Usage: stagectl migrate [--schema S]
+
+Creates or upgrades the task table at DATABASE_URL, under an advisory lock,
+so agents starting together never race. Agents also migrate on start.`,
   schema: `Usage: stagectl schema
 
 Prints the JSON Schema of topology files.`,
@@ -102,7 +129,8 @@ async function up(args: string[]): Promise<number> {
   const port = metricsPort === undefined ? undefined : Number(metricsPort);
   if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535))
     throw new UsageError(`--metrics-port must be a port number, got ${metricsPort}`);
-  const agent = await Agent.start({ topology, logger, node, heartbeatMs, ...(transport === undefined ? {} : { transport }) });
+  const databaseUrl = process.env.DATABASE_URL;
+  const agent = await Agent.start({ topology, logger, node, heartbeatMs, databaseUrl, ...(transport === undefined ? {} : { transport }) });
   const http = port === undefined ? undefined : await startHttpServer({ port, agent });
   if (http !== undefined) logger.info({ address: http.address() }, 'serving /metrics, /healthz and /readyz');
   let signals = 0;
@@ -163,6 +191,18 @@ export async function main(argv: string[]): Promise<number> {
         return await up(rest);
       case 'validate':
         return await validate(rest);
+      case 'enqueue':
+        if (rest.includes('--help') || rest.includes('-h')) return help('enqueue');
+        await enqueueCommand(rest);
+        return EXIT.ok;
+      case 'tasks':
+        if (rest.includes('--help') || rest.includes('-h')) return help('tasks');
+        await tasksCommand(rest);
+        return EXIT.ok;
+      case 'migrate':
+        if (rest.includes('--help') || rest.includes('-h')) return help('migrate');
+        await migrateCommand(rest);
+        return EXIT.ok;
       case 'status':
         return await status(rest);
       case 'schema':
@@ -180,7 +220,12 @@ export async function main(argv: string[]): Promise<number> {
         throw new UsageError(`unknown command "${command}"\n\n${HELP.main}`);
     }
   } catch (error) {
-    if (error instanceof UsageError || error instanceof TopologyError || error instanceof StageLoadError) {
+    if (
+      error instanceof UsageError ||
+      error instanceof TopologyError ||
+      error instanceof StageLoadError ||
+      error instanceof TaskInputError
+    ) {
       process.stderr.write(`stagectl: ${error.message}\n`);
       return EXIT.usage;
     }

@@ -16,6 +16,8 @@ import type { Transport } from './fabric/transport.js';
 import type { Logger } from './logger.js';
 import { AgentMetrics } from './metrics.js';
 import { loadStageSpec, StageLoadError } from './stage-loader.js';
+import { TaskHost } from './tasks/task-host.js';
+import type { TaskStore } from './tasks/task-store.js';
 import type { Topology, TopologyStage } from './topology.js';
 
 export interface AgentOptions {
@@ -24,6 +26,10 @@ export interface AgentOptions {
   readonly transport?: Transport;
   /** Heartbeat period on the fabric. Default 1000 ms. */
   readonly heartbeatMs?: number;
+  /** The task store's PostgreSQL; the embedded PGlite store when absent. */
+  readonly databaseUrl?: string | undefined;
+  /** A task store of the caller's instead (tests, embedding). */
+  readonly taskStore?: TaskStore;
   /** This node's name in the fabric. Default: the host name. */
   readonly node?: string;
   readonly logger: Logger;
@@ -89,6 +95,8 @@ export class Agent {
   readonly node: string;
   readonly done: Promise<ExitReason>;
   readonly metrics: AgentMetrics;
+  /** The task runner of this node, when the topology has `tasks`. */
+  tasks: TaskHost | undefined;
   private booted = false;
   private resolveDone: (reason: ExitReason) => void = () => {};
   private supervisor: Supervisor | undefined;
@@ -106,6 +114,7 @@ export class Agent {
       system: () => this.system,
       fabric: () => this.fabric,
       inboxes: () => (this.fabric === undefined ? [] : this.system.list().map((s) => `${s.label}@${node}`)),
+      taskStore: () => this.tasks?.store,
     });
     this.system = new StageSystem({
       ...(options.clock === undefined ? {} : { clock: options.clock }),
@@ -134,8 +143,18 @@ export class Agent {
 
   private async boot(): Promise<void> {
     const { topology, logger } = this.options;
+    this.tasks = await TaskHost.open({
+      topology,
+      node: this.node,
+      logger,
+      databaseUrl: this.options.databaseUrl,
+      ...(this.options.taskStore === undefined ? {} : { store: this.options.taskStore }),
+      onStarted: (task) => this.metrics.taskStarted(task),
+      onRecorded: (task, outcome, ms) => this.metrics.taskRecorded(task, outcome, ms),
+    });
+    const builtins = this.tasks?.builtins ?? new Map();
     const specs = new Map<string, AnyStageSpec>();
-    for (const [name, stage] of Object.entries(topology.stages)) specs.set(name, await loadStageSpec(topology, name, stage));
+    for (const [name, stage] of Object.entries(topology.stages)) specs.set(name, await loadStageSpec(topology, name, stage, builtins));
     for (const [name, stage] of Object.entries(topology.stages)) {
       for (const { to } of stage.subscribe) {
         if (specs.get(name)?.kind === 'producer') {
@@ -157,8 +176,10 @@ export class Agent {
       );
       for (let i = 0; i < stage.replicas; i++) {
         const instance = replicaName(name, stage.replicas, i);
+        // A built-in keeps state of its own (leases, outcome batches): one spec per instance.
+        const own = i === 0 || !stage.module.startsWith('stagefabric:') ? spec : await loadStageSpec(topology, name, stage, builtins);
         const wrapped = forTopology(
-          spec,
+          own,
           subscriptions,
           () => booting,
           (held) => heldProducers.push(held),
@@ -183,6 +204,12 @@ export class Agent {
     });
     logger.info({ stages: children.map((c) => c.id), transport: this.fabric === undefined ? 'in-process' : 'fabric' }, 'agent started');
     this.booted = true;
+    const tasks = this.tasks;
+    if (tasks?.onStart !== undefined) {
+      Promise.resolve()
+        .then(() => tasks.onStart?.({ store: tasks.store, stop: () => this.stop() }))
+        .catch((error: Error) => logger.error({ err: error }, 'tasks onStart failed'));
+    }
   }
 
   /** In one process every stage runs here; on a fabric, those placed on this node or on every node. */
@@ -279,6 +306,7 @@ export class Agent {
       await this.supervisor?.stop('shutdown');
       await this.system.shutdown('shutdown');
       await this.fabric?.close();
+      await this.tasks?.close();
       this.resolveDone('shutdown');
     })();
     return this.stopping;

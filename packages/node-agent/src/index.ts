@@ -12,6 +12,27 @@ export { type HttpServerOptions, startHttpServer } from './http-server.js';
 export { type CreateLoggerOptions, createLogger, type Logger } from './logger.js';
 export { AgentMetrics, type AgentMetricsOptions, METRIC_NAMES, VERSION } from './metrics.js';
 export { loadStageSpec, StageLoadError } from './stage-loader.js';
+export { startLater } from './tasks/enqueue.js';
+export { type OpenTaskStoreOptions, openTaskStore } from './tasks/open-task-store.js';
+export { PGliteTaskStore, type PGliteTaskStoreOptions } from './tasks/pglite-task-store.js';
+export { PostgresTaskStore, type PostgresTaskStoreOptions, pgQuery } from './tasks/postgres-task-store.js';
+export { type Query, type SqlDriver, SqlTaskStore, type SqlTaskStoreOptions } from './tasks/sql-task-store.js';
+export { checkTasks, TASK_DEFAULTS, TaskInputError } from './tasks/task-input.js';
+export { TASK_PRODUCER_DEFAULTS, type TaskProducerOptions, taskProducer } from './tasks/task-producer.js';
+export { type TaskContext, type TaskHandler, TaskRegistry } from './tasks/task-registry.js';
+export { type BackoffOptions, backoffDelayMs, TASK_RUNNER_DEFAULTS, type TaskRunnerOptions, taskRunner } from './tasks/task-runner.js';
+export type {
+  ClaimedTask,
+  EnqueueOptions,
+  EnqueueResult,
+  NewTask,
+  TaskCount,
+  TaskOutcomeRecord,
+  TaskRecord,
+  TaskState,
+  TaskStore,
+} from './tasks/task-store.js';
+export { FINAL_STATES } from './tasks/task-store.js';
 export {
   loadTopology,
   parseTopology,

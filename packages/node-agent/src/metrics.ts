@@ -1,6 +1,7 @@
 import type { StageObserver, StageSystem } from '@stagefabric/runtime';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { FabricNode } from './fabric/fabric-node.js';
+import type { ClaimedTask, TaskOutcomeRecord, TaskStore } from './tasks/task-store.js';
 
 /**
  * Every metric an agent exports, named here and nowhere else. Base units
@@ -28,6 +29,11 @@ export const METRIC_NAMES = {
   nodeUp: 'stagefabric_node_up',
   nodeHeartbeat: 'stagefabric_node_heartbeat_timestamp_seconds',
   buildInfo: 'stagefabric_build_info',
+  tasks: 'stagefabric_tasks',
+  tasksStarted: 'stagefabric_tasks_started_total',
+  tasksFinished: 'stagefabric_tasks_finished_total',
+  taskRunDuration: 'stagefabric_task_run_duration_seconds',
+  taskQueueWait: 'stagefabric_task_queue_wait_seconds',
 } as const;
 
 export const VERSION = '0.1.0';
@@ -38,6 +44,7 @@ export interface AgentMetricsOptions {
   readonly fabric: () => FabricNode | undefined;
   /** Local inbox names (`stage@node`), for inbox length and pending. */
   readonly inboxes: () => readonly string[];
+  readonly taskStore: () => TaskStore | undefined;
 }
 
 /**
@@ -48,6 +55,10 @@ export interface AgentMetricsOptions {
 export class AgentMetrics {
   readonly registry = new Registry();
   readonly observer: StageObserver;
+  private readonly started: Counter;
+  private readonly finished: Counter;
+  private readonly runDuration: Histogram;
+  private readonly queueWait: Histogram;
 
   constructor(options: AgentMetricsOptions) {
     const r = this.registry;
@@ -190,10 +201,55 @@ export class AgentMetrics {
       const at = options.fabric()?.lastBeatAtMs;
       return at === undefined ? [] : [[{}, at / 1000]];
     });
+    gauge(METRIC_NAMES.tasks, 'Tasks in the store by queue and state.', ['queue', 'state'], async () => {
+      const store = options.taskStore();
+      if (store === undefined) return [];
+      const counts = await store.counts().catch(() => []);
+      return counts.map((c): [Record<string, string>, number] => [{ queue: c.queue, state: c.state }, c.count]);
+    });
+    this.started = new Counter({
+      name: METRIC_NAMES.tasksStarted,
+      help: 'Tasks this node started.',
+      labelNames: ['queue'],
+      registers: [r],
+    });
+    this.finished = new Counter({
+      name: METRIC_NAMES.tasksFinished,
+      help: 'Task attempts this node finished, by outcome (success, retry, error, timeout).',
+      labelNames: ['queue', 'outcome'],
+      registers: [r],
+    });
+    const taskBuckets = [0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300];
+    this.runDuration = new Histogram({
+      name: METRIC_NAMES.taskRunDuration,
+      help: 'Time a task attempt ran.',
+      labelNames: ['queue'],
+      buckets: taskBuckets,
+      registers: [r],
+    });
+    this.queueWait = new Histogram({
+      name: METRIC_NAMES.taskQueueWait,
+      help: 'Time from enqueue to the start of a task attempt.',
+      labelNames: ['queue'],
+      buckets: taskBuckets,
+      registers: [r],
+    });
     new Gauge({ name: METRIC_NAMES.buildInfo, help: 'Version of the agent.', labelNames: ['version', 'nodejs'], registers: [r] }).set(
       { version: VERSION, nodejs: process.version },
       1,
     );
+  }
+
+  taskStarted(task: ClaimedTask): void {
+    this.started.inc({ queue: task.queue });
+    this.queueWait.observe({ queue: task.queue }, Math.max(0, (Date.now() - task.enqueuedAt.getTime()) / 1000));
+  }
+
+  /** outcome: success, retry (failed with attempts left), error or timeout (failed for good). */
+  taskRecorded(task: ClaimedTask, outcome: TaskOutcomeRecord, durationMs: number): void {
+    const label = outcome.status !== 'success' && outcome.retryAt !== undefined ? 'retry' : outcome.status;
+    this.finished.inc({ queue: task.queue, outcome: label });
+    this.runDuration.observe({ queue: task.queue }, durationMs / 1000);
   }
 
   render(): Promise<string> {

@@ -14,18 +14,36 @@ function isStageSpec(value: unknown): value is AnyStageSpec {
   return (v.kind === 'producer' || v.kind === 'producer_consumer' || v.kind === 'consumer') && typeof v.init === 'function';
 }
 
-/** Imports the module a topology stage names and returns the stage spec it exports. */
-export async function loadStageSpec(topology: Topology, name: string, stage: TopologyStage): Promise<AnyStageSpec> {
-  const path = resolve(dirname(topology.file), stage.module);
-  const exportName = stage.export ?? name;
-  let mod: Record<string, unknown>;
+/** Makes a built-in stage (`stagefabric:…`) for one instance, from its topology args. */
+export type BuiltinStage = (args: unknown) => AnyStageSpec;
+
+/** Imports a module named by a topology, relative to the topology file. */
+export async function importModule(topology: Topology, what: string, module: string): Promise<Record<string, unknown>> {
+  const path = resolve(dirname(topology.file), module);
   try {
-    mod = (await import(pathToFileURL(path).href)) as Record<string, unknown>;
+    return (await import(pathToFileURL(path).href)) as Record<string, unknown>;
   } catch (error) {
-    throw new StageLoadError(`stage ${name}: cannot import module ${stage.module} (${path}): ${(error as Error).message}`, {
-      cause: error,
-    });
+    throw new StageLoadError(`${what}: cannot import module ${module} (${path}): ${(error as Error).message}`, { cause: error });
   }
+}
+
+/**
+ * The stage spec a topology stage names: a built-in made for this instance,
+ * or the export of its module.
+ */
+export async function loadStageSpec(
+  topology: Topology,
+  name: string,
+  stage: TopologyStage,
+  builtins: ReadonlyMap<string, BuiltinStage> = new Map(),
+): Promise<AnyStageSpec> {
+  if (stage.module.startsWith('stagefabric:')) {
+    const make = builtins.get(stage.module);
+    if (make === undefined) throw new StageLoadError(`stage ${name}: built-in ${stage.module} is not available here`);
+    return make(stage.args);
+  }
+  const exportName = stage.export ?? name;
+  const mod = await importModule(topology, `stage ${name}`, stage.module);
   const spec = mod[exportName];
   if (spec === undefined) {
     const exported = Object.keys(mod).join(', ') || 'nothing';

@@ -38,7 +38,22 @@ const topologySchema = z.strictObject({
       maxSeconds: z.number().int().positive().default(5),
     })
     .default({ maxRestarts: 3, maxSeconds: 5 }),
+  /** The durable task runner: where handlers live; stages use it with module stagefabric:task-producer / stagefabric:task-runner. */
+  tasks: z
+    .strictObject({
+      /** Module whose exports are task handlers by name (and optionally `onStart({ store, stop })`). */
+      handlers: z.string().min(1),
+      /** Database schema of the task table. Default stagefabric. */
+      schema: z
+        .string()
+        .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case identifier')
+        .optional(),
+    })
+    .optional(),
 });
+
+/** Stage modules the agent itself provides. */
+export const BUILTIN_STAGES = ['stagefabric:task-producer', 'stagefabric:task-runner'] as const;
 
 export type TopologySubscription = z.infer<typeof subscriptionSchema>;
 export type TopologyStage = z.infer<typeof stageSchema>;
@@ -125,6 +140,28 @@ export function parseTopology(text: string, file: string): Topology {
         issues.push({ file, line: pos.line, column: pos.col, path: formatPath(path), message: 'a stage cannot subscribe to itself' });
       }
     });
+  }
+  for (const [name, stage] of Object.entries(topology.stages)) {
+    if (!stage.module.startsWith('stagefabric:')) continue;
+    const path = ['stages', name, 'module'];
+    const pos = locate(path);
+    if (!(BUILTIN_STAGES as readonly string[]).includes(stage.module)) {
+      issues.push({
+        file,
+        line: pos.line,
+        column: pos.col,
+        path: formatPath(path),
+        message: `unknown built-in stage "${stage.module}" (built-ins: ${BUILTIN_STAGES.join(', ')})`,
+      });
+    } else if (topology.tasks === undefined) {
+      issues.push({
+        file,
+        line: pos.line,
+        column: pos.col,
+        path: formatPath(path),
+        message: `${stage.module} needs a top-level \`tasks: { handlers: MODULE }\``,
+      });
+    }
   }
   if (issues.length > 0) throw new TopologyError(issues);
   return { ...topology, file };

@@ -1,0 +1,113 @@
+import pg from 'pg';
+import { type Query, type SqlDriver, SqlTaskStore, type SqlTaskStoreOptions } from './sql-task-store.js';
+
+export interface PostgresTaskStoreOptions extends SqlTaskStoreOptions {
+  readonly url: string;
+  /** Connections in the pool. Default 10. */
+  readonly poolSize?: number;
+  /** Called on a background failure (the LISTEN connection dropped); it reconnects by itself. */
+  readonly onError?: (error: Error) => void;
+}
+
+/** Wraps a pg client or pool as the store's query function. */
+export function pgQuery(client: pg.Pool | pg.PoolClient | pg.Client): Query {
+  return async <R>(text: string, params?: readonly unknown[]) => (await client.query(text, params as unknown[])).rows as R[];
+}
+
+/**
+ * LISTEN needs a connection of its own that outlives any query. When it
+ * drops, it is made again; notifications missed meanwhile are covered by the
+ * producers' poll.
+ */
+function listener(url: string, onError: (error: Error) => void) {
+  const channels = new Map<string, Set<(payload: string) => void>>();
+  let client: pg.Client | undefined;
+  let connecting: Promise<pg.Client> | undefined;
+  let closed = false;
+  const connect = (): Promise<pg.Client> => {
+    connecting ??= (async () => {
+      for (let attempt = 0; ; attempt++) {
+        const c = new pg.Client({ connectionString: url });
+        try {
+          await c.connect();
+          c.on('notification', (n) => {
+            for (const cb of channels.get(n.channel) ?? []) cb(n.payload ?? '');
+          });
+          c.on('error', (error) => {
+            onError(error);
+            if (client === c) client = undefined;
+            connecting = undefined;
+            if (!closed && channels.size > 0) void connect();
+          });
+          for (const channel of channels.keys()) await c.query(`LISTEN "${channel}"`);
+          client = c;
+          return c;
+        } catch (error) {
+          onError(error as Error);
+          await c.end().catch(() => {});
+          if (closed) throw error;
+          await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** attempt, 2000)));
+        }
+      }
+    })();
+    return connecting;
+  };
+  return {
+    async listen(channel: string, cb: (payload: string) => void): Promise<() => Promise<void>> {
+      let set = channels.get(channel);
+      const fresh = set === undefined;
+      if (set === undefined) channels.set(channel, (set = new Set()));
+      set.add(cb);
+      const c = client ?? (await connect());
+      if (fresh && c === client) await c.query(`LISTEN "${channel}"`);
+      return async () => {
+        set.delete(cb);
+        if (set.size === 0) {
+          channels.delete(channel);
+          await client?.query(`UNLISTEN "${channel}"`).catch(() => {});
+        }
+      };
+    },
+    async close(): Promise<void> {
+      closed = true;
+      await client?.end().catch(() => {});
+    },
+  };
+}
+
+/** The task store on PostgreSQL through `pg`. */
+export class PostgresTaskStore extends SqlTaskStore {
+  readonly pool: pg.Pool;
+
+  constructor(options: PostgresTaskStoreOptions) {
+    const onError = options.onError ?? (() => {});
+    const pool = new pg.Pool({ connectionString: options.url, max: options.poolSize ?? 10 });
+    // An idle client that loses its connection must not crash the process; the pool replaces it.
+    pool.on('error', onError);
+    const notifications = listener(options.url, onError);
+    const driver: SqlDriver = {
+      query: pgQuery(pool),
+      async transaction(fn) {
+        const client = await pool.connect();
+        try {
+          await client.query('BEGIN');
+          const result = await fn(pgQuery(client));
+          await client.query('COMMIT');
+          return result;
+        } catch (error) {
+          await client.query('ROLLBACK').catch(() => {});
+          throw error;
+        } finally {
+          client.release();
+        }
+      },
+      listen: (channel, cb) => notifications.listen(channel, cb),
+      async close() {
+        await notifications.close();
+        await pool.end();
+      },
+    };
+    super(driver, options);
+    this.pool = pool;
+  }
+}

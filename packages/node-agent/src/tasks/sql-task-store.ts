@@ -1,0 +1,235 @@
+import { checkTasks, TASK_DEFAULTS } from './task-input.js';
+import * as sql from './task-sql.js';
+import type { ClaimedTask, EnqueueResult, NewTask, TaskCount, TaskOutcomeRecord, TaskRecord, TaskState, TaskStore } from './task-store.js';
+
+export type Query = <R = Record<string, unknown>>(text: string, params?: readonly unknown[]) => Promise<R[]>;
+
+/** What a SQL task store needs from a database connection: Postgres through `pg`, or PGlite. */
+export interface SqlDriver {
+  readonly query: Query;
+  transaction<T>(fn: (query: Query) => Promise<T>): Promise<T>;
+  /** LISTEN on a channel; the returned function stops listening. */
+  listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
+  close(): Promise<void>;
+}
+
+export interface SqlTaskStoreOptions {
+  /** Default 'stagefabric'. */
+  readonly schema?: string;
+  readonly maxPayloadBytes?: number;
+}
+
+interface TaskRow {
+  id: string;
+  queue: string;
+  name: string;
+  args: unknown;
+  state: TaskState;
+  priority: number;
+  attempt: number;
+  max_attempts: number;
+  timeout_ms: number;
+  run_at: Date;
+  unique_key: string | null;
+  lease_owner: string | null;
+  lease_expires_at: Date | null;
+  last_error: string | null;
+  created_at: Date;
+  updated_at: Date;
+  finished_at: Date | null;
+}
+
+const toRecord = (r: TaskRow): TaskRecord => ({
+  id: r.id,
+  queue: r.queue,
+  name: r.name,
+  args: r.args,
+  state: r.state,
+  priority: r.priority,
+  attempt: r.attempt,
+  maxAttempts: r.max_attempts,
+  timeoutMs: r.timeout_ms,
+  runAt: new Date(r.run_at),
+  uniqueKey: r.unique_key,
+  leaseOwner: r.lease_owner,
+  leaseExpiresAt: r.lease_expires_at === null ? null : new Date(r.lease_expires_at),
+  lastError: r.last_error,
+  createdAt: new Date(r.created_at),
+  updatedAt: new Date(r.updated_at),
+  finishedAt: r.finished_at === null ? null : new Date(r.finished_at),
+});
+
+/**
+ * The task store on SQL: every operation one statement (or one short
+ * transaction), claims with FOR UPDATE SKIP LOCKED, outcomes in batches,
+ * NOTIFY on enqueue. The same code serves Postgres and PGlite.
+ */
+export class SqlTaskStore implements TaskStore {
+  private readonly schema: string;
+  private readonly channel: string;
+  private readonly maxPayloadBytes: number;
+
+  constructor(
+    private readonly driver: SqlDriver,
+    options: SqlTaskStoreOptions = {},
+  ) {
+    this.schema = options.schema ?? 'stagefabric';
+    sql.quoteSchema(this.schema);
+    this.channel = `${this.schema}_enqueued`;
+    this.maxPayloadBytes = options.maxPayloadBytes ?? TASK_DEFAULTS.maxPayloadBytes;
+  }
+
+  private s(text: string): string {
+    return sql.inSchema(text, this.schema);
+  }
+
+  async migrate(): Promise<void> {
+    await this.driver.transaction(async (query) => {
+      // Agents starting together wait for each other here instead of racing to create the table.
+      await query(sql.LOCK, [`stagefabric:${this.schema}`]);
+      for (const statement of this.s(sql.PREPARE)
+        .split(';')
+        .filter((x) => x.trim() !== ''))
+        await query(statement);
+      const [{ version } = { version: 0 }] = await query<{ version: number }>(this.s(sql.APPLIED));
+      for (let v = version; v < sql.MIGRATIONS.length; v++) {
+        for (const statement of this.s(sql.MIGRATIONS[v] as string)
+          .split(';')
+          .filter((x) => x.trim() !== ''))
+          await query(statement);
+        await query(this.s(sql.RECORD), [v + 1]);
+      }
+    });
+  }
+
+  enqueue(tasks: readonly NewTask[]): Promise<EnqueueResult[]> {
+    return this.driver.transaction((query) => this.enqueueWith(query, tasks));
+  }
+
+  /** Enqueue on a query function of the caller's: inside their transaction, the tasks exist only if it commits. */
+  async enqueueWith(query: Query, tasks: readonly NewTask[]): Promise<EnqueueResult[]> {
+    const checked = checkTasks(tasks, this.maxPayloadBytes);
+    if (checked.length === 0) return [];
+    const rows = await query<{ id: string; queue: string; duplicate: boolean; existing_id: string | null }>(this.s(sql.ENQUEUE), [
+      checked.map((t) => t.queue),
+      checked.map((t) => t.name),
+      checked.map((t) => t.args),
+      checked.map((t) => t.priority),
+      checked.map((t) => t.maxAttempts),
+      checked.map((t) => t.timeoutMs),
+      checked.map((t) => t.runAt.toISOString()),
+      checked.map((t) => t.uniqueKey),
+    ]);
+    const queues = [...new Set(rows.filter((r) => !r.duplicate).map((r) => r.queue))];
+    // Delivered when the transaction commits, and not at all if it rolls back.
+    if (queues.length > 0) await query(sql.NOTIFY, [this.channel, queues]);
+    // A duplicate of a task earlier in this same batch is not visible to the statement's own lookup: resolve it here.
+    const inBatch = new Map<string, string>();
+    checked.forEach((t, i) => {
+      const row = rows[i];
+      if (t.uniqueKey !== null && row !== undefined && !row.duplicate) inBatch.set(`${t.queue}\u0000${t.uniqueKey}`, row.id);
+    });
+    return rows.map((r, i) => {
+      if (!r.duplicate) return { id: r.id, duplicate: false };
+      const t = checked[i] as (typeof checked)[number];
+      return { id: r.existing_id ?? inBatch.get(`${t.queue}\u0000${t.uniqueKey}`) ?? r.id, duplicate: true };
+    });
+  }
+
+  async claim(queue: string, limit: number, owner: string, leaseMs: number): Promise<ClaimedTask[]> {
+    if (limit <= 0) return [];
+    const rows = await this.driver.query<{
+      id: string;
+      queue: string;
+      name: string;
+      args: unknown;
+      attempt: number;
+      max_attempts: number;
+      timeout_ms: number;
+      created_at: Date;
+      lease_expires_at: Date;
+      priority: number;
+      run_at: Date;
+    }>(this.s(sql.CLAIM), [queue, limit, owner, leaseMs]);
+    // UPDATE ... RETURNING does not keep the claim order: restore it.
+    rows.sort(
+      (a, b) => a.priority - b.priority || new Date(a.run_at).getTime() - new Date(b.run_at).getTime() || Number(a.id) - Number(b.id),
+    );
+    return rows.map((r) => ({
+      id: r.id,
+      queue: r.queue,
+      name: r.name,
+      args: r.args,
+      attempt: r.attempt,
+      maxAttempts: r.max_attempts,
+      timeoutMs: r.timeout_ms,
+      enqueuedAt: new Date(r.created_at),
+      leaseExpiresAt: new Date(r.lease_expires_at),
+    }));
+  }
+
+  async complete(outcomes: readonly TaskOutcomeRecord[], owner: string): Promise<string[]> {
+    if (outcomes.length === 0) return [];
+    const rows = await this.driver.query<{ id: string }>(this.s(sql.COMPLETE), [
+      outcomes.map((o) => o.id),
+      outcomes.map((o) => o.status),
+      outcomes.map((o) => (o.status === 'success' ? null : o.error)),
+      outcomes.map((o) => (o.status !== 'success' && o.retryAt !== undefined ? o.retryAt.toISOString() : null)),
+      owner,
+    ]);
+    return rows.map((r) => r.id);
+  }
+
+  async extendLeases(ids: readonly string[], owner: string, leaseMs: number): Promise<string[]> {
+    if (ids.length === 0) return [];
+    return (await this.driver.query<{ id: string }>(this.s(sql.EXTEND), [ids, owner, leaseMs])).map((r) => r.id);
+  }
+
+  async recoverExpired(): Promise<number> {
+    const rows = await this.driver.query<{ queue: string }>(this.s(sql.RECOVER));
+    const queues = [...new Set(rows.map((r) => r.queue))];
+    if (queues.length > 0) await this.driver.query(sql.NOTIFY, [this.channel, queues]);
+    return rows.length;
+  }
+
+  async nextRunAt(queue: string): Promise<Date | null> {
+    const [row] = await this.driver.query<{ run_at: Date | null }>(this.s(sql.NEXT_RUN_AT), [queue]);
+    return row?.run_at == null ? null : new Date(row.run_at);
+  }
+
+  onEnqueued(queue: string, listener: () => void): Promise<() => Promise<void>> {
+    return this.driver.listen(this.channel, (payload) => {
+      if (payload === queue) listener();
+    });
+  }
+
+  async counts(): Promise<TaskCount[]> {
+    return this.driver.query<TaskCount>(this.s(sql.COUNTS));
+  }
+
+  async list(filter: { readonly queue?: string; readonly state?: TaskState; readonly limit?: number }): Promise<TaskRecord[]> {
+    const rows = await this.driver.query<TaskRow>(this.s(sql.LIST), [filter.queue ?? null, filter.state ?? null, filter.limit ?? 100]);
+    return rows.map(toRecord);
+  }
+
+  async get(id: string): Promise<TaskRecord | null> {
+    if (!/^\d{1,19}$/.test(id)) return null;
+    const [row] = await this.driver.query<TaskRow>(this.s(sql.GET), [id]);
+    return row === undefined ? null : toRecord(row);
+  }
+
+  async retry(ids: readonly string[]): Promise<string[]> {
+    const rows = await this.driver.query<{ id: string; queue: string }>(this.s(sql.RETRY), [ids]);
+    const queues = [...new Set(rows.map((r) => r.queue))];
+    if (queues.length > 0) await this.driver.query(sql.NOTIFY, [this.channel, queues]);
+    return rows.map((r) => r.id);
+  }
+
+  async cancel(ids: readonly string[]): Promise<string[]> {
+    return (await this.driver.query<{ id: string }>(this.s(sql.CANCEL), [ids])).map((r) => r.id);
+  }
+
+  close(): Promise<void> {
+    return this.driver.close();
+  }
+}

@@ -1,0 +1,115 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from '../logger.js';
+import { type BuiltinStage, importModule, StageLoadError } from '../stage-loader.js';
+import type { Topology } from '../topology.js';
+import { openTaskStore } from './open-task-store.js';
+import { taskProducer } from './task-producer.js';
+import { TaskRegistry } from './task-registry.js';
+import { type BackoffOptions, taskRunner } from './task-runner.js';
+import type { ClaimedTask, TaskOutcomeRecord, TaskStore } from './task-store.js';
+
+export interface TaskHostOptions {
+  readonly topology: Topology;
+  readonly node: string;
+  readonly logger: Logger;
+  /** PostgreSQL; the embedded PGlite store when absent. */
+  readonly databaseUrl?: string | undefined;
+  /** A store of the caller's (tests, embedding); closed by its owner, not here. */
+  readonly store?: TaskStore;
+  readonly onStarted?: (task: ClaimedTask) => void;
+  readonly onRecorded?: (task: ClaimedTask, outcome: TaskOutcomeRecord, durationMs: number) => void;
+}
+
+/** What a handlers module may export besides handlers: called once the agent runs. */
+export type OnStart = (context: { readonly store: TaskStore; readonly stop: () => Promise<void> }) => unknown;
+
+interface ProducerArgs {
+  readonly queue?: string;
+  readonly leaseMs?: number;
+  readonly pollIntervalMs?: number;
+  readonly claimMax?: number;
+}
+
+interface RunnerArgs {
+  readonly leaseMs?: number;
+  readonly backoff?: BackoffOptions;
+}
+
+/**
+ * The task runner on a node: its store (migrated on start), the handlers
+ * of the topology's handlers module, and the built-in stages
+ * `stagefabric:task-producer` and `stagefabric:task-runner` bound to both.
+ */
+export class TaskHost {
+  /** Lease owner for this agent run: node name plus a nonce, so a restarted node never mistakes old leases for its own. */
+  readonly owner: string;
+  readonly builtins: ReadonlyMap<string, BuiltinStage>;
+
+  private constructor(
+    readonly store: TaskStore,
+    readonly registry: TaskRegistry,
+    readonly onStart: OnStart | undefined,
+    private readonly ownsStore: boolean,
+    options: TaskHostOptions,
+  ) {
+    this.owner = `${options.node}/${randomUUID().slice(0, 8)}`;
+    const onError = (error: Error) => options.logger.warn({ err: error }, 'task store error; retrying');
+    const asObject = (args: unknown, stage: string) => {
+      if (args !== undefined && (typeof args !== 'object' || args === null)) throw new StageLoadError(`${stage}: args must be a map`);
+      return (args ?? {}) as Record<string, unknown>;
+    };
+    this.builtins = new Map<string, BuiltinStage>([
+      [
+        'stagefabric:task-producer',
+        (args) => {
+          const a = asObject(args, 'stagefabric:task-producer') as ProducerArgs;
+          return taskProducer({ store, owner: this.owner, onError, ...a });
+        },
+      ],
+      [
+        'stagefabric:task-runner',
+        (args) => {
+          const a = asObject(args, 'stagefabric:task-runner') as RunnerArgs;
+          return taskRunner({
+            store,
+            registry,
+            owner: this.owner,
+            subscribeTo: [],
+            onError,
+            ...(a.leaseMs === undefined ? {} : { leaseMs: a.leaseMs }),
+            ...(a.backoff === undefined ? {} : { backoff: a.backoff }),
+            ...(options.onRecorded === undefined ? {} : { onRecorded: options.onRecorded }),
+            ...(options.onStarted === undefined ? {} : { onStarted: options.onStarted }),
+          });
+        },
+      ],
+    ]);
+  }
+
+  static async open(options: TaskHostOptions): Promise<TaskHost | undefined> {
+    const config = options.topology.tasks;
+    if (config === undefined) return undefined;
+    const module = await importModule(options.topology, 'tasks.handlers', config.handlers);
+    const exported = (typeof module.default === 'object' && module.default !== null ? module.default : module) as Record<string, unknown>;
+    const { onStart, ...handlers } = exported;
+    if (onStart !== undefined && typeof onStart !== 'function') throw new StageLoadError('tasks.handlers: onStart must be a function');
+    let registry: TaskRegistry;
+    try {
+      registry = TaskRegistry.from(handlers);
+    } catch (error) {
+      throw new StageLoadError(`tasks.handlers (${config.handlers}): ${(error as Error).message}`);
+    }
+    const store =
+      options.store ??
+      (await openTaskStore({
+        databaseUrl: options.databaseUrl,
+        schema: config.schema,
+        onError: (e) => options.logger.warn({ err: e }, 'task store error'),
+      }));
+    return new TaskHost(store, registry, onStart as OnStart | undefined, options.store === undefined, options);
+  }
+
+  async close(): Promise<void> {
+    if (this.ownsStore) await this.store.close();
+  }
+}

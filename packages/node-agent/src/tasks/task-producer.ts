@@ -1,0 +1,117 @@
+import { producer, type StageContext } from '@stagefabric/runtime';
+import type { ClaimedTask, TaskStore } from './task-store.js';
+
+export interface TaskProducerOptions {
+  readonly store: TaskStore;
+  /** Default 'default'. */
+  readonly queue?: string;
+  /** Names this agent as the owner of the leases it takes. */
+  readonly owner: string;
+  /** How long a claimed task is held before another node may run it. Default 30 000 ms. */
+  readonly leaseMs?: number;
+  /** Fallback when a notification is missed; also when expired leases are looked for. Default 1000 ms. */
+  readonly pollIntervalMs?: number;
+  /** Most tasks claimed in one round trip. Default 1000. */
+  readonly claimMax?: number;
+  /** Store failures (the database down): the producer backs off and tries again. */
+  readonly onError?: (error: Error) => void;
+}
+
+export const TASK_PRODUCER_DEFAULTS = { queue: 'default', leaseMs: 30_000, pollIntervalMs: 1000, claimMax: 1000 } as const;
+
+interface State {
+  /** Demand not yet met by claimed tasks. */
+  pending: number;
+  claiming: boolean;
+  failures: number;
+  unlisten: (() => Promise<void>) | undefined;
+  /** When the earliest scheduled task falls due, if a wake-up is set for it. */
+  dueAt: number | undefined;
+}
+
+type Info =
+  | 'wake'
+  | 'poll'
+  | { readonly claimed: ClaimedTask[]; readonly asked: number }
+  | { readonly failed: Error }
+  | { readonly nextRunAt: number | null };
+
+/**
+ * Answers demand by claiming waiting tasks (never more than asked), keeps
+ * unmet demand pending, and claims again when tasks are enqueued
+ * (LISTEN/NOTIFY), when scheduled ones come due, or on the poll. The poll
+ * also returns tasks whose lease expired to the queue.
+ */
+export function taskProducer(options: TaskProducerOptions) {
+  const queue = options.queue ?? TASK_PRODUCER_DEFAULTS.queue;
+  const leaseMs = options.leaseMs ?? TASK_PRODUCER_DEFAULTS.leaseMs;
+  const pollIntervalMs = options.pollIntervalMs ?? TASK_PRODUCER_DEFAULTS.pollIntervalMs;
+  const claimMax = options.claimMax ?? TASK_PRODUCER_DEFAULTS.claimMax;
+  const { store } = options;
+
+  const claim = (state: State, ctx: StageContext) => {
+    if (state.claiming || state.pending === 0) return;
+    state.claiming = true;
+    const asked = Math.min(state.pending, claimMax);
+    store.claim(queue, asked, options.owner, leaseMs).then(
+      (claimed) => ctx.send(ctx.self, { claimed, asked }),
+      (error: Error) => ctx.send(ctx.self, { failed: error }),
+    );
+  };
+
+  /** Sets a wake-up for the earliest scheduled task, if it falls due before the next poll. */
+  const watchSchedule = (ctx: StageContext) => {
+    store.nextRunAt(queue).then(
+      (at) => ctx.send(ctx.self, { nextRunAt: at === null ? null : at.getTime() }),
+      () => {},
+    );
+  };
+
+  return producer<State, ClaimedTask, unknown>({
+    async init(_args, ctx) {
+      const unlisten = await store.onEnqueued(queue, () => ctx.send(ctx.self, 'wake'));
+      ctx.sendAfter(pollIntervalMs, 'poll');
+      return { state: { pending: 0, claiming: false, failures: 0, unlisten, dueAt: undefined } };
+    },
+    handleDemand(demand, state, ctx) {
+      state.pending += demand;
+      claim(state, ctx);
+      return { state };
+    },
+    async handleInfo(message, state, ctx) {
+      const info = message as Info;
+      if (info === 'wake') {
+        claim(state, ctx);
+      } else if (info === 'poll') {
+        ctx.sendAfter(pollIntervalMs, 'poll');
+        // Tasks of a node that died come back when their lease runs out.
+        await store.recoverExpired().catch((error: Error) => options.onError?.(error));
+        claim(state, ctx);
+        if (state.pending > 0) watchSchedule(ctx);
+      } else if ('claimed' in info) {
+        state.claiming = false;
+        state.failures = 0;
+        state.pending -= info.claimed.length;
+        // A full claim means more may be waiting; a short one means the queue is empty for now.
+        if (info.claimed.length === info.asked) claim(state, ctx);
+        else if (state.pending > 0) watchSchedule(ctx);
+        return { events: info.claimed, state };
+      } else if ('failed' in info) {
+        state.claiming = false;
+        state.failures++;
+        options.onError?.(info.failed);
+        ctx.sendAfter(Math.min(100 * 2 ** Math.min(state.failures, 6), 5000), 'wake');
+      } else if ('nextRunAt' in info && info.nextRunAt !== null) {
+        const delay = info.nextRunAt - Date.now();
+        if (delay < pollIntervalMs && (state.dueAt === undefined || info.nextRunAt < state.dueAt || state.dueAt < Date.now())) {
+          state.dueAt = info.nextRunAt;
+          ctx.sendAfter(Math.max(0, delay), 'wake');
+        }
+      }
+      return { state };
+    },
+    async terminate(_reason, state) {
+      await state.unlisten?.();
+    },
+  });
+}

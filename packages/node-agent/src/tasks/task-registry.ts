@@ -1,0 +1,39 @@
+import type { ClaimedTask } from './task-store.js';
+
+export interface TaskContext {
+  /** Aborts when the task times out or its agent stops. */
+  readonly signal: AbortSignal;
+  readonly task: ClaimedTask;
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: a handler takes whatever args its tasks were enqueued with
+export type TaskHandler = (args: any, context: TaskContext) => unknown;
+
+/** Handlers by name: a task names its handler, and only registered code ever runs. */
+export class TaskRegistry {
+  private readonly handlers = new Map<string, TaskHandler>();
+
+  /** Builds a registry from an object of handlers, as a handlers module exports it. */
+  static from(handlers: Record<string, unknown>): TaskRegistry {
+    const registry = new TaskRegistry();
+    for (const [name, handler] of Object.entries(handlers)) {
+      if (typeof handler !== 'function') throw new Error(`task handler "${name}" is not a function (got ${typeof handler})`);
+      registry.register(name, handler as TaskHandler);
+    }
+    return registry;
+  }
+
+  register(name: string, handler: TaskHandler): this {
+    if (this.handlers.has(name)) throw new Error(`a task handler named "${name}" is already registered`);
+    this.handlers.set(name, handler);
+    return this;
+  }
+
+  get(name: string): TaskHandler | undefined {
+    return this.handlers.get(name);
+  }
+
+  names(): string[] {
+    return [...this.handlers.keys()].sort();
+  }
+}
