@@ -55,11 +55,11 @@ function dockerAnswers(): boolean {
   return spawnSync('docker', ['info'], { timeout: 5000, stdio: 'ignore' }).status === 0;
 }
 
-function kill(child: ChildProcess): Promise<void> {
+function kill(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   if (child.exitCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
     child.once('exit', () => resolve());
-    child.kill('SIGTERM');
+    child.kill(signal);
   });
 }
 
@@ -99,42 +99,35 @@ function postgresBin(): string | undefined {
 }
 
 /** A postgres cluster of the test run's own (initdb in a temporary folder), on a free loopback port. */
-export async function startLocalPostgres(): Promise<Server> {
+export async function startLocalPostgres(): Promise<Server & { restart(): Promise<void> }> {
   const bin = postgresBin();
   if (bin === undefined) throw new Error('no postgres binaries under /usr/lib/postgresql/*/bin');
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'sf-pg-'));
-  // postgres refuses to run as root: run it as the postgres user where we are root.
-  const asPostgres = process.getuid?.() === 0 ? ['runuser', '-u', 'postgres', '--'] : [];
-  if (asPostgres.length > 0) execFileSync('chown', ['-R', 'postgres', dir]);
-  const run = (cmd: string, args: string[]) =>
-    execFileSync(asPostgres[0] ?? cmd, asPostgres.length > 0 ? [...asPostgres.slice(1), cmd, ...args] : args, { stdio: 'pipe' });
-  run(join(bin, 'initdb'), ['-D', join(dir, 'data'), '-A', 'trust', '-U', 'postgres', '--no-sync']);
-  const serverArgs = [
-    join(bin, 'postgres'),
-    '-D',
-    join(dir, 'data'),
-    '-p',
-    String(port),
-    '-k',
-    dir,
-    '-h',
-    '127.0.0.1',
-    '-F',
-    '-c',
-    'max_connections=200',
-  ];
-  const child = spawn(
-    asPostgres[0] ?? (serverArgs[0] as string),
-    asPostgres.length > 0 ? [...asPostgres.slice(1), ...serverArgs] : serverArgs.slice(1),
-    { stdio: 'ignore' },
-  );
+  // postgres refuses to run as root: where we are root, run it as the postgres user (the process itself, so signals reach it).
+  const user =
+    process.getuid?.() === 0
+      ? { uid: Number(execFileSync('id', ['-u', 'postgres']).toString()), gid: Number(execFileSync('id', ['-g', 'postgres']).toString()) }
+      : {};
+  if ('uid' in user) execFileSync('chown', ['-R', 'postgres', dir]);
+  execFileSync(join(bin, 'initdb'), ['-D', join(dir, 'data'), '-A', 'trust', '-U', 'postgres', '--no-sync'], { stdio: 'pipe', ...user });
+  const serverArgs = ['-D', join(dir, 'data'), '-p', String(port), '-k', dir, '-h', '127.0.0.1', '-F', '-c', 'max_connections=200'];
+  const launch = () => spawn(join(bin, 'postgres'), serverArgs, { stdio: 'ignore', ...user });
+  let child = launch();
   const admin = `postgres://postgres@127.0.0.1:${port}/postgres`;
   await until(() => postgresReady(admin), `postgres on port ${port}`);
   execFileSync('psql', [admin, '-c', 'create database test'], { stdio: 'pipe' });
   return {
     url: `postgres://postgres@127.0.0.1:${port}/test`,
     source: 'local',
+    /** Stops the server as a crash would (every connection cut), then starts it on the same data. */
+    async restart() {
+      await kill(child, 'SIGKILL');
+      // A killed postmaster leaves its backends behind for a moment: wait until it answers no more.
+      await until(() => !postgresReady(admin), `postgres on port ${port} to go down`);
+      child = launch();
+      await until(() => postgresReady(admin), `postgres on port ${port} after restart`);
+    },
     async stop() {
       await kill(child);
       rmSync(dir, { recursive: true, force: true });

@@ -116,7 +116,7 @@ async function up(args: string[]): Promise<number> {
   if (values.help) return help('up');
   const file = await topologyPath(positionals[0], 'up');
   const topology = await loadTopology(file);
-  const redisUrl = process.env.REDIS_URL;
+  const redisUrl = process.env.REDIS_URL || undefined;
   const node = values.node ?? process.env.STAGEFABRIC_NODE ?? (redisUrl === undefined ? 'local' : hostname());
   const logger = createLogger({ node });
   // With REDIS_URL this node joins the fabric; without it, every stage runs here.

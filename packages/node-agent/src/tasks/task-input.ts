@@ -91,7 +91,7 @@ function checkOptions(where: string, options: EnqueueOptions, now: number): Omit
 export function checkTasks(tasks: readonly NewTask[], maxPayloadBytes: number = TASK_DEFAULTS.maxPayloadBytes): CheckedTask[] {
   const now = Date.now();
   return tasks.map((task, i) => {
-    const where = `task ${i}${typeof task?.name === 'string' ? ` (${task.name})` : ''}`;
+    const where = `task ${i}${typeof task?.name === 'string' && task.name !== '' ? ` (${task.name})` : ''}`;
     if (typeof task !== 'object' || task === null)
       throw new TaskInputError(`${where}: expected { name, args?, options? }, got ${describeValue(task)}`);
     if (typeof task.name !== 'string' || task.name.length === 0 || task.name.length > 200) {

@@ -1,0 +1,110 @@
+import { StageSystem } from '@stagefabric/runtime';
+import { afterEach, describe, expect, it } from 'vitest';
+import { PGliteTaskStore, TaskRegistry, type TaskStore, taskProducer, taskRunner } from '../../src/index.js';
+
+async function waitFor(condition: () => Promise<boolean> | boolean, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const open: { store: TaskStore; system: StageSystem }[] = [];
+afterEach(async () => {
+  for (const { store, system } of open.splice(0)) {
+    await system.shutdown();
+    await store.close();
+  }
+});
+
+async function runner(registry: TaskRegistry, maxDemand = 20) {
+  const store = new PGliteTaskStore();
+  await store.migrate();
+  const system = new StageSystem();
+  open.push({ store, system });
+  await system.start(taskProducer({ store, owner: 'node-1', pollIntervalMs: 50 }), undefined, { name: 'tasks' });
+  await system.start(
+    taskRunner({
+      store,
+      registry,
+      owner: 'node-1',
+      subscribeTo: [{ to: 'tasks', maxDemand, minDemand: Math.floor(maxDemand / 2) }],
+      backoff: { baseMs: 20, maxMs: 50 },
+    }),
+    undefined,
+    { name: 'runner' },
+  );
+  return { store, system };
+}
+
+const state = async (store: TaskStore, state: string) =>
+  (await store.counts()).filter((c) => c.state === state).reduce((n, c) => n + c.count, 0);
+
+describe('task producer and runner', () => {
+  it('runs every task exactly once and records success', async () => {
+    const runs = new Map<number, number>();
+    const registry = new TaskRegistry().register('count', (n: number) => void runs.set(n, (runs.get(n) ?? 0) + 1));
+    const { store } = await runner(registry);
+    await store.enqueue(Array.from({ length: 200 }, (_, n) => ({ name: 'count', args: n })));
+    await waitFor(async () => (await state(store, 'success')) === 200, '200 successes');
+    expect(runs.size).toBe(200);
+    expect([...runs.values()].every((n) => n === 1)).toBe(true);
+    expect(await store.counts()).toEqual([{ queue: 'default', state: 'success', count: 200 }]);
+  });
+
+  it('a handler that always throws is retried with backoff, then failed for good, while other tasks flow', async () => {
+    const attempts: number[] = [];
+    const registry = new TaskRegistry()
+      .register('fail', (_a, { task }) => {
+        attempts.push(task.attempt);
+        throw new Error(`broken on attempt ${task.attempt}`);
+      })
+      .register('ok', () => undefined);
+    const { store } = await runner(registry);
+    const [bad] = await store.enqueue([{ name: 'fail', options: { maxAttempts: 3 } }]);
+    await store.enqueue(Array.from({ length: 50 }, () => ({ name: 'ok' })));
+    await waitFor(
+      async () => (await store.get(bad?.id as string))?.state === 'error' && (await state(store, 'success')) === 50,
+      'the failure to be final',
+    );
+    expect(attempts).toEqual([1, 2, 3]);
+    expect(await store.get(bad?.id as string)).toMatchObject({ state: 'error', attempt: 3, lastError: 'broken on attempt 3' });
+  });
+
+  it('a hanging handler ends as timeout, its signal aborted, and its slot serves the next task', async () => {
+    let aborted = false;
+    const registry = new TaskRegistry()
+      .register('hang', (_a, { signal }) => new Promise(() => signal.addEventListener('abort', () => (aborted = true))))
+      .register('ok', () => undefined);
+    const { store } = await runner(registry, 1);
+    const [hung] = await store.enqueue([{ name: 'hang', options: { timeoutMs: 100, maxAttempts: 1 } }]);
+    await store.enqueue([{ name: 'ok' }, { name: 'ok' }]);
+    await waitFor(async () => (await state(store, 'success')) === 2, 'the two others to run in the freed slot');
+    expect(aborted).toBe(true);
+    expect(await store.get(hung?.id as string)).toMatchObject({ state: 'timeout', lastError: 'timed out after 100 ms' });
+  });
+
+  it('an unknown handler is an error naming it and the known ones, never a crash', async () => {
+    const { store, system } = await runner(new TaskRegistry().register('known', () => undefined));
+    const [t] = await store.enqueue([{ name: 'mystery', options: { maxAttempts: 1 } }]);
+    await waitFor(async () => (await store.get(t?.id as string))?.state === 'error', 'the error');
+    expect((await store.get(t?.id as string))?.lastError).toBe('no handler registered for task "mystery" (registered: known)');
+    expect(system.whereis('runner')).toBeDefined();
+  });
+
+  it('a runner with maxDemand 10 never holds more than 10 claimed tasks', async () => {
+    let maxRunning = 0;
+    const registry = new TaskRegistry().register('slow', async () => {
+      await new Promise((r) => setTimeout(r, 5));
+    });
+    const { store } = await runner(registry, 10);
+    await store.enqueue(Array.from({ length: 150 }, () => ({ name: 'slow' })));
+    await waitFor(async () => {
+      maxRunning = Math.max(maxRunning, await state(store, 'running'));
+      return (await state(store, 'success')) === 150;
+    }, '150 successes');
+    expect(maxRunning).toBeGreaterThan(0);
+    expect(maxRunning).toBeLessThanOrEqual(10);
+  });
+});

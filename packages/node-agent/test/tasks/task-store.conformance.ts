@@ -1,0 +1,173 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import type { TaskStore } from '../../src/index.js';
+
+async function waitFor(condition: () => Promise<boolean> | boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** The contract every task store keeps; `make` returns a fresh, migrated, empty store. */
+export function taskStoreConformance(name: string, make: () => Promise<TaskStore>): void {
+  describe(`task store conformance: ${name}`, () => {
+    const stores: TaskStore[] = [];
+    const fresh = async () => {
+      const s = await make();
+      stores.push(s);
+      return s;
+    };
+    afterEach(async () => {
+      for (const s of stores.splice(0)) await s.close();
+    });
+
+    it('claims by priority, then run-at, then order of enqueue; never more than the limit', async () => {
+      const store = await fresh();
+      await store.enqueue([
+        { name: 'late', options: { priority: 5 } },
+        { name: 'first', options: { priority: -1 } },
+        { name: 'a' },
+        { name: 'b' },
+        { name: 'other-queue', options: { queue: 'other' } },
+      ]);
+      const claimed = await store.claim('default', 3, 'me', 10_000);
+      expect(claimed.map((t) => t.name)).toEqual(['first', 'a', 'b']);
+      expect(claimed.every((t) => t.attempt === 1 && t.queue === 'default')).toBe(true);
+      expect((await store.claim('default', 10, 'me', 10_000)).map((t) => t.name)).toEqual(['late']);
+      expect(await store.claim('default', 10, 'me', 10_000)).toEqual([]);
+    });
+
+    it('two claims at once never return the same task', async () => {
+      const store = await fresh();
+      await store.enqueue(Array.from({ length: 200 }, (_, i) => ({ name: 't', args: i })));
+      const [a, b, c] = await Promise.all([
+        store.claim('default', 80, 'a', 10_000),
+        store.claim('default', 80, 'b', 10_000),
+        store.claim('default', 80, 'c', 10_000),
+      ]);
+      const ids = [...(a ?? []), ...(b ?? []), ...(c ?? [])].map((t) => t.id);
+      expect(ids).toHaveLength(200);
+      expect(new Set(ids).size).toBe(200);
+    });
+
+    it('a delayed or scheduled task is not claimed before its time; nextRunAt tells when', async () => {
+      const store = await fresh();
+      const runAt = new Date(Date.now() + 60_000);
+      await store.enqueue([
+        { name: 'later', options: { runAt } },
+        { name: 'soon', options: { delayMs: 300 } },
+      ]);
+      expect(await store.claim('default', 10, 'me', 10_000)).toEqual([]);
+      const next = await store.nextRunAt('default');
+      expect(next?.getTime()).toBeLessThan(runAt.getTime());
+      await waitFor(async () => (await store.claim('default', 10, 'me', 10_000)).length === 1, 'the delayed task to come due');
+    });
+
+    it('a unique key refuses a duplicate while one is pending, and allows it once that one finished', async () => {
+      const store = await fresh();
+      const [first] = await store.enqueue([{ name: 'u', options: { uniqueKey: 'k1' } }]);
+      const [dup] = await store.enqueue([{ name: 'u', options: { uniqueKey: 'k1' } }]);
+      expect(dup).toEqual({ id: first?.id, duplicate: true });
+      const both = await store.enqueue([
+        { name: 'u', options: { uniqueKey: 'k2' } },
+        { name: 'u', options: { uniqueKey: 'k2' } },
+      ]);
+      expect(both[1]).toEqual({ id: both[0]?.id, duplicate: true });
+      const [claimed] = await store.claim('default', 1, 'me', 10_000);
+      await store.complete([{ id: claimed?.id as string, status: 'success' }], 'me');
+      const [again] = await store.enqueue([{ name: 'u', options: { uniqueKey: 'k1' } }]);
+      expect(again?.duplicate).toBe(false);
+    });
+
+    it('only the lease owner records an outcome, and success is recorded once', async () => {
+      const store = await fresh();
+      await store.enqueue([{ name: 'x' }]);
+      const [task] = await store.claim('default', 1, 'owner-a', 10_000);
+      const id = task?.id as string;
+      expect(await store.complete([{ id, status: 'success' }], 'owner-b')).toEqual([]);
+      expect(await store.complete([{ id, status: 'success' }], 'owner-a')).toEqual([id]);
+      expect(await store.complete([{ id, status: 'success' }], 'owner-a')).toEqual([]);
+      const record = await store.get(id);
+      expect(record).toMatchObject({ state: 'success', attempt: 1, leaseOwner: null });
+      expect(record?.finishedAt).toBeInstanceOf(Date);
+    });
+
+    it('a failed attempt with retryAt waits again; the last attempt fails for good', async () => {
+      const store = await fresh();
+      await store.enqueue([{ name: 'flaky', options: { maxAttempts: 2 } }]);
+      const [t1] = await store.claim('default', 1, 'me', 10_000);
+      await store.complete([{ id: t1?.id as string, status: 'error', error: 'boom 1', retryAt: new Date(Date.now() + 50) }], 'me');
+      expect(await store.get(t1?.id as string)).toMatchObject({ state: 'waiting', attempt: 1, lastError: 'boom 1' });
+      let t2: Awaited<ReturnType<TaskStore['claim']>>[number] | undefined;
+      await waitFor(async () => {
+        [t2] = await store.claim('default', 1, 'me', 10_000);
+        return t2 !== undefined;
+      }, 'the retry to come due');
+      expect(t2?.attempt).toBe(2);
+      await store.complete([{ id: t2?.id as string, status: 'timeout', error: 'timed out after 10 ms' }], 'me');
+      expect(await store.get(t2?.id as string)).toMatchObject({ state: 'timeout', attempt: 2, lastError: 'timed out after 10 ms' });
+    });
+
+    it('a running task whose lease expired goes back to waiting; extending keeps it', async () => {
+      const store = await fresh();
+      await store.enqueue([{ name: 'kept' }, { name: 'lost' }]);
+      const claimed = await store.claim('default', 2, 'dying-node', 200);
+      const kept = claimed.find((t) => t.name === 'kept')?.id as string;
+      const lost = claimed.find((t) => t.name === 'lost')?.id as string;
+      await waitFor(async () => {
+        expect(await store.extendLeases([kept], 'dying-node', 10_000)).toEqual([kept]);
+        return (await store.recoverExpired()) === 1;
+      }, 'the lease to expire');
+      expect(await store.get(lost)).toMatchObject({ state: 'waiting', leaseOwner: null });
+      expect((await store.get(lost))?.lastError).toMatch(/lease of dying-node expired/);
+      expect(await store.get(kept)).toMatchObject({ state: 'running', leaseOwner: 'dying-node' });
+      expect(await store.extendLeases([lost], 'dying-node', 10_000)).toEqual([]);
+    });
+
+    it('wakes listeners of a queue on enqueue', async () => {
+      const store = await fresh();
+      let woken = 0;
+      const stop = await store.onEnqueued('default', () => woken++);
+      await store.enqueue([{ name: 'x', options: { queue: 'other' } }]);
+      await store.enqueue([{ name: 'x' }]);
+      await waitFor(() => woken === 1, 'one wake-up');
+      await stop();
+    });
+
+    it('counts, lists, retries and cancels', async () => {
+      const store = await fresh();
+      const [a, b] = await store.enqueue([{ name: 'a' }, { name: 'b', args: { deep: [1, { x: 'é' }] } }]);
+      const [claimed] = await store.claim('default', 1, 'me', 10_000);
+      await store.complete([{ id: claimed?.id as string, status: 'error', error: 'no' }], 'me');
+      expect(await store.counts()).toEqual([
+        { queue: 'default', state: 'error', count: 1 },
+        { queue: 'default', state: 'waiting', count: 1 },
+      ]);
+      expect((await store.list({ state: 'waiting' })).map((t) => [t.id, t.args])).toEqual([[b?.id, { deep: [1, { x: 'é' }] }]]);
+      expect(await store.cancel([b?.id as string, a?.id as string])).toEqual([b?.id]);
+      expect((await store.retry([a?.id as string, b?.id as string])).sort()).toEqual([a?.id, b?.id].sort());
+      expect(await store.get(a?.id as string)).toMatchObject({ state: 'waiting', attempt: 0, lastError: null });
+      expect(await store.get('999999')).toBeNull();
+      expect(await store.get('not-an-id')).toBeNull();
+    });
+
+    it('refuses bad input at enqueue with an error naming the task and the problem, storing nothing', async () => {
+      const store = await fresh();
+      const cyclic: Record<string, unknown> = { a: 1 };
+      cyclic.self = cyclic;
+      const cases: [Parameters<TaskStore['enqueue']>[0], RegExp][] = [
+        [[{ name: 'fn', args: { cb: () => 1 } }], /task 0 \(fn\): args cannot be stored: args\.cb is a function/],
+        [[{ name: 'ok' }, { name: 'cycle', args: cyclic }], /task 1 \(cycle\): args cannot be stored: args\.self refers back to itself/],
+        [[{ name: 'big', args: 'x'.repeat(1024 * 1024 + 1) }], /task 0 \(big\): args are \d+ bytes as JSON, over the limit of 1048576/],
+        [[{ name: '' }], /task 0: name must be a non-empty string/],
+        [[{ name: 'd', options: { delayMs: -5 } }], /option delayMs = -5: must be a non-negative number/],
+        [[{ name: 'm', options: { maxAttempts: 0 } }], /option maxAttempts = 0: must be an integer from 1 to 1000/],
+        [[{ name: 'both', options: { delayMs: 5, runAt: new Date() } }], /give runAt or delayMs, not both/],
+        [[{ name: 'n', args: 10n }], /args is a BigInt/],
+      ];
+      for (const [tasks, message] of cases) await expect(store.enqueue(tasks)).rejects.toThrow(message);
+      expect(await store.counts()).toEqual([]);
+    });
+  });
+}
