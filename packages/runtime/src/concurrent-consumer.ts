@@ -22,7 +22,7 @@ export interface ConcurrentConsumerOptions<In, R> {
   readonly run: (event: In, context: { readonly signal: AbortSignal }) => R | Promise<R>;
   /** Per-task timeout (GenStage tutorial: `Task.yield(1000)`). Default 30 000 ms. */
   readonly timeoutMs?: number | ((event: In) => number);
-  /** Called once per task, in completion order, before its slot is asked for again. */
+  /** Called once per task as it finishes; its slot is asked for again once the returned promise resolves. A rejection stops the stage. */
   readonly onOutcome?: (outcome: TaskOutcome<In, R>) => void | Promise<void>;
 }
 
@@ -40,6 +40,16 @@ interface Finished<In, R> {
   readonly status: TaskStatus;
   readonly value?: R;
   readonly error?: unknown;
+}
+
+interface Recorded {
+  readonly kind: '$task-recorded';
+  readonly subscription: Subscription;
+}
+
+interface RecordFailed {
+  readonly kind: '$record-failed';
+  readonly error: unknown;
 }
 
 export interface ConcurrentConsumerState<In> {
@@ -71,6 +81,19 @@ export function concurrentConsumer<In, R = unknown>(
   };
 
   const finish = (ctx: StageContext, message: Finished<In, R>) => ctx.send(ctx.self, message);
+
+  /** A slot is free again: ask back in batches of (max - min), like the demand of an automatic consumer. */
+  const freeSlot = (state: ConcurrentConsumerState<In>, subscription: Subscription, ctx: StageContext) => {
+    const limits = state.limits.get(subscription.id);
+    if (limits === undefined) return;
+    const freed = (state.freed.get(subscription.id) ?? 0) + 1;
+    if (freed >= Math.max(1, limits.max - limits.min)) {
+      state.freed.set(subscription.id, 0);
+      ctx.ask(subscription, freed);
+    } else {
+      state.freed.set(subscription.id, freed);
+    }
+  };
 
   const start = (state: ConcurrentConsumerState<In>, event: In, subscription: Subscription, ctx: StageContext) => {
     const task: Running<In> = { event, subscription, controller: new AbortController(), startedAt: ctx.clock.now(), timer: undefined };
@@ -110,33 +133,40 @@ export function concurrentConsumer<In, R = unknown>(
     handleEvents(events, subscription, state, ctx) {
       for (const event of events) start(state, event, subscription, ctx);
     },
-    async handleInfo(message, state, ctx) {
-      const done = message as Finished<In, R>;
-      if (typeof done !== 'object' || done === null || done.kind !== '$task-finished') return;
-      const { task } = done;
+    handleInfo(message, state, ctx) {
+      const m = message as Finished<In, R> | Recorded | RecordFailed;
+      if (typeof m !== 'object' || m === null) return undefined;
+      if (m.kind === '$task-recorded') {
+        freeSlot(state, m.subscription, ctx);
+        return undefined;
+      }
+      if (m.kind === '$record-failed') return { stop: m.error instanceof Error ? m.error : new Error(String(m.error)) };
+      if (m.kind !== '$task-finished') return undefined;
+      const { task } = m;
       // A task that timed out may still settle later; its slot was already freed.
-      if (!state.running.delete(task)) return;
+      if (!state.running.delete(task)) return undefined;
       if (task.timer !== undefined) ctx.clock.clearTimeout(task.timer);
       const outcome: TaskOutcome<In, R> = {
         event: task.event,
-        status: done.status,
+        status: m.status,
         durationMs: ctx.clock.now() - task.startedAt,
-        ...(done.status === 'success' ? { value: done.value as R } : {}),
-        ...(done.status === 'error' ? { error: done.error } : {}),
-        ...(done.status === 'timeout' ? { error: task.controller.signal.reason } : {}),
+        ...(m.status === 'success' ? { value: m.value as R } : {}),
+        ...(m.status === 'error' ? { error: m.error } : {}),
+        ...(m.status === 'timeout' ? { error: task.controller.signal.reason } : {}),
       };
-      if (options.onOutcome !== undefined) await options.onOutcome(outcome);
-      const id = task.subscription.id;
-      const limits = state.limits.get(id);
-      if (limits === undefined) return;
-      const freed = (state.freed.get(id) ?? 0) + 1;
-      // Ask back in batches of (max - min), like the demand of an automatic consumer.
-      if (freed >= Math.max(1, limits.max - limits.min)) {
-        state.freed.set(id, 0);
-        ctx.ask(task.subscription, freed);
-      } else {
-        state.freed.set(id, freed);
+      if (options.onOutcome === undefined) {
+        freeSlot(state, task.subscription, ctx);
+        return undefined;
       }
+      // Recorded concurrently, so outcomes finishing together can be stored together; the slot waits for its record.
+      const onOutcome = options.onOutcome;
+      Promise.resolve()
+        .then(() => onOutcome(outcome))
+        .then(
+          () => ctx.send(ctx.self, { kind: '$task-recorded', subscription: task.subscription }),
+          (error: unknown) => ctx.send(ctx.self, { kind: '$record-failed', error }),
+        );
+      return undefined;
     },
     handleCancel(_info, subscription, state) {
       state.limits.delete(subscription.id);

@@ -36,7 +36,7 @@ export interface TaskRunnerOptions {
   readonly onError?: (error: Error) => void;
 }
 
-export const TASK_RUNNER_DEFAULTS = { leaseMs: 30_000, backoffBaseMs: 1000, backoffMaxMs: 300_000, flushSize: 100, flushMs: 5 } as const;
+export const TASK_RUNNER_DEFAULTS = { leaseMs: 30_000, backoffBaseMs: 1000, backoffMaxMs: 300_000, flushSize: 100, flushMs: 1 } as const;
 
 /** Exponential backoff with full jitter: a random wait up to base * 2^(attempt - 1), capped. */
 export function backoffDelayMs(attempt: number, backoff: BackoffOptions = {}, random: () => number = Math.random): number {
