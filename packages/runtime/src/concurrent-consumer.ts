@@ -22,6 +22,12 @@ export interface ConcurrentConsumerOptions<In, R> {
   readonly run: (event: In, context: { readonly signal: AbortSignal }) => R | Promise<R>;
   /** Per-task timeout (GenStage tutorial: `Task.yield(1000)`). Default 30 000 ms. */
   readonly timeoutMs?: number | ((event: In) => number);
+  /**
+   * Most tasks running at once, over all subscriptions. Default: unlimited,
+   * so each subscription's maxDemand bounds it. Lower, events beyond it wait
+   * (in arrival order) in a queue that demand still bounds: a prefetch.
+   */
+  readonly concurrency?: number;
   /** Called once per task as it finishes; its slot is asked for again once the returned promise resolves. A rejection stops the stage. */
   readonly onOutcome?: (outcome: TaskOutcome<In, R>) => void | Promise<void>;
 }
@@ -54,6 +60,8 @@ interface RecordFailed {
 
 export interface ConcurrentConsumerState<In> {
   readonly running: Set<Running<In>>;
+  /** Received, waiting for a free slot (bounded by the subscriptions' demand). */
+  readonly queued: { readonly event: In; readonly subscription: Subscription }[];
   /** Per subscription: slots freed and not yet asked for again. */
   readonly freed: Map<number, number>;
   readonly limits: Map<number, { readonly max: number; readonly min: number }>;
@@ -81,6 +89,9 @@ export function concurrentConsumer<In, R = unknown>(
   };
 
   const finish = (ctx: StageContext, message: Finished<In, R>) => ctx.send(ctx.self, message);
+  const concurrency = options.concurrency ?? Number.POSITIVE_INFINITY;
+  if (concurrency !== Number.POSITIVE_INFINITY && !isPositiveInteger(concurrency))
+    throw badOption(where, 'concurrency', concurrency, 'must be a positive integer');
 
   /** A slot is free again: ask back in batches of (max - min), like the demand of an automatic consumer. */
   const freeSlot = (state: ConcurrentConsumerState<In>, subscription: Subscription, ctx: StageContext) => {
@@ -118,7 +129,7 @@ export function concurrentConsumer<In, R = unknown>(
 
   return consumer<ConcurrentConsumerState<In>, In>({
     init: () => ({
-      state: { running: new Set(), freed: new Map(), limits: new Map() },
+      state: { running: new Set(), queued: [], freed: new Map(), limits: new Map() },
       subscribeTo: options.subscribeTo,
     }),
     handleSubscribe(side, subscribeOptions, subscription, state, ctx) {
@@ -131,7 +142,10 @@ export function concurrentConsumer<In, R = unknown>(
       return { demand: 'manual' };
     },
     handleEvents(events, subscription, state, ctx) {
-      for (const event of events) start(state, event, subscription, ctx);
+      for (const event of events) {
+        if (state.running.size < concurrency) start(state, event, subscription, ctx);
+        else state.queued.push({ event, subscription });
+      }
     },
     handleInfo(message, state, ctx) {
       const m = message as Finished<In, R> | Recorded | RecordFailed;
@@ -145,6 +159,8 @@ export function concurrentConsumer<In, R = unknown>(
       const { task } = m;
       // A task that timed out may still settle later; its slot was already freed.
       if (!state.running.delete(task)) return undefined;
+      const next = state.queued.shift();
+      if (next !== undefined) start(state, next.event, next.subscription, ctx);
       if (task.timer !== undefined) ctx.clock.clearTimeout(task.timer);
       const outcome: TaskOutcome<In, R> = {
         event: task.event,

@@ -31,6 +31,7 @@ interface ProducerArgs {
 }
 
 interface RunnerArgs {
+  readonly concurrency?: number;
   readonly leaseMs?: number;
   readonly backoff?: BackoffOptions;
 }
@@ -77,6 +78,7 @@ export class TaskHost {
             subscribeTo: [],
             onError,
             ...(a.leaseMs === undefined ? {} : { leaseMs: a.leaseMs }),
+            ...(a.concurrency === undefined ? {} : { concurrency: a.concurrency }),
             ...(a.backoff === undefined ? {} : { backoff: a.backoff }),
             ...(options.onRecorded === undefined ? {} : { onRecorded: options.onRecorded }),
             ...(options.onStarted === undefined ? {} : { onStarted: options.onStarted }),

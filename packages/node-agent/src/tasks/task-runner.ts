@@ -24,6 +24,8 @@ export interface TaskRunnerOptions {
   /** Lease length; running tasks' leases are extended every third of it. Default 30 000 ms. */
   readonly leaseMs?: number;
   readonly subscribeTo: readonly (StageAddress | SubscribeOptions)[];
+  /** Most tasks running at once; the subscription's maxDemand beyond it is prefetch. Default: maxDemand. */
+  readonly concurrency?: number;
   readonly backoff?: BackoffOptions;
   /** Outcomes are written together once this many are ready... Default 100. */
   readonly flushSize?: number;
@@ -106,9 +108,9 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
 
   const spec = concurrentConsumer<ClaimedTask, unknown>({
     subscribeTo: options.subscribeTo,
+    ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }),
     timeoutMs: (task) => task.timeoutMs,
     run(task, { signal }) {
-      running.add(task.id);
       options.onStarted?.(task);
       const handler = registry.get(task.name);
       if (handler === undefined) {
@@ -135,6 +137,11 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
 
   return {
     ...spec,
+    // Every task in hand keeps its lease, running or waiting for a slot.
+    handleEvents(events, from, state, ctx) {
+      for (const task of events) running.add(task.id);
+      return spec.handleEvents(events, from, state, ctx);
+    },
     async init(args, ctx) {
       // Running tasks keep their leases while they run; a node that dies stops extending them.
       leaseTimer = setInterval(
