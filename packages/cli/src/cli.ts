@@ -118,21 +118,19 @@ async function up(args: string[]): Promise<number> {
   const topology = await loadTopology(file);
   const redisUrl = process.env.REDIS_URL || undefined;
   const node = values.node ?? process.env.STAGEFABRIC_NODE ?? (redisUrl === undefined ? 'local' : hostname());
-  const logger = createLogger({ node });
-  // With REDIS_URL this node joins the fabric; without it, every stage runs here.
-  const namespace = values.namespace ?? process.env.STAGEFABRIC_NAMESPACE ?? 'default';
-  const transport = redisUrl === undefined ? undefined : new RedisTransport({ url: redisUrl, node, namespace });
   const heartbeatMs = Number(values['heartbeat-ms'] ?? process.env.STAGEFABRIC_HEARTBEAT_MS ?? 1000);
-  if (!Number.isInteger(heartbeatMs) || heartbeatMs < 10)
+  if (!Number.isInteger(heartbeatMs) || heartbeatMs < 10) {
     throw new UsageError(`--heartbeat-ms must be an integer of at least 10, got ${values['heartbeat-ms']}`);
+  }
   const metricsPort = values['metrics-port'] ?? process.env.STAGEFABRIC_METRICS_PORT;
   const port = metricsPort === undefined ? undefined : Number(metricsPort);
-  if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535))
+  if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) {
     throw new UsageError(`--metrics-port must be a port number, got ${metricsPort}`);
-  const databaseUrl = process.env.DATABASE_URL;
-  const agent = await Agent.start({ topology, logger, node, heartbeatMs, databaseUrl, ...(transport === undefined ? {} : { transport }) });
-  const http = port === undefined ? undefined : await startHttpServer({ port, agent });
-  if (http !== undefined) logger.info({ address: http.address() }, 'serving /metrics, /healthz and /readyz');
+  }
+  const logger = createLogger({ node });
+  // Signals are handled from the start: one arriving while the agent boots stops it as soon as it is up.
+  let agent: Agent | undefined;
+  let stopRequested = false;
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
     signals++;
@@ -141,10 +139,19 @@ async function up(args: string[]): Promise<number> {
       process.exit(EXIT.failure);
     }
     logger.info({ signal }, 'signal: stopping gracefully');
-    void agent.stop();
+    stopRequested = true;
+    void agent?.stop();
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  // With REDIS_URL this node joins the fabric; without it, every stage runs here.
+  const namespace = values.namespace ?? process.env.STAGEFABRIC_NAMESPACE ?? 'default';
+  const transport = redisUrl === undefined ? undefined : new RedisTransport({ url: redisUrl, node, namespace });
+  const databaseUrl = process.env.DATABASE_URL;
+  agent = await Agent.start({ topology, logger, node, heartbeatMs, databaseUrl, ...(transport === undefined ? {} : { transport }) });
+  if (stopRequested) void agent.stop();
+  const http = port === undefined ? undefined : await startHttpServer({ port, agent });
+  if (http !== undefined) logger.info({ address: http.address() }, 'serving /metrics, /healthz and /readyz');
   const reason = await agent.done;
   await agent.stop();
   http?.close();

@@ -14,8 +14,12 @@ interface Run {
   readonly stderr: string;
 }
 
-function start(args: string[]) {
-  const child = spawn(process.execPath, [STAGECTL, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+function start(args: string[], env: Record<string, string> = {}) {
+  const child = spawn(process.execPath, [STAGECTL, ...args], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
   running.add(child);
   const out = { stdout: '', stderr: '' };
   child.stdout.on('data', (d: Buffer) => (out.stdout += d.toString()));
@@ -155,4 +159,34 @@ describe('stagectl', () => {
     expect(r.code).toBe(0);
     expect(r.stderr).toContain('"msg":"signal: stopping gracefully"');
   });
+
+  it('runs the task runner example on the embedded store: 2000 tasks, all succeeded', async () => {
+    const r = await stagectl('up', 'examples/tasks');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('enqueued 2000 tasks');
+    expect(r.stdout).toMatch(/all 2000 tasks succeeded in [\d.]+ s; states: \[\{"queue":"default","state":"success","count":2000\}\]/);
+  }, 60_000);
+
+  it('enqueue, tasks and migrate work on an embedded store; bad input exits 2', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'stagectl-tasks-'));
+    const env = { DATABASE_URL: '' };
+    const run = (...args: string[]) => start(args, env).done;
+    expect((await run('migrate', '--data-dir', dir)).stdout).toContain('task store schema is up to date');
+    expect((await run('enqueue', 'greet', '--args', '{"who":"Lucy"}', '--unique-key', 'k', '--data-dir', dir)).stdout).toBe(
+      'enqueued task 1\n',
+    );
+    expect((await run('enqueue', 'greet', '--unique-key', 'k', '--data-dir', dir)).stdout).toBe(
+      'duplicate of task 1, still pending: nothing added\n',
+    );
+    const counts = await run('tasks', '--json', '--data-dir', dir);
+    expect(JSON.parse(counts.stdout)).toEqual([{ queue: 'default', state: 'waiting', count: 1 }]);
+    const cancelled = await run('tasks', 'cancel', '1', '--data-dir', dir);
+    expect(cancelled.stdout).toBe('cancelled 1 of 1 (only waiting tasks change)\n');
+    const badJson = await run('enqueue', 'greet', '--args', '{nope', '--data-dir', dir);
+    expect(badJson.code).toBe(2);
+    expect(badJson.stderr).toContain('--args is not JSON');
+    const noStore = await run('tasks');
+    expect(noStore.code).toBe(2);
+    expect(noStore.stderr).toContain('set DATABASE_URL to reach the task store');
+  }, 60_000);
 });
