@@ -64,6 +64,10 @@ export class AgentMetrics {
     const r = this.registry;
     r.setDefaultLabels({ node: options.node });
     collectDefaultMetrics({ register: r, prefix: 'stagefabric_' });
+    // prom-client names these gauges with `_total`, which Prometheus reserves for counters;
+    // stagefabric_nodejs_active_resources{type} carries the same counts.
+    for (const name of ['active_handles_total', 'active_requests_total', 'active_resources_total'])
+      r.removeSingleMetric(`stagefabric_nodejs_${name}`);
     const stages = () => {
       const system = options.system();
       return system === undefined ? [] : system.list().map((ref) => system.stats(ref));
