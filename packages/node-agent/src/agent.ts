@@ -254,6 +254,12 @@ export class Agent {
       case 'transport-error':
         logger.warn({ err: event.error }, 'transport error; retrying');
         return;
+      case 'orphans-dropped':
+        logger.warn(
+          { subscription: event.key, events: event.events },
+          'events for a consumer that did not subscribe again were dropped: the hold is full',
+        );
+        return;
     }
   }
 

@@ -1,7 +1,8 @@
 import { resolve } from 'node:path';
+import { StageSystem } from '@stagefabric/runtime';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Agent, MemoryFabric, MemoryTransport, parseTopology } from '../src/index.js';
+import { Agent, type FabricEvent, FabricNode, MemoryFabric, MemoryTransport, parseTopology } from '../src/index.js';
 import { records } from './fixtures/stages.js';
 
 const FIXTURES = resolve(import.meta.dirname, 'fixtures/topology.yaml');
@@ -74,5 +75,21 @@ stages:
     await agent(fabric, 'a', yaml);
     await waitFor(() => (records.get(tag)?.flat().length ?? 0) >= 300, '300 events');
     expect(records.get(tag)?.flat()).toEqual(Array.from({ length: 300 }, (_, i) => i * 2));
+  });
+
+  it('events for a consumer that has not subscribed again are held, within a bound; past it the oldest are dropped and reported', async () => {
+    const fabric = new MemoryFabric();
+    const node = new FabricNode({ node: 'n', transport: new MemoryTransport({ fabric }), system: new StageSystem(), maxOrphanEvents: 10 });
+    const events: FabricEvent[] = [];
+    node.on('event', (e) => events.push(e));
+    await node.open(['c']);
+    const sender = new MemoryTransport({ fabric });
+    sender.send('c@n', { t: 'events', key: 'c@n>p@m', epoch: 1, seq: 0, events: [1, 2, 3, 4, 5, 6] });
+    sender.send('c@n', { t: 'events', key: 'c@n>p@m', epoch: 1, seq: 6, events: [7, 8, 9, 10, 11, 12] });
+    await waitFor(() => events.some((e) => e.type === 'orphans-dropped'), 'the drop report');
+    expect(events.filter((e) => e.type === 'orphans-dropped')).toEqual([{ type: 'orphans-dropped', key: 'c@n>p@m', events: 6 }]);
+    // The dropped entry is acknowledged; the kept one waits, unacknowledged, for the next subscription.
+    expect(fabric.inboxes.get('c@n')?.entries.size).toBe(1);
+    await node.close();
   });
 });

@@ -14,9 +14,11 @@ export interface FabricNodeOptions {
   readonly heartbeatMs?: number;
   /** Beats a node may miss before it counts as dead. Default 3. */
   readonly missedBeats?: number;
+  /** Events held for consumers that have not subscribed again yet. Default 100 000. */
+  readonly maxOrphanEvents?: number;
 }
 
-export const FABRIC_DEFAULTS = { heartbeatMs: 1000, missedBeats: 3 } as const;
+export const FABRIC_DEFAULTS = { heartbeatMs: 1000, missedBeats: 3, maxOrphanEvents: 100_000 } as const;
 
 export type FabricEvent =
   | { readonly type: 'node-down'; readonly node: string; readonly reason: 'missed-heartbeats' | 'restarted' }
@@ -24,7 +26,8 @@ export type FabricEvent =
   | { readonly type: 'dead-letter'; readonly letter: DeadLetter }
   | { readonly type: 'excess-events'; readonly key: string; readonly excess: number }
   | { readonly type: 'no-stage'; readonly inbox: string; readonly key: string }
-  | { readonly type: 'transport-error'; readonly error: Error };
+  | { readonly type: 'transport-error'; readonly error: Error }
+  | { readonly type: 'orphans-dropped'; readonly key: string; readonly events: number };
 
 /** One node's status snapshot, published with its heartbeat. */
 export interface NodeStatus {
@@ -68,6 +71,8 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
   private readonly byKey = new Map<string, RemoteProducer>();
   private readonly consumers = new Map<string, RemoteConsumer>();
   private readonly orphans = new Map<string, HeldEntry[]>();
+  private orphanEvents = 0;
+  private readonly maxOrphanEvents: number;
   /** Incarnation last seen per remote node we exchange subscriptions with. */
   private readonly seen = new Map<string, string>();
   private booting = true;
@@ -86,6 +91,7 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
     this.system = options.system;
     this.heartbeatMs = options.heartbeatMs ?? FABRIC_DEFAULTS.heartbeatMs;
     this.missedBeats = options.missedBeats ?? FABRIC_DEFAULTS.missedBeats;
+    this.maxOrphanEvents = options.maxOrphanEvents ?? FABRIC_DEFAULTS.maxOrphanEvents;
     this.transport.on('dead-letter', (letter) => this.emit('event', { type: 'dead-letter', letter }));
     this.transport.on('error', (error) => this.emit('event', { type: 'transport-error', error }));
   }
@@ -149,11 +155,26 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
   takeOrphans(key: string): HeldEntry[] {
     const entries = this.orphans.get(key) ?? [];
     this.orphans.delete(key);
+    for (const e of entries) this.orphanEvents -= e.events.length;
     return entries;
   }
 
+  /**
+   * Holds events no live subscription wants yet, for the consumer's next
+   * subscription. Bounded: past `maxOrphanEvents` the oldest are acknowledged
+   * and dropped, and the drop is reported.
+   */
   keepOrphans(key: string, entries: HeldEntry[]): void {
     this.orphans.set(key, [...(this.orphans.get(key) ?? []), ...entries]);
+    for (const e of entries) this.orphanEvents += e.events.length;
+    while (this.orphanEvents > this.maxOrphanEvents) {
+      const [oldestKey, held] = this.orphans.entries().next().value as [string, HeldEntry[]];
+      const dropped = held.shift() as HeldEntry;
+      if (held.length === 0) this.orphans.delete(oldestKey);
+      this.orphanEvents -= dropped.events.length;
+      this.transport.ack(dropped.inbox, [dropped.entryId]);
+      this.emit('event', { type: 'orphans-dropped', key: oldestKey, events: dropped.events.length });
+    }
   }
 
   register(key: string, proxy: RemoteProducer): void {
