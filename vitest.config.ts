@@ -6,6 +6,8 @@ export default defineConfig({
       {
         test: {
           name: 'unit',
+          // PGlite starts in a few seconds on a loaded machine; nothing here waits on a fixed sleep.
+          testTimeout: 30_000,
           include: ['packages/*/test/**/*.test.ts'],
           exclude: ['**/*.integration.test.ts', '**/node_modules/**'],
         },

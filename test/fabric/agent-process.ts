@@ -4,6 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { waitFor as poll } from '../support/isolation.js';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 const STAGECTL = join(ROOT, 'packages/cli/dist/main.js');
@@ -93,10 +94,6 @@ export function handled(file: string): number[] {
 }
 
 /** Polls until `condition` holds, failing with `what` after the deadline. */
-export async function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
+export function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
+  return poll(condition, { what, timeoutMs, intervalMs: 25 });
 }

@@ -103,7 +103,8 @@ export class SqlTaskStore implements TaskStore {
   }
 
   enqueue(tasks: readonly NewTask[]): Promise<EnqueueResult[]> {
-    return this.driver.transaction((query) => this.enqueueWith(query, tasks));
+    // One statement: atomic on its own, no transaction round trips.
+    return this.enqueueWith(this.driver.query, tasks);
   }
 
   /** Enqueue on a query function of the caller's: inside their transaction, the tasks exist only if it commits. */
@@ -119,10 +120,8 @@ export class SqlTaskStore implements TaskStore {
       checked.map((t) => t.timeoutMs),
       checked.map((t) => t.runAt.toISOString()),
       checked.map((t) => t.uniqueKey),
+      this.channel,
     ]);
-    const queues = [...new Set(rows.filter((r) => !r.duplicate).map((r) => r.queue))];
-    // Delivered when the transaction commits, and not at all if it rolls back.
-    if (queues.length > 0) await query(sql.NOTIFY, [this.channel, queues]);
     // A duplicate of a task earlier in this same batch is not visible to the statement's own lookup: resolve it here.
     const inBatch = new Map<string, string>();
     checked.forEach((t, i) => {

@@ -40,7 +40,11 @@ export const RECORD = `INSERT INTO $schema.migrations (version) VALUES ($1)`;
 const TASK_COLUMNS = `id::text AS id, queue, name, args, state, priority, attempt, max_attempts, timeout_ms, run_at, unique_key,
   lease_owner, lease_expires_at, last_error, created_at, updated_at, finished_at`;
 
-/** Ids come from the sequence first, so each input row keeps its id whether it was inserted or refused as a duplicate. */
+/**
+ * One statement: ids come from the sequence first, so each input row keeps
+ * its id whether it was inserted or refused as a duplicate; the queues that
+ * got tasks are notified.
+ */
 export const ENQUEUE = `WITH input AS (
     SELECT nextval(pg_get_serial_sequence('$schema.tasks', 'id')) AS id, t.*
     FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::integer[], $5::integer[], $6::integer[], $7::timestamptz[], $8::text[])
@@ -49,9 +53,12 @@ export const ENQUEUE = `WITH input AS (
     INSERT INTO $schema.tasks (id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key)
     SELECT id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key FROM input ORDER BY ord
     ON CONFLICT (queue, unique_key) WHERE state IN ('waiting', 'running') AND unique_key IS NOT NULL DO NOTHING
-    RETURNING id
+    RETURNING id, queue
+  ), notified AS (
+    -- Delivered when the statement's transaction commits, and not at all if it rolls back.
+    SELECT count(pg_notify($9, q.queue)) AS n FROM (SELECT DISTINCT queue FROM inserted) q
   )
-  SELECT input.id::text AS id, input.queue, input.unique_key, (inserted.id IS NULL) AS duplicate,
+  SELECT input.id::text AS id, input.queue, input.unique_key, (inserted.id IS NULL) AS duplicate, (SELECT n FROM notified) AS notified,
     (SELECT existing.id::text FROM $schema.tasks existing
       WHERE inserted.id IS NULL AND existing.queue = input.queue AND existing.unique_key = input.unique_key
         AND existing.state IN ('waiting', 'running') LIMIT 1) AS existing_id
