@@ -55,6 +55,22 @@ stages:
     // The inbox never holds more than the demand in flight.
     expect(live.inboxes.find((i) => i.inbox === 'recorder@c')?.entries).toBeLessThanOrEqual(10);
 
+    // top: one frame, rates per stage; the stage work waits on (the slow consumer) is the one marked.
+    const frame = spawnSync(
+      process.execPath,
+      [join(ROOT, 'packages/cli/dist/main.js'), 'top', '--once', '--interval-ms', '500', '--namespace', f.namespace],
+      {
+        env: { ...process.env, REDIS_URL: redisUrl },
+        encoding: 'utf8',
+      },
+    );
+    expect(frame.status).toBe(0);
+    const lines = frame.stdout.split('\n');
+    expect(lines.some((l) => /^STAGE\s+NODE\s+KIND\s+IN\/S\s+OUT\/S\s+BACKLOG\s+BUFFER/.test(l))).toBe(true);
+    const recorderLine = lines.find((l) => l.startsWith('recorder'));
+    expect(Number(recorderLine?.split(/\s+/)[3])).toBeGreaterThan(0);
+    for (const l of lines.filter((x) => x.includes('<- bottleneck'))) expect(l.startsWith('recorder')).toBe(true);
+
     await c.kill('SIGKILL');
     await waitFor(() => status(f.namespace).nodes.find((n) => n.node === 'c')?.up === false, 'node c reported down');
     const after = status(f.namespace);

@@ -17,6 +17,7 @@ import {
 } from '@stagefabric/node-agent';
 import { renderStatus } from './status.js';
 import { enqueueCommand, migrateCommand, tasksCommand, UsageError } from './tasks-commands.js';
+import { renderTop, topRows } from './top.js';
 
 /** Exit codes: 0 ok, 1 operational failure, 2 usage or invalid input. */
 const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
@@ -30,6 +31,7 @@ Commands:
   up FILE|DIR        run this host's agent for a topology (DIR means DIR/topology.yaml)
   validate FILE|DIR  check a topology file without starting anything
   status             nodes, stages, subscriptions and inboxes of the fabric at REDIS_URL
+  top                the same, live: rates per stage, the bottleneck marked
   enqueue NAME       add a task (or many with --file FILE, - for stdin)
   tasks [ACTION]     task counts by queue and state; list, retry ID..., cancel ID...
   migrate            create or upgrade the task store's schema
@@ -89,6 +91,12 @@ Reads the store at DATABASE_URL (or --data-dir DIR; --schema S).`,
 
 Creates or upgrades the task table at DATABASE_URL, under an advisory lock,
 so agents starting together never race. Agents also migrate on start.`,
+  top: `Usage: stagectl top [--interval-ms N] [--once] [--namespace NS]
+
+Refreshes every second (or --interval-ms): events in and out per second for
+every stage on every node, the backlog waiting for it (inbox plus mailbox),
+its buffer, and the bottleneck marked: the stage the most work waits on.
+--once prints one frame (two samples apart) and exits. Ctrl-C quits.`,
   schema: `Usage: stagectl schema
 
 Prints the JSON Schema of topology files.`,
@@ -185,6 +193,37 @@ async function status(args: string[]): Promise<number> {
   return EXIT.ok;
 }
 
+async function top(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      'interval-ms': { type: 'string' },
+      once: { type: 'boolean' },
+      namespace: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) return help('top');
+  const url = process.env.REDIS_URL;
+  if (url === undefined || url === '') throw new UsageError('top reads the fabric from Redis: set REDIS_URL');
+  const intervalMs = Number(values['interval-ms'] ?? 1000);
+  if (!Number.isInteger(intervalMs) || intervalMs < 100)
+    throw new UsageError(`--interval-ms must be an integer of at least 100, got ${values['interval-ms']}`);
+  const namespace = values.namespace ?? process.env.STAGEFABRIC_NAMESPACE ?? 'default';
+  const sample = async () => ({ at: Date.now(), status: await readFabricStatus(url, namespace) });
+  let before = await sample();
+  for (;;) {
+    await new Promise((r) => setTimeout(r, intervalMs));
+    const after = await sample();
+    const { rows, bottleneck } = topRows(before, after);
+    const frame = renderTop(rows, bottleneck, namespace);
+    // On a terminal, redraw in place; piped, print frames one after another.
+    process.stdout.write(process.stdout.isTTY && !values.once ? `\x1b[2J\x1b[H${frame}` : frame);
+    if (values.once) return EXIT.ok;
+    before = after;
+  }
+}
+
 function help(command: string): number {
   process.stdout.write(`${HELP[command] ?? HELP.main}\n`);
   return EXIT.ok;
@@ -212,6 +251,8 @@ export async function main(argv: string[]): Promise<number> {
         return EXIT.ok;
       case 'status':
         return await status(rest);
+      case 'top':
+        return await top(rest);
       case 'schema':
         process.stdout.write(`${JSON.stringify(topologyJsonSchema(), null, 2)}\n`);
         return EXIT.ok;
