@@ -730,7 +730,13 @@ export class Stage implements StagePeer {
     const forward = (this.dispatcher as Dispatcher<unknown>).cancel(id);
     if (info.kind === 'cancel') link.consumer.deliver({ t: 'cancel-down', id, info });
     const pending = this.runCallback('handleCancel', this.spec.handleCancel, [info, link.subscription], this.rules.common);
-    const after = () => (forward > 0 && this.alive ? this.serveDemand(forward) : this.alive ? void this.serveFromBuffer() : undefined);
+    const after = () => {
+      if (!this.alive) return undefined;
+      if (forward > 0) return this.serveDemand(forward);
+      // A broadcast dispatcher may now deliver what the departed subscriber held back.
+      this.serveFromBuffer();
+      return undefined;
+    };
     return pending === undefined ? after() : pending.then(after);
   }
 
