@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -47,16 +47,21 @@ export class AgentProcess {
 
 const running = new Set<AgentProcess>();
 
-/** Kills every agent a test left behind; returns how many there were. */
+const folders = new Set<string>();
+
+/** Kills every agent a test left behind and removes the test's folders; returns how many agents there were. */
 export async function killAll(): Promise<number> {
   const left = [...running];
   await Promise.all(left.map((a) => a.kill('SIGKILL')));
+  for (const dir of folders) rmSync(dir, { recursive: true, force: true });
+  folders.clear();
   return left.length;
 }
 
 /** A fabric of its own for one test: a namespace on the shared Redis and a folder for topology and records. */
 export async function testFabric(redisUrl: string) {
   const dir = await mkdtemp(join(tmpdir(), 'sf-fabric-'));
+  folders.add(dir);
   const namespace = `t${randomUUID().slice(0, 8)}`;
   return {
     dir,

@@ -14,7 +14,7 @@ afterEach(async () => {
 });
 
 /** A schema and a runs table of the test's own; the store on it; agents that drain it. */
-async function drainSetup(url: string, runner: string) {
+async function drainSetup(url: string, runner: string, runnerArgs = '') {
   const schema = `sf_t${randomUUID().slice(0, 8)}`;
   const runs = `${schema}.task_runs`;
   // A pool, so the checker's own connection comes back after a database restart.
@@ -28,7 +28,7 @@ async function drainSetup(url: string, runner: string) {
 tasks: { handlers: ${HANDLERS}, schema: ${schema} }
 stages:
   tasks: { module: stagefabric:task-producer, args: { pollIntervalMs: 200, leaseMs: 1500 } }
-  runner: { module: stagefabric:task-runner, args: { leaseMs: 1500 }, subscribe: [{ to: tasks, ${runner} }] }
+  runner: { module: stagefabric:task-runner, args: { leaseMs: 1500${runnerArgs} }, subscribe: [{ to: tasks, ${runner} }] }
 `);
   const agent = (node: string) =>
     new AgentProcess(topology, node, { DATABASE_URL: url, TASK_RUNS_TABLE: runs, STAGEFABRIC_NODE: node, REDIS_URL: '' });
@@ -89,6 +89,32 @@ describe('task drains across agent processes (PostgreSQL)', () => {
       await d.cleanup();
     }
   });
+
+  it('SIGTERM during a drain: running tasks finish, prefetched ones go back to waiting, none lost, exit 0 within the grace period', async () => {
+    // 10 running, 30 more prefetched.
+    const d = await drainSetup(databaseUrl, 'maxDemand: 40', ', concurrency: 10');
+    try {
+      await d.store.enqueue(Array.from({ length: 200 }, (_, n) => ({ name: 'record', args: { n, sleepMs: 300 } })));
+      const first = d.agent('first');
+      await waitFor(async () => (await d.count(`SELECT count(*) AS n FROM ${d.runs}`)) >= 20, 'the drain to be under way');
+      const stoppedAt = Date.now();
+      await first.kill('SIGTERM');
+      expect(await first.exited).toBe(0);
+      expect(Date.now() - stoppedAt).toBeLessThan(10_000);
+      // Nothing is left held by the stopped agent: every task finished or is waiting again.
+      expect(await d.count(`SELECT count(*) AS n FROM ${d.schema}.tasks WHERE state = 'running'`)).toBe(0);
+      expect(await d.count(`SELECT count(*) AS n FROM ${d.schema}.tasks WHERE state NOT IN ('success', 'waiting')`)).toBe(0);
+      d.agent('second');
+      await waitFor(
+        async () => (await d.count(`SELECT count(*) AS n FROM ${d.schema}.tasks WHERE state = 'success'`)) === 200,
+        'all 200 to succeed',
+        60_000,
+      );
+      expect(await d.count(`SELECT count(DISTINCT task_id) AS n FROM ${d.runs}`)).toBe(200);
+    } finally {
+      await d.cleanup();
+    }
+  }, 120_000);
 
   it('restart PostgreSQL in the middle of a drain: producers reconnect and finish; nothing lost', async () => {
     const own = await startLocalPostgres();

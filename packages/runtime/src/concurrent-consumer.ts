@@ -2,7 +2,7 @@ import type { TimerHandle } from './clock.js';
 import { FabricError } from './errors.js';
 import { badOption, isPositiveInteger } from './options.js';
 import { type ConsumerSpec, consumer, type StageContext } from './spec.js';
-import type { StageAddress, SubscribeOptions, Subscription } from './types.js';
+import { isCleanExit, type StageAddress, type SubscribeOptions, type Subscription } from './types.js';
 
 export type TaskStatus = 'success' | 'error' | 'timeout';
 
@@ -28,6 +28,13 @@ export interface ConcurrentConsumerOptions<In, R> {
    * (in arrival order) in a queue that demand still bounds: a prefetch.
    */
   readonly concurrency?: number;
+  /**
+   * On a clean stop (normal, shutdown): how long running tasks may finish,
+   * their outcomes recorded, before they are aborted. Default 0: abort at once.
+   */
+  readonly drainMs?: number;
+  /** On stop: events received and never started, for the owner to hand back (a task store releases them). */
+  readonly onRelease?: (events: In[]) => void | Promise<void>;
   /** Called once per task as it finishes; its slot is asked for again once the returned promise resolves. A rejection stops the stage. */
   readonly onOutcome?: (outcome: TaskOutcome<In, R>) => void | Promise<void>;
 }
@@ -38,6 +45,8 @@ interface Running<In> {
   readonly controller: AbortController;
   readonly startedAt: number;
   timer: TimerHandle | undefined;
+  /** Settles with the task's end, for a drain that can no longer receive messages. */
+  settled: Promise<Finished<In, unknown>> | undefined;
 }
 
 interface Finished<In, R> {
@@ -65,6 +74,9 @@ export interface ConcurrentConsumerState<In> {
   /** Per subscription: slots freed and not yet asked for again. */
   readonly freed: Map<number, number>;
   readonly limits: Map<number, { readonly max: number; readonly min: number }>;
+  readonly subscriptions: Map<number, Subscription>;
+  /** The stage's context, kept for terminate, which gets none. */
+  ctx: StageContext | undefined;
 }
 
 export const CONCURRENT_CONSUMER_DEFAULTS = { timeoutMs: 30_000 } as const;
@@ -90,6 +102,7 @@ export function concurrentConsumer<In, R = unknown>(
 
   const finish = (ctx: StageContext, message: Finished<In, R>) => ctx.send(ctx.self, message);
   const concurrency = options.concurrency ?? Number.POSITIVE_INFINITY;
+
   if (concurrency !== Number.POSITIVE_INFINITY && !isPositiveInteger(concurrency))
     throw badOption(where, 'concurrency', concurrency, 'must be a positive integer');
 
@@ -107,7 +120,14 @@ export function concurrentConsumer<In, R = unknown>(
   };
 
   const start = (state: ConcurrentConsumerState<In>, event: In, subscription: Subscription, ctx: StageContext) => {
-    const task: Running<In> = { event, subscription, controller: new AbortController(), startedAt: ctx.clock.now(), timer: undefined };
+    const task: Running<In> = {
+      event,
+      subscription,
+      controller: new AbortController(),
+      startedAt: ctx.clock.now(),
+      timer: undefined,
+      settled: undefined,
+    };
     state.running.add(task);
     task.timer = ctx.clock.setTimeout(() => {
       task.timer = undefined;
@@ -118,18 +138,20 @@ export function concurrentConsumer<In, R = unknown>(
     try {
       result = options.run(event, { signal: task.controller.signal });
     } catch (error) {
+      task.settled = Promise.resolve({ kind: '$task-finished', task, status: 'error', error });
       finish(ctx, { kind: '$task-finished', task, status: 'error', error });
       return;
     }
-    Promise.resolve(result).then(
-      (value) => finish(ctx, { kind: '$task-finished', task, status: 'success', value }),
-      (error: unknown) => finish(ctx, { kind: '$task-finished', task, status: 'error', error }),
+    task.settled = Promise.resolve(result).then(
+      (value): Finished<In, R> => ({ kind: '$task-finished', task, status: 'success', value }),
+      (error: unknown): Finished<In, R> => ({ kind: '$task-finished', task, status: 'error', error }),
     );
+    void task.settled.then((done) => finish(ctx, done as Finished<In, R>));
   };
 
   return consumer<ConcurrentConsumerState<In>, In>({
     init: () => ({
-      state: { running: new Set(), queued: [], freed: new Map(), limits: new Map() },
+      state: { running: new Set(), queued: [], freed: new Map(), limits: new Map(), subscriptions: new Map(), ctx: undefined },
       subscribeTo: options.subscribeTo,
     }),
     handleSubscribe(side, subscribeOptions, subscription, state, ctx) {
@@ -137,6 +159,8 @@ export function concurrentConsumer<In, R = unknown>(
       const max = subscribeOptions.maxDemand ?? 1000;
       const min = subscribeOptions.minDemand ?? Math.floor(max / 2);
       state.limits.set(subscription.id, { max, min });
+      state.subscriptions.set(subscription.id, subscription);
+      state.ctx = ctx;
       state.freed.set(subscription.id, 0);
       ctx.ask(subscription, max);
       return { demand: 'manual' };
@@ -186,9 +210,35 @@ export function concurrentConsumer<In, R = unknown>(
     },
     handleCancel(_info, subscription, state) {
       state.limits.delete(subscription.id);
+      state.subscriptions.delete(subscription.id);
       state.freed.delete(subscription.id);
     },
-    terminate(_reason, state) {
+    async terminate(reason, state) {
+      // Stop taking work first: nothing new arrives while running tasks finish.
+      for (const subscription of state.subscriptions.values()) state.ctx?.cancel(subscription, 'shutdown');
+      const queued = state.queued.splice(0).map((q) => q.event);
+      if (queued.length > 0 && options.onRelease !== undefined) await Promise.resolve(options.onRelease(queued)).catch(() => {});
+      const drainMs = options.drainMs ?? 0;
+      if (drainMs > 0 && isCleanExit(reason) && state.running.size > 0) {
+        let timer: NodeJS.Timeout | undefined;
+        const deadline = new Promise<undefined>((resolve) => {
+          timer = setTimeout(() => resolve(undefined), drainMs);
+        });
+        await Promise.all(
+          [...state.running].map(async (task) => {
+            const done = await Promise.race([task.settled, deadline]);
+            if (done === undefined || options.onOutcome === undefined || !state.running.delete(task)) return;
+            const outcome: TaskOutcome<In, R> = {
+              event: task.event,
+              status: done.status,
+              durationMs: Date.now() - task.startedAt,
+              ...(done.status === 'success' ? { value: done.value as R } : { error: done.error }),
+            };
+            await Promise.resolve(options.onOutcome(outcome)).catch(() => {});
+          }),
+        );
+        clearTimeout(timer);
+      }
       for (const task of state.running) {
         task.controller.abort(new FabricError('SF_STAGE_EXITED', 'the consumer running this task stopped'));
       }

@@ -184,10 +184,22 @@ export class SqlTaskStore implements TaskStore {
     return (await this.driver.query<{ id: string }>(this.s(sql.EXTEND), [ids, owner, leaseMs])).map((r) => r.id);
   }
 
+  async release(ids: readonly string[], owner: string): Promise<string[]> {
+    if (ids.length === 0) return [];
+    const rows = await this.driver.query<{ id: string; queue: string }>(this.s(sql.RELEASE), [ids, owner]);
+    await this.notify(rows.map((r) => r.queue));
+    return rows.map((r) => r.id);
+  }
+
+  /** Wakes producers of these queues (delivered at commit). */
+  private async notify(queues: readonly string[]): Promise<void> {
+    const distinct = [...new Set(queues)];
+    if (distinct.length > 0) await this.driver.query(sql.NOTIFY, [this.channel, distinct]);
+  }
+
   async recoverExpired(): Promise<number> {
     const rows = await this.driver.query<{ queue: string }>(this.s(sql.RECOVER));
-    const queues = [...new Set(rows.map((r) => r.queue))];
-    if (queues.length > 0) await this.driver.query(sql.NOTIFY, [this.channel, queues]);
+    await this.notify(rows.map((r) => r.queue));
     return rows.length;
   }
 
@@ -219,8 +231,7 @@ export class SqlTaskStore implements TaskStore {
 
   async retry(ids: readonly string[]): Promise<string[]> {
     const rows = await this.driver.query<{ id: string; queue: string }>(this.s(sql.RETRY), [ids]);
-    const queues = [...new Set(rows.map((r) => r.queue))];
-    if (queues.length > 0) await this.driver.query(sql.NOTIFY, [this.channel, queues]);
+    await this.notify(rows.map((r) => r.queue));
     return rows.map((r) => r.id);
   }
 

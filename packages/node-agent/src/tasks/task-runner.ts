@@ -26,6 +26,8 @@ export interface TaskRunnerOptions {
   readonly subscribeTo: readonly (StageAddress | SubscribeOptions)[];
   /** Most tasks running at once; the subscription's maxDemand beyond it is prefetch. Default: maxDemand. */
   readonly concurrency?: number;
+  /** On a graceful stop, how long running tasks may finish before they are aborted (their leases then lapse). Default 30 000 ms. */
+  readonly drainMs?: number;
   readonly backoff?: BackoffOptions;
   /** Outcomes are written together once this many are ready... Default 100. */
   readonly flushSize?: number;
@@ -38,7 +40,14 @@ export interface TaskRunnerOptions {
   readonly onError?: (error: Error) => void;
 }
 
-export const TASK_RUNNER_DEFAULTS = { leaseMs: 30_000, backoffBaseMs: 1000, backoffMaxMs: 300_000, flushSize: 100, flushMs: 1 } as const;
+export const TASK_RUNNER_DEFAULTS = {
+  drainMs: 30_000,
+  leaseMs: 30_000,
+  backoffBaseMs: 1000,
+  backoffMaxMs: 300_000,
+  flushSize: 100,
+  flushMs: 1,
+} as const;
 
 /** Exponential backoff with full jitter: a random wait up to base * 2^(attempt - 1), capped. */
 export function backoffDelayMs(attempt: number, backoff: BackoffOptions = {}, random: () => number = Math.random): number {
@@ -109,6 +118,15 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
   const spec = concurrentConsumer<ClaimedTask, unknown>({
     subscribeTo: options.subscribeTo,
     ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }),
+    drainMs: options.drainMs ?? TASK_RUNNER_DEFAULTS.drainMs,
+    // Prefetched tasks that never started go straight back to waiting, for another node.
+    async onRelease(tasks) {
+      for (const t of tasks) running.delete(t.id);
+      await store.release(
+        tasks.map((t) => t.id),
+        owner,
+      );
+    },
     timeoutMs: (task) => task.timeoutMs,
     run(task, { signal }) {
       options.onStarted?.(task);
@@ -154,10 +172,11 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
       leaseTimer.unref();
       return spec.init(args, ctx);
     },
-    terminate(reason, state) {
+    async terminate(reason, state) {
+      // Leases stay extended while running tasks drain; their outcomes are written before this returns.
+      await spec.terminate?.(reason, state);
       if (leaseTimer !== undefined) clearInterval(leaseTimer);
       flush();
-      return spec.terminate?.(reason, state);
     },
   };
 }

@@ -92,6 +92,10 @@ export const COMPLETE = `UPDATE $schema.tasks t SET
 export const EXTEND = `UPDATE $schema.tasks SET lease_expires_at = now() + $3 * interval '1 millisecond', updated_at = now()
   WHERE id = ANY($1::bigint[]) AND state = 'running' AND lease_owner = $2 RETURNING id::text AS id`;
 
+export const RELEASE = `UPDATE $schema.tasks SET state = 'waiting', attempt = greatest(attempt - 1, 0), lease_owner = NULL,
+    lease_expires_at = NULL, updated_at = now()
+  WHERE id = ANY($1::bigint[]) AND state = 'running' AND lease_owner = $2 RETURNING id::text AS id, queue`;
+
 /** A task whose lease ran out goes back to waiting, unless that was its last attempt. */
 export const RECOVER = `UPDATE $schema.tasks SET
     state = CASE WHEN attempt >= max_attempts THEN 'error' ELSE 'waiting' END,

@@ -97,6 +97,8 @@ export interface TaskStore {
   complete(outcomes: readonly TaskOutcomeRecord[], owner: string): Promise<string[]>;
   /** Extends the leases of tasks `owner` still holds; returns those ids. */
   extendLeases(ids: readonly string[], owner: string, leaseMs: number): Promise<string[]>;
+  /** Tasks `owner` claimed and never started go back to waiting, their attempt not counted; returns the ids that did. */
+  release(ids: readonly string[], owner: string): Promise<string[]>;
   /** Puts running tasks whose lease expired back to waiting; returns how many. */
   recoverExpired(): Promise<number>;
   /** The earliest runAt of a waiting task in `queue`, or null. */
