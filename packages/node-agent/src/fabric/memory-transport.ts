@@ -142,8 +142,8 @@ export class MemoryTransport extends EventEmitter<TransportEvents> implements Tr
       return;
     }
     countMessage(this.stats.received, message.t, bytes.length);
-    let seen = this.delivered.get(inbox);
-    if (seen === undefined) this.delivered.set(inbox, (seen = new Set()));
+    const seen = this.delivered.get(inbox) ?? new Set<string>();
+    this.delivered.set(inbox, seen);
     if (seen.has(entryId)) this.stats.redeliveries++;
     seen.add(entryId);
     this.deliver({ inbox, entryId, message });

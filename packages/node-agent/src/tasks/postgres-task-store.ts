@@ -54,9 +54,9 @@ function listener(url: string, onError: (error: Error) => void) {
   };
   return {
     async listen(channel: string, cb: (payload: string) => void): Promise<() => Promise<void>> {
-      let set = channels.get(channel);
-      const fresh = set === undefined;
-      if (set === undefined) channels.set(channel, (set = new Set()));
+      const fresh = !channels.has(channel);
+      const set = channels.get(channel) ?? new Set<(payload: string) => void>();
+      channels.set(channel, set);
       set.add(cb);
       const c = client ?? (await connect());
       if (fresh && c === client) await c.query(`LISTEN "${channel}"`);
