@@ -7,10 +7,12 @@ import {
   createLogger,
   loadStageSpec,
   loadTopology,
+  openTaskStore,
   RedisTransport,
   readFabricStatus,
   StageLoadError,
   startHttpServer,
+  type TaskCount,
   TaskInputError,
   TopologyError,
   topologyJsonSchema,
@@ -66,7 +68,9 @@ FILE:LINE:COLUMN: path: problem. Exit 0 when valid, 2 when not.`,
 Reads the fabric at REDIS_URL: every node that published a status (up while
 its heartbeat lives, down after), the stages each hosts with their counts,
 the subscriptions across hosts with their outstanding demand, and each
-inbox's entries and pending entries. --json prints the same for scripts.`,
+inbox's entries and pending entries; with DATABASE_URL, task counts by
+queue and state. --json prints the same for scripts; \`stagectl top\`
+shows rates live.`,
   enqueue: `Usage: stagectl enqueue NAME [--args JSON] [options]
        stagectl enqueue --file FILE|- [options]
 
@@ -189,7 +193,15 @@ async function status(args: string[]): Promise<number> {
   if (url === undefined) throw new UsageError('status reads the fabric from Redis: set REDIS_URL');
   const namespace = values.namespace ?? process.env.STAGEFABRIC_NAMESPACE ?? 'default';
   const fabric = await readFabricStatus(url, namespace);
-  process.stdout.write(values.json ? `${JSON.stringify(fabric, null, 2)}\n` : renderStatus(fabric));
+  // With DATABASE_URL, the task store's counts by queue and state too.
+  const databaseUrl = process.env.DATABASE_URL;
+  let tasks: TaskCount[] | undefined;
+  if (databaseUrl !== undefined && databaseUrl !== '') {
+    const store = await openTaskStore({ databaseUrl });
+    tasks = await store.counts().finally(() => store.close());
+  }
+  const report = { ...fabric, ...(tasks === undefined ? {} : { tasks }) };
+  process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : renderStatus(report));
   return EXIT.ok;
 }
 

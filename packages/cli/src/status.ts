@@ -1,4 +1,4 @@
-import type { FabricStatus } from '@stagefabric/node-agent';
+import type { FabricStatus, TaskCount } from '@stagefabric/node-agent';
 
 function table(headers: readonly string[], rows: readonly (readonly (string | number)[])[]): string {
   const cells = [headers, ...rows.map((r) => r.map(String))];
@@ -16,7 +16,7 @@ function table(headers: readonly string[], rows: readonly (readonly (string | nu
 const ago = (ms: number) => (ms < 1000 ? `${ms} ms ago` : `${(ms / 1000).toFixed(1)} s ago`);
 
 /** `stagectl status` for people: nodes, stages, subscriptions across hosts, inboxes. */
-export function renderStatus(status: FabricStatus): string {
+export function renderStatus(status: FabricStatus & { readonly tasks?: readonly TaskCount[] }): string {
   if (status.nodes.length === 0) return `no node of namespace "${status.namespace}" has published a status\n`;
   const nodes = table(
     ['NODE', 'STATUS', 'LAST BEAT', 'STAGES'],
@@ -44,5 +44,12 @@ export function renderStatus(status: FabricStatus): string {
     ['INBOX', 'ENTRIES', 'PENDING'],
     status.inboxes.map((i) => [i.inbox, i.entries, i.pending]),
   );
-  return `${nodes}\n\n${stages}\n\n${subscriptions}\n\n${inboxes}\n`;
+  const tasks =
+    status.tasks === undefined
+      ? ''
+      : `\n${table(
+          ['QUEUE', 'STATE', 'TASKS'],
+          status.tasks.map((t) => [t.queue, t.state, t.count]),
+        )}\n`;
+  return `${nodes}\n\n${stages}\n\n${subscriptions}\n\n${inboxes}\n${tasks}`;
 }

@@ -1,23 +1,45 @@
 import { type Logger, type LoggerOptions, pino } from 'pino';
+import pretty from 'pino-pretty';
 
 export type { Logger };
 
 /** Connection strings carry passwords; these paths are masked wherever they appear in a log line. */
-const REDACT = ['redisUrl', 'databaseUrl', '*.redisUrl', '*.databaseUrl', 'password', '*.password'];
+const REDACT = ['redisUrl', 'databaseUrl', 'url', '*.redisUrl', '*.databaseUrl', '*.url', 'password', '*.password'];
 
 export interface CreateLoggerOptions {
   readonly node: string;
   readonly level?: string;
   /** Where lines go; stderr by default, so a stage's own stdout stays clean. */
   readonly destination?: NodeJS.WritableStream;
+  /** 'json' (pino's lines) or 'pretty' (for a person). Default: pretty on a terminal, json otherwise; LOG_FORMAT overrides. */
+  readonly format?: 'json' | 'pretty';
 }
 
-/** The agent's pino logger, bound to its node; stages log through children bound to `{ stage }`. */
+/** Masks the password of any URL in a log message (redis://user:secret@host). */
+function maskUrls(text: string): string {
+  return text.replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^:/@\s]*:)[^@\s]+@/gi, '$1[redacted]@');
+}
+
+/** The agent's pino logger, bound to its node; log lines about a stage carry `{ stage }`. */
 export function createLogger(options: CreateLoggerOptions): Logger {
+  const destination = options.destination ?? process.stderr;
+  const envFormat = process.env.LOG_FORMAT;
+  const format =
+    options.format ??
+    (envFormat === 'json' || envFormat === 'pretty' ? envFormat : (destination as { isTTY?: boolean }).isTTY ? 'pretty' : 'json');
   const config: LoggerOptions = {
     level: options.level ?? process.env.LOG_LEVEL ?? 'info',
     base: { node: options.node },
     redact: { paths: REDACT, censor: '[redacted]' },
+    hooks: {
+      logMethod(args, method) {
+        method.apply(this, args.map((a) => (typeof a === 'string' ? maskUrls(a) : a)) as Parameters<typeof method>);
+      },
+    },
   };
-  return pino(config, (options.destination ?? process.stderr) as pino.DestinationStream);
+  const stream =
+    format === 'pretty'
+      ? pretty({ destination: destination as NodeJS.WritableStream & { fd?: number }, sync: true, translateTime: 'HH:MM:ss.l' })
+      : destination;
+  return pino(config, stream as pino.DestinationStream);
 }
