@@ -14,6 +14,7 @@ import {
   startHttpServer,
   type TaskCount,
   TaskInputError,
+  TaskStoreConfigError,
   TopologyError,
   topologyJsonSchema,
 } from '@stagefabric/node-agent';
@@ -82,7 +83,8 @@ Options:
   --queue Q  --delay-ms N  --priority N (lower first)  --max-attempts N
   --timeout-ms N  --unique-key K (refused while a task with K is pending)
   --data-dir DIR  an embedded store instead of DATABASE_URL (no agent may use it)
-  --schema S      the task table's schema (default stagefabric)`,
+  --schema S      the task table's schema (default stagefabric)
+  --store bullmq  the Redis (BullMQ) store at REDIS_URL instead`,
   tasks: `Usage: stagectl tasks [counts|list|retry ID...|cancel ID...] [--json]
 
 counts  tasks by queue and state (the default)
@@ -90,7 +92,8 @@ list    recent tasks; --queue Q --state S --limit N
 retry   failed or cancelled tasks back to waiting, attempts reset
 cancel  waiting tasks to cancelled
 
-Reads the store at DATABASE_URL (or --data-dir DIR; --schema S).`,
+Reads the store at DATABASE_URL (or --data-dir DIR; --schema S; or
+--store bullmq for the Redis store at REDIS_URL).`,
   migrate: `Usage: stagectl migrate [--schema S]
 
 Creates or upgrades the task table at DATABASE_URL, under an advisory lock,
@@ -160,7 +163,15 @@ async function up(args: string[]): Promise<number> {
   const namespace = values.namespace ?? process.env.STAGEFABRIC_NAMESPACE ?? 'default';
   const transport = redisUrl === undefined ? undefined : new RedisTransport({ url: redisUrl, node, namespace });
   const databaseUrl = process.env.DATABASE_URL;
-  agent = await Agent.start({ topology, logger, node, heartbeatMs, databaseUrl, ...(transport === undefined ? {} : { transport }) });
+  agent = await Agent.start({
+    topology,
+    logger,
+    node,
+    heartbeatMs,
+    databaseUrl,
+    redisUrl,
+    ...(transport === undefined ? {} : { transport }),
+  });
   if (stopRequested) void agent.stop();
   const http = port === undefined ? undefined : await startHttpServer({ port, agent });
   if (http !== undefined) logger.info({ address: http.address() }, 'serving /metrics, /healthz and /readyz');
@@ -284,7 +295,8 @@ export async function main(argv: string[]): Promise<number> {
       error instanceof UsageError ||
       error instanceof TopologyError ||
       error instanceof StageLoadError ||
-      error instanceof TaskInputError
+      error instanceof TaskInputError ||
+      error instanceof TaskStoreConfigError
     ) {
       process.stderr.write(`stagectl: ${error.message}\n`);
       return EXIT.usage;

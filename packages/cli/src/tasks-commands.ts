@@ -6,17 +6,29 @@ import { type EnqueueOptions, FINAL_STATES, type NewTask, openTaskStore, type Ta
 /** Bad input on the command line: exit 2 with this message. */
 export class UsageError extends Error {}
 
-const STORE_OPTIONS = { 'data-dir': { type: 'string' }, schema: { type: 'string' } } as const;
+const STORE_OPTIONS = { 'data-dir': { type: 'string' }, schema: { type: 'string' }, store: { type: 'string' } } as const;
 
 async function withStore<T>(
-  values: { 'data-dir'?: string | undefined; schema?: string | undefined },
+  values: { 'data-dir'?: string | undefined; schema?: string | undefined; store?: string | undefined },
   fn: (store: TaskStore) => Promise<T>,
 ): Promise<T> {
-  const databaseUrl = process.env.DATABASE_URL;
-  if ((databaseUrl === undefined || databaseUrl === '') && values['data-dir'] === undefined) {
-    throw new UsageError('set DATABASE_URL to reach the task store (or --data-dir DIR for an embedded one no agent is using)');
+  const kind = values.store;
+  if (kind !== undefined && kind !== 'postgres' && kind !== 'pglite' && kind !== 'bullmq') {
+    throw new UsageError(`--store must be postgres, pglite or bullmq, got ${kind}`);
   }
-  const store = await openTaskStore({ databaseUrl, dataDir: values['data-dir'], schema: values.schema });
+  const databaseUrl = process.env.DATABASE_URL;
+  if (kind !== 'bullmq' && (databaseUrl === undefined || databaseUrl === '') && values['data-dir'] === undefined) {
+    throw new UsageError(
+      'set DATABASE_URL to reach the task store (or --data-dir DIR for an embedded one no agent is using, or --store bullmq with REDIS_URL)',
+    );
+  }
+  const store = await openTaskStore({
+    kind,
+    databaseUrl,
+    redisUrl: process.env.REDIS_URL,
+    dataDir: values['data-dir'],
+    schema: values.schema,
+  });
   try {
     return await fn(store);
   } finally {

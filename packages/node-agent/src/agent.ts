@@ -28,6 +28,8 @@ export interface AgentOptions {
   readonly heartbeatMs?: number;
   /** The task store's PostgreSQL; the embedded PGlite store when absent. */
   readonly databaseUrl?: string | undefined;
+  /** Redis for `tasks: { store: bullmq }`. */
+  readonly redisUrl?: string | undefined;
   /** A task store of the caller's instead (tests, embedding). */
   readonly taskStore?: TaskStore;
   /** This node's name in the fabric. Default: the host name. */
@@ -148,6 +150,7 @@ export class Agent {
       node: this.node,
       logger,
       databaseUrl: this.options.databaseUrl,
+      redisUrl: this.options.redisUrl,
       ...(this.options.taskStore === undefined ? {} : { store: this.options.taskStore }),
       onStarted: (task) => this.metrics.taskStarted(task),
       onRecorded: (task, outcome, ms) => this.metrics.taskRecorded(task, outcome, ms),

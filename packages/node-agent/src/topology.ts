@@ -43,6 +43,8 @@ const topologySchema = z.strictObject({
     .strictObject({
       /** Module whose exports are task handlers by name (and optionally `onStart({ store, stop })`). */
       handlers: z.string().min(1),
+      /** Where tasks live: postgres (DATABASE_URL), pglite (embedded) or bullmq (REDIS_URL). Default: postgres when DATABASE_URL is set, else pglite. */
+      store: z.enum(['postgres', 'pglite', 'bullmq']).optional(),
       /** Database schema of the task table. Default stagefabric. */
       schema: z
         .string()

@@ -14,6 +14,8 @@ export interface TaskHostOptions {
   readonly logger: Logger;
   /** PostgreSQL; the embedded PGlite store when absent. */
   readonly databaseUrl?: string | undefined;
+  /** For `store: bullmq`. */
+  readonly redisUrl?: string | undefined;
   /** A store of the caller's (tests, embedding); closed by its owner, not here. */
   readonly store?: TaskStore;
   readonly onStarted?: (task: ClaimedTask) => void;
@@ -104,6 +106,8 @@ export class TaskHost {
     const store =
       options.store ??
       (await openTaskStore({
+        kind: config.store,
+        redisUrl: options.redisUrl,
         databaseUrl: options.databaseUrl,
         schema: config.schema,
         onError: (e) => options.logger.warn({ err: e }, 'task store error'),

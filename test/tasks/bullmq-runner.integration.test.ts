@@ -1,0 +1,83 @@
+import { randomUUID } from 'node:crypto';
+import { StageSystem } from '@stagefabric/runtime';
+import { Queue } from 'bullmq';
+import { afterEach, describe, expect, inject, it } from 'vitest';
+import { BullMQTaskStore, TaskRegistry, taskProducer, taskRunner } from '../../packages/node-agent/src/index.js';
+import { waitFor } from '../support/isolation.js';
+
+const url = inject('redisUrl');
+const open: { store: BullMQTaskStore; system: StageSystem }[] = [];
+
+afterEach(async () => {
+  for (const { store, system } of open.splice(0)) {
+    await system.shutdown();
+    await store.close();
+  }
+});
+
+async function runner(registry: TaskRegistry, prefix: string) {
+  const store = new BullMQTaskStore({ url, prefix });
+  const system = new StageSystem();
+  open.push({ store, system });
+  await system.start(taskProducer({ store, owner: 'node-1', pollIntervalMs: 100 }), undefined, { name: 'tasks' });
+  await system.start(
+    taskRunner({
+      store,
+      registry,
+      owner: 'node-1',
+      concurrency: 20,
+      subscribeTo: [{ to: 'tasks', maxDemand: 100 }],
+      backoff: { baseMs: 10, maxMs: 30 },
+    }),
+    undefined,
+  );
+  return store;
+}
+
+const succeeded = async (store: BullMQTaskStore) => (await store.counts()).find((c) => c.state === 'success')?.count ?? 0;
+
+describe('task runner on the Redis (BullMQ) store', () => {
+  it('runs every task exactly once, and retries a failing one until it fails for good', async () => {
+    const runs = new Map<number, number>();
+    let failures = 0;
+    const registry = new TaskRegistry()
+      .register('count', (n: number) => void runs.set(n, (runs.get(n) ?? 0) + 1))
+      .register('fail', () => {
+        failures++;
+        throw new Error('always');
+      });
+    const store = await runner(registry, `sfbr${randomUUID().slice(0, 8)}`);
+    const [bad] = await store.enqueue([{ name: 'fail', options: { maxAttempts: 3 } }]);
+    await store.enqueue(Array.from({ length: 300 }, (_, n) => ({ name: 'count', args: n })));
+    await waitFor(async () => (await succeeded(store)) === 300 && (await store.get(bad?.id as string))?.state === 'error', {
+      what: 'the drain',
+      timeoutMs: 30_000,
+    });
+    expect(runs.size).toBe(300);
+    expect([...runs.values()].every((n) => n === 1)).toBe(true);
+    expect(failures).toBe(3);
+    expect(await store.get(bad?.id as string)).toMatchObject({ state: 'error', attempt: 3, lastError: 'always' });
+  });
+
+  it('runs jobs a plain BullMQ producer added: its data is the task args', async () => {
+    const prefix = `sfbr${randomUUID().slice(0, 8)}`;
+    const seen: unknown[] = [];
+    const store = await runner(
+      new TaskRegistry().register('greet', (args: unknown) => void seen.push(args)),
+      prefix,
+    );
+    const { hostname, port } = new URL(url);
+    const producer = new Queue('default', { prefix, connection: { host: hostname, port: Number(port) } });
+    try {
+      const job = await producer.add('greet', { who: 'Lucy' });
+      await waitFor(async () => (await producer.getJobState(job.id as string)) === 'completed', {
+        what: 'the foreign job to complete',
+        timeoutMs: 10_000,
+      });
+      expect(seen).toEqual([{ who: 'Lucy' }]);
+      expect((await store.get(`default/${job.id}`))?.state).toBe('success');
+    } finally {
+      await producer.close();
+    }
+  });
+});
