@@ -2,17 +2,18 @@
  * npm run bench:tasks [-- --json] [-- --tasks N]
  *
  * Enqueues N no-op tasks (default 20 000) in bulk and drains them with 50
- * running at once, for Stagefabric's PostgreSQL store and, in the same run
+ * running at once, for Stagefabric's PostgreSQL and Redis (BullMQ) stores and, in the same run
  * against the same servers, graphile-worker (localQueue 500), pg-boss
  * (batch fetch 1000) and a bare BullMQ Worker (concurrency 50). Then the
  * enqueue-to-start latency of one task at a time with idle workers.
  * DATABASE_URL and REDIS_URL name the servers (defaults: local ones).
  */
 import { randomUUID } from 'node:crypto';
-import { PostgresTaskStore, TaskRegistry, taskProducer, taskRunner } from '@stagefabric/node-agent';
+import { BullMQTaskStore, PostgresTaskStore, TaskRegistry, type TaskStore, taskProducer, taskRunner } from '@stagefabric/node-agent';
 import { StageSystem } from '@stagefabric/runtime';
 import { Queue, Worker } from 'bullmq';
 import { Logger, makeWorkerUtils, run } from 'graphile-worker';
+import { Redis } from 'ioredis';
 import pg from 'pg';
 import PgBoss from 'pg-boss';
 
@@ -90,16 +91,15 @@ async function dropSchema(schema: string) {
   await c.end();
 }
 
-function stagefabric(): System {
-  const schema = `sf_bench_${randomUUID().slice(0, 8)}`;
-  let store: PostgresTaskStore;
+/** Stagefabric's producer and runner on a store: 50 running, 450 more prefetched. */
+function stagefabric(name: string, open: () => Promise<TaskStore>, cleanup: () => Promise<void>): System {
+  let store: TaskStore;
   let system: StageSystem;
   let registry: TaskRegistry;
   return {
-    name: 'stagefabric-postgres',
+    name,
     async setup(onTask) {
-      store = new PostgresTaskStore({ url: DATABASE_URL, schema });
-      await store.migrate();
+      store = await open();
       registry = new TaskRegistry().register('noop', onTask);
     },
     enqueue: async (count) => void (await store.enqueue(Array.from({ length: count }, () => ({ name: 'noop' })))),
@@ -120,7 +120,7 @@ function stagefabric(): System {
     async teardown() {
       await system.shutdown();
       await store.close();
-      await dropSchema(schema);
+      await cleanup();
     },
   };
 }
@@ -212,7 +212,35 @@ function bullmq(): System {
 }
 
 const results: Result[] = [];
-for (const make of [stagefabric, graphile, pgBoss, bullmq]) results.push(await measure(make()));
+const sfSchema = `sf_bench_${randomUUID().slice(0, 8)}`;
+const sfPrefix = `sfbench${randomUUID().slice(0, 8)}`;
+const systems: (() => System)[] = [
+  () =>
+    stagefabric(
+      'stagefabric-postgres',
+      async () => {
+        const store = new PostgresTaskStore({ url: DATABASE_URL, schema: sfSchema });
+        await store.migrate();
+        return store;
+      },
+      () => dropSchema(sfSchema),
+    ),
+  () =>
+    stagefabric(
+      'stagefabric-bullmq',
+      async () => new BullMQTaskStore({ url: REDIS_URL, prefix: sfPrefix }),
+      async () => {
+        const redis = new Redis(REDIS_URL);
+        const keys = await redis.keys(`${sfPrefix}:*`);
+        if (keys.length > 0) await redis.del(...keys);
+        await redis.quit();
+      },
+    ),
+  graphile,
+  pgBoss,
+  bullmq,
+];
+for (const make of systems) results.push(await measure(make()));
 if (json) for (const r of results) console.log(JSON.stringify(r));
 else {
   console.log(

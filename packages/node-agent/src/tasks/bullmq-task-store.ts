@@ -51,7 +51,7 @@ export class BullMQTaskStore implements TaskStore {
   private readonly queues = new Map<string, Queue>();
   private readonly workers = new Map<string, Worker>();
   /** Lease tokens of the tasks this process claimed: BullMQ unlocks with the token, the contract with the owner. */
-  private readonly leases = new Map<string, { readonly owner: string; readonly token: string; readonly leaseMs: number }>();
+  private readonly leases = new Map<string, { readonly owner: string; readonly token: string; readonly job: Job<TaskData> }>();
   private readonly listeners = new Map<string, Set<() => void>>();
   private readonly maxPayloadBytes: number;
 
@@ -149,11 +149,23 @@ export class BullMQTaskStore implements TaskStore {
 
   async claim(queue: string, limit: number, owner: string, leaseMs: number): Promise<ClaimedTask[]> {
     const worker = this.worker(queue, leaseMs);
+    // Ask only for what is there: waiting jobs, and a few probes when delayed ones may have come due.
+    const counts = await this.queue(queue).getJobCounts('wait', 'prioritized', 'delayed');
+    const ready = (counts.wait ?? 0) + (counts.prioritized ?? 0) + ((counts.delayed ?? 0) > 0 ? 10 : 0);
+    const wanted = Math.min(limit, ready);
+    // Each fetch is one atomic script; sent together on one connection, Redis runs them in order,
+    // so the results keep priority order.
+    const fetched = await Promise.all(
+      Array.from({ length: wanted }, async () => {
+        const token = `${owner}:${randomUUID()}`;
+        const job = (await worker.getNextJob(token, { block: false })) as Job<TaskData> | undefined;
+        return job === undefined || job === null ? undefined : { job, token };
+      }),
+    );
     const claimed: ClaimedTask[] = [];
-    while (claimed.length < limit) {
-      const token = `${owner}:${randomUUID()}`;
-      const job = (await worker.getNextJob(token, { block: false })) as Job<TaskData> | undefined;
-      if (job === undefined || job === null) break;
+    for (const got of fetched) {
+      if (got === undefined) continue;
+      const { job, token } = got;
       job.data = taskData(job.data);
       const id = `${queue}/${job.id}`;
       if (job.data.cancelled) {
@@ -161,7 +173,7 @@ export class BullMQTaskStore implements TaskStore {
         await job.moveToFailed(new Error('cancelled'), token, false);
         continue;
       }
-      this.leases.set(id, { owner, token, leaseMs });
+      this.leases.set(id, { owner, token, job });
       claimed.push({
         id,
         queue,
@@ -177,14 +189,9 @@ export class BullMQTaskStore implements TaskStore {
     return claimed;
   }
 
-  private async leased(id: string, owner: string): Promise<{ job: Job<TaskData>; token: string } | undefined> {
+  private leased(id: string, owner: string): { job: Job<TaskData>; token: string } | undefined {
     const lease = this.leases.get(id);
-    const where = BullMQTaskStore.split(id);
-    if (lease === undefined || lease.owner !== owner || where === undefined) return undefined;
-    const job = (await Job.fromId(this.queue(where.queue), where.jobId)) as Job<TaskData> | undefined;
-    if (job === undefined) return undefined;
-    job.data = taskData(job.data);
-    return { job, token: lease.token };
+    return lease === undefined || lease.owner !== owner ? undefined : { job: lease.job, token: lease.token };
   }
 
   private async releaseKey(job: Job<TaskData>, id: string): Promise<void> {
@@ -195,47 +202,48 @@ export class BullMQTaskStore implements TaskStore {
   }
 
   async complete(outcomes: readonly TaskOutcomeRecord[], owner: string): Promise<string[]> {
-    const changed: string[] = [];
-    for (const o of outcomes) {
-      const held = await this.leased(o.id, owner);
-      if (held === undefined) continue;
-      const { job, token } = held;
-      try {
-        if (o.status === 'success') {
-          await job.moveToCompleted('success', token, false);
-          await this.releaseKey(job, o.id);
-        } else if (o.retryAt !== undefined) {
-          await job.updateData({ ...job.data, lastError: o.error });
-          await job.moveToDelayed(o.retryAt.getTime(), token);
-        } else {
-          await job.updateData({ ...job.data, lastError: o.error, outcome: o.status });
-          await job.moveToFailed(new Error(o.error), token, false);
-          await this.releaseKey(job, o.id);
-        }
-      } catch {
-        // The lock was lost (lease expired, another node took the task): the outcome does not count.
+    const done = await Promise.all(
+      outcomes.map(async (o) => {
+        const held = this.leased(o.id, owner);
+        if (held === undefined) return undefined;
         this.leases.delete(o.id);
-        continue;
-      }
-      this.leases.delete(o.id);
-      changed.push(o.id);
-    }
-    return changed;
+        const { job, token } = held;
+        try {
+          if (o.status === 'success') {
+            await job.moveToCompleted('success', token, false);
+            await this.releaseKey(job, o.id);
+          } else if (o.retryAt !== undefined) {
+            await job.updateData({ ...job.data, lastError: o.error });
+            await job.moveToDelayed(o.retryAt.getTime(), token);
+          } else {
+            await job.updateData({ ...job.data, lastError: o.error, outcome: o.status });
+            await job.moveToFailed(new Error(o.error), token, false);
+            await this.releaseKey(job, o.id);
+          }
+          return o.id;
+        } catch {
+          // The lock was lost (lease expired, another node took the task): the outcome does not count.
+          return undefined;
+        }
+      }),
+    );
+    return done.filter((id): id is string => id !== undefined);
   }
 
   async extendLeases(ids: readonly string[], owner: string, leaseMs: number): Promise<string[]> {
-    const kept: string[] = [];
-    for (const id of ids) {
-      const held = await this.leased(id, owner);
-      if (held !== undefined && (await held.job.extendLock(held.token, leaseMs)) === 1) kept.push(id);
-    }
-    return kept;
+    const kept = await Promise.all(
+      ids.map(async (id) => {
+        const held = this.leased(id, owner);
+        return held !== undefined && (await held.job.extendLock(held.token, leaseMs)) === 1 ? id : undefined;
+      }),
+    );
+    return kept.filter((id): id is string => id !== undefined);
   }
 
   async release(ids: readonly string[], owner: string): Promise<string[]> {
     const released: string[] = [];
     for (const id of ids) {
-      const held = await this.leased(id, owner);
+      const held = this.leased(id, owner);
       if (held === undefined) continue;
       // Not counted as an attempt: the base moves with the start BullMQ counted.
       await held.job.updateData({ ...held.job.data, attemptBase: (held.job.data.attemptBase ?? 0) + 1 });
