@@ -9,7 +9,7 @@
  * DATABASE_URL and REDIS_URL name the servers (defaults: local ones).
  */
 import { randomUUID } from 'node:crypto';
-import { BullMQTaskStore, PostgresTaskStore, TaskRegistry, type TaskStore, taskProducer, taskRunner } from '@stagefabric/node-agent';
+import { BullMQTaskStore, PostgresTaskStore, startTaskPipeline, TaskRegistry, type TaskStore } from '@stagefabric/node-agent';
 import { StageSystem } from '@stagefabric/runtime';
 import { Queue, Worker } from 'bullmq';
 import { Logger, makeWorkerUtils, run } from 'graphile-worker';
@@ -105,17 +105,15 @@ function stagefabric(name: string, open: () => Promise<TaskStore>, cleanup: () =
     enqueue: async (count) => void (await store.enqueue(Array.from({ length: count }, () => ({ name: 'noop' })))),
     async startWorkers() {
       system = new StageSystem();
-      await system.start(taskProducer({ store, owner: 'bench', pollIntervalMs: 1000 }), undefined, { name: 'tasks' });
-      await system.start(
-        taskRunner({
-          store,
-          registry,
-          owner: 'bench',
-          concurrency: CONCURRENCY,
-          subscribeTo: [{ to: 'tasks', maxDemand: 500, minDemand: 250 }],
-        }),
-        undefined,
-      );
+      await startTaskPipeline(system, {
+        store,
+        registry,
+        owner: 'bench',
+        pollIntervalMs: 1000,
+        concurrency: CONCURRENCY,
+        maxDemand: 500,
+        minDemand: 250,
+      });
     },
     async teardown() {
       await system.shutdown();

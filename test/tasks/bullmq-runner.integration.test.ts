@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { StageSystem } from '@stagefabric/runtime';
 import { Queue } from 'bullmq';
 import { afterEach, describe, expect, inject, it } from 'vitest';
-import { BullMQTaskStore, TaskRegistry, taskProducer, taskRunner } from '../../packages/node-agent/src/index.js';
+import { BullMQTaskStore, startTaskPipeline, TaskRegistry } from '../../packages/node-agent/src/index.js';
 import { waitFor } from '../support/isolation.js';
 
 const url = inject('redisUrl');
@@ -19,18 +19,15 @@ async function runner(registry: TaskRegistry, prefix: string) {
   const store = new BullMQTaskStore({ url, prefix });
   const system = new StageSystem();
   open.push({ store, system });
-  await system.start(taskProducer({ store, owner: 'node-1', pollIntervalMs: 100 }), undefined, { name: 'tasks' });
-  await system.start(
-    taskRunner({
-      store,
-      registry,
-      owner: 'node-1',
-      concurrency: 20,
-      subscribeTo: [{ to: 'tasks', maxDemand: 100 }],
-      backoff: { baseMs: 10, maxMs: 30 },
-    }),
-    undefined,
-  );
+  await startTaskPipeline(system, {
+    store,
+    registry,
+    owner: 'node-1',
+    pollIntervalMs: 100,
+    concurrency: 20,
+    maxDemand: 100,
+    backoff: { baseMs: 10, maxMs: 30 },
+  });
   return store;
 }
 

@@ -1,6 +1,6 @@
 import { StageSystem } from '@stagefabric/runtime';
 import { afterEach, describe, expect, it } from 'vitest';
-import { PGliteTaskStore, TaskRegistry, type TaskStore, taskProducer, taskRunner } from '../../src/index.js';
+import { PGliteTaskStore, startTaskPipeline, TaskRegistry, type TaskStore } from '../../src/index.js';
 
 async function waitFor(condition: () => Promise<boolean> | boolean, what: string, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -23,19 +23,16 @@ async function runner(registry: TaskRegistry, maxDemand = 20) {
   await store.migrate();
   const system = new StageSystem();
   open.push({ store, system });
-  await system.start(taskProducer({ store, owner: 'node-1', pollIntervalMs: 50 }), undefined, { name: 'tasks' });
-  await system.start(
-    taskRunner({
-      store,
-      registry,
-      owner: 'node-1',
-      subscribeTo: [{ to: 'tasks', maxDemand, minDemand: Math.floor(maxDemand / 2) }],
-      backoff: { baseMs: 20, maxMs: 50 },
-    }),
-    undefined,
-    { name: 'runner' },
-  );
-  return { store, system };
+  const { runner: ref } = await startTaskPipeline(system, {
+    store,
+    registry,
+    owner: 'node-1',
+    pollIntervalMs: 50,
+    maxDemand,
+    minDemand: Math.floor(maxDemand / 2),
+    backoff: { baseMs: 20, maxMs: 50 },
+  });
+  return { store, system, ref };
 }
 
 const state = async (store: TaskStore, state: string) =>
@@ -86,11 +83,11 @@ describe('task producer and runner', () => {
   });
 
   it('an unknown handler is an error naming it and the known ones, never a crash', async () => {
-    const { store, system } = await runner(new TaskRegistry().register('known', () => undefined));
+    const { store, system, ref } = await runner(new TaskRegistry().register('known', () => undefined));
     const [t] = await store.enqueue([{ name: 'mystery', options: { maxAttempts: 1 } }]);
     await waitFor(async () => (await store.get(t?.id as string))?.state === 'error', 'the error');
     expect((await store.get(t?.id as string))?.lastError).toBe('no handler registered for task "mystery" (registered: known)');
-    expect(system.whereis('runner')).toBeDefined();
+    expect(system.list()).toContain(ref);
   });
 
   it('a runner with maxDemand 10 never holds more than 10 claimed tasks', async () => {
