@@ -93,6 +93,28 @@ stages:
     }
   });
 
+  it('a consumer host stalled past the heartbeat timeout (SIGSTOP) resubscribes once it runs again, and the stream finishes', async () => {
+    const f = await testFabric(redisUrl);
+    const out = f.file('out.jsonl');
+    const topology = await f.topology(`
+stages:
+  counter: { module: ${STAGES}, args: { limit: 2000 }, nodes: [a] }
+  recorder: { module: ${STAGES}, args: { file: ${out}, delayMs: 5 }, nodes: [b], subscribe: [{ to: counter, maxDemand: 20 }] }
+`);
+    const producer = f.agent(topology, 'a', { STAGEFABRIC_HEARTBEAT_MS: '200' });
+    const consumer = f.agent(topology, 'b', { STAGEFABRIC_HEARTBEAT_MS: '200' });
+    await waitFor(() => handled(out).length >= 200, 'the stream to start');
+    const downs = () => producer.logs('node down: its subscriptions are cancelled with noconnection').length;
+    const downsBefore = downs();
+    consumer.child.kill('SIGSTOP');
+    // The producer's node counts the consumer's node dead and ends the subscription on its side.
+    await waitFor(() => downs() > downsBefore, 'the consumer node to count as dead');
+    consumer.child.kill('SIGCONT');
+    await waitFor(() => handled(out).length >= 2000, 'the stream to finish after the stall', 30_000);
+    expect(new Set(handled(out)).size).toBe(2000);
+    expect(consumer.child.exitCode).toBeNull();
+  });
+
   it('garbage on an inbox (wrong types, truncated msgpack, a huge batch, no payload) is dead-lettered and logged; the agent keeps going', async () => {
     const f = await testFabric(redisUrl);
     const out = f.file('out.jsonl');

@@ -1,5 +1,5 @@
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { createServer, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -66,7 +66,7 @@ function kill(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<
 /** A redis-server of the test run's own, on a free loopback port. */
 export async function startLocalRedis(
   extraArgs: readonly string[] = [],
-): Promise<Server & { readonly port: number; readonly dir: string; restart(): Promise<void> }> {
+): Promise<Server & { readonly port: number; readonly dir: string; restart(signal?: NodeJS.Signals): Promise<void> }> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'sf-redis-'));
   const url = `redis://127.0.0.1:${port}`;
@@ -78,8 +78,9 @@ export async function startLocalRedis(
     port,
     dir,
     source: 'local',
-    async restart() {
-      await kill(child);
+    /** Stops the server (SIGTERM: it saves what it keeps; SIGKILL: as a crash would) and starts it on the same folder. */
+    async restart(signal: NodeJS.Signals = 'SIGTERM') {
+      await kill(child, signal);
       child = spawn('redis-server', args, { stdio: 'ignore' });
       await until(() => redisPing(url), `redis-server on port ${port} after restart`);
     },
@@ -98,8 +99,13 @@ function postgresBin(): string | undefined {
   return undefined;
 }
 
-/** A postgres cluster of the test run's own (initdb in a temporary folder), on a free loopback port. */
-export async function startLocalPostgres(): Promise<Server & { restart(): Promise<void> }> {
+/**
+ * A postgres cluster of the test run's own (initdb in a temporary folder), on
+ * a free loopback port; also on the `alsoListen` addresses, open to any host.
+ */
+export async function startLocalPostgres(
+  alsoListen: readonly string[] = [],
+): Promise<Server & { readonly port: number; restart(): Promise<void> }> {
   const bin = postgresBin();
   if (bin === undefined) throw new Error('no postgres binaries under /usr/lib/postgresql/*/bin');
   const port = await freePort();
@@ -111,7 +117,9 @@ export async function startLocalPostgres(): Promise<Server & { restart(): Promis
       : {};
   if ('uid' in user) execFileSync('chown', ['-R', 'postgres', dir]);
   execFileSync(join(bin, 'initdb'), ['-D', join(dir, 'data'), '-A', 'trust', '-U', 'postgres', '--no-sync'], { stdio: 'pipe', ...user });
-  const serverArgs = ['-D', join(dir, 'data'), '-p', String(port), '-k', dir, '-h', '127.0.0.1', '-F', '-c', 'max_connections=200'];
+  if (alsoListen.length > 0) appendFileSync(join(dir, 'data', 'pg_hba.conf'), 'host all all 0.0.0.0/0 trust\n');
+  const listen = ['127.0.0.1', ...alsoListen].join(',');
+  const serverArgs = ['-D', join(dir, 'data'), '-p', String(port), '-k', dir, '-h', listen, '-F', '-c', 'max_connections=200'];
   const launch = () => spawn(join(bin, 'postgres'), serverArgs, { stdio: 'ignore', ...user });
   let child = launch();
   const admin = `postgres://postgres@127.0.0.1:${port}/postgres`;
@@ -119,6 +127,7 @@ export async function startLocalPostgres(): Promise<Server & { restart(): Promis
   execFileSync('psql', [admin, '-c', 'create database test'], { stdio: 'pipe' });
   return {
     url: `postgres://postgres@127.0.0.1:${port}/test`,
+    port,
     source: 'local',
     /** Stops the server as a crash would (every connection cut), then starts it on the same data. */
     async restart() {

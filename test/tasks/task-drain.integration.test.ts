@@ -171,4 +171,62 @@ describe('task store on PostgreSQL', () => {
       await admin.end();
     }
   });
+
+  it('a connection of the store that the server drops in a transaction does not crash the process', async () => {
+    const errors: Error[] = [];
+    const store = new PostgresTaskStore({ url: databaseUrl, onError: (e) => errors.push(e) });
+    const client = await store.pool.connect();
+    try {
+      // pg reports the server going away to the failed query, then again on the client itself: the second must be caught.
+      const ended = new Promise((r) => client.once('end', r));
+      await expect(client.query('SELECT pg_terminate_backend(pg_backend_pid())')).rejects.toThrow(/terminat/);
+      await ended;
+      await waitFor(() => errors.some((e) => /terminated unexpectedly/.test(e.message)), 'the drop to be reported through onError');
+    } finally {
+      client.release(true);
+      await store.close();
+    }
+  });
+
+  it('succeedWith: the handler writes and the success commit together; a run that lost its lease cannot succeed', async () => {
+    const schema = `sf_t${randomUUID().slice(0, 8)}`;
+    const store = new PostgresTaskStore({ url: databaseUrl, schema });
+    await store.migrate();
+    const client = new pg.Client({ connectionString: databaseUrl });
+    await client.connect();
+    try {
+      const query = async <R>(text: string, params?: readonly unknown[]) => (await client.query(text, params as unknown[])).rows as R[];
+      await client.query(`CREATE TABLE ${schema}.effects (task_id bigint NOT NULL, attempt integer NOT NULL)`);
+      const [{ id } = { id: '' }] = await store.enqueue([{ name: 'once' }]);
+      // The first run stalls past its lease; the task is recovered and claimed again by another node.
+      const [stalled] = await store.claim('default', 1, 'node-a', 1);
+      await waitFor(async () => (await store.recoverExpired()) === 1, 'the stalled lease to lapse');
+      const [second] = await store.claim('default', 1, 'node-b', 60_000);
+      if (stalled === undefined || second === undefined) throw new Error('claims returned nothing');
+      expect(second.attempt).toBe(2);
+      const attempt = async (task: typeof stalled, owner: string, commit: boolean) => {
+        await client.query('BEGIN');
+        await query(`INSERT INTO ${schema}.effects VALUES ($1, $2)`, [task.id, task.attempt]);
+        const held = await store.succeedWith(query, task, owner);
+        await client.query(held && commit ? 'COMMIT' : 'ROLLBACK');
+        return held;
+      };
+      expect(await attempt(stalled, 'node-a', true)).toBe(false);
+      // Rolled back after succeeding: neither the effect nor the success happened.
+      expect(await attempt(second, 'node-b', false)).toBe(true);
+      expect((await store.get(id))?.state).toBe('running');
+      expect(await attempt(second, 'node-b', true)).toBe(true);
+      expect((await store.get(id))?.state).toBe('success');
+      expect((await client.query(`SELECT task_id::text, attempt FROM ${schema}.effects`)).rows).toEqual([{ task_id: id, attempt: 2 }]);
+      // The runner's own outcome write, arriving later, changes nothing.
+      expect(await store.complete([{ id, status: 'success' }], 'node-b')).toEqual([]);
+    } finally {
+      await client.end();
+      await store.close();
+      const admin = new pg.Client({ connectionString: databaseUrl });
+      await admin.connect();
+      await admin.query(`DROP SCHEMA ${schema} CASCADE`);
+      await admin.end();
+    }
+  });
 });

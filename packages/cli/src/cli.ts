@@ -59,7 +59,9 @@ Options:
   --node NAME        this node's name (default: STAGEFABRIC_NODE, else the host name)
   --namespace NS     separates fabrics sharing one Redis (default: STAGEFABRIC_NAMESPACE, else default)
   --heartbeat-ms N   heartbeat period; a node missing 3 beats is dead (default: STAGEFABRIC_HEARTBEAT_MS, else 1000)
-  --metrics-port N   serve /metrics, /healthz and /readyz on this port (default: STAGEFABRIC_METRICS_PORT, else none)`,
+  --metrics-port N   serve /metrics, /healthz and /readyz on this port (default: STAGEFABRIC_METRICS_PORT, else none)
+  --demand-audit F   append, every heartbeat, what each remote subscription asked for and received
+                     to file F as JSON lines (default: STAGEFABRIC_DEMAND_AUDIT, else none)`,
   validate: `Usage: stagectl validate FILE|DIR
 
 Checks the topology and the stage modules it names; prints each mistake as
@@ -125,6 +127,7 @@ async function up(args: string[]): Promise<number> {
       namespace: { type: 'string' },
       'heartbeat-ms': { type: 'string' },
       'metrics-port': { type: 'string' },
+      'demand-audit': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -170,6 +173,7 @@ async function up(args: string[]): Promise<number> {
     heartbeatMs,
     databaseUrl,
     redisUrl,
+    demandAudit: values['demand-audit'] ?? process.env.STAGEFABRIC_DEMAND_AUDIT,
     ...(transport === undefined ? {} : { transport }),
   });
   if (stopRequested) void agent.stop();

@@ -11,6 +11,7 @@ import {
   Supervisor,
   type SystemEvent,
 } from '@stagefabric/runtime';
+import { demandAuditFile } from './fabric/demand-audit.js';
 import { type FabricEvent, FabricNode } from './fabric/fabric-node.js';
 import type { Transport } from './fabric/transport.js';
 import type { Logger } from './logger.js';
@@ -36,6 +37,8 @@ export interface AgentOptions {
   readonly node?: string;
   readonly logger: Logger;
   readonly clock?: Clock;
+  /** Appends what each remote subscription asked for and received to this file every heartbeat (see demandAuditFile). */
+  readonly demandAudit?: string | undefined;
 }
 
 /** The name of replica `index` of a stage: the stage name itself when it has one replica. */
@@ -129,6 +132,7 @@ export class Agent {
         transport: options.transport,
         system: this.system,
         ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
+        ...(options.demandAudit === undefined ? {} : { audit: demandAuditFile(options.demandAudit, node) }),
       });
     }
     this.fabric = fabric;
@@ -241,6 +245,12 @@ export class Agent {
         return;
       case 'node-up':
         logger.info({ peer: event.node }, 'node up');
+        return;
+      case 'cut-off':
+        logger.warn(
+          { silentMs: event.silentMs },
+          'this node could not beat past its heartbeat timeout: its subscriptions are ended and made again',
+        );
         return;
       case 'dead-letter':
         logger.error(

@@ -1,11 +1,13 @@
 export { Agent, type AgentOptions, replicaName } from './agent.js';
 export { decodeMessage, encodeMessage } from './fabric/codec.js';
+export { demandAuditFile } from './fabric/demand-audit.js';
 export type { NodeStatus } from './fabric/fabric-node.js';
 export { FABRIC_DEFAULTS, type FabricEvent, FabricNode, type FabricNodeOptions, splitInstance } from './fabric/fabric-node.js';
 export { type FabricStatus, readFabricStatus } from './fabric/fabric-status.js';
 export { MemoryFabric, MemoryTransport, type MemoryTransportOptions } from './fabric/memory-transport.js';
 export { INBOX_GROUP, type RedisKeys, redisKeys } from './fabric/redis-keys.js';
 export { REDIS_TRANSPORT_DEFAULTS, RedisTransport, type RedisTransportOptions } from './fabric/redis-transport.js';
+export type { DemandRecord } from './fabric/remote-producer.js';
 export type { DeadLetter, InboundEntry, Transport, TransportEvents } from './fabric/transport.js';
 export { checkWireMessage, type WireMessage, type WireReason, type WireSubscribeOptions } from './fabric/wire.js';
 export { type HttpServerOptions, startHttpServer } from './http-server.js';

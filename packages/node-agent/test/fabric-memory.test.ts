@@ -1,4 +1,7 @@
-import { resolve } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { StageSystem } from '@stagefabric/runtime';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -9,13 +12,14 @@ const FIXTURES = resolve(import.meta.dirname, 'fixtures/topology.yaml');
 const silent = pino({ level: 'silent' });
 const agents: Agent[] = [];
 
-async function agent(fabric: MemoryFabric, node: string, yaml: string): Promise<Agent> {
+async function agent(fabric: MemoryFabric, node: string, yaml: string, demandAudit?: string): Promise<Agent> {
   const a = await Agent.start({
     topology: parseTopology(yaml, FIXTURES),
     node,
     logger: silent,
     transport: new MemoryTransport({ fabric }),
     heartbeatMs: 50,
+    demandAudit,
   });
   agents.push(a);
   return a;
@@ -61,6 +65,46 @@ stages:
     await waitFor(() => (fabric.inboxes.get('recorder@b')?.entries.size ?? 1) === 0, 'the consumer inbox to drain');
   });
 
+  it('--demand-audit: both sides record what each subscription asked for and received, received never beyond asked', async () => {
+    const tag = `t${Math.random()}`;
+    const dir = await mkdtemp(join(tmpdir(), 'sf-audit-'));
+    const yaml = `
+stages:
+  counter: { module: ./stages.ts, args: { limit: 400 }, nodes: [a] }
+  recorder: { module: ./stages.ts, args: { tag: "${tag}" }, nodes: [b], subscribe: [{ to: counter, maxDemand: 20 }] }
+`;
+    const fabric = new MemoryFabric();
+    await agent(fabric, 'a', yaml, join(dir, 'a.jsonl'));
+    await agent(fabric, 'b', yaml, join(dir, 'b.jsonl'));
+    await waitFor(() => (records.get(tag)?.flat().length ?? 0) >= 400, '400 events');
+    const read = (file: string) =>
+      readFileSync(join(dir, file), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { node: string; side: string; key: string; asked: number; received: number });
+    // Each record is written when its counts change: wait for the last beat to have seen all 400.
+    await waitFor(
+      () => existsSync(join(dir, 'b.jsonl')) && read('b.jsonl').some((r) => r.received === 400),
+      'the consumer side to record 400',
+    );
+    await waitFor(
+      () => existsSync(join(dir, 'a.jsonl')) && read('a.jsonl').some((r) => r.received === 400),
+      'the producer side to record 400',
+    );
+    const consumerSide = read('b.jsonl');
+    const producerSide = read('a.jsonl').filter((r) => r.key.startsWith('recorder@b<'));
+    expect(new Set(consumerSide.map((r) => `${r.node} ${r.side} ${r.key}`))).toEqual(new Set(['b consumer recorder@b>counter@a']));
+    expect(producerSide.length).toBeGreaterThan(0);
+    for (const r of [...consumerSide, ...producerSide]) expect(r.received).toBeLessThanOrEqual(r.asked);
+    // Counts only grow, and a line is written only when they changed.
+    for (const side of [consumerSide, producerSide])
+      for (let i = 1; i < side.length; i++) {
+        const [before, now] = [side[i - 1], side[i]] as [(typeof side)[number], (typeof side)[number]];
+        expect(now.asked + now.received).toBeGreaterThan(before.asked + before.received);
+      }
+    await rm(dir, { recursive: true, force: true });
+  });
+
   it('a three-node pipeline: producer -> producer_consumer -> consumer', async () => {
     const tag = `t${Math.random()}`;
     const yaml = `
@@ -90,6 +134,22 @@ stages:
     expect(events.filter((e) => e.type === 'orphans-dropped')).toEqual([{ type: 'orphans-dropped', key: 'c@n>p@m', events: 6 }]);
     // The dropped entry is acknowledged; the kept one waits, unacknowledged, for the next subscription.
     expect(fabric.inboxes.get('c@n')?.entries.size).toBe(1);
+    await node.close();
+  });
+
+  it('a node blocked longer than its heartbeat lives right after it opens (a stage that boots slowly) knows it was counted dead', async () => {
+    const fabric = new MemoryFabric();
+    const node = new FabricNode({ node: 'n', transport: new MemoryTransport({ fabric }), system: new StageSystem(), heartbeatMs: 50 });
+    const events: FabricEvent[] = [];
+    node.on('event', (e) => events.push(e));
+    await node.open([]);
+    const blockedUntil = Date.now() + 400;
+    while (Date.now() < blockedUntil) {
+      // A stage's init that holds the event loop, as a large synchronous load does.
+    }
+    const peer = new MemoryTransport({ fabric });
+    expect((await peer.alive(['n'])).has('n')).toBe(false);
+    await waitFor(() => events.some((e) => e.type === 'cut-off'), 'the node to notice it was cut off');
     await node.close();
   });
 });

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { StagePeer, StageSystem } from '@stagefabric/runtime';
 import { RemoteConsumer } from './remote-consumer.js';
-import { type HeldEntry, RemoteProducer, type RemoteProducerHost } from './remote-producer.js';
+import { type DemandRecord, type HeldEntry, RemoteProducer, type RemoteProducerHost } from './remote-producer.js';
 import type { DeadLetter, InboundEntry, Transport } from './transport.js';
 import { toWireReason, type WireMessage } from './wire.js';
 
@@ -16,12 +16,22 @@ export interface FabricNodeOptions {
   readonly missedBeats?: number;
   /** Events held for consumers that have not subscribed again yet. Default 100 000. */
   readonly maxOrphanEvents?: number;
+  /**
+   * Called every heartbeat with what each subscription asked for and
+   * received: the remote subscriptions of this node's consumers (live ones,
+   * and those that ended since the last call) and every subscriber of this
+   * node's producers, so an auditor can check that none ever received more
+   * than it asked for.
+   */
+  readonly audit?: (records: readonly DemandRecord[]) => void;
 }
 
 export const FABRIC_DEFAULTS = { heartbeatMs: 1000, missedBeats: 3, maxOrphanEvents: 100_000 } as const;
 
 export type FabricEvent =
-  | { readonly type: 'node-down'; readonly node: string; readonly reason: 'missed-heartbeats' | 'restarted' }
+  | { readonly type: 'node-down'; readonly node: string; readonly reason: 'missed-heartbeats' | 'restarted' | 'this-node-cut-off' }
+  /** This node could not beat for longer than its heartbeat lives (a partition, a stall): its subscriptions were ended. */
+  | { readonly type: 'cut-off'; readonly silentMs: number }
   | { readonly type: 'node-up'; readonly node: string }
   | { readonly type: 'dead-letter'; readonly letter: DeadLetter }
   | { readonly type: 'excess-events'; readonly key: string; readonly excess: number }
@@ -81,6 +91,8 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
   private epochCounter = 0;
   private lastEpoch = 0;
   private closed = false;
+  private readonly audit: ((records: readonly DemandRecord[]) => void) | undefined;
+  private ended: DemandRecord[] = [];
   /** When this node last beat, by its own clock. */
   lastBeatAtMs: number | undefined;
 
@@ -92,6 +104,7 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
     this.heartbeatMs = options.heartbeatMs ?? FABRIC_DEFAULTS.heartbeatMs;
     this.missedBeats = options.missedBeats ?? FABRIC_DEFAULTS.missedBeats;
     this.maxOrphanEvents = options.maxOrphanEvents ?? FABRIC_DEFAULTS.maxOrphanEvents;
+    this.audit = options.audit;
     this.transport.on('dead-letter', (letter) => this.emit('event', { type: 'dead-letter', letter }));
     this.transport.on('error', (error) => this.emit('event', { type: 'transport-error', error }));
   }
@@ -116,12 +129,14 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
    */
   async open(localInstances: readonly string[]): Promise<void> {
     await this.transport.beat(this.node, this.incarnation, this.heartbeatMs * this.missedBeats);
+    this.lastBeatAtMs = Date.now();
+    // Beat from here on: reading old entries and starting the stages may take longer than a heartbeat lives.
+    this.timer = setInterval(() => void this.tick(), this.heartbeatMs);
+    this.timer.unref();
     await this.transport.open(
       localInstances.map((stage) => `${stage}@${this.node}`),
       (entry) => this.route(entry),
     );
-    this.timer = setInterval(() => void this.tick(), this.heartbeatMs);
-    this.timer.unref();
   }
 
   /** Local stages are up: handle the control messages held during boot, latest subscription per key only. */
@@ -183,6 +198,10 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
 
   unregister(key: string): void {
     this.byKey.delete(key);
+  }
+
+  subscriptionEnded(record: DemandRecord): void {
+    if (this.audit !== undefined) this.ended.push(record);
   }
 
   reportExcess(key: string, excess: number): void {
@@ -265,13 +284,33 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
 
   private async tick(): Promise<void> {
     if (this.closed) return;
+    if (this.audit !== undefined) {
+      const records = [...this.producers.values()].flatMap((p) => p.demand());
+      records.push(...this.ended.splice(0));
+      for (const ref of this.system.list()) {
+        for (const d of this.system.stats(ref).downstream) {
+          records.push({ side: 'producer', key: `${d.consumer}<${ref.label}@${this.node}`, epoch: d.id, asked: d.asked, received: d.sent });
+        }
+      }
+      this.audit(records);
+    }
     try {
-      await this.transport.beat(this.node, this.incarnation, this.heartbeatMs * this.missedBeats, JSON.stringify(this.snapshot()));
+      const ttl = this.heartbeatMs * this.missedBeats;
+      await this.transport.beat(this.node, this.incarnation, ttl, JSON.stringify(this.snapshot()));
+      const previousBeat = this.lastBeatAtMs;
       this.lastBeatAtMs = Date.now();
       const peers = new Set<string>();
       for (const p of this.producers.values()) if (p.subscriptionCount > 0) peers.add(p.node);
       for (const c of this.consumers.values()) peers.add(c.node);
       for (const node of this.seen.keys()) peers.add(node);
+      if (previousBeat !== undefined && this.lastBeatAtMs - previousBeat > ttl) {
+        // This node was cut off or stalled longer than its heartbeat lives: its peers have counted it dead and
+        // ended its subscriptions on their side. End them here too, so its consumers subscribe again.
+        this.emit('event', { type: 'cut-off', silentMs: this.lastBeatAtMs - previousBeat });
+        for (const node of peers) this.nodeDown(node, 'this-node-cut-off');
+        this.seen.clear();
+        return;
+      }
       const alive = await this.transport.alive([...peers]);
       for (const node of peers) {
         const now = alive.get(node);
@@ -317,7 +356,7 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
     };
   }
 
-  private nodeDown(node: string, reason: 'missed-heartbeats' | 'restarted', incarnation?: string): void {
+  private nodeDown(node: string, reason: 'missed-heartbeats' | 'restarted' | 'this-node-cut-off', incarnation?: string): void {
     this.emit('event', { type: 'node-down', node, reason });
     for (const p of this.producers.values()) if (p.node === node) p.nodeDown();
     for (const c of [...this.consumers.values()]) {

@@ -28,6 +28,20 @@ interface RemoteSubscription {
   readonly entries: HeldEntry[];
 }
 
+/**
+ * What one subscription asked for and received so far, as one side saw it:
+ * the consumer's node counts a remote subscription's asks and the events that
+ * came over the wire; a producer counts each subscriber's asks and the events
+ * it sent it.
+ */
+export interface DemandRecord {
+  readonly side: 'consumer' | 'producer';
+  readonly key: string;
+  readonly epoch: number;
+  readonly asked: number;
+  readonly received: number;
+}
+
 export interface RemoteProducerHost {
   readonly transport: Transport;
   readonly node: string;
@@ -39,9 +53,19 @@ export interface RemoteProducerHost {
   register(key: string, proxy: RemoteProducer): void;
   unregister(key: string): void;
   reportExcess(key: string, excess: number): void;
+  /** A subscription ended: its final counts. */
+  subscriptionEnded(record: DemandRecord): void;
 }
 
 let nextProxyId = 1_000_000_000;
+
+const demandRecord = (sub: RemoteSubscription): DemandRecord => ({
+  side: 'consumer',
+  key: sub.key,
+  epoch: sub.epoch,
+  asked: sub.hwm,
+  received: sub.received,
+});
 
 /**
  * Stands in, on the consumer's node, for a producer on another node. A local
@@ -148,6 +172,11 @@ export class RemoteProducer implements StagePeer {
     }
   }
 
+  /** Asked and received of every live subscription. */
+  demand(): DemandRecord[] {
+    return [...this.subs.values()].map(demandRecord);
+  }
+
   get subscriptionCount(): number {
     return this.subs.size;
   }
@@ -231,6 +260,7 @@ export class RemoteProducer implements StagePeer {
   private end(sub: RemoteSubscription): void {
     this.subs.delete(sub.id);
     this.host.unregister(sub.key);
+    this.host.subscriptionEnded(demandRecord(sub));
     const unhandled = sub.entries
       .filter((e) => e.handled < e.events.length)
       .map((e) => ({ inbox: e.inbox, entryId: e.entryId, events: e.events.slice(e.handled), delivered: 0, handled: 0 }));

@@ -82,8 +82,10 @@ export class PostgresTaskStore extends SqlTaskStore {
   constructor(options: PostgresTaskStoreOptions) {
     const onError = options.onError ?? (() => {});
     const pool = new pg.Pool({ connectionString: options.url, max: options.poolSize ?? 10 });
-    // An idle client that loses its connection must not crash the process; the pool replaces it.
+    // A client that loses its connection must not crash the process: an idle one is reported by the pool (which
+    // replaces it), and one checked out (in a transaction) reports on itself when the server goes after its query failed.
     pool.on('error', onError);
+    pool.on('connect', (client) => client.on('error', onError));
     const notifications = listener(options.url, onError);
     const driver: SqlDriver = {
       query: pgQuery(pool),

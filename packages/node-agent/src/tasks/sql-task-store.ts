@@ -179,6 +179,18 @@ export class SqlTaskStore implements TaskStore {
     return rows.map((r) => r.id);
   }
 
+  /**
+   * Records a running task's success on the caller's query function, inside
+   * their transaction: the handler's own writes and the outcome commit
+   * together or not at all. False when this run no longer holds the task
+   * (its lease lapsed and another run took it, or it finished): the caller
+   * must then roll back.
+   */
+  async succeedWith(query: Query, task: Pick<ClaimedTask, 'id' | 'attempt'>, owner: string): Promise<boolean> {
+    const rows = await query<{ id: string }>(this.s(sql.SUCCEED_WITHIN), [task.id, task.attempt, owner]);
+    return rows.length === 1;
+  }
+
   async extendLeases(ids: readonly string[], owner: string, leaseMs: number): Promise<string[]> {
     if (ids.length === 0) return [];
     return (await this.driver.query<{ id: string }>(this.s(sql.EXTEND), [ids, owner, leaseMs])).map((r) => r.id);

@@ -1,9 +1,19 @@
+import type { Query } from './sql-task-store.js';
 import type { ClaimedTask } from './task-store.js';
 
 export interface TaskContext {
   /** Aborts when the task times out or its agent stops. */
   readonly signal: AbortSignal;
   readonly task: ClaimedTask;
+  /**
+   * SQL stores only: records this task's success inside the handler's own
+   * transaction (pass its query function), so the handler's writes and the
+   * outcome commit together: a task whose effects are written this way takes
+   * effect exactly once, even when its node stalls past the lease and
+   * another node runs it again. False when this run no longer holds the
+   * task: roll back.
+   */
+  readonly succeedWith?: (query: Query) => Promise<boolean>;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: a handler takes whatever args its tasks were enqueued with

@@ -6,6 +6,7 @@ import {
   type SubscribeOptions,
   type TaskOutcome,
 } from '@stagefabric/runtime';
+import { type Query, SqlTaskStore } from './sql-task-store.js';
 import type { TaskRegistry } from './task-registry.js';
 import type { ClaimedTask, TaskOutcomeRecord, TaskStore } from './task-store.js';
 
@@ -134,7 +135,12 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
       if (handler === undefined) {
         throw new Error(`no handler registered for task "${task.name}" (registered: ${registry.names().join(', ') || 'none'})`);
       }
-      return handler(task.args, { signal, task });
+      const within = store instanceof SqlTaskStore ? store : undefined;
+      return handler(task.args, {
+        signal,
+        task,
+        ...(within === undefined ? {} : { succeedWith: (query: Query) => within.succeedWith(query, task, owner) }),
+      });
     },
     async onOutcome(outcome: TaskOutcome<ClaimedTask, unknown>) {
       const task = outcome.event;

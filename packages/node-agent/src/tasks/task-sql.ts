@@ -89,6 +89,10 @@ export const COMPLETE = `UPDATE $schema.tasks t SET
   WHERE t.id = o.id AND t.state = 'running' AND t.lease_owner = $5
   RETURNING t.id::text AS id`;
 
+/** One task's success, inside a transaction of the handler's: only the run that still holds the task's lease succeeds. */
+export const SUCCEED_WITHIN = `UPDATE $schema.tasks SET state = 'success', lease_owner = NULL, lease_expires_at = NULL, updated_at = now(), finished_at = now()
+  WHERE id = $1::bigint AND attempt = $2 AND state = 'running' AND lease_owner = $3 RETURNING id::text AS id`;
+
 export const EXTEND = `UPDATE $schema.tasks SET lease_expires_at = now() + $3 * interval '1 millisecond', updated_at = now()
   WHERE id = ANY($1::bigint[]) AND state = 'running' AND lease_owner = $2 RETURNING id::text AS id`;
 
