@@ -158,7 +158,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     });
     for (const a of agents) a.start();
 
-    const workload = new Workload(pool, postgres.url, schema, workRandom, { eventsPerSecond: 300, tasksPerSecond: 30 });
+    const workload = new Workload(pool, postgres.url, schema, workRandom, { eventsPerSecond: 200, tasksPerSecond: 30 });
     cleanups.push(() => workload.close());
     const monitor = new MemoryMonitor(agents, redisClient, BOUNDS);
     cleanups.push(() => monitor.stop());

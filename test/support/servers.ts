@@ -105,7 +105,7 @@ function postgresBin(): string | undefined {
  */
 export async function startLocalPostgres(
   alsoListen: readonly string[] = [],
-): Promise<Server & { readonly port: number; restart(): Promise<void> }> {
+): Promise<Server & { readonly port: number; crash(): Promise<void>; start(): Promise<void>; restart(): Promise<void> }> {
   const bin = postgresBin();
   if (bin === undefined) throw new Error('no postgres binaries under /usr/lib/postgresql/*/bin');
   const port = await freePort();
@@ -125,17 +125,26 @@ export async function startLocalPostgres(
   const admin = `postgres://postgres@127.0.0.1:${port}/postgres`;
   await until(() => postgresReady(admin), `postgres on port ${port}`);
   execFileSync('psql', [admin, '-c', 'create database test'], { stdio: 'pipe' });
+  /** Stops the server as a crash would: every connection cut. */
+  const crash = async () => {
+    await kill(child, 'SIGKILL');
+    // A killed postmaster leaves its backends behind for a moment: wait until it answers no more.
+    await until(() => !postgresReady(admin), `postgres on port ${port} to go down`);
+  };
+  /** Starts it again on the same data. */
+  const start = async () => {
+    child = launch();
+    await until(() => postgresReady(admin), `postgres on port ${port} after restart`);
+  };
   return {
     url: `postgres://postgres@127.0.0.1:${port}/test`,
     port,
     source: 'local',
-    /** Stops the server as a crash would (every connection cut), then starts it on the same data. */
+    crash,
+    start,
     async restart() {
-      await kill(child, 'SIGKILL');
-      // A killed postmaster leaves its backends behind for a moment: wait until it answers no more.
-      await until(() => !postgresReady(admin), `postgres on port ${port} to go down`);
-      child = launch();
-      await until(() => postgresReady(admin), `postgres on port ${port} after restart`);
+      await crash();
+      await start();
     },
     async stop() {
       await kill(child);

@@ -143,6 +143,35 @@ describe('task drains across agent processes (PostgreSQL)', () => {
       await own.stop();
     }
   }, 180_000);
+
+  it('an agent started while PostgreSQL is down waits for it, then drains', async () => {
+    const own = await startLocalPostgres();
+    try {
+      const d = await drainSetup(own.url, 'maxDemand: 50');
+      try {
+        await d.store.enqueue(Array.from({ length: 200 }, (_, n) => ({ name: 'record', args: { n } })));
+        await own.crash();
+        const agent = d.agent('a1');
+        try {
+          await waitFor(() => agent.logs('task store unreachable; trying again').length >= 2, 'the agent to wait for the store');
+        } finally {
+          await own.start();
+        }
+        await waitFor(
+          async () => (await d.count(`SELECT count(*) AS n FROM ${d.schema}.tasks WHERE state = 'success'`).catch(() => 0)) === 200,
+          'all 200 once the store is back',
+          30_000,
+        );
+        expect(agent.child.exitCode).toBeNull();
+        expect(await d.count(`SELECT count(DISTINCT task_id) AS n FROM ${d.runs}`)).toBe(200);
+      } finally {
+        await killAll();
+        await d.cleanup().catch(() => {});
+      }
+    } finally {
+      await own.stop();
+    }
+  }, 120_000);
 });
 
 describe('task store on PostgreSQL', () => {

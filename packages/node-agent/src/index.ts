@@ -16,7 +16,12 @@ export { AgentMetrics, type AgentMetricsOptions, METRIC_NAMES, VERSION } from '.
 export { loadStageSpec, StageLoadError } from './stage-loader.js';
 export { BullMQTaskStore, type BullMQTaskStoreOptions } from './tasks/bullmq-task-store.js';
 export { startLater } from './tasks/enqueue.js';
-export { type OpenTaskStoreOptions, openTaskStore, TaskStoreConfigError, type TaskStoreKind } from './tasks/open-task-store.js';
+export {
+  type OpenTaskStoreOptions,
+  openTaskStore,
+  TaskStoreConfigError,
+  type TaskStoreKind,
+} from './tasks/open-task-store.js';
 export { PGliteTaskStore, type PGliteTaskStoreOptions } from './tasks/pglite-task-store.js';
 export { PostgresTaskStore, type PostgresTaskStoreOptions, pgQuery } from './tasks/postgres-task-store.js';
 export { type Query, type SqlDriver, SqlTaskStore, type SqlTaskStoreOptions } from './tasks/sql-task-store.js';

@@ -16,9 +16,64 @@ export interface OpenTaskStoreOptions {
   readonly dataDir?: string | undefined;
   readonly schema?: string | undefined;
   readonly onError?: (error: Error) => void;
+  /**
+   * PostgreSQL: how long to keep trying while the server cannot be reached
+   * (it is starting or restarting, the network is healing) before giving up.
+   * Default 0: fail at once, as a one-shot command should.
+   */
+  readonly connectTimeoutMs?: number;
+  /** Called before each new try while the server cannot be reached. */
+  readonly onUnreachable?: (error: Error, retryInMs: number) => void;
 }
 
-/** The store an agent or stagectl uses: PostgreSQL when a URL is given, else embedded PGlite, or BullMQ when asked. Migrated before it is returned. */
+/** Failures to reach a PostgreSQL server, as opposed to failures of what was asked of it. */
+const UNREACHABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ETIMEDOUT',
+  'EAI_AGAIN',
+  'ENOTFOUND',
+  'EPIPE',
+  // PostgreSQL: shutting down, starting up, or a connection exception.
+  '57P01',
+  '57P02',
+  '57P03',
+  '08000',
+  '08001',
+  '08003',
+  '08004',
+  '08006',
+]);
+
+function isUnreachable(error: unknown): boolean {
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  if (typeof code === 'string' && UNREACHABLE_CODES.has(code)) return true;
+  return typeof message === 'string' && /^Connection terminated|timeout exceeded when trying to connect/.test(message);
+}
+
+/** Migrates, trying again with backoff while the server cannot be reached, up to `connectTimeoutMs`. */
+async function migrateWhenReachable(store: TaskStore, options: OpenTaskStoreOptions): Promise<void> {
+  const deadline = Date.now() + (options.connectTimeoutMs ?? 0);
+  for (let delay = 250; ; delay = Math.min(delay * 2, 5000)) {
+    try {
+      await store.migrate();
+      return;
+    } catch (error) {
+      if (!isUnreachable(error) || Date.now() + delay > deadline) throw error;
+      options.onUnreachable?.(error as Error, delay);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
+/**
+ * The store an agent or stagectl uses: PostgreSQL when a URL is given, else
+ * embedded PGlite, or BullMQ when asked. Migrated before it is returned; a
+ * PostgreSQL server that cannot be reached yet is waited for up to
+ * `connectTimeoutMs`.
+ */
 export async function openTaskStore(options: OpenTaskStoreOptions): Promise<TaskStore & { readonly kind: TaskStoreKind }> {
   const common = { ...(options.schema === undefined ? {} : { schema: options.schema }) };
   if (options.kind === 'bullmq') {
@@ -46,7 +101,7 @@ export async function openTaskStore(options: OpenTaskStoreOptions): Promise<Task
           kind: 'pglite' as const,
         });
   try {
-    await store.migrate();
+    await migrateWhenReachable(store, options);
   } catch (error) {
     await store.close().catch(() => {});
     throw error;

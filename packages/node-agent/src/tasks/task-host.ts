@@ -22,6 +22,9 @@ export interface TaskHostOptions {
   readonly onRecorded?: (task: ClaimedTask, outcome: TaskOutcomeRecord, durationMs: number) => void;
 }
 
+/** How long an agent's boot waits for a PostgreSQL task store it cannot reach before it gives up. */
+export const TASK_STORE_CONNECT_TIMEOUT_MS = 60_000;
+
 /** What a handlers module may export besides handlers: called once the agent runs. */
 export type OnStart = (context: { readonly store: TaskStore; readonly stop: () => Promise<void> }) => unknown;
 
@@ -111,6 +114,9 @@ export class TaskHost {
         databaseUrl: options.databaseUrl,
         schema: config.schema,
         onError: (e) => options.logger.warn({ err: e }, 'task store error'),
+        // An agent outlives a database restart; so does its boot, as its Redis clients wait for Redis.
+        connectTimeoutMs: TASK_STORE_CONNECT_TIMEOUT_MS,
+        onUnreachable: (e, retryInMs) => options.logger.warn({ err: e.message, retryInMs }, 'task store unreachable; trying again'),
       }));
     return new TaskHost(store, registry, onStart as OnStart | undefined, options.store === undefined, options);
   }
