@@ -110,8 +110,10 @@ stages:
     // The producer's node counts the consumer's node dead and ends the subscription on its side.
     await waitFor(() => downs() > downsBefore, 'the consumer node to count as dead');
     consumer.child.kill('SIGCONT');
-    await waitFor(() => handled(out).length >= 2000, 'the stream to finish after the stall', 30_000);
-    expect(new Set(handled(out)).size).toBe(2000);
+    // Every event, including those on the wire to the ended subscription while the consumer was stopped.
+    await waitFor(() => new Set(handled(out)).size === 2000, 'the stream to finish after the stall', 30_000);
+    // At least once: a batch handled just as the subscription ended may come again, never more than one demand's worth.
+    expect(handled(out).length - 2000).toBeLessThanOrEqual(20);
     expect(consumer.child.exitCode).toBeNull();
   });
 

@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import { StageSystem } from '@stagefabric/runtime';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Agent, type FabricEvent, FabricNode, MemoryFabric, MemoryTransport, parseTopology } from '../src/index.js';
+import { Agent, type FabricEvent, FabricNode, MemoryFabric, MemoryTransport, parseTopology, type WireMessage } from '../src/index.js';
 import { records } from './fixtures/stages.js';
 
 const FIXTURES = resolve(import.meta.dirname, 'fixtures/topology.yaml');
@@ -135,6 +135,46 @@ stages:
     // The dropped entry is acknowledged; the kept one waits, unacknowledged, for the next subscription.
     expect(fabric.inboxes.get('c@n')?.entries.size).toBe(1);
     await node.close();
+  });
+
+  it('events sent on a subscription that ended before they were read (its node stalled or was cut off) go to the next one', async () => {
+    const tag = `t${Math.random()}`;
+    const yaml = `
+stages:
+  counter: { module: ./stages.ts, nodes: [a] }
+  recorder: { module: ./stages.ts, args: { tag: "${tag}" }, nodes: [b], subscribe: [{ to: counter, maxDemand: 10 }] }
+`;
+    const fabric = new MemoryFabric();
+    // The producer's node, played by hand: it beats, and reads what the consumer's node sends it.
+    const producerSide = new MemoryTransport({ fabric });
+    const wire: WireMessage[] = [];
+    await producerSide.open(['counter@a'], (entry) => {
+      wire.push(entry.message);
+      producerSide.ack(entry.inbox, [entry.entryId]);
+    });
+    await producerSide.beat('a', 'first', 60_000);
+    const consumerNode = await agent(fabric, 'b', yaml);
+    const downs: FabricEvent[] = [];
+    consumerNode.fabric?.on('event', (e) => e.type === 'node-down' && downs.push(e));
+    const beatOfB = () => fabric.heartbeats.get('b')?.expiresAt ?? 0;
+    const subscribes = () => wire.filter((m) => m.t === 'subscribe');
+    await waitFor(() => wire.some((m) => m.t === 'ask'), 'the first subscription to ask');
+    const first = subscribes()[0] as WireMessage;
+    // A few beats of the consumer's node: it has seen the producer's node alive.
+    const asked = beatOfB();
+    await waitFor(() => beatOfB() > asked + 100, 'three beats of the consumer node');
+    // The consumer's node counts the producer's node dead and subscribes again; only then does it read a batch
+    // the producer sent on the first subscription (on the wire while the node was stalled).
+    fabric.heartbeats.delete('a');
+    await waitFor(() => downs.length > 0, 'the producer node to count as dead');
+    await producerSide.beat('a', 'first', 60_000);
+    await waitFor(() => subscribes().length === 2, 'the consumer to subscribe again');
+    producerSide.send('recorder@b', { t: 'events', key: first.key, epoch: first.epoch, seq: 0, events: [1, 2, 3, 4, 5] });
+    await waitFor(() => (records.get(tag)?.flat().length ?? 0) === 5, 'the batch to reach the new subscription');
+    expect(records.get(tag)?.flat()).toEqual([1, 2, 3, 4, 5]);
+    // Handled, so acknowledged: nothing left in the consumer's inbox.
+    await waitFor(() => (fabric.inboxes.get('recorder@b')?.entries.size ?? 1) === 0, 'the entry to be acknowledged');
+    await producerSide.close();
   });
 
   it('a node blocked longer than its heartbeat lives right after it opens (a stage that boots slowly) knows it was counted dead', async () => {

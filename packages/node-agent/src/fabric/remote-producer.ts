@@ -72,8 +72,9 @@ const demandRecord = (sub: RemoteSubscription): DemandRecord => ({
  * consumer subscribes to it as to any stage; it carries subscribe, ask and
  * cancel over the wire and hands arriving events to the consumer never beyond
  * what the consumer asked for. Events are acknowledged once handled; those
- * not handled when a subscription ends go to the next subscription of the
- * same consumer to the same producer, so a restarted consumer loses nothing.
+ * not handled when a subscription ends, and those sent to it that arrive
+ * only after it ended, go to the next subscription of the same consumer to
+ * the same producer, so a restarted or stalled consumer loses nothing.
  */
 export class RemoteProducer implements StagePeer {
   readonly id = nextProxyId++;
@@ -144,6 +145,13 @@ export class RemoteProducer implements StagePeer {
   receive(message: WireMessage, inbox: string, entryId: string): 'held' | 'done' | 'unknown' {
     const sub = [...this.subs.values()].find((s) => s.key === message.key);
     if (sub === undefined) return 'unknown';
+    if (message.t === 'events' && message.epoch < sub.epoch) {
+      // Sent to an earlier subscription of this key and read only now (this node was stalled or cut off while they
+      // were on the wire, and subscribed again first): the producer counts them sent, so this one takes them, as orphans.
+      sub.entries.push({ inbox, entryId, events: message.events, delivered: 0, handled: 0 });
+      this.flush(sub);
+      return 'held';
+    }
     if (message.epoch !== sub.epoch) return 'done';
     if (message.t === 'events') {
       // Drop what this epoch already received: a re-sent batch.
