@@ -26,7 +26,7 @@ export { PGliteTaskStore, type PGliteTaskStoreOptions } from './tasks/pglite-tas
 export { PostgresTaskStore, type PostgresTaskStoreOptions, pgQuery } from './tasks/postgres-task-store.js';
 export { type Query, type SqlDriver, SqlTaskStore, type SqlTaskStoreOptions } from './tasks/sql-task-store.js';
 export { checkTasks, TASK_DEFAULTS, TaskInputError } from './tasks/task-input.js';
-export { startTaskPipeline, type TaskPipelineOptions } from './tasks/task-pipeline.js';
+export { startTaskPipeline, type TaskPipeline, type TaskPipelineOptions } from './tasks/task-pipeline.js';
 export { TASK_PRODUCER_DEFAULTS, type TaskProducerOptions, taskProducer } from './tasks/task-producer.js';
 export { type TaskContext, type TaskHandler, TaskRegistry } from './tasks/task-registry.js';
 export { type BackoffOptions, backoffDelayMs, TASK_RUNNER_DEFAULTS, type TaskRunnerOptions, taskRunner } from './tasks/task-runner.js';

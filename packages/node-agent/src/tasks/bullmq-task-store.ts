@@ -254,6 +254,13 @@ export class BullMQTaskStore implements TaskStore {
     return released;
   }
 
+  releaseHeld(owner: string): Promise<string[]> {
+    return this.release(
+      [...this.leases].filter(([, lease]) => lease.owner === owner).map(([id]) => id),
+      owner,
+    );
+  }
+
   async recoverExpired(): Promise<number> {
     let recovered = 0;
     for (const [key, worker] of this.workers) {

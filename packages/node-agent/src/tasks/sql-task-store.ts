@@ -198,7 +198,15 @@ export class SqlTaskStore implements TaskStore {
 
   async release(ids: readonly string[], owner: string): Promise<string[]> {
     if (ids.length === 0) return [];
-    const rows = await this.driver.query<{ id: string; queue: string }>(this.s(sql.RELEASE), [ids, owner]);
+    return this.unclaim(sql.RELEASE, [ids, owner]);
+  }
+
+  async releaseHeld(owner: string): Promise<string[]> {
+    return this.unclaim(sql.RELEASE_HELD, [owner]);
+  }
+
+  private async unclaim(statement: string, params: unknown[]): Promise<string[]> {
+    const rows = await this.driver.query<{ id: string; queue: string }>(this.s(statement), params);
     await this.notify(rows.map((r) => r.queue));
     return rows.map((r) => r.id);
   }

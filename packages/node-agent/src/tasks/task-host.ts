@@ -56,7 +56,7 @@ export class TaskHost {
     readonly registry: TaskRegistry,
     readonly onStart: OnStart | undefined,
     private readonly ownsStore: boolean,
-    options: TaskHostOptions,
+    private readonly options: TaskHostOptions,
   ) {
     this.owner = `${options.node}/${randomUUID().slice(0, 8)}`;
     const onError = (error: Error) => options.logger.warn({ err: error }, 'task store error; retrying');
@@ -121,7 +121,19 @@ export class TaskHost {
     return new TaskHost(store, registry, onStart as OnStart | undefined, options.store === undefined, options);
   }
 
+  /**
+   * Once the node's stages have exited: every task it still holds goes back
+   * to waiting, for other nodes at once rather than when its lease lapses;
+   * then the store it opened closes.
+   */
   async close(): Promise<void> {
+    const { logger } = this.options;
+    try {
+      const released = await this.store.releaseHeld(this.owner);
+      if (released.length > 0) logger.info({ released: released.length }, 'held tasks handed back to waiting');
+    } catch (error) {
+      logger.warn({ err: error }, 'could not hand back held tasks: they run again once their leases lapse');
+    }
     if (this.ownsStore) await this.store.close();
   }
 }

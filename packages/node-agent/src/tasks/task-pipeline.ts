@@ -12,16 +12,29 @@ export interface TaskPipelineOptions extends Omit<TaskProducerOptions, 'onError'
   readonly onError?: (error: Error) => void;
 }
 
+export interface TaskPipeline {
+  readonly producer: StageRef;
+  readonly runner: StageRef;
+  /**
+   * Graceful stop: the runner drains (running tasks finish within drainMs),
+   * then the producer stops, then every task the owner still holds goes back
+   * to waiting, for other nodes at once.
+   */
+  stop(): Promise<void>;
+}
+
 /** A task producer and a runner subscribed to it, in one call: the task runner without a topology file. */
-export async function startTaskPipeline(
-  system: StageSystem,
-  options: TaskPipelineOptions,
-): Promise<{ producer: StageRef; runner: StageRef }> {
+export async function startTaskPipeline(system: StageSystem, options: TaskPipelineOptions): Promise<TaskPipeline> {
   const { maxDemand = 100, minDemand, name = 'tasks', ...rest } = options;
   const producer = await system.start(taskProducer(rest), undefined, { name });
   const runner = await system.start(
     taskRunner({ ...rest, subscribeTo: [{ to: producer, maxDemand, ...(minDemand === undefined ? {} : { minDemand }) }] }),
     undefined,
   );
-  return { producer, runner };
+  const stop = async () => {
+    await system.stop(runner, 'shutdown');
+    await system.stop(producer, 'shutdown');
+    await options.store.releaseHeld(options.owner);
+  };
+  return { producer, runner, stop };
 }

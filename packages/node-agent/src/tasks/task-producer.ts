@@ -22,7 +22,8 @@ export const TASK_PRODUCER_DEFAULTS = { queue: 'default', leaseMs: 30_000, pollI
 interface State {
   /** Demand not yet met by claimed tasks. */
   pending: number;
-  claiming: boolean;
+  /** The claim in flight, if any; settles once it is answered. */
+  claiming: Promise<void> | undefined;
   failures: number;
   unlisten: (() => Promise<void>) | undefined;
   /** When the earliest scheduled task falls due, if a wake-up is set for it. */
@@ -50,10 +51,9 @@ export function taskProducer(options: TaskProducerOptions) {
   const { store } = options;
 
   const claim = (state: State, ctx: StageContext) => {
-    if (state.claiming || state.pending === 0) return;
-    state.claiming = true;
+    if (state.claiming !== undefined || state.pending === 0) return;
     const asked = Math.min(state.pending, claimMax);
-    store.claim(queue, asked, options.owner, leaseMs).then(
+    state.claiming = store.claim(queue, asked, options.owner, leaseMs).then(
       (claimed) => ctx.send(ctx.self, { claimed, asked }),
       (error: Error) => ctx.send(ctx.self, { failed: error }),
     );
@@ -71,7 +71,7 @@ export function taskProducer(options: TaskProducerOptions) {
     async init(_args, ctx) {
       const unlisten = await store.onEnqueued(queue, () => ctx.send(ctx.self, 'wake'));
       ctx.sendAfter(pollIntervalMs, 'poll');
-      return { state: { pending: 0, claiming: false, failures: 0, unlisten, dueAt: undefined } };
+      return { state: { pending: 0, claiming: undefined, failures: 0, unlisten, dueAt: undefined } };
     },
     handleDemand(demand, state, ctx) {
       state.pending += demand;
@@ -89,7 +89,7 @@ export function taskProducer(options: TaskProducerOptions) {
         claim(state, ctx);
         if (state.pending > 0) watchSchedule(ctx);
       } else if ('claimed' in info) {
-        state.claiming = false;
+        state.claiming = undefined;
         state.failures = 0;
         state.pending -= info.claimed.length;
         // A full claim means more may be waiting; a short one means the queue is empty for now.
@@ -97,7 +97,7 @@ export function taskProducer(options: TaskProducerOptions) {
         else if (state.pending > 0) watchSchedule(ctx);
         return { events: info.claimed, state };
       } else if ('failed' in info) {
-        state.claiming = false;
+        state.claiming = undefined;
         state.failures++;
         options.onError?.(info.failed);
         ctx.sendAfter(Math.min(100 * 2 ** Math.min(state.failures, 6), 5000), 'wake');
@@ -111,6 +111,8 @@ export function taskProducer(options: TaskProducerOptions) {
       return { state };
     },
     async terminate(_reason, state) {
+      // A claim answered after the stage exited holds its tasks for this owner: the node hands them back after its stages stop.
+      await state.claiming;
       await state.unlisten?.();
     },
   });

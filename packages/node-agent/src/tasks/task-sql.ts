@@ -96,9 +96,15 @@ export const SUCCEED_WITHIN = `UPDATE $schema.tasks SET state = 'success', lease
 export const EXTEND = `UPDATE $schema.tasks SET lease_expires_at = now() + $3 * interval '1 millisecond', updated_at = now()
   WHERE id = ANY($1::bigint[]) AND state = 'running' AND lease_owner = $2 RETURNING id::text AS id`;
 
-export const RELEASE = `UPDATE $schema.tasks SET state = 'waiting', attempt = greatest(attempt - 1, 0), lease_owner = NULL,
-    lease_expires_at = NULL, updated_at = now()
+/** Back to waiting, the attempt not counted. */
+const UNCLAIM = `UPDATE $schema.tasks SET state = 'waiting', attempt = greatest(attempt - 1, 0), lease_owner = NULL,
+    lease_expires_at = NULL, updated_at = now()`;
+
+export const RELEASE = `${UNCLAIM}
   WHERE id = ANY($1::bigint[]) AND state = 'running' AND lease_owner = $2 RETURNING id::text AS id, queue`;
+
+export const RELEASE_HELD = `${UNCLAIM}
+  WHERE state = 'running' AND lease_owner = $1 RETURNING id::text AS id, queue`;
 
 /** A task whose lease ran out goes back to waiting, unless that was its last attempt. */
 export const RECOVER = `UPDATE $schema.tasks SET

@@ -99,6 +99,13 @@ export interface TaskStore {
   extendLeases(ids: readonly string[], owner: string, leaseMs: number): Promise<string[]>;
   /** Tasks `owner` claimed and never started go back to waiting, their attempt not counted; returns the ids that did. */
   release(ids: readonly string[], owner: string): Promise<string[]>;
+  /**
+   * Every task `owner` still holds goes back to waiting, its attempt not
+   * counted: what a stopping node hands back once its stages have exited
+   * (claimed and never delivered, delivered and never started, aborted at the
+   * end of the drain). Returns the ids that did.
+   */
+  releaseHeld(owner: string): Promise<string[]>;
   /** Puts running tasks whose lease expired back to waiting; returns how many. */
   recoverExpired(): Promise<number>;
   /** The earliest runAt of a waiting task in `queue`, or null. */

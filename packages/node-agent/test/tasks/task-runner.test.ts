@@ -18,12 +18,11 @@ afterEach(async () => {
   }
 });
 
-async function runner(registry: TaskRegistry, maxDemand = 20) {
-  const store = new PGliteTaskStore();
+async function runner(registry: TaskRegistry, maxDemand = 20, store: PGliteTaskStore = new PGliteTaskStore(), drainMs?: number) {
   await store.migrate();
   const system = new StageSystem();
   open.push({ store, system });
-  const { runner: ref } = await startTaskPipeline(system, {
+  const pipeline = await startTaskPipeline(system, {
     store,
     registry,
     owner: 'node-1',
@@ -31,8 +30,19 @@ async function runner(registry: TaskRegistry, maxDemand = 20) {
     maxDemand,
     minDemand: Math.floor(maxDemand / 2),
     backoff: { baseMs: 20, maxMs: 50 },
+    ...(drainMs === undefined ? {} : { drainMs }),
   });
-  return { store, system, ref };
+  return { store, system, ref: pipeline.runner, stop: pipeline.stop };
+}
+
+/** A PGlite store whose claims, while `hold` is set, take effect at once and are answered only once it settles. */
+class HeldClaims extends PGliteTaskStore {
+  hold: Promise<void> | undefined;
+  override async claim(...args: Parameters<PGliteTaskStore['claim']>) {
+    const claimed = await super.claim(...args);
+    await this.hold;
+    return claimed;
+  }
 }
 
 const state = async (store: TaskStore, state: string) =>
@@ -88,6 +98,42 @@ describe('task producer and runner', () => {
     await waitFor(async () => (await store.get(t?.id as string))?.state === 'error', 'the error');
     expect((await store.get(t?.id as string))?.lastError).toBe('no handler registered for task "mystery" (registered: known)');
     expect(system.list()).toContain(ref);
+  });
+
+  it('stop() hands back what the node still holds: tasks of a claim answered while it stopped go back to waiting', async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const registry = new TaskRegistry().register('gated', () => gate).register('quick', () => undefined);
+    const store = new HeldClaims();
+    const { stop } = await runner(registry, 10, store);
+    await store.enqueue(Array.from({ length: 10 }, () => ({ name: 'gated' })));
+    await waitFor(async () => (await state(store, 'running')) === 10, 'ten gated tasks running');
+    // The next claim takes its tasks and is not answered until the node is stopping.
+    let answer!: () => void;
+    store.hold = new Promise((resolve) => (answer = resolve));
+    await store.enqueue(Array.from({ length: 30 }, () => ({ name: 'quick' })));
+    open();
+    await waitFor(async () => (await state(store, 'success')) === 10 && (await state(store, 'running')) === 5, 'a claim of 5 in flight');
+    const stopping = stop();
+    answer();
+    await stopping;
+    expect(await state(store, 'running')).toBe(0);
+    expect(await state(store, 'waiting')).toBe(30);
+    expect((await store.list({ state: 'waiting' })).every((t) => t.attempt === 0 && t.leaseOwner === null)).toBe(true);
+  });
+
+  it('stop() hands back a task aborted at the end of the drain, its attempt not counted', async () => {
+    let aborted = false;
+    const registry = new TaskRegistry().register(
+      'hang',
+      (_a, { signal }) => new Promise(() => signal.addEventListener('abort', () => (aborted = true))),
+    );
+    const { store, stop } = await runner(registry, 2, new PGliteTaskStore(), 50);
+    const [hung] = await store.enqueue([{ name: 'hang' }]);
+    await waitFor(async () => (await state(store, 'running')) === 1, 'the task to run');
+    await stop();
+    expect(aborted).toBe(true);
+    expect(await store.get(hung?.id as string)).toMatchObject({ state: 'waiting', attempt: 0, leaseOwner: null });
   });
 
   it('a runner with maxDemand 10 never holds more than 10 claimed tasks', async () => {
