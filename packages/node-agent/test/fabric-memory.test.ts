@@ -177,6 +177,49 @@ stages:
     await producerSide.close();
   });
 
+  it('a producer node cut off past its heartbeat cancels on the wire what it ends, even a subscription made while it was silent', async () => {
+    const yaml = `
+stages:
+  counter: { module: ./stages.ts, args: { limit: 1000 }, nodes: [a] }
+  recorder: { module: ./stages.ts, nodes: [b] }
+`;
+    const fabric = new MemoryFabric();
+    const producerNode = await agent(fabric, 'a', yaml);
+    const cutOff: FabricEvent[] = [];
+    producerNode.fabric?.on('event', (e) => e.type === 'cut-off' && cutOff.push(e));
+    // The consumer's node, played by hand: it beats, subscribes, asks, and reads what the producer's node sends it.
+    const consumerSide = new MemoryTransport({ fabric });
+    const wire: WireMessage[] = [];
+    await consumerSide.open(['recorder@b'], (entry) => {
+      wire.push(entry.message);
+      consumerSide.ack(entry.inbox, [entry.entryId]);
+    });
+    await consumerSide.beat('b', 'b1', 60_000);
+    const key = 'recorder@b>counter@a';
+    const subscribe = (epoch: number) =>
+      consumerSide.send('counter@a', { t: 'subscribe', key, epoch, consumer: 'recorder@b', incarnation: 'b1', options: { maxDemand: 10 } });
+    const received = (epoch: number) =>
+      wire.filter((m) => m.t === 'events' && m.epoch === epoch).reduce((n, m) => n + (m.t === 'events' ? m.events.length : 0), 0);
+    subscribe(1);
+    consumerSide.send('counter@a', { t: 'ask', key, epoch: 1, hwm: 10 });
+    await waitFor(() => received(1) === 10, 'ten events on the first subscription');
+    // The consumer's node counted the producer's node dead (it stalled) and subscribed again; the producer's node
+    // reads that subscription as it resumes, before it notices it was silent past its heartbeat.
+    subscribe(2);
+    const blockedUntil = Date.now() + 400;
+    while (Date.now() < blockedUntil) {
+      // The producer's node stalls (its event loop held, as SIGSTOP or a long GC would).
+    }
+    await waitFor(() => cutOff.length > 0, 'the producer node to notice it was cut off');
+    consumerSide.send('counter@a', { t: 'ask', key, epoch: 2, hwm: 5 });
+    // The new subscription either serves its ask or is cancelled on the wire, so the consumer subscribes again: never silently forgotten.
+    await waitFor(
+      () => received(2) === 5 || wire.some((m) => m.t === 'cancel' && m.epoch === 2),
+      'events or a cancel for the second subscription',
+    );
+    await consumerSide.close();
+  });
+
   it('a node blocked longer than its heartbeat lives right after it opens (a stage that boots slowly) knows it was counted dead', async () => {
     const fabric = new MemoryFabric();
     const node = new FabricNode({ node: 'n', transport: new MemoryTransport({ fabric }), system: new StageSystem(), heartbeatMs: 50 });

@@ -332,7 +332,6 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
     }
   }
 
-  /** Ends subscriptions with a dead node; after a restart, only those its earlier incarnation made. */
   /** What `stagectl status` shows of this node: its stages and their subscriptions, as of this beat. */
   snapshot(): NodeStatus {
     return {
@@ -356,11 +355,14 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
     };
   }
 
+  /** Ends subscriptions with a dead node; after a restart, only those its earlier incarnation made. */
   private nodeDown(node: string, reason: 'missed-heartbeats' | 'restarted' | 'this-node-cut-off', incarnation?: string): void {
     this.emit('event', { type: 'node-down', node, reason });
     for (const p of this.producers.values()) if (p.node === node) p.nodeDown();
     for (const c of [...this.consumers.values()]) {
-      if (c.node === node && c.consumerIncarnation !== incarnation) c.drop('noconnection');
+      // Cut off, this node cannot tell a subscription its peer made before the silence from one made after it
+      // (read since this node resumed): each consumer hears of the cancel and subscribes again.
+      if (c.node === node && c.consumerIncarnation !== incarnation) c.drop('noconnection', reason === 'this-node-cut-off');
     }
   }
 }

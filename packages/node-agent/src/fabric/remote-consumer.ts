@@ -81,9 +81,16 @@ export class RemoteConsumer implements StagePeer {
     }
   }
 
-  /** The consumer's node died, or a newer subscription replaced this one. */
-  drop(reason: unknown): void {
+  /**
+   * The consumer's node died, or a newer subscription replaced this one.
+   * `tellConsumer`: the consumer may still hold this subscription (this node
+   * was the one cut off), so it is sent the cancel and subscribes again.
+   */
+  drop(reason: unknown, tellConsumer = false): void {
     if (!this.active) return;
+    if (tellConsumer) {
+      this.send({ t: 'cancel', key: this.key, epoch: this.epoch, from: 'producer', kind: 'down', reason: toWireReason(reason) });
+    }
     this.end();
     this.producer.deliver({ t: 'cancel-up', id: this.subscriptionId, info: { kind: 'down', reason } });
   }
