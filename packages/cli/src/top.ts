@@ -23,11 +23,11 @@ export function topRows(before: Sample, after: Sample): { rows: TopRow[]; bottle
     before.status.nodes.flatMap((n) => n.stages.map((s) => [`${s.name}@${n.node}`, s] as const)),
   );
   const inbox = new Map(after.status.inboxes.map((i) => [i.inbox, i.entries]));
-  const rows = after.status.nodes.flatMap((n) =>
-    n.stages.map((s): TopRow => {
+  const stages = after.status.nodes.flatMap((n) =>
+    n.stages.map((s) => {
       const id = `${s.name}@${n.node}`;
       const prev = old.get(id);
-      return {
+      const row: TopRow = {
         stage: s.name,
         node: n.up ? n.node : `${n.node} (down)`,
         kind: s.kind,
@@ -36,10 +36,17 @@ export function topRows(before: Sample, after: Sample): { rows: TopRow[]; bottle
         backlog: (inbox.get(id) ?? 0) + s.mailbox,
         buffer: s.kind === 'consumer' ? '-' : s.bufferCapacity < 0 ? `${s.bufferLength}` : `${s.bufferLength}/${s.bufferCapacity}`,
       };
+      // A stage whose consumers have asked for nothing more: its backlog waits on them, not on it.
+      const waitsOnConsumers = s.downstream.length > 0 && s.downstream.every((d) => d.asked <= d.sent);
+      return { row, waitsOnConsumers };
     }),
   );
-  // The bottleneck is where work waits: the consumer-side stage with the largest backlog.
-  const candidates = rows.filter((r) => r.kind !== 'producer' && r.backlog > 0).sort((a, b) => b.backlog - a.backlog);
+  const rows = stages.map((x) => x.row);
+  // The bottleneck is where work waits: the consumer-side stage with the largest backlog that is not itself waiting on its consumers.
+  const candidates = stages
+    .filter((x) => x.row.kind !== 'producer' && x.row.backlog > 0 && !x.waitsOnConsumers)
+    .map((x) => x.row)
+    .sort((a, b) => b.backlog - a.backlog);
   const top = candidates[0];
   return { rows, bottleneck: top === undefined ? undefined : `${top.stage}@${top.node}` };
 }
