@@ -131,10 +131,26 @@ export async function startLocalPostgres(
     // A killed postmaster leaves its backends behind for a moment: wait until it answers no more.
     await until(() => !postgresReady(admin), `postgres on port ${port} to go down`);
   };
-  /** Starts it again on the same data. */
+  /**
+   * Starts it again on the same data. A backend busy in a query outlives its
+   * killed postmaster for a while, and a new postmaster refuses to start while
+   * one is attached ("pre-existing shared memory block is still in use"):
+   * launch again until one stays up, as a service manager would.
+   */
   const start = async () => {
     child = launch();
-    await until(() => postgresReady(admin), `postgres on port ${port} after restart`);
+    let launchedAt = Date.now();
+    await until(
+      () => {
+        if ((child.exitCode !== null || child.signalCode !== null) && Date.now() - launchedAt > 250) {
+          child = launch();
+          launchedAt = Date.now();
+        }
+        return postgresReady(admin);
+      },
+      `postgres on port ${port} after restart`,
+      90_000,
+    );
   };
   return {
     url: `postgres://postgres@127.0.0.1:${port}/test`,
