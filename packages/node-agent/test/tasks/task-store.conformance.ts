@@ -125,6 +125,25 @@ export function taskStoreConformance(name: string, make: () => Promise<TaskStore
       expect(await store.extendLeases([lost], 'dying-node', 10_000)).toEqual([]);
     });
 
+    it('release and releaseHeld hand tasks of their owner back to waiting, the attempt not counted, and no other tasks', async () => {
+      const store = await fresh();
+      await store.enqueue([{ name: 'a' }, { name: 'b' }, { name: 'c' }, { name: 'd' }]);
+      const mine = (await store.claim('default', 3, 'me', 10_000)).map((t) => t.id);
+      const [theirs] = await store.claim('default', 1, 'other', 10_000);
+      const [first, ...rest] = mine as [string, ...string[]];
+      expect(await store.release([first, theirs?.id as string], 'me')).toEqual([first]);
+      expect((await store.releaseHeld('me')).sort()).toEqual(rest.sort());
+      expect(await store.releaseHeld('me')).toEqual([]);
+      for (const id of mine) expect(await store.get(id)).toMatchObject({ state: 'waiting', attempt: 0, leaseOwner: null });
+      expect(await store.get(theirs?.id as string)).toMatchObject({ state: 'running', leaseOwner: 'other' });
+      let again: Awaited<ReturnType<TaskStore['claim']>> = [];
+      await waitFor(async () => {
+        again = [...again, ...(await store.claim('default', 3, 'next', 10_000))];
+        return again.length === 3;
+      }, 'the three to be claimed again');
+      expect(again.map((t) => t.attempt)).toEqual([1, 1, 1]);
+    });
+
     it('wakes listeners of a queue on enqueue', async () => {
       const store = await fresh();
       let woken = 0;
