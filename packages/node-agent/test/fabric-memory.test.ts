@@ -33,6 +33,17 @@ async function waitFor(condition: () => boolean, what: string, timeoutMs = 5000)
   }
 }
 
+/** A node played by hand: a transport on `inbox` that records and acknowledges every message it reads. */
+async function handPlayed(fabric: MemoryFabric, inbox: string): Promise<{ transport: MemoryTransport; wire: WireMessage[] }> {
+  const transport = new MemoryTransport({ fabric });
+  const wire: WireMessage[] = [];
+  await transport.open([inbox], (entry) => {
+    wire.push(entry.message);
+    transport.ack(entry.inbox, [entry.entryId]);
+  });
+  return { transport, wire };
+}
+
 afterEach(async () => {
   for (const a of agents.splice(0)) await a.stop();
 });
@@ -146,12 +157,7 @@ stages:
 `;
     const fabric = new MemoryFabric();
     // The producer's node, played by hand: it beats, and reads what the consumer's node sends it.
-    const producerSide = new MemoryTransport({ fabric });
-    const wire: WireMessage[] = [];
-    await producerSide.open(['counter@a'], (entry) => {
-      wire.push(entry.message);
-      producerSide.ack(entry.inbox, [entry.entryId]);
-    });
+    const { transport: producerSide, wire } = await handPlayed(fabric, 'counter@a');
     await producerSide.beat('a', 'first', 60_000);
     const consumerNode = await agent(fabric, 'b', yaml);
     const downs: FabricEvent[] = [];
@@ -188,12 +194,7 @@ stages:
     const cutOff: FabricEvent[] = [];
     producerNode.fabric?.on('event', (e) => e.type === 'cut-off' && cutOff.push(e));
     // The consumer's node, played by hand: it beats, subscribes, asks, and reads what the producer's node sends it.
-    const consumerSide = new MemoryTransport({ fabric });
-    const wire: WireMessage[] = [];
-    await consumerSide.open(['recorder@b'], (entry) => {
-      wire.push(entry.message);
-      consumerSide.ack(entry.inbox, [entry.entryId]);
-    });
+    const { transport: consumerSide, wire } = await handPlayed(fabric, 'recorder@b');
     await consumerSide.beat('b', 'b1', 60_000);
     const key = 'recorder@b>counter@a';
     const subscribe = (epoch: number) =>

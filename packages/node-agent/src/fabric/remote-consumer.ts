@@ -50,14 +50,7 @@ export class RemoteConsumer implements StagePeer {
       this.send({ t: 'events', key: this.key, epoch: this.epoch, seq: this.nextSeq, events: message.events });
       this.nextSeq += message.events.length;
     } else if (message.t === 'cancel-down') {
-      this.send({
-        t: 'cancel',
-        key: this.key,
-        epoch: this.epoch,
-        from: 'producer',
-        kind: message.info.kind,
-        reason: toWireReason(message.info.reason),
-      });
+      this.cancelOnWire(message.info.kind, message.info.reason);
       this.end();
     }
   }
@@ -88,9 +81,7 @@ export class RemoteConsumer implements StagePeer {
    */
   drop(reason: unknown, tellConsumer = false): void {
     if (!this.active) return;
-    if (tellConsumer) {
-      this.send({ t: 'cancel', key: this.key, epoch: this.epoch, from: 'producer', kind: 'down', reason: toWireReason(reason) });
-    }
+    if (tellConsumer) this.cancelOnWire('down', reason);
     this.end();
     this.producer.deliver({ t: 'cancel-up', id: this.subscriptionId, info: { kind: 'down', reason } });
   }
@@ -98,6 +89,10 @@ export class RemoteConsumer implements StagePeer {
   private end(): void {
     this.active = false;
     this.onEnd(this);
+  }
+
+  private cancelOnWire(kind: 'cancel' | 'down', reason: unknown): void {
+    this.send({ t: 'cancel', key: this.key, epoch: this.epoch, from: 'producer', kind, reason: toWireReason(reason) });
   }
 
   private send(message: WireMessage): void {
