@@ -9,8 +9,10 @@
  * DATABASE_URL and REDIS_URL name the servers (defaults: local ones).
  */
 import { randomUUID } from 'node:crypto';
-import { BullMQTaskStore, PostgresTaskStore, startTaskPipeline, TaskRegistry, type TaskStore } from '@stagefabric/node-agent';
 import { StageSystem } from '@stagefabric/runtime';
+import { startTaskPipeline, TaskRegistry, type TaskStore } from '@stagefabric/tasks';
+import { BullMQTaskStore } from '@stagefabric/tasks/bullmq';
+import { PostgresTaskStore } from '@stagefabric/tasks/postgres';
 import { Queue, Worker } from 'bullmq';
 import { Logger, makeWorkerUtils, run } from 'graphile-worker';
 import { Redis } from 'ioredis';

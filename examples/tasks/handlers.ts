@@ -6,7 +6,7 @@
  * stops the agent once all of them have succeeded.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startLater, type TaskContext, type TaskStore } from '@stagefabric/node-agent';
+import { startLater, type TaskContext, type TaskStore } from '@stagefabric/tasks';
 
 const TOTAL = 2000;
 let done = 0;

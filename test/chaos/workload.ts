@@ -1,4 +1,4 @@
-import { PostgresTaskStore } from '@stagefabric/node-agent';
+import { PostgresTaskStore } from '@stagefabric/tasks/postgres';
 import type pg from 'pg';
 import type { Random } from './random.js';
 

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import { RedisTransport, redisKeys } from '@stagefabric/fabric';
 import { Redis } from 'ioredis';
 import { afterAll, inject } from 'vitest';
-import { RedisTransport, redisKeys } from '../../packages/node-agent/src/index.js';
-import { transportConformance } from '../../packages/node-agent/test/transport.conformance.js';
+import { transportConformance } from '../../packages/fabric/test/transport.conformance.js';
 
 const url = inject('redisUrl');
 const raw = new Redis(url);

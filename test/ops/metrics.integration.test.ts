@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
+import { METRIC_NAMES } from '@stagefabric/node-agent';
 import { afterEach, describe, expect, inject, it } from 'vitest';
-import { METRIC_NAMES } from '../../packages/node-agent/src/index.js';
 import { killAll, waitFor } from '../fabric/agent-process.js';
 import { chocolatesTopology, httpGet, requireBinary, startTwoAgents, waitReady } from './live-agents.js';
 

@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { StageSystem } from '@stagefabric/runtime';
+import { startTaskPipeline, TaskRegistry } from '@stagefabric/tasks';
+import { BullMQTaskStore } from '@stagefabric/tasks/bullmq';
 import { Queue } from 'bullmq';
 import { afterEach, describe, expect, inject, it } from 'vitest';
-import { BullMQTaskStore, startTaskPipeline, TaskRegistry } from '../../packages/node-agent/src/index.js';
 import { waitFor } from '../support/isolation.js';
 
 const url = inject('redisUrl');

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
+import { BullMQTaskStore } from '@stagefabric/tasks/bullmq';
 import { inject } from 'vitest';
-import { BullMQTaskStore } from '../../packages/node-agent/src/index.js';
-import { taskStoreConformance } from '../../packages/node-agent/test/tasks/task-store.conformance.js';
+import { taskStoreConformance } from '../../packages/tasks/test/task-store.conformance.js';
 
 const url = inject('redisUrl');
 

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import { PostgresTaskStore } from '@stagefabric/tasks/postgres';
 import pg from 'pg';
 import { afterAll, inject } from 'vitest';
-import { PostgresTaskStore } from '../../packages/node-agent/src/index.js';
-import { taskStoreConformance } from '../../packages/node-agent/test/tasks/task-store.conformance.js';
+import { taskStoreConformance } from '../../packages/tasks/test/task-store.conformance.js';
 
 const url = inject('databaseUrl');
 const schemas: string[] = [];

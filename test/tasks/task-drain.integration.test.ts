@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
+import { PostgresTaskStore } from '@stagefabric/tasks/postgres';
 import pg from 'pg';
 import { afterEach, describe, expect, inject, it } from 'vitest';
-import { PostgresTaskStore } from '../../packages/node-agent/src/index.js';
 import { AgentProcess, killAll, ROOT, testFabric, waitFor } from '../fabric/agent-process.js';
 import { startLocalPostgres } from '../support/servers.js';
 

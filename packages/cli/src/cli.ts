@@ -2,22 +2,18 @@ import { stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { RedisTransport, readFabricStatus } from '@stagefabric/fabric';
 import {
   Agent,
   createLogger,
   loadStageSpec,
   loadTopology,
-  openTaskStore,
-  RedisTransport,
-  readFabricStatus,
   StageLoadError,
   startHttpServer,
-  type TaskCount,
-  TaskInputError,
-  TaskStoreConfigError,
   TopologyError,
   topologyJsonSchema,
 } from '@stagefabric/node-agent';
+import { openTaskStore, type TaskCount, TaskInputError, TaskStoreConfigError } from '@stagefabric/tasks';
 import { renderStatus } from './status.js';
 import { enqueueCommand, migrateCommand, tasksCommand, UsageError } from './tasks-commands.js';
 import { renderTop, topRows } from './top.js';

@@ -1,4 +1,5 @@
-import type { FabricStatus, TaskCount } from '@stagefabric/node-agent';
+import type { FabricStatus } from '@stagefabric/fabric';
+import type { TaskCount } from '@stagefabric/tasks';
 
 function table(headers: readonly string[], rows: readonly (readonly (string | number)[])[]): string {
   const cells = [headers, ...rows.map((r) => r.map(String))];

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { type EnqueueOptions, FINAL_STATES, type NewTask, openTaskStore, type TaskState, type TaskStore } from '@stagefabric/node-agent';
+import { type EnqueueOptions, FINAL_STATES, type NewTask, openTaskStore, type TaskState, type TaskStore } from '@stagefabric/tasks';
 
 /** Bad input on the command line: exit 2 with this message. */
 export class UsageError extends Error {}

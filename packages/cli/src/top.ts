@@ -1,4 +1,4 @@
-import type { FabricStatus } from '@stagefabric/node-agent';
+import type { FabricStatus } from '@stagefabric/fabric';
 
 interface Sample {
   readonly at: number;

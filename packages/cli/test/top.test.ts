@@ -1,4 +1,4 @@
-import type { FabricStatus } from '@stagefabric/node-agent';
+import type { FabricStatus } from '@stagefabric/fabric';
 import { describe, expect, it } from 'vitest';
 import { topRows } from '../src/top.js';
 

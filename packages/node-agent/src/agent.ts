@@ -1,4 +1,6 @@
 import { hostname } from 'node:os';
+import type { Transport } from '@stagefabric/fabric';
+import { demandAuditFile, type FabricEvent, FabricNode } from '@stagefabric/fabric';
 import {
   type AnyStageSpec,
   type ChildSpec,
@@ -11,14 +13,11 @@ import {
   Supervisor,
   type SystemEvent,
 } from '@stagefabric/runtime';
-import { demandAuditFile } from './fabric/demand-audit.js';
-import { type FabricEvent, FabricNode } from './fabric/fabric-node.js';
-import type { Transport } from './fabric/transport.js';
+import type { TaskStore } from '@stagefabric/tasks';
 import type { Logger } from './logger.js';
 import { AgentMetrics } from './metrics.js';
 import { loadStageSpec, StageLoadError } from './stage-loader.js';
-import { TaskHost } from './tasks/task-host.js';
-import type { TaskStore } from './tasks/task-store.js';
+import { TaskHost } from './task-host.js';
 import type { Topology, TopologyStage } from './topology.js';
 
 export interface AgentOptions {

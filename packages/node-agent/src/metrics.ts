@@ -1,7 +1,7 @@
+import type { FabricNode } from '@stagefabric/fabric';
 import type { StageObserver, StageSystem } from '@stagefabric/runtime';
+import type { ClaimedTask, TaskOutcomeRecord, TaskStore } from '@stagefabric/tasks';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-import type { FabricNode } from './fabric/fabric-node.js';
-import type { ClaimedTask, TaskOutcomeRecord, TaskStore } from './tasks/task-store.js';
 
 /**
  * Every metric an agent exports, named here and nowhere else. Base units

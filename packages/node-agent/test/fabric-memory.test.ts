@@ -2,10 +2,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { type FabricEvent, FabricNode, MemoryFabric, MemoryTransport, type WireMessage } from '@stagefabric/fabric';
 import { StageSystem } from '@stagefabric/runtime';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Agent, type FabricEvent, FabricNode, MemoryFabric, MemoryTransport, parseTopology, type WireMessage } from '../src/index.js';
+import { Agent, parseTopology } from '../src/index.js';
 import { records } from './fixtures/stages.js';
 
 const FIXTURES = resolve(import.meta.dirname, 'fixtures/topology.yaml');

@@ -1,12 +1,17 @@
 import { randomUUID } from 'node:crypto';
-import type { Logger } from '../logger.js';
-import { type BuiltinStage, importModule, StageLoadError } from '../stage-loader.js';
-import type { Topology } from '../topology.js';
-import { openTaskStore } from './open-task-store.js';
-import { taskProducer } from './task-producer.js';
-import { TaskRegistry } from './task-registry.js';
-import { type BackoffOptions, taskRunner } from './task-runner.js';
-import type { ClaimedTask, TaskOutcomeRecord, TaskStore } from './task-store.js';
+import {
+  type BackoffOptions,
+  type ClaimedTask,
+  openTaskStore,
+  type TaskOutcomeRecord,
+  TaskRegistry,
+  type TaskStore,
+  taskProducer,
+  taskRunner,
+} from '@stagefabric/tasks';
+import type { Logger } from './logger.js';
+import { type BuiltinStage, importModule, StageLoadError } from './stage-loader.js';
+import type { Topology } from './topology.js';
 
 export interface TaskHostOptions {
   readonly topology: Topology;

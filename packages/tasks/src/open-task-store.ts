@@ -1,6 +1,4 @@
-import { BullMQTaskStore } from './bullmq-task-store.js';
-import { PGliteTaskStore } from './pglite-task-store.js';
-import { PostgresTaskStore } from './postgres-task-store.js';
+import type { SqlTaskStore } from './sql-task-store.js';
 import type { TaskStore } from './task-store.js';
 
 export type TaskStoreKind = 'postgres' | 'pglite' | 'bullmq';
@@ -78,6 +76,8 @@ export async function openTaskStore(options: OpenTaskStoreOptions): Promise<Task
   const common = { ...(options.schema === undefined ? {} : { schema: options.schema }) };
   if (options.kind === 'bullmq') {
     if (options.redisUrl === undefined || options.redisUrl === '') throw new TaskStoreConfigError('the bullmq task store needs REDIS_URL');
+    // Each store's driver is an optional peer dependency: loaded only when that store is asked for.
+    const { BullMQTaskStore } = await import('./bullmq-task-store.js');
     const store = Object.assign(new BullMQTaskStore({ url: options.redisUrl }), { kind: 'bullmq' as const });
     await store.migrate();
     return store;
@@ -85,21 +85,24 @@ export async function openTaskStore(options: OpenTaskStoreOptions): Promise<Task
   if (options.kind === 'postgres' && (options.databaseUrl === undefined || options.databaseUrl === '')) {
     throw new TaskStoreConfigError('the postgres task store needs DATABASE_URL');
   }
-  const store =
-    options.kind !== 'pglite' && options.databaseUrl !== undefined && options.databaseUrl !== ''
-      ? Object.assign(
-          new PostgresTaskStore({
-            url: options.databaseUrl,
-            ...common,
-            ...(options.onError === undefined ? {} : { onError: options.onError }),
-          }),
-          {
-            kind: 'postgres' as const,
-          },
-        )
-      : Object.assign(new PGliteTaskStore({ ...common, ...(options.dataDir === undefined ? {} : { dataDir: options.dataDir }) }), {
-          kind: 'pglite' as const,
-        });
+  const usePostgres = options.kind !== 'pglite' && options.databaseUrl !== undefined && options.databaseUrl !== '';
+  let store: SqlTaskStore & { readonly kind: TaskStoreKind };
+  if (usePostgres) {
+    const { PostgresTaskStore } = await import('./postgres-task-store.js');
+    store = Object.assign(
+      new PostgresTaskStore({
+        url: options.databaseUrl as string,
+        ...common,
+        ...(options.onError === undefined ? {} : { onError: options.onError }),
+      }),
+      { kind: 'postgres' as const },
+    );
+  } else {
+    const { PGliteTaskStore } = await import('./pglite-task-store.js');
+    store = Object.assign(new PGliteTaskStore({ ...common, ...(options.dataDir === undefined ? {} : { dataDir: options.dataDir }) }), {
+      kind: 'pglite' as const,
+    });
+  }
   try {
     await migrateWhenReachable(store, options);
   } catch (error) {

@@ -1,6 +1,7 @@
 import { StageSystem } from '@stagefabric/runtime';
 import { afterEach, describe, expect, it } from 'vitest';
-import { PGliteTaskStore, startTaskPipeline, TaskRegistry, type TaskStore } from '../../src/index.js';
+import { startTaskPipeline, TaskRegistry, type TaskStore } from '../src/index.js';
+import { PGliteTaskStore } from '../src/pglite-task-store.js';
 
 async function waitFor(condition: () => Promise<boolean> | boolean, what: string, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

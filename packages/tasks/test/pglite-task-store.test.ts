@@ -1,4 +1,4 @@
-import { PGliteTaskStore } from '../../src/index.js';
+import { PGliteTaskStore } from '../src/pglite-task-store.js';
 import { taskStoreConformance } from './task-store.conformance.js';
 
 taskStoreConformance('embedded PGlite', async () => {
