@@ -4,7 +4,6 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { waitFor as poll } from '../support/isolation.js';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 const STAGECTL = join(ROOT, 'packages/cli/dist/main.js');
@@ -98,7 +97,4 @@ export function handled(file: string): number[] {
   return readRecords(file).flatMap((r) => r.events ?? []);
 }
 
-/** Polls until `condition` holds, failing with `what` after the deadline. */
-export function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
-  return poll(condition, { what, timeoutMs, intervalMs: 25 });
-}
+export { waitFor } from '../support/wait-for.js';

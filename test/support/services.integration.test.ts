@@ -2,7 +2,8 @@ import { execFile } from 'node:child_process';
 import { Socket } from 'node:net';
 import { promisify } from 'node:util';
 import { describe, expect, inject, it } from 'vitest';
-import { uniquePrefix, waitFor } from './isolation.js';
+import { uniquePrefix } from './isolation.js';
+import { waitFor } from './wait-for.js';
 
 const run = promisify(execFile);
 
@@ -64,10 +65,8 @@ describe('integration services', () => {
 
   it('waitFor names what it waited for on timeout', async () => {
     let polls = 0;
-    await waitFor(() => ++polls >= 3, { what: 'three polls', intervalMs: 1 });
+    await waitFor(() => ++polls >= 3, 'three polls', 10_000, 1);
     expect(polls).toBe(3);
-    await expect(waitFor(() => false, { what: 'something that never happens', timeoutMs: 50 })).rejects.toThrow(
-      'something that never happens',
-    );
+    await expect(waitFor(() => false, 'something that never happens', 50)).rejects.toThrow('something that never happens');
   });
 });

@@ -4,7 +4,7 @@ import { startTaskPipeline, TaskRegistry } from '@stagefabric/tasks';
 import { BullMQTaskStore } from '@stagefabric/tasks/bullmq';
 import { Queue } from 'bullmq';
 import { afterEach, describe, expect, inject, it } from 'vitest';
-import { waitFor } from '../support/isolation.js';
+import { waitFor } from '../support/wait-for.js';
 
 const url = inject('redisUrl');
 const open: { store: BullMQTaskStore; system: StageSystem }[] = [];
@@ -47,10 +47,11 @@ describe('task runner on the Redis (BullMQ) store', () => {
     const store = await runner(registry, `sfbr${randomUUID().slice(0, 8)}`);
     const [bad] = await store.enqueue([{ name: 'fail', options: { maxAttempts: 3 } }]);
     await store.enqueue(Array.from({ length: 300 }, (_, n) => ({ name: 'count', args: n })));
-    await waitFor(async () => (await succeeded(store)) === 300 && (await store.get(bad?.id as string))?.state === 'error', {
-      what: 'the drain',
-      timeoutMs: 30_000,
-    });
+    await waitFor(
+      async () => (await succeeded(store)) === 300 && (await store.get(bad?.id as string))?.state === 'error',
+      'the drain',
+      30_000,
+    );
     expect(runs.size).toBe(300);
     expect([...runs.values()].every((n) => n === 1)).toBe(true);
     expect(failures).toBe(3);
@@ -68,10 +69,7 @@ describe('task runner on the Redis (BullMQ) store', () => {
     const producer = new Queue('default', { prefix, connection: { host: hostname, port: Number(port) } });
     try {
       const job = await producer.add('greet', { who: 'Lucy' });
-      await waitFor(async () => (await producer.getJobState(job.id as string)) === 'completed', {
-        what: 'the foreign job to complete',
-        timeoutMs: 10_000,
-      });
+      await waitFor(async () => (await producer.getJobState(job.id as string)) === 'completed', 'the foreign job to complete');
       expect(seen).toEqual([{ who: 'Lucy' }]);
       expect((await store.get(`default/${job.id}`))?.state).toBe('success');
     } finally {

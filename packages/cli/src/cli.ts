@@ -1,22 +1,17 @@
 import { stat } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { RedisTransport, readFabricStatus } from '@stagefabric/fabric';
-import {
-  Agent,
-  createLogger,
-  loadStageSpec,
-  loadTopology,
-  StageLoadError,
-  startHttpServer,
-  TopologyError,
-  topologyJsonSchema,
-} from '@stagefabric/node-agent';
-import { openTaskStore, type TaskCount, TaskInputError, TaskStoreConfigError } from '@stagefabric/tasks';
+import { Agent, createLogger, loadStageSpec, loadTopology, startHttpServer, topologyJsonSchema } from '@stagefabric/node-agent';
+import { FabricError } from '@stagefabric/runtime';
+import { openTaskStore, type TaskCount } from '@stagefabric/tasks';
 import { renderStatus } from './status.js';
 import { enqueueCommand, migrateCommand, tasksCommand, UsageError } from './tasks-commands.js';
 import { renderTop, topRows } from './top.js';
+
+const VERSION: string = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 
 /** Exit codes: 0 ok, 1 operational failure, 2 usage or invalid input. */
 const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
@@ -280,7 +275,7 @@ export async function main(argv: string[]): Promise<number> {
         process.stdout.write(`${JSON.stringify(topologyJsonSchema(), null, 2)}\n`);
         return EXIT.ok;
       case '--version':
-        process.stdout.write('stagectl 0.1.0\n');
+        process.stdout.write(`stagectl ${VERSION}\n`);
         return EXIT.ok;
       case undefined:
       case '-h':
@@ -291,13 +286,7 @@ export async function main(argv: string[]): Promise<number> {
         throw new UsageError(`unknown command "${command}"\n\n${HELP.main}`);
     }
   } catch (error) {
-    if (
-      error instanceof UsageError ||
-      error instanceof TopologyError ||
-      error instanceof StageLoadError ||
-      error instanceof TaskInputError ||
-      error instanceof TaskStoreConfigError
-    ) {
+    if (error instanceof FabricError && error.isInputError) {
       process.stderr.write(`stagectl: ${error.message}\n`);
       return EXIT.usage;
     }

@@ -1,10 +1,17 @@
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
+import { FabricError } from '@stagefabric/runtime';
 import { type EnqueueOptions, FINAL_STATES, type NewTask, openTaskStore, type TaskState, type TaskStore } from '@stagefabric/tasks';
 
-/** Bad input on the command line: exit 2 with this message. */
-export class UsageError extends Error {}
+/** A command line stagectl cannot run: exit 2. */
+export class UsageError extends FabricError {
+  override readonly name = 'UsageError';
+
+  constructor(message: string) {
+    super('SF_BAD_USAGE', message);
+  }
+}
 
 const STORE_OPTIONS = { 'data-dir': { type: 'string' }, schema: { type: 'string' }, store: { type: 'string' } } as const;
 

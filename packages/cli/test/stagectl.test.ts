@@ -3,6 +3,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { waitFor } from '../../../test/support/wait-for.js';
 
 const ROOT = resolve(import.meta.dirname, '../../..');
 const STAGECTL = join(ROOT, 'packages/cli/dist/main.js');
@@ -34,14 +35,6 @@ function start(args: string[], env: Record<string, string> = {}) {
 }
 
 const stagectl = (...args: string[]) => start(args).done;
-
-async function waitFor(condition: () => boolean, what: string, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 async function topologyFile(text: string, modules: Record<string, string> = {}): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'stagectl-'));

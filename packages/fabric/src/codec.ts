@@ -1,3 +1,4 @@
+import { FabricError } from '@stagefabric/runtime';
 import { Packr } from 'msgpackr';
 import { checkWireMessage, type WireMessage } from './wire.js';
 
@@ -14,7 +15,7 @@ export function decodeMessage(bytes: Buffer, maxEvents: number): WireMessage {
   try {
     value = packr.unpack(bytes);
   } catch (error) {
-    throw new Error(`undecodable msgpack (${bytes.length} bytes): ${(error as Error).message}`);
+    throw new FabricError('SF_BAD_WIRE_MESSAGE', `undecodable msgpack (${bytes.length} bytes): ${(error as Error).message}`);
   }
   return checkWireMessage(value, maxEvents);
 }

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { backoffMs, FabricError } from '@stagefabric/runtime';
 import { Redis, type RedisOptions } from 'ioredis';
 import { decodeMessage, encodeMessage } from './codec.js';
 import { INBOX_GROUP, type RedisKeys, redisKeys } from './redis-keys.js';
@@ -63,7 +64,7 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
     const connection: RedisOptions = {
       // Keep commands queued across a reconnect instead of failing them.
       maxRetriesPerRequest: null,
-      retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
+      retryStrategy: (times) => backoffMs(times, { baseMs: 50, maxMs: 2000 }),
       lazyConnect: false,
     };
     // Commands issued in one turn share one write.
@@ -210,7 +211,7 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
         // A restarted Redis lost the groups (it keeps nothing on disk): make them again.
         if (String((error as Error).message).includes('NOGROUP')) await this.ensureGroups().catch(() => {});
         failures++;
-        await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** Math.min(failures, 5), 2000)));
+        await new Promise((r) => setTimeout(r, backoffMs(failures, { baseMs: 100, maxMs: 2000 })));
       }
     }
   }
@@ -221,7 +222,7 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
       const bytes = fieldValue(fields, 'm');
       let message: WireMessage;
       try {
-        if (bytes === undefined) throw new Error('entry has no field "m"');
+        if (bytes === undefined) throw new FabricError('SF_BAD_WIRE_MESSAGE', 'entry has no field "m"');
         message = decodeMessage(bytes, this.options.maxEventsPerEntry);
       } catch (error) {
         this.deadLetter(inbox, entryId, (error as Error).message, fields);

@@ -65,7 +65,7 @@ const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isS
 /** Checks a decoded entry; the error says which field is wrong, for the dead-letter record. */
 export function checkWireMessage(value: unknown, maxEvents: number): WireMessage {
   const fail = (what: string): never => {
-    throw new FabricError('SF_BAD_OPTION', `malformed wire message: ${what}`);
+    throw new FabricError('SF_BAD_WIRE_MESSAGE', `malformed wire message: ${what}`);
   };
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return fail(`expected a map, got ${describeValue(value, 80)}`);
   const m = value as Record<string, unknown>;

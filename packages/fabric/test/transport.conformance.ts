@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
+import { waitFor } from '../../../test/support/wait-for.js';
 import type { DeadLetter, InboundEntry, Transport, WireMessage } from '../src/index.js';
 
 export interface TransportHarness {
@@ -7,14 +8,6 @@ export interface TransportHarness {
   make(node: string): Transport;
   /** Writes bytes into an inbox as a foreign writer would. */
   writeRaw(inbox: string, bytes: Buffer): Promise<void>;
-}
-
-async function waitFor(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 const ask = (key: string, hwm: number): WireMessage => ({ t: 'ask', key, epoch: 1, hwm });

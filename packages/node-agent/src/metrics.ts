@@ -1,3 +1,4 @@
+import { createRequire } from 'node:module';
 import type { FabricNode } from '@stagefabric/fabric';
 import type { StageObserver, StageSystem } from '@stagefabric/runtime';
 import type { ClaimedTask, TaskOutcomeRecord, TaskStore } from '@stagefabric/tasks';
@@ -36,7 +37,8 @@ export const METRIC_NAMES = {
   taskQueueWait: 'stagefabric_task_queue_wait_seconds',
 } as const;
 
-export const VERSION = '0.1.0';
+/** This package's version, as its package.json says (dist/ and src/ both sit one level below it). */
+export const VERSION: string = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 
 export interface AgentMetricsOptions {
   readonly node: string;

@@ -1,11 +1,14 @@
 import { dirname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import type { AnyStageSpec } from '@stagefabric/runtime';
+import { type AnyStageSpec, FabricError } from '@stagefabric/runtime';
 import type { Topology, TopologyStage } from './topology.js';
 
-export class StageLoadError extends Error {
+export class StageLoadError extends FabricError {
   override readonly name = 'StageLoadError';
-  readonly code = 'SF_BAD_STAGE_MODULE';
+
+  constructor(message: string, options: { readonly cause?: unknown } = {}) {
+    super('SF_BAD_STAGE_MODULE', message, options);
+  }
 }
 
 function isStageSpec(value: unknown): value is AnyStageSpec {

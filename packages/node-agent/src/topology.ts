@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { FabricError } from '@stagefabric/runtime';
 import { LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 
@@ -75,12 +76,14 @@ export interface TopologyIssue {
 }
 
 /** An invalid topology file: every issue found, each with its line. */
-export class TopologyError extends Error {
+export class TopologyError extends FabricError {
   override readonly name = 'TopologyError';
-  readonly code = 'SF_BAD_TOPOLOGY';
 
   constructor(readonly issues: readonly TopologyIssue[]) {
-    super(issues.map((i) => `${i.file}:${i.line}:${i.column}: ${i.path === '' ? '' : `${i.path}: `}${i.message}`).join('\n'));
+    super(
+      'SF_BAD_TOPOLOGY',
+      issues.map((i) => `${i.file}:${i.line}:${i.column}: ${i.path === '' ? '' : `${i.path}: `}${i.message}`).join('\n'),
+    );
   }
 }
 

@@ -6,6 +6,7 @@ import { type FabricEvent, FabricNode, MemoryFabric, MemoryTransport, type WireM
 import { StageSystem } from '@stagefabric/runtime';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { waitFor } from '../../../test/support/wait-for.js';
 import { Agent, parseTopology } from '../src/index.js';
 import { records } from './fixtures/stages.js';
 
@@ -24,14 +25,6 @@ async function agent(fabric: MemoryFabric, node: string, yaml: string, demandAud
   });
   agents.push(a);
   return a;
-}
-
-async function waitFor(condition: () => boolean, what: string, timeoutMs = 5000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 /** A node played by hand: a transport on `inbox` that records and acknowledges every message it reads. */

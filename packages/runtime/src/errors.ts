@@ -1,20 +1,32 @@
 /**
- * One error family for the whole fabric. `code` is stable and machine-readable;
- * `retryable` says whether the same operation may succeed if tried again.
+ * One error family for every Stagefabric package. `code` is stable and
+ * machine-readable; `retryable` says whether the same operation may succeed
+ * if tried again. Each code is described once, here: whether it means bad
+ * input (the caller must change something: `stagectl` exits 2) or an
+ * operational failure (exit 1), and what it is about.
  */
-export type FabricErrorCode =
-  | 'SF_BAD_RETURN'
-  | 'SF_BAD_OPTION'
-  | 'SF_BAD_ASK'
-  | 'SF_NO_STAGE'
-  | 'SF_NAME_TAKEN'
-  | 'SF_NOT_PRODUCER'
-  | 'SF_NOT_CONSUMER'
-  | 'SF_CALL_TIMEOUT'
-  | 'SF_STAGE_EXITED'
-  | 'SF_CALLBACK_THREW'
-  | 'SF_RESTART_INTENSITY'
-  | 'SF_TASK_TIMEOUT';
+export const ERROR_CODES = {
+  SF_BAD_OPTION: { input: true, meaning: 'an option has a value outside its rule (the message names option, value and rule)' },
+  SF_BAD_RETURN: { input: true, meaning: 'a stage callback returned the wrong shape' },
+  SF_BAD_ASK: { input: true, meaning: 'demand asked for is not a non-negative integer' },
+  SF_BAD_TOPOLOGY: { input: true, meaning: 'a topology file is invalid (each mistake with FILE:LINE:COLUMN)' },
+  SF_BAD_STAGE_MODULE: { input: true, meaning: 'a stage or handlers module cannot be loaded or exports the wrong thing' },
+  SF_BAD_TASK: { input: true, meaning: 'a task was refused at enqueue (its args or options); nothing of the batch was stored' },
+  SF_BAD_USAGE: { input: true, meaning: 'a command line that stagectl cannot run' },
+  SF_BAD_WIRE_MESSAGE: { input: true, meaning: 'a fabric message that is malformed, oversized or not authentic; it is dead-lettered' },
+  SF_NO_HANDLER: { input: true, meaning: 'a task names a handler that is not registered' },
+  SF_NO_STAGE: { input: false, meaning: 'no running stage has that name or ref' },
+  SF_NAME_TAKEN: { input: false, meaning: 'a stage of that name is already running' },
+  SF_NOT_PRODUCER: { input: false, meaning: 'the stage is not a producer' },
+  SF_NOT_CONSUMER: { input: false, meaning: 'the stage is not a consumer' },
+  SF_CALL_TIMEOUT: { input: false, meaning: 'a call got no reply in time' },
+  SF_STAGE_EXITED: { input: false, meaning: 'the stage (or a remote one) exited' },
+  SF_CALLBACK_THREW: { input: false, meaning: 'a stage callback threw' },
+  SF_RESTART_INTENSITY: { input: false, meaning: 'a supervisor restarted children too often and gave up' },
+  SF_TASK_TIMEOUT: { input: false, meaning: 'a task ran past its timeout' },
+} as const satisfies Record<string, { readonly input: boolean; readonly meaning: string }>;
+
+export type FabricErrorCode = keyof typeof ERROR_CODES;
 
 export interface FabricErrorOptions {
   readonly retryable?: boolean;
@@ -23,7 +35,7 @@ export interface FabricErrorOptions {
 }
 
 export class FabricError extends Error {
-  override readonly name = 'FabricError';
+  override readonly name: string = 'FabricError';
   readonly code: FabricErrorCode;
   readonly retryable: boolean;
   readonly stage: string | undefined;
@@ -33,6 +45,11 @@ export class FabricError extends Error {
     this.code = code;
     this.retryable = options.retryable ?? false;
     this.stage = options.stage;
+  }
+
+  /** Whether this error means bad input, which only a change by the caller can fix. */
+  get isInputError(): boolean {
+    return ERROR_CODES[this.code].input;
   }
 }
 

@@ -1,3 +1,4 @@
+export { type BackoffBounds, backoffMs } from './backoff.js';
 export { type BufferKeep, EventBuffer } from './buffer.js';
 export { type Clock, FakeClock, systemClock, type TimerHandle } from './clock.js';
 export {
@@ -12,7 +13,7 @@ export { BroadcastDispatcher } from './dispatchers/broadcast-dispatcher.js';
 export { DemandDispatcher } from './dispatchers/demand-dispatcher.js';
 export type { Dispatcher, DispatcherSpec, SendEvents } from './dispatchers/dispatcher.js';
 export { hashEvent, PartitionDispatcher } from './dispatchers/partition-dispatcher.js';
-export { describeValue, FabricError, type FabricErrorCode, isFabricError } from './errors.js';
+export { describeValue, ERROR_CODES, FabricError, type FabricErrorCode, type FabricErrorOptions, isFabricError } from './errors.js';
 export { fromIterable, type PipelineStep, pipeline, type ToAsyncIterableOptions, toAsyncIterable } from './interop.js';
 export { PRODUCER_DEFAULTS, SUBSCRIPTION_DEFAULTS } from './options.js';
 export {

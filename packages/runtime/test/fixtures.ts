@@ -1,3 +1,4 @@
+import { waitFor } from '../../../test/support/wait-for.js';
 import {
   type CancelInfo,
   consumer,
@@ -7,6 +8,8 @@ import {
   type SubscribeOptions,
   type Subscription,
 } from '../src/index.js';
+
+export { waitFor };
 
 /** A producer of consecutive integers that records every demand it is asked for. */
 export function counter(
@@ -81,10 +84,3 @@ export function recordingConsumer<T>(
 }
 
 /** Polls `condition` until it holds; fails naming `what` after `timeoutMs`. */
-export async function waitFor(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setImmediate(resolve));
-  }
-}

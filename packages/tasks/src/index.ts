@@ -7,7 +7,14 @@ export {
 } from './open-task-store.js';
 export { type Query, type SqlDriver, SqlTaskStore, type SqlTaskStoreOptions } from './sql-task-store.js';
 export { checkTasks, TASK_DEFAULTS, TaskInputError } from './task-input.js';
-export { startTaskPipeline, type TaskPipeline, type TaskPipelineOptions } from './task-pipeline.js';
+export {
+  startTaskPipeline,
+  startTaskWorker,
+  type TaskPipeline,
+  type TaskPipelineOptions,
+  type TaskWorker,
+  type TaskWorkerOptions,
+} from './task-pipeline.js';
 export { TASK_PRODUCER_DEFAULTS, type TaskProducerOptions, taskProducer } from './task-producer.js';
 export { type TaskContext, type TaskHandler, TaskRegistry } from './task-registry.js';
 export { type BackoffOptions, backoffDelayMs, TASK_RUNNER_DEFAULTS, type TaskRunnerOptions, taskRunner } from './task-runner.js';

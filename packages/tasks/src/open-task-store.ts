@@ -1,3 +1,4 @@
+import { backoffMs, FabricError } from '@stagefabric/runtime';
 import type { SqlTaskStore } from './sql-task-store.js';
 import type { TaskStore } from './task-store.js';
 
@@ -54,7 +55,8 @@ function isUnreachable(error: unknown): boolean {
 /** Migrates, trying again with backoff while the server cannot be reached, up to `connectTimeoutMs`. */
 async function migrateWhenReachable(store: TaskStore, options: OpenTaskStoreOptions): Promise<void> {
   const deadline = Date.now() + (options.connectTimeoutMs ?? 0);
-  for (let delay = 250; ; delay = Math.min(delay * 2, 5000)) {
+  for (let attempt = 0; ; attempt++) {
+    const delay = backoffMs(attempt, { baseMs: 250, maxMs: 5000 });
     try {
       await store.migrate();
       return;
@@ -113,7 +115,10 @@ export async function openTaskStore(options: OpenTaskStoreOptions): Promise<Task
 }
 
 /** A store asked for without what it needs (a URL). */
-export class TaskStoreConfigError extends Error {
+export class TaskStoreConfigError extends FabricError {
   override readonly name = 'TaskStoreConfigError';
-  readonly code = 'SF_BAD_OPTION';
+
+  constructor(message: string) {
+    super('SF_BAD_OPTION', message);
+  }
 }

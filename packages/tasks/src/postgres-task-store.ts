@@ -1,3 +1,4 @@
+import { backoffMs } from '@stagefabric/runtime';
 import pg from 'pg';
 import { type Query, type SqlDriver, SqlTaskStore, type SqlTaskStoreOptions } from './sql-task-store.js';
 
@@ -46,7 +47,7 @@ function listener(url: string, onError: (error: Error) => void) {
           onError(error as Error);
           await c.end().catch(() => {});
           if (closed) throw error;
-          await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** attempt, 2000)));
+          await new Promise((r) => setTimeout(r, backoffMs(attempt, { baseMs: 100, maxMs: 2000 })));
         }
       }
     })();

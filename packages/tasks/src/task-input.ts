@@ -1,10 +1,13 @@
-import { describeValue } from '@stagefabric/runtime';
+import { describeValue, FabricError } from '@stagefabric/runtime';
 import type { EnqueueOptions, NewTask } from './task-store.js';
 
 /** A task refused at enqueue; nothing of the batch was stored. */
-export class TaskInputError extends Error {
+export class TaskInputError extends FabricError {
   override readonly name = 'TaskInputError';
-  readonly code = 'SF_BAD_TASK';
+
+  constructor(message: string) {
+    super('SF_BAD_TASK', message);
+  }
 }
 
 export const TASK_DEFAULTS = {

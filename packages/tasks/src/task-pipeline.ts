@@ -1,5 +1,8 @@
-import type { StageRef, StageSystem } from '@stagefabric/runtime';
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { type StageRef, StageSystem } from '@stagefabric/runtime';
 import { type TaskProducerOptions, taskProducer } from './task-producer.js';
+import { type TaskHandler, TaskRegistry } from './task-registry.js';
 import { type TaskRunnerOptions, taskRunner } from './task-runner.js';
 
 export interface TaskPipelineOptions extends Omit<TaskProducerOptions, 'onError'>, Omit<TaskRunnerOptions, 'subscribeTo' | 'onError'> {
@@ -37,4 +40,35 @@ export async function startTaskPipeline(system: StageSystem, options: TaskPipeli
     await options.store.releaseHeld(options.owner);
   };
   return { producer, runner, stop };
+}
+
+export interface TaskWorkerOptions extends Omit<TaskPipelineOptions, 'registry' | 'owner'> {
+  /** Handlers by task name, or a registry. */
+  readonly handlers: TaskRegistry | Readonly<Record<string, TaskHandler>>;
+  /** Lease owner. Default: host name, process id and a nonce, unique to this worker. */
+  readonly owner?: string;
+}
+
+export interface TaskWorker extends TaskPipeline {
+  readonly owner: string;
+}
+
+/**
+ * Runs tasks in this process with a stage system of its own: what an
+ * application that only wants durable tasks (no topology, no fabric) calls.
+ * `stop()` drains it and hands back what it still holds.
+ */
+export async function startTaskWorker(options: TaskWorkerOptions): Promise<TaskWorker> {
+  const { handlers, owner = `${hostname()}/${process.pid}/${randomUUID().slice(0, 8)}`, ...rest } = options;
+  const registry = handlers instanceof TaskRegistry ? handlers : TaskRegistry.from(handlers);
+  const system = new StageSystem();
+  const pipeline = await startTaskPipeline(system, { ...rest, registry, owner });
+  return {
+    ...pipeline,
+    owner,
+    async stop() {
+      await pipeline.stop();
+      await system.shutdown();
+    },
+  };
 }

@@ -1,4 +1,4 @@
-import { producer, type StageContext } from '@stagefabric/runtime';
+import { backoffMs, producer, type StageContext } from '@stagefabric/runtime';
 import type { ClaimedTask, TaskStore } from './task-store.js';
 
 export interface TaskProducerOptions {
@@ -100,7 +100,7 @@ export function taskProducer(options: TaskProducerOptions) {
         state.claiming = undefined;
         state.failures++;
         options.onError?.(info.failed);
-        ctx.sendAfter(Math.min(100 * 2 ** Math.min(state.failures, 6), 5000), 'wake');
+        ctx.sendAfter(backoffMs(state.failures, { baseMs: 100, maxMs: 5000 }), 'wake');
       } else if ('nextRunAt' in info && info.nextRunAt !== null) {
         const delay = info.nextRunAt - Date.now();
         if (delay < pollIntervalMs && (state.dueAt === undefined || info.nextRunAt < state.dueAt || state.dueAt < Date.now())) {

@@ -1,3 +1,4 @@
+import { FabricError } from '@stagefabric/runtime';
 import type { Query } from './sql-task-store.js';
 import type { ClaimedTask } from './task-store.js';
 
@@ -27,14 +28,15 @@ export class TaskRegistry {
   static from(handlers: Record<string, unknown>): TaskRegistry {
     const registry = new TaskRegistry();
     for (const [name, handler] of Object.entries(handlers)) {
-      if (typeof handler !== 'function') throw new Error(`task handler "${name}" is not a function (got ${typeof handler})`);
+      if (typeof handler !== 'function')
+        throw new FabricError('SF_BAD_STAGE_MODULE', `task handler "${name}" is not a function (got ${typeof handler})`);
       registry.register(name, handler as TaskHandler);
     }
     return registry;
   }
 
   register(name: string, handler: TaskHandler): this {
-    if (this.handlers.has(name)) throw new Error(`a task handler named "${name}" is already registered`);
+    if (this.handlers.has(name)) throw new FabricError('SF_BAD_OPTION', `a task handler named "${name}" is already registered`);
     this.handlers.set(name, handler);
     return this;
   }

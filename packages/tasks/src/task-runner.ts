@@ -1,7 +1,9 @@
 import {
+  backoffMs,
   type ConcurrentConsumerState,
   type ConsumerSpec,
   concurrentConsumer,
+  FabricError,
   type StageAddress,
   type SubscribeOptions,
   type TaskOutcome,
@@ -52,9 +54,9 @@ export const TASK_RUNNER_DEFAULTS = {
 
 /** Exponential backoff with full jitter: a random wait up to base * 2^(attempt - 1), capped. */
 export function backoffDelayMs(attempt: number, backoff: BackoffOptions = {}, random: () => number = Math.random): number {
-  const base = backoff.baseMs ?? TASK_RUNNER_DEFAULTS.backoffBaseMs;
-  const cap = backoff.maxMs ?? TASK_RUNNER_DEFAULTS.backoffMaxMs;
-  return Math.floor(random() * Math.min(cap, base * 2 ** Math.max(0, attempt - 1)));
+  const baseMs = backoff.baseMs ?? TASK_RUNNER_DEFAULTS.backoffBaseMs;
+  const maxMs = backoff.maxMs ?? TASK_RUNNER_DEFAULTS.backoffMaxMs;
+  return backoffMs(attempt - 1, { baseMs, maxMs }, random);
 }
 
 function errorText(error: unknown): string {
@@ -111,7 +113,7 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
         return;
       } catch (error) {
         options.onError?.(error as Error);
-        await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** attempt, 5000)));
+        await new Promise((r) => setTimeout(r, backoffMs(attempt, { baseMs: 100, maxMs: 5000 })));
       }
     }
   };
@@ -133,7 +135,10 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
       options.onStarted?.(task);
       const handler = registry.get(task.name);
       if (handler === undefined) {
-        throw new Error(`no handler registered for task "${task.name}" (registered: ${registry.names().join(', ') || 'none'})`);
+        throw new FabricError(
+          'SF_NO_HANDLER',
+          `no handler registered for task "${task.name}" (registered: ${registry.names().join(', ') || 'none'})`,
+        );
       }
       const within = store instanceof SqlTaskStore ? store : undefined;
       return handler(task.args, {

@@ -1,3 +1,5 @@
+import { FabricError } from '@stagefabric/runtime';
+
 /**
  * The task table and every statement on it, shared by the Postgres and the
  * embedded PGlite stores. `$schema` is replaced by the quoted schema name.
@@ -128,7 +130,7 @@ export const CANCEL = `UPDATE $schema.tasks SET state = 'cancelled', finished_at
 /** A schema name is an identifier: checked, then quoted, never interpolated raw. */
 export function quoteSchema(schema: string): string {
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema))
-    throw new Error(`task store schema "${schema}" must be a lower-case identifier (letters, digits, _)`);
+    throw new FabricError('SF_BAD_OPTION', `task store schema "${schema}" must be a lower-case identifier (letters, digits, _)`);
   return `"${schema}"`;
 }
 

@@ -1,15 +1,8 @@
 import { StageSystem } from '@stagefabric/runtime';
 import { afterEach, describe, expect, it } from 'vitest';
+import { waitFor } from '../../../test/support/wait-for.js';
 import { startTaskPipeline, TaskRegistry, type TaskStore } from '../src/index.js';
 import { PGliteTaskStore } from '../src/pglite-task-store.js';
-
-async function waitFor(condition: () => Promise<boolean> | boolean, what: string, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 const open: { store: TaskStore; system: StageSystem }[] = [];
 afterEach(async () => {

@@ -1,13 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { waitFor } from '../../../test/support/wait-for.js';
 import type { TaskStore } from '../src/index.js';
-
-async function waitFor(condition: () => Promise<boolean> | boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 /** The contract every task store keeps; `make` returns a fresh, migrated, empty store. */
 export function taskStoreConformance(name: string, make: () => Promise<TaskStore>): void {
