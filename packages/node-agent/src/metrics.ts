@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import type { FabricNode } from '@stagefabric/fabric';
 import type { StageObserver, StageSystem } from '@stagefabric/runtime';
-import type { ClaimedTask, TaskOutcomeRecord, TaskStore } from '@stagefabric/tasks';
+import type { ClaimedTask, LeaseLossPhase, RefusalReason, TaskOutcomeRecord, TaskStore } from '@stagefabric/tasks';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 /**
@@ -35,6 +35,10 @@ export const METRIC_NAMES = {
   tasksFinished: 'stagefabric_tasks_finished_total',
   taskRunDuration: 'stagefabric_task_run_duration_seconds',
   taskQueueWait: 'stagefabric_task_queue_wait_seconds',
+  taskOutcomesRefused: 'stagefabric_task_outcomes_refused_total',
+  taskLeasesLost: 'stagefabric_task_leases_lost_total',
+  taskLeasesRecovered: 'stagefabric_task_leases_recovered_total',
+  taskEventsDropped: 'stagefabric_task_events_dropped_total',
 } as const;
 
 /** This package's version, as its package.json says (dist/ and src/ both sit one level below it). */
@@ -61,6 +65,10 @@ export class AgentMetrics {
   private readonly finished: Counter;
   private readonly runDuration: Histogram;
   private readonly queueWait: Histogram;
+  private readonly refused: Counter;
+  private readonly leasesLost: Counter;
+  private readonly leasesRecovered: Counter;
+  private readonly eventsDropped: Counter;
 
   constructor(options: AgentMetricsOptions) {
     const r = this.registry;
@@ -240,6 +248,28 @@ export class AgentMetrics {
       buckets: taskBuckets,
       registers: [r],
     });
+    this.refused = new Counter({
+      name: METRIC_NAMES.taskOutcomesRefused,
+      help: 'Task outcomes the store refused because the run no longer held the task, by reason (lease-lost, finished, not-found).',
+      labelNames: ['queue', 'reason'],
+      registers: [r],
+    });
+    this.leasesLost = new Counter({
+      name: METRIC_NAMES.taskLeasesLost,
+      help: "Tasks in this node's hands whose lease the store no longer honoured, by phase (handover, prefetched: not run; running: aborted).",
+      labelNames: ['queue', 'phase'],
+      registers: [r],
+    });
+    this.leasesRecovered = new Counter({
+      name: METRIC_NAMES.taskLeasesRecovered,
+      help: "Tasks whose lease lapsed that this node's producer put back to waiting or failed on their last attempt.",
+      registers: [r],
+    });
+    this.eventsDropped = new Counter({
+      name: METRIC_NAMES.taskEventsDropped,
+      help: 'Events a task runner dropped without running: not a claimed task, or a claim it already held.',
+      registers: [r],
+    });
     new Gauge({ name: METRIC_NAMES.buildInfo, help: 'Version of the agent.', labelNames: ['version', 'nodejs'], registers: [r] }).set(
       { version: VERSION, nodejs: process.version },
       1,
@@ -256,6 +286,22 @@ export class AgentMetrics {
     const label = outcome.status !== 'success' && outcome.retryAt !== undefined ? 'retry' : outcome.status;
     this.finished.inc({ queue: task.queue, outcome: label });
     this.runDuration.observe({ queue: task.queue }, durationMs / 1000);
+  }
+
+  taskOutcomeRefused(task: ClaimedTask, reason: RefusalReason): void {
+    this.refused.inc({ queue: task.queue, reason });
+  }
+
+  taskLeaseLost(task: ClaimedTask, phase: LeaseLossPhase): void {
+    this.leasesLost.inc({ queue: task.queue, phase });
+  }
+
+  taskLeasesRecovered(count: number): void {
+    this.leasesRecovered.inc(count);
+  }
+
+  taskEventDropped(): void {
+    this.eventsDropped.inc();
   }
 
   render(): Promise<string> {

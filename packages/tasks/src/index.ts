@@ -17,13 +17,23 @@ export {
 } from './task-pipeline.js';
 export { TASK_PRODUCER_DEFAULTS, type TaskProducerOptions, taskProducer } from './task-producer.js';
 export { type TaskContext, type TaskHandler, TaskRegistry } from './task-registry.js';
-export { type BackoffOptions, backoffDelayMs, TASK_RUNNER_DEFAULTS, type TaskRunnerOptions, taskRunner } from './task-runner.js';
+export {
+  type BackoffOptions,
+  backoffDelayMs,
+  type LeaseLossPhase,
+  type RefusalReason,
+  TASK_RUNNER_DEFAULTS,
+  type TaskInHand,
+  type TaskRunnerOptions,
+  taskRunner,
+} from './task-runner.js';
 export {
   type ClaimedTask,
   type EnqueueOptions,
   type EnqueueResult,
   FINAL_STATES,
   type NewTask,
+  type TaskClaim,
   type TaskCount,
   type TaskOutcomeRecord,
   type TaskRecord,
