@@ -368,8 +368,10 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
       return spec.init(args, ctx);
     },
     async terminate(reason, state) {
-      // Leases stay extended while running tasks drain and their outcomes are written.
-      await spec.terminate?.(reason, state);
+      // Leases stay extended while running tasks drain and their outcomes are written. A producer
+      // whose node went away (noconnection) takes nothing from the tasks this runner took over:
+      // they drain as on a graceful stop, and the restarted runner subscribes again.
+      await spec.terminate?.(reason === 'noconnection' ? 'shutdown' : reason, state);
       flush();
       if (writing.size > 0) await Promise.race([Promise.allSettled([...writing]), sleep(clock, drainMs)]);
       stopped = true;
