@@ -172,6 +172,7 @@ export class TaskHost {
         redisUrl: options.redisUrl,
         databaseUrl: options.databaseUrl,
         schema: config.schema,
+        prefix: config.prefix,
         onError: (e) => options.logger.warn({ err: e }, 'task store error'),
         // An agent outlives a database restart; so does its boot, as its Redis clients wait for Redis.
         connectTimeoutMs: TASK_STORE_CONNECT_TIMEOUT_MS,

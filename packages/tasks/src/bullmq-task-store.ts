@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { Job, Queue, Worker } from 'bullmq';
+import { Job, type JobType, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { checkTasks, TASK_DEFAULTS } from './task-input.js';
 import type {
@@ -510,10 +510,14 @@ export class BullMQTaskStore implements TaskStore {
     };
   }
 
-  private async jobsOf(queue: string, withLocks = false): Promise<{ job: Job<TaskData>; state: string; lock: string | null }[]> {
+  private async jobsOf(
+    queue: string,
+    withLocks = false,
+    states: readonly JobType[] = ['active', 'completed', 'failed', 'wait', 'prioritized', 'delayed'],
+  ): Promise<{ job: Job<TaskData>; state: string; lock: string | null }[]> {
     const q = this.queue(queue);
     const out: { job: Job<TaskData>; state: string; lock: string | null }[] = [];
-    for (const state of ['active', 'completed', 'failed', 'wait', 'prioritized', 'delayed'] as const) {
+    for (const state of states) {
       const jobs = ((await q.getJobs([state], 0, -1)) as (Job<TaskData> | undefined)[]).filter((j): j is Job<TaskData> => j !== undefined);
       const locks =
         withLocks && state === 'active' && jobs.length > 0 ? await this.redis.mget(jobs.map((j) => this.lockKey(q, j.id as string))) : [];
@@ -527,7 +531,12 @@ export class BullMQTaskStore implements TaskStore {
   async counts(): Promise<TaskCount[]> {
     const counts = new Map<string, number>();
     for (const queue of await this.knownQueues()) {
-      for (const { job, state } of await this.jobsOf(queue)) {
+      // Running and succeeded map one to one: counted by BullMQ. Failed and waiting jobs are read,
+      // as their data tells error from timeout, and cancelled from waiting.
+      const direct = await this.queue(queue).getJobCounts('active', 'completed');
+      if ((direct.active ?? 0) > 0) counts.set(`${queue}\u0000running`, direct.active ?? 0);
+      if ((direct.completed ?? 0) > 0) counts.set(`${queue}\u0000success`, direct.completed ?? 0);
+      for (const { job, state } of await this.jobsOf(queue, false, ['failed', 'wait', 'prioritized', 'delayed'])) {
         const key = `${queue}\u0000${this.toRecord(job, state).state}`;
         counts.set(key, (counts.get(key) ?? 0) + 1);
       }

@@ -14,6 +14,8 @@ export interface OpenTaskStoreOptions {
   /** PGlite only: a folder to keep tasks in; in memory when absent. */
   readonly dataDir?: string | undefined;
   readonly schema?: string | undefined;
+  /** bullmq: the Redis key prefix of the queues. Default bull. */
+  readonly prefix?: string | undefined;
   readonly onError?: (error: Error) => void;
   /**
    * PostgreSQL: how long to keep trying while the server cannot be reached
@@ -80,7 +82,10 @@ export async function openTaskStore(options: OpenTaskStoreOptions): Promise<Task
     if (options.redisUrl === undefined || options.redisUrl === '') throw new TaskStoreConfigError('the bullmq task store needs REDIS_URL');
     // Each store's driver is an optional peer dependency: loaded only when that store is asked for.
     const { BullMQTaskStore } = await import('./bullmq-task-store.js');
-    const store = Object.assign(new BullMQTaskStore({ url: options.redisUrl }), { kind: 'bullmq' as const });
+    const store = Object.assign(
+      new BullMQTaskStore({ url: options.redisUrl, ...(options.prefix === undefined ? {} : { prefix: options.prefix }) }),
+      { kind: 'bullmq' as const },
+    );
     await store.migrate();
     return store;
   }

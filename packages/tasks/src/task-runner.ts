@@ -276,7 +276,6 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
     }
     // A later attempt of a task in hand: the earlier claim lapsed and was claimed again.
     if (before !== undefined) lose(before, before.started ? 'running' : 'prefetched');
-    inHand.set(task.id, held);
     return held;
   };
 
@@ -355,9 +354,21 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
   return {
     ...spec,
     async handleEvents(events, from, state, ctx) {
-      const helds = events.map(hold);
+      const seen = new Set<string>();
+      const helds = events.map((event) => {
+        const held = hold(event);
+        if (held.lost) return held;
+        if (!seen.has(held.task.id)) {
+          seen.add(held.task.id);
+          return held;
+        }
+        options.onDropped?.(event, `task ${held.task.id} arrived twice in one batch`);
+        return { ...held, ...DROPPED };
+      });
       const live = helds.filter((h) => !h.lost);
       if (live.length > 0) await takeOver(live);
+      // In hand, its lease extended, only once taken over: an extension meanwhile would name the producer's claim.
+      for (const h of live) if (!h.lost) inHand.set(h.task.id, h);
       return spec.handleEvents(helds, from, state, ctx);
     },
     async init(args, ctx) {

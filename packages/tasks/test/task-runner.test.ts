@@ -91,6 +91,21 @@ class HeldClaims extends PGliteTaskStore {
   }
 }
 
+/** A PGlite store whose take-overs, while `hold` is set, take effect at once and are answered only once it settles; it notes every extension asked. */
+class HeldAdoptions extends PGliteTaskStore {
+  hold: Promise<void> | undefined;
+  readonly extended: string[] = [];
+  override async adopt(...args: Parameters<PGliteTaskStore['adopt']>) {
+    const taken = await super.adopt(...args);
+    await this.hold;
+    return taken;
+  }
+  override extendLeases(...args: Parameters<PGliteTaskStore['extendLeases']>) {
+    this.extended.push(...args[0].map((c) => `${c.id}:${c.claimant}`));
+    return super.extendLeases(...args);
+  }
+}
+
 const state = async (store: TaskStore, state: string) =>
   (await store.counts()).filter((c) => c.state === state).reduce((n, c) => n + c.count, 0);
 
@@ -290,6 +305,37 @@ describe('task producer and runner', () => {
     await until(async () => (await state(store, 'success')) === 100, '100 successes');
     expect(new Set(owners)).toEqual(new Set(['node-b']));
     expect((await store.list({ limit: 200 })).every((t) => t.attempt === 1)).toBe(true);
+  });
+
+  it('a lease extension that falls due while tasks are being taken over leaves them be: they run under the new claim', async () => {
+    const store = new HeldAdoptions();
+    const { system, clock, lost, until } = await rig(store);
+    const registry = new TaskRegistry().register('quick', () => undefined);
+    const tasks = await system.start(taskProducer({ store, owner: 'node-a', pollIntervalMs: 50 }), undefined, { name: 'tasks' });
+    await system.start(
+      taskRunner({
+        store,
+        registry,
+        owner: 'node-b',
+        leaseMs: 3000,
+        subscribeTo: [{ to: tasks, maxDemand: 5 }],
+        onLeaseLost: (task, phase) => lost.push({ task, phase }),
+      }),
+      undefined,
+    );
+    let answer!: () => void;
+    store.hold = new Promise((resolve) => (answer = resolve));
+    await store.enqueue(Array.from({ length: 5 }, () => ({ name: 'quick' })));
+    await waitFor(
+      async () => (await store.list({ state: 'running' })).filter((t) => t.leaseOwner === 'node-b').length === 5,
+      'the take-over',
+    );
+    // Two extensions fall due before the take-over is answered: they leave the tasks alone (an extension is asked for at once).
+    clock.advance(2500);
+    expect(store.extended).toEqual([]);
+    answer();
+    await until(async () => (await state(store, 'success')) === 5, 'the five to succeed');
+    expect(lost).toEqual([]);
   });
 
   it('a graceful stop of the producer node hands back only what no runner took over', async () => {
