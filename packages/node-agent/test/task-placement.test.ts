@@ -6,7 +6,7 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { waitFor } from '../../../test/support/wait-for.js';
 import { Agent, parseTopology } from '../src/index.js';
-import { runs } from './fixtures/task-runs.js';
+import { gate, runs } from './fixtures/task-runs.js';
 
 const FIXTURES = resolve(import.meta.dirname, 'fixtures/topology.yaml');
 const silent = pino({ level: process.env.DEBUG_LOG ? 'info' : 'silent' });
@@ -31,11 +31,11 @@ stages:
     subscribe: [{ to: tasks, maxDemand: 8 }]
 `;
 
-async function start(store: TaskStore, node: string, fabric?: MemoryFabric): Promise<Agent> {
+async function start(store: TaskStore, node: string, fabric?: MemoryFabric, logger = silent.child({ node })): Promise<Agent> {
   const agent = await Agent.start({
     topology: parseTopology(TOPOLOGY, FIXTURES),
     node,
-    logger: silent.child({ node }),
+    logger,
     taskStore: store,
     ...(fabric === undefined ? {} : { transport: new MemoryTransport({ fabric }), heartbeatMs: 200 }),
   });
@@ -119,5 +119,46 @@ describe('task producer and runners placed on different nodes (in-process fabric
     await b.stop();
     const after = await store.list({});
     expect(after.map((t) => [t.state, t.attempt, t.leaseOwner])).toEqual(Array(4).fill(['waiting', 0, null]));
+  });
+
+  it('a refused outcome and a lost lease are logged with the task and counted in the metrics', async () => {
+    const store = new PGliteTaskStore();
+    stores.push(store);
+    await store.migrate();
+    const fabric = new MemoryFabric();
+    const lines: Record<string, unknown>[] = [];
+    const capture = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    await start(store, 'a', fabric);
+    const b = await start(store, 'b', fabric, capture);
+    const open = gate('first');
+    gate('second');
+    const [first, second] = await store.enqueue([
+      { name: 'gated', args: { gate: 'first' }, options: { maxAttempts: 1 } },
+      { name: 'gated', args: { gate: 'second' }, options: { maxAttempts: 1 } },
+    ]);
+    const owner = b.tasks?.owner as string;
+    await waitFor(
+      async () => (await store.list({ state: 'running' })).filter((t) => t.leaseOwner === owner).length === 2,
+      'b to hold both',
+    );
+    // Another node holds both now, as after b stalled past their leases.
+    const claims = [first, second].map((t) => ({ id: t?.id as string, attempt: 1, claimant: owner }));
+    expect(await store.adopt(claims, 'thief', 60_000)).toHaveLength(2);
+    open();
+    const logged = (msg: string) => lines.filter((l) => l.msg === msg);
+    await waitFor(() => logged('task outcome refused: this run no longer holds the task').length === 1, 'the refusal to be logged');
+    expect(logged('task outcome refused: this run no longer holds the task')[0]).toMatchObject({
+      task: first?.id,
+      attempt: 1,
+      outcome: 'success',
+      reason: 'lease-lost',
+    });
+    // The second's next extension is refused: its run is aborted.
+    await waitFor(() => logged('task lease lost').length === 1, 'the lost lease to be logged', 10_000);
+    expect(logged('task lease lost')[0]).toMatchObject({ task: second?.id, phase: 'running', result: 'run aborted' });
+    const metrics = await b.metrics.render();
+    expect(metrics).toMatch(/stagefabric_task_outcomes_refused_total\{[^}]*queue="default"[^}]*reason="lease-lost"[^}]*\} 1/);
+    expect(metrics).toMatch(/stagefabric_task_leases_lost_total\{[^}]*phase="running"[^}]*\} 1/);
+    expect(await store.get(second?.id as string)).toMatchObject({ state: 'running', leaseOwner: 'thief' });
   });
 });
