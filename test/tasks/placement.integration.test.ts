@@ -8,6 +8,7 @@ import pg from 'pg';
 import { afterEach, describe, expect, inject, it, onTestFailed } from 'vitest';
 import { parse, stringify } from 'yaml';
 import { type AgentProcess, killAll, ROOT, testFabric, waitFor } from '../fabric/agent-process.js';
+import { startLocalPostgres, startLocalRedis } from '../support/servers.js';
 
 /**
  * The placement matrix of the task topologies: the example task runner and
@@ -19,8 +20,8 @@ import { type AgentProcess, killAll, ROOT, testFabric, waitFor } from '../fabric
  * tasks in flight, and a task whose run kills its node.
  */
 
-const databaseUrl = inject('databaseUrl');
-const redisUrl = inject('redisUrl');
+const sharedDatabaseUrl = inject('databaseUrl');
+const sharedRedisUrl = inject('redisUrl');
 const HANDLERS = join(ROOT, 'test/tasks/placement-handlers.mjs');
 const EXAMPLE = join(ROOT, 'examples/tasks');
 const LEASE_MS = 2000;
@@ -44,8 +45,10 @@ afterEach(async () => {
   await killAll();
 });
 
-/** A schema (the store's and the checker's tables), a BullMQ prefix, a fabric namespace: one scenario's own. */
-async function scenario(kind: StoreKind, placement: Placement) {
+/** A schema (the store's and the checker's tables), a BullMQ prefix, a fabric namespace: one scenario's own; servers of its own when given. */
+async function scenario(kind: StoreKind, placement: Placement, servers: { databaseUrl?: string; redisUrl?: string } = {}) {
+  const databaseUrl = servers.databaseUrl ?? sharedDatabaseUrl;
+  const redisUrl = servers.redisUrl ?? sharedRedisUrl;
   const tag = randomUUID().slice(0, 8);
   const schema = `sf_p${tag}`;
   const prefix = `sfp${tag}`;
@@ -180,7 +183,8 @@ async function expectEarned(s: Scenario, total: number, exact: boolean): Promise
   let all: Final[] = [];
   await waitFor(
     async () => {
-      all = await s.finals();
+      // A server of the scenario's may be restarting: look again.
+      all = await s.finals().catch(() => []);
       return all.length === total && all.every((t) => t.state !== 'waiting' && t.state !== 'running');
     },
     `all ${total} tasks to be final`,
@@ -381,4 +385,62 @@ describe('placement matrix: kill -9 with tasks in flight (producer on p, runners
       }
     }, 180_000);
   }
+});
+
+describe('placement matrix: both nodes killed, and the servers restarted, with tasks in flight (producer on p, runners on r1 and r2)', () => {
+  for (const kind of ['postgres', 'bullmq'] as const) {
+    it(`${kind}: kill -9 of the producer's node and a runner's node at once, both started again: every task succeeds, each effect once`, async () => {
+      const s = await scenario(kind, 'split');
+      try {
+        const topology = await s.builtins();
+        const [producer, r1] = startAll(s, topology);
+        await s.store?.enqueue(SLOW);
+        await waitFor(async () => (await s.heldBy('r1')).length >= 4, 'r1 to hold running tasks', 30_000, 50);
+        await Promise.all([producer?.kill('SIGKILL'), r1?.kill('SIGKILL')]);
+        s.start(topology, 'p');
+        s.start(topology, 'r1');
+        await expectEarned(s, SLOW.length, false);
+      } finally {
+        await s.cleanup();
+      }
+    }, 180_000);
+
+    it(`${kind}: Redis restarts (kill -9, append-only file) with tasks in flight: every task succeeds, each effect once`, async () => {
+      const redis = await startLocalRedis(['--appendonly', 'yes', '--appendfsync', 'always']);
+      try {
+        const s = await scenario(kind, 'split', { redisUrl: redis.url });
+        try {
+          const topology = await s.builtins();
+          startAll(s, topology);
+          await s.store?.enqueue(SLOW);
+          await waitFor(async () => (await s.perTask('effects')).size >= 20, 'the drain to be under way', 30_000, 50);
+          await redis.restart('SIGKILL');
+          await expectEarned(s, SLOW.length, false);
+        } finally {
+          await s.cleanup();
+        }
+      } finally {
+        await redis.stop();
+      }
+    }, 180_000);
+  }
+
+  it('postgres: PostgreSQL restarts with tasks in flight: every task succeeds, each effect once', async () => {
+    const postgres = await startLocalPostgres();
+    try {
+      const s = await scenario('postgres', 'split', { databaseUrl: postgres.url });
+      try {
+        const topology = await s.builtins();
+        startAll(s, topology);
+        await s.store?.enqueue(SLOW);
+        await waitFor(async () => (await s.perTask('effects')).size >= 20, 'the drain to be under way', 30_000, 50);
+        await postgres.restart();
+        await expectEarned(s, SLOW.length, false);
+      } finally {
+        await s.cleanup().catch(() => {});
+      }
+    } finally {
+      await postgres.stop();
+    }
+  }, 180_000);
 });
