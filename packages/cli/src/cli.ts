@@ -27,7 +27,7 @@ Commands:
   status             nodes, stages, subscriptions and inboxes of the fabric at REDIS_URL
   top                the same, live: rates per stage, the bottleneck marked
   enqueue NAME       add a task (or many with --file FILE, - for stdin)
-  tasks [ACTION]     task counts by queue and state; list, retry ID..., cancel ID...
+  tasks [ACTION]     task counts by queue and state; list, retry ID..., cancel ID..., pause Q, resume Q
   migrate            create or upgrade the task store's schema
   schema             print the topology JSON Schema (for editors)
 
@@ -78,12 +78,15 @@ Options:
   --data-dir DIR  an embedded store instead of DATABASE_URL (no agent may use it)
   --schema S      the task table's schema (default stagefabric)
   --store bullmq  the Redis (BullMQ) store at REDIS_URL instead`,
-  tasks: `Usage: stagectl tasks [counts|list|retry ID...|cancel ID...] [--json]
+  tasks: `Usage: stagectl tasks [counts|list|retry ID...|cancel ID...|pause Q|resume Q] [--json]
 
 counts  tasks by queue and state (the default)
-list    recent tasks; --queue Q --state S --limit N
+list    recent tasks, newest first; --queue Q --state S --name N
+        --error TEXT (in the last error, any case) --limit N --offset N
 retry   failed or cancelled tasks back to waiting, attempts reset
 cancel  waiting tasks to cancelled
+pause   claims take nothing from queue Q (running tasks finish) until
+resume  lets them take from it again
 
 Reads the store at DATABASE_URL (or --data-dir DIR; --schema S; or
 --store bullmq for the Redis store at REDIS_URL).`,

@@ -147,7 +147,10 @@ export async function tasksCommand(args: string[]): Promise<void> {
       json: { type: 'boolean' },
       queue: { type: 'string' },
       state: { type: 'string' },
+      name: { type: 'string' },
+      error: { type: 'string' },
       limit: { type: 'string' },
+      offset: { type: 'string' },
     },
   });
   const [verb = 'counts', ...ids] = positionals;
@@ -175,7 +178,10 @@ export async function tasksCommand(args: string[]): Promise<void> {
         const tasks = await store.list({
           ...(values.queue === undefined ? {} : { queue: values.queue }),
           ...(values.state === undefined ? {} : { state: values.state as TaskState }),
+          ...(values.name === undefined ? {} : { name: values.name }),
+          ...(values.error === undefined ? {} : { errorContains: values.error }),
           limit: int('limit', values.limit) ?? 50,
+          offset: int('offset', values.offset) ?? 0,
         });
         print(
           tasks,
@@ -191,8 +197,21 @@ export async function tasksCommand(args: string[]): Promise<void> {
         print(changed, `${verb === 'retry' ? 'retrying' : 'cancelled'} ${changed.length} of ${ids.length} (only ${rule} tasks change)\n`);
         return;
       }
+      case 'pause':
+      case 'resume': {
+        const [queue] = ids;
+        if (queue === undefined || ids.length !== 1) throw new UsageError(`tasks ${verb}: give one queue`);
+        if (verb === 'pause') await store.pause(queue);
+        else await store.resume(queue);
+        const paused = await store.paused();
+        print(
+          { queue, paused: paused.includes(queue) },
+          verb === 'pause' ? `queue ${queue} paused: claims take nothing from it\n` : `queue ${queue} resumed\n`,
+        );
+        return;
+      }
       default:
-        throw new UsageError(`tasks: unknown action "${verb}" (counts, list, retry, cancel)`);
+        throw new UsageError(`tasks: unknown action "${verb}" (counts, list, retry, cancel, pause, resume)`);
     }
   });
 }

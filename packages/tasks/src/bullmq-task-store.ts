@@ -2,14 +2,46 @@ import { randomUUID } from 'node:crypto';
 import { Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { checkTasks, TASK_DEFAULTS } from './task-input.js';
-import type { ClaimedTask, EnqueueResult, NewTask, TaskCount, TaskOutcomeRecord, TaskRecord, TaskState, TaskStore } from './task-store.js';
+import {
+  type ClaimedTask,
+  type EnqueueResult,
+  type NewTask,
+  RETRYABLE_STATES,
+  type TaskAttempt,
+  type TaskCount,
+  type TaskFilter,
+  type TaskListFilter,
+  type TaskOutcomeRecord,
+  type TaskRecord,
+  type TaskState,
+  type TaskStore,
+} from './task-store.js';
 
 export interface BullMQTaskStoreOptions {
   readonly url: string;
   /** BullMQ's key prefix. Default 'bull', BullMQ's own, so its dashboards and producers see the same queues. */
   readonly prefix?: string;
   readonly maxPayloadBytes?: number;
+  /**
+   * Filters (list, countWhere, retryWhere, cancelWhere) run in memory over
+   * at most this many of the newest jobs of each state of each queue.
+   * Default 10 000.
+   */
+  readonly scanMax?: number;
 }
+
+/** What a job's data keeps of each finished attempt (JSON: dates as Unix milliseconds). */
+interface StoredAttempt {
+  readonly attempt: number;
+  readonly outcome: TaskAttempt['outcome'];
+  readonly error: string | null;
+  readonly durationMs: number | null;
+  readonly owner: string | null;
+  readonly finishedAt: number;
+}
+
+/** Attempts kept in a job's data: the latest ones, so the data stays bounded. */
+const ATTEMPTS_KEPT = 100;
 
 /** What a task carries in its BullMQ job's data. */
 interface TaskData {
@@ -24,6 +56,13 @@ interface TaskData {
   outcome?: TaskState;
   /** Cancelled while waiting: the next claim moves it to failed instead of running it. */
   cancelled?: boolean;
+  /** Finished attempts, oldest first, the latest ATTEMPTS_KEPT. */
+  attempts?: StoredAttempt[];
+}
+
+/** The job's data with one more finished attempt in its history. */
+function withAttempt(data: TaskData, attempt: StoredAttempt): TaskData {
+  return { ...data, attempts: [...(data.attempts ?? []), attempt].slice(-ATTEMPTS_KEPT) };
 }
 
 /** A job added by a plain BullMQ producer carries its args as the whole data: read it as a task with default settings. */
@@ -54,11 +93,13 @@ export class BullMQTaskStore implements TaskStore {
   private readonly leases = new Map<string, { readonly owner: string; readonly token: string; readonly job: Job<TaskData> }>();
   private readonly listeners = new Map<string, Set<() => void>>();
   private readonly maxPayloadBytes: number;
+  private readonly scanMax: number;
 
   constructor(private readonly options: BullMQTaskStoreOptions) {
     this.prefix = options.prefix ?? 'bull';
     this.redis = new Redis(options.url, { maxRetriesPerRequest: null });
     this.maxPayloadBytes = options.maxPayloadBytes ?? TASK_DEFAULTS.maxPayloadBytes;
+    this.scanMax = options.scanMax ?? 10_000;
   }
 
   private get connection() {
@@ -208,15 +249,25 @@ export class BullMQTaskStore implements TaskStore {
         if (held === undefined) return undefined;
         this.leases.delete(o.id);
         const { job, token } = held;
+        // The history is written just before the move that records the outcome (BullMQ has no transaction spanning both).
+        const data = withAttempt(job.data, {
+          attempt: job.attemptsStarted - (job.data.attemptBase ?? 0),
+          outcome: o.status,
+          error: o.status === 'success' ? null : o.error,
+          durationMs: o.durationMs === undefined ? null : Math.round(o.durationMs),
+          owner,
+          finishedAt: Date.now(),
+        });
         try {
           if (o.status === 'success') {
+            await job.updateData(data);
             await job.moveToCompleted('success', token, false);
             await this.releaseKey(job, o.id);
           } else if (o.retryAt !== undefined) {
-            await job.updateData({ ...job.data, lastError: o.error });
+            await job.updateData({ ...data, lastError: o.error });
             await job.moveToDelayed(o.retryAt.getTime(), token);
           } else {
-            await job.updateData({ ...job.data, lastError: o.error, outcome: o.status });
+            await job.updateData({ ...data, lastError: o.error, outcome: o.status });
             await job.moveToFailed(new Error(o.error), token, false);
             await this.releaseKey(job, o.id);
           }
@@ -272,7 +323,21 @@ export class BullMQTaskStore implements TaskStore {
         const owner = this.leases.get(id)?.owner ?? '?';
         this.leases.delete(id);
         const job = (await Job.fromId(this.queue(queue), jobId)) as Job<TaskData> | undefined;
-        await job?.updateData({ ...job.data, lastError: `lease of ${owner} expired: its node stopped or stalled` });
+        if (job === undefined) continue;
+        const data = taskData(job.data);
+        const lastError = `lease of ${owner} expired: its node stopped or stalled`;
+        await job.updateData({
+          ...withAttempt(data, {
+            // BullMQ counted the lost start; the attempt that was lost is the one before the next.
+            attempt: job.attemptsStarted - (data.attemptBase ?? 0),
+            outcome: 'lost',
+            error: lastError,
+            durationMs: null,
+            owner: owner === '?' ? null : owner,
+            finishedAt: Date.now(),
+          }),
+          lastError,
+        });
       }
       recovered += stalled.length;
     }
@@ -280,6 +345,8 @@ export class BullMQTaskStore implements TaskStore {
   }
 
   async nextRunAt(queue: string): Promise<Date | null> {
+    // A paused queue gives its producers no wake-up time: resume() wakes them.
+    if (await this.queue(queue).isPaused()) return null;
     const [first] = (await this.queue(queue).getDelayed(0, 0)) as Job[];
     return first === undefined ? null : new Date(first.timestamp + first.delay);
   }
@@ -347,13 +414,33 @@ export class BullMQTaskStore implements TaskStore {
     };
   }
 
-  private async jobsOf(queue: string): Promise<{ job: Job<TaskData>; state: string }[]> {
+  /** The jobs of a queue in every state; with `max`, at most the newest `max` of each state. */
+  private async jobsOf(queue: string, max?: number): Promise<{ job: Job<TaskData>; state: string }[]> {
     const q = this.queue(queue);
     const out: { job: Job<TaskData>; state: string }[] = [];
-    for (const state of ['active', 'completed', 'failed', 'wait', 'prioritized', 'delayed'] as const) {
-      for (const job of (await q.getJobs([state], 0, -1)) as Job<TaskData>[]) if (job !== undefined) out.push({ job, state });
+    // A paused queue keeps its waiting jobs in BullMQ's `paused` list.
+    for (const state of ['active', 'completed', 'failed', 'wait', 'paused', 'prioritized', 'delayed'] as const) {
+      for (const job of (await q.getJobs([state], 0, max === undefined ? -1 : max - 1)) as Job<TaskData>[])
+        if (job !== undefined) out.push({ job, state });
     }
     return out;
+  }
+
+  /** Tasks matching a filter, newest first, from a scan of at most scanMax jobs per state and queue. */
+  private async matching(filter: TaskFilter): Promise<TaskRecord[]> {
+    const queues = filter.queue === undefined ? await this.knownQueues() : [filter.queue];
+    const needle = filter.errorContains?.toLowerCase() ?? '';
+    const records: TaskRecord[] = [];
+    for (const queue of queues) {
+      for (const { job, state } of await this.jobsOf(queue, this.scanMax)) {
+        const r = this.toRecord(job, state);
+        if (filter.state !== undefined && r.state !== filter.state) continue;
+        if (filter.name !== undefined && r.name !== filter.name) continue;
+        if (needle !== '' && !(r.lastError ?? '').toLowerCase().includes(needle)) continue;
+        records.push(r);
+      }
+    }
+    return records.sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime());
   }
 
   async counts(): Promise<TaskCount[]> {
@@ -372,14 +459,46 @@ export class BullMQTaskStore implements TaskStore {
       .sort((a, b) => a.queue.localeCompare(b.queue) || a.state.localeCompare(b.state));
   }
 
-  async list(filter: { readonly queue?: string; readonly state?: TaskState; readonly limit?: number }): Promise<TaskRecord[]> {
-    const queues = filter.queue === undefined ? await this.knownQueues() : [filter.queue];
-    const records: TaskRecord[] = [];
-    for (const queue of queues) for (const { job, state } of await this.jobsOf(queue)) records.push(this.toRecord(job, state));
-    return records
-      .filter((r) => filter.state === undefined || r.state === filter.state)
-      .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())
-      .slice(0, filter.limit ?? 100);
+  async list(filter: TaskListFilter): Promise<TaskRecord[]> {
+    const offset = filter.offset ?? 0;
+    return (await this.matching(filter)).slice(offset, offset + (filter.limit ?? 100));
+  }
+
+  async countWhere(filter: TaskFilter): Promise<number> {
+    return (await this.matching(filter)).length;
+  }
+
+  async retryWhere(filter: TaskFilter): Promise<number> {
+    const ids = (await this.matching(filter)).filter((r) => RETRYABLE_STATES.includes(r.state)).map((r) => r.id);
+    return (await this.retry(ids)).length;
+  }
+
+  async cancelWhere(filter: TaskFilter): Promise<number> {
+    const ids = (await this.matching(filter)).filter((r) => r.state === 'waiting').map((r) => r.id);
+    return (await this.cancel(ids)).length;
+  }
+
+  async attempts(id: string): Promise<TaskAttempt[]> {
+    const where = BullMQTaskStore.split(id);
+    if (where === undefined) return [];
+    const job = (await Job.fromId(this.queue(where.queue), where.jobId)) as Job<TaskData> | undefined;
+    if (job === undefined) return [];
+    return (taskData(job.data).attempts ?? []).map((a) => ({ ...a, finishedAt: new Date(a.finishedAt) }));
+  }
+
+  async pause(queue: string): Promise<void> {
+    await this.queue(queue).pause();
+  }
+
+  async resume(queue: string): Promise<void> {
+    await this.queue(queue).resume();
+    await this.redis.publish(`${this.prefix}:stagefabric-enqueued`, queue);
+  }
+
+  async paused(): Promise<string[]> {
+    const out: string[] = [];
+    for (const queue of await this.knownQueues()) if (await this.queue(queue).isPaused()) out.push(queue);
+    return out;
   }
 
   async get(id: string): Promise<TaskRecord | null> {

@@ -151,13 +151,20 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
       const task = outcome.event;
       running.delete(task.id);
       let result: TaskOutcomeRecord;
-      if (outcome.status === 'success') result = { id: task.id, status: 'success' };
+      const { durationMs } = outcome;
+      if (outcome.status === 'success') result = { id: task.id, status: 'success', durationMs };
       else {
         const error = outcome.status === 'timeout' ? `timed out after ${task.timeoutMs} ms` : errorText(outcome.error);
         const retry = task.attempt < task.maxAttempts;
         result = retry
-          ? { id: task.id, status: outcome.status, error, retryAt: new Date(Date.now() + backoffDelayMs(task.attempt, options.backoff)) }
-          : { id: task.id, status: outcome.status, error };
+          ? {
+              id: task.id,
+              status: outcome.status,
+              error,
+              retryAt: new Date(Date.now() + backoffDelayMs(task.attempt, options.backoff)),
+              durationMs,
+            }
+          : { id: task.id, status: outcome.status, error, durationMs };
       }
       await record(result);
       options.onRecorded?.(task, result, outcome.durationMs);
