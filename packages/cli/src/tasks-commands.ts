@@ -13,12 +13,16 @@ export class UsageError extends FabricError {
   }
 }
 
-const STORE_OPTIONS = { 'data-dir': { type: 'string' }, schema: { type: 'string' }, store: { type: 'string' } } as const;
+export const STORE_OPTIONS = { 'data-dir': { type: 'string' }, schema: { type: 'string' }, store: { type: 'string' } } as const;
 
-async function withStore<T>(
-  values: { 'data-dir'?: string | undefined; schema?: string | undefined; store?: string | undefined },
-  fn: (store: TaskStore) => Promise<T>,
-): Promise<T> {
+export interface StoreValues {
+  'data-dir'?: string | undefined;
+  schema?: string | undefined;
+  store?: string | undefined;
+}
+
+/** The store the command line names: --store, else PostgreSQL at DATABASE_URL, else the embedded one at --data-dir. */
+export async function openStoreFor(values: StoreValues): Promise<TaskStore> {
   const kind = values.store;
   if (kind !== undefined && kind !== 'postgres' && kind !== 'pglite' && kind !== 'bullmq') {
     throw new UsageError(`--store must be postgres, pglite or bullmq, got ${kind}`);
@@ -29,13 +33,17 @@ async function withStore<T>(
       'set DATABASE_URL to reach the task store (or --data-dir DIR for an embedded one no agent is using, or --store bullmq with REDIS_URL)',
     );
   }
-  const store = await openTaskStore({
+  return openTaskStore({
     kind,
     databaseUrl,
     redisUrl: process.env.REDIS_URL,
     dataDir: values['data-dir'],
     schema: values.schema,
   });
+}
+
+async function withStore<T>(values: StoreValues, fn: (store: TaskStore) => Promise<T>): Promise<T> {
+  const store = await openStoreFor(values);
   try {
     return await fn(store);
   } finally {

@@ -35,6 +35,7 @@ export const METRIC_NAMES = {
   tasksFinished: 'stagefabric_tasks_finished_total',
   taskRunDuration: 'stagefabric_task_run_duration_seconds',
   taskQueueWait: 'stagefabric_task_queue_wait_seconds',
+  consoleActions: 'stagefabric_console_actions_total',
 } as const;
 
 /** This package's version, as its package.json says (dist/ and src/ both sit one level below it). */
@@ -61,6 +62,7 @@ export class AgentMetrics {
   private readonly finished: Counter;
   private readonly runDuration: Histogram;
   private readonly queueWait: Histogram;
+  private readonly consoleActions: Counter;
 
   constructor(options: AgentMetricsOptions) {
     const r = this.registry;
@@ -240,6 +242,12 @@ export class AgentMetrics {
       buckets: taskBuckets,
       registers: [r],
     });
+    this.consoleActions = new Counter({
+      name: METRIC_NAMES.consoleActions,
+      help: 'Actions asked of the web console (retry, cancel, pause, resume, sign-in), done or refused.',
+      labelNames: ['action', 'outcome'],
+      registers: [r],
+    });
     new Gauge({ name: METRIC_NAMES.buildInfo, help: 'Version of the agent.', labelNames: ['version', 'nodejs'], registers: [r] }).set(
       { version: VERSION, nodejs: process.version },
       1,
@@ -256,6 +264,11 @@ export class AgentMetrics {
     const label = outcome.status !== 'success' && outcome.retryAt !== undefined ? 'retry' : outcome.status;
     this.finished.inc({ queue: task.queue, outcome: label });
     this.runDuration.observe({ queue: task.queue }, durationMs / 1000);
+  }
+
+  /** An action asked of the console served by this agent; `action` is one of a fixed set. */
+  consoleAction(action: string, outcome: 'done' | 'refused'): void {
+    this.consoleActions.inc({ action, outcome });
   }
 
   render(): Promise<string> {
