@@ -1,5 +1,7 @@
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
+import { get as httpGet } from 'node:http';
 import { join } from 'node:path';
 import { redisKeys } from '@stagefabric/fabric';
 import type { TaskStore } from '@stagefabric/tasks';
@@ -150,6 +152,7 @@ describe('web console in a browser (chromium), served by an agent', () => {
     const list = await open(operator, `/tasks?state=error&error=${encodeURIComponent('refused recipient')}`);
     await expect(list.locator('#task-list tbody tr').count()).resolves.toBe(3);
     await expect(list.locator('#queues tr[data-queue="default"]').textContent()).resolves.toContain('27');
+    await waitFor(async () => (await list.locator('#queues svg.spark').count()) === 1, 'the rate sparkline, live');
     await list.screenshot({ path: join(SHOTS, 'tasks.png'), fullPage: true });
     await list.click(`#task-list a[href="/task?id=${id}"]`);
     await list.waitForURL(`${base}/task?id=${id}`);
@@ -247,6 +250,29 @@ describe('web console in a browser (chromium), served by an agent', () => {
     }
   });
 
+  it('a dead letter opens to its reason and its bytes', async () => {
+    const redis = new Redis(redisUrl);
+    try {
+      // A malformed entry in an inbox: the node moves it to the dead-letter stream.
+      await redis.xadd(redisKeys(namespace).inbox('boxer@packing'), '*', 'm', `not msgpack ${EVIL}`);
+    } finally {
+      redis.disconnect();
+    }
+    const page = await open(visitor, '/fabric');
+    const letter = page.locator('#fabric-live a[href^="/fabric/dead-letters/"]').first();
+    await waitFor(async () => (await letter.count()) === 1, 'the dead letter listed, live');
+    await letter.click();
+    await page.waitForURL(/\/fabric\/dead-letters\/\d+-\d+$/);
+    await expect(page.locator('dl.facts').textContent()).resolves.toContain('boxer@packing');
+    expect(((await page.locator('dl.facts dd.bad').textContent()) ?? '').length).toBeGreaterThan(0);
+    const bytes = (await page.locator('pre').textContent()) ?? '';
+    // The raw entry is its fields (m, then the value), sixteen bytes a line: hex, then the printable text.
+    expect(bytes).toContain('6d 6e 6f 74 20 6d 73 67 70');
+    expect(bytes).toContain('mnot msgpack <im');
+    expect(await page.locator('img').count()).toBe(0);
+    await page.close();
+  });
+
   it('an action without the token is refused: no buttons, and the server answers 403 to every way of asking', async () => {
     const [failed] = await store.enqueue([{ name: 'work', args: { failOnce: true }, options: { maxAttempts: 1 } }]);
     const id = failed?.id as string;
@@ -306,5 +332,60 @@ describe('web console in a browser (chromium), served by an agent', () => {
     );
     await expect(page.locator('tr[data-node="kitchen"] .state').textContent()).resolves.toBe('down');
     await page.close();
+  });
+});
+
+describe('stagectl console', () => {
+  it('serves the fabric and the tasks on its own, on 127.0.0.1, read-only without a token', async () => {
+    const port = await freePort();
+    const schema = `sf_console_${randomUUID().slice(0, 8)}`;
+    const own = new PostgresTaskStore({ url: databaseUrl, schema });
+    await own.migrate();
+    const [task] = await own.enqueue([{ name: 'report', args: { html: EVIL } }]);
+    const child = spawn(
+      process.execPath,
+      [join(ROOT, 'packages/cli/dist/main.js'), 'console', '--port', String(port), '--schema', schema],
+      {
+        env: { ...process.env, REDIS_URL: redisUrl, DATABASE_URL: databaseUrl, STAGEFABRIC_CONSOLE_TOKEN: '' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let stdout = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    try {
+      await waitFor(() => stdout.includes(`console at http://127.0.0.1:${port}`), 'the console to listen');
+      const page = await fetch(`http://127.0.0.1:${port}/task?id=${task?.id}`);
+      expect(page.status).toBe(200);
+      expect(page.headers.get('content-security-policy')).toContain("script-src 'self'");
+      const text = await page.text();
+      expect(text).toContain('&lt;img src=x onerror=');
+      expect(text).not.toContain('<img');
+      expect(text).toContain('<span class="muted">read-only</span>');
+      expect(text).not.toContain('Retry…');
+      expect((await fetch(`http://127.0.0.1:${port}/fabric`)).status).toBe(200);
+      const refused = await fetch(`http://127.0.0.1:${port}/actions/cancel`, {
+        method: 'POST',
+        body: new URLSearchParams({ id: task?.id as string }),
+        headers: { authorization: 'Bearer ' },
+      });
+      expect(refused.status).toBe(403);
+      expect((await own.get(task?.id as string))?.state).toBe('waiting');
+      // Another name for this host (a page elsewhere rebinding its own name to 127.0.0.1) is not answered.
+      const rebound = await new Promise<number | undefined>((resolve, reject) =>
+        httpGet({ host: '127.0.0.1', port, path: '/tasks', headers: { host: 'attacker.example' } }, (res) => {
+          res.resume();
+          resolve(res.statusCode);
+        }).on('error', reject),
+      );
+      expect(rebound).toBe(403);
+    } finally {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+      await own.close();
+      const admin = new pg.Client({ connectionString: databaseUrl });
+      await admin.connect();
+      await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      await admin.end();
+    }
   });
 });

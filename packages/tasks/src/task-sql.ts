@@ -166,7 +166,8 @@ export const COUNTS = `SELECT queue, state, count(*)::integer AS count FROM $sch
 /** A task filter: $1 queue, $2 state, $3 name, $4 a LIKE pattern for the last error; each null to match all. */
 const MATCHES = `($1::text IS NULL OR queue = $1) AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR name = $3)
   AND ($4::text IS NULL OR last_error ILIKE $4)`;
-export const LIST = `SELECT ${TASK_COLUMNS} FROM $schema.tasks WHERE ${MATCHES} ORDER BY id DESC LIMIT $5 OFFSET $6`;
+// `id` alone would name the output column, the id as text, and sort "9" after "10": order by the table's.
+export const LIST = `SELECT ${TASK_COLUMNS} FROM $schema.tasks t WHERE ${MATCHES} ORDER BY t.id DESC LIMIT $5 OFFSET $6`;
 export const COUNT_WHERE = `SELECT count(*)::integer AS count FROM $schema.tasks WHERE ${MATCHES}`;
 export const GET = `SELECT ${TASK_COLUMNS} FROM $schema.tasks WHERE id = $1::bigint`;
 export const ATTEMPTS = `SELECT attempt, outcome, error, duration_ms, owner, finished_at FROM $schema.task_attempts
