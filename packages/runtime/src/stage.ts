@@ -712,6 +712,7 @@ export class Stage implements StagePeer {
     // Older buffered events go first: queue behind them, then serve what demand allows.
     const queued = buffer.length > 0;
     const left = queued ? events : dispatcher.dispatch(events);
+    if (left.length > 0) dispatcher.buffered?.(left.length);
     const dropped = buffer.push(left) + dispatcher.takeDropped();
     if (queued) this.serveFromBuffer();
     if (dropped > 0) {
