@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { type FabricEvent, FabricNode, MemoryFabric, MemoryTransport, type WireMessage } from '@stagefabric/fabric';
-import { StageSystem } from '@stagefabric/runtime';
+import { FakeClock, StageSystem } from '@stagefabric/runtime';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { waitFor } from '../../../test/support/wait-for.js';
@@ -13,18 +13,43 @@ import { records } from './fixtures/stages.js';
 const FIXTURES = resolve(import.meta.dirname, 'fixtures/topology.yaml');
 const silent = pino({ level: 'silent' });
 const agents: Agent[] = [];
+const HEARTBEAT_MS = 50;
 
-async function agent(fabric: MemoryFabric, node: string, yaml: string, demandAudit?: string): Promise<Agent> {
+/**
+ * One fabric on a fake clock: heartbeats, liveness and cut-off detection
+ * move only when the test moves time. Events flow on their own (the
+ * in-process transport delivers on later turns of the event loop).
+ */
+function fakeFabric(): { fabric: MemoryFabric; clock: FakeClock; beat(): void } {
+  const clock = new FakeClock(1_000_000);
+  return { fabric: new MemoryFabric(() => clock.now()), clock, beat: () => clock.advance(HEARTBEAT_MS) };
+}
+
+async function agent(
+  { fabric, clock }: { fabric: MemoryFabric; clock: FakeClock },
+  node: string,
+  yaml: string,
+  demandAudit?: string,
+): Promise<Agent> {
   const a = await Agent.start({
     topology: parseTopology(yaml, FIXTURES),
     node,
     logger: silent,
     transport: new MemoryTransport({ fabric }),
-    heartbeatMs: 50,
+    heartbeatMs: HEARTBEAT_MS,
+    clock,
     demandAudit,
   });
   agents.push(a);
   return a;
+}
+
+/** Polls `condition`, moving the fabric's clock one heartbeat before each look. */
+function beatUntil(f: { beat(): void }, condition: () => boolean, what: string): Promise<void> {
+  return waitFor(() => {
+    f.beat();
+    return condition();
+  }, what);
 }
 
 /** A node played by hand: a transport on `inbox` that records and acknowledges every message it reads. */
@@ -57,9 +82,10 @@ stages:
     nodes: [b]
     subscribe: [{ to: counter, maxDemand: 20 }]
 `;
-    const fabric = new MemoryFabric();
-    const a = await agent(fabric, 'a', yaml);
-    await agent(fabric, 'b', yaml);
+    const f = fakeFabric();
+    const { fabric } = f;
+    const a = await agent(f, 'a', yaml);
+    await agent(f, 'b', yaml);
     await waitFor(() => (records.get(tag)?.flat().length ?? 0) >= 500, '500 events');
     expect(records.get(tag)?.flat()).toEqual(Array.from({ length: 500 }, (_, i) => i));
     expect(Math.max(...(records.get(tag) ?? []).map((b) => b.length))).toBeLessThanOrEqual(10);
@@ -78,21 +104,23 @@ stages:
   counter: { module: ./stages.ts, args: { limit: 400 }, nodes: [a] }
   recorder: { module: ./stages.ts, args: { tag: "${tag}" }, nodes: [b], subscribe: [{ to: counter, maxDemand: 20 }] }
 `;
-    const fabric = new MemoryFabric();
-    await agent(fabric, 'a', yaml, join(dir, 'a.jsonl'));
-    await agent(fabric, 'b', yaml, join(dir, 'b.jsonl'));
+    const f = fakeFabric();
+    await agent(f, 'a', yaml, join(dir, 'a.jsonl'));
+    await agent(f, 'b', yaml, join(dir, 'b.jsonl'));
     await waitFor(() => (records.get(tag)?.flat().length ?? 0) >= 400, '400 events');
     const read = (file: string) =>
       readFileSync(join(dir, file), 'utf8')
         .trim()
         .split('\n')
         .map((l) => JSON.parse(l) as { node: string; side: string; key: string; asked: number; received: number });
-    // Each record is written when its counts change: wait for the last beat to have seen all 400.
-    await waitFor(
+    // Each record is written at a beat when its counts changed: beat until one has seen all 400.
+    await beatUntil(
+      f,
       () => existsSync(join(dir, 'b.jsonl')) && read('b.jsonl').some((r) => r.received === 400),
       'the consumer side to record 400',
     );
-    await waitFor(
+    await beatUntil(
+      f,
       () => existsSync(join(dir, 'a.jsonl')) && read('a.jsonl').some((r) => r.received === 400),
       'the producer side to record 400',
     );
@@ -118,17 +146,22 @@ stages:
   double: { module: ./stages.ts, nodes: [b], subscribe: [{ to: counter, maxDemand: 50 }] }
   recorder: { module: ./stages.ts, args: { tag: "${tag}" }, nodes: [c], subscribe: [{ to: double, maxDemand: 10 }] }
 `;
-    const fabric = new MemoryFabric();
-    await agent(fabric, 'c', yaml);
-    await agent(fabric, 'b', yaml);
-    await agent(fabric, 'a', yaml);
+    const f = fakeFabric();
+    await agent(f, 'c', yaml);
+    await agent(f, 'b', yaml);
+    await agent(f, 'a', yaml);
     await waitFor(() => (records.get(tag)?.flat().length ?? 0) >= 300, '300 events');
     expect(records.get(tag)?.flat()).toEqual(Array.from({ length: 300 }, (_, i) => i * 2));
   });
 
   it('events for a consumer that has not subscribed again are held, within a bound; past it the oldest are dropped and reported', async () => {
-    const fabric = new MemoryFabric();
-    const node = new FabricNode({ node: 'n', transport: new MemoryTransport({ fabric }), system: new StageSystem(), maxOrphanEvents: 10 });
+    const { fabric, clock } = fakeFabric();
+    const node = new FabricNode({
+      node: 'n',
+      transport: new MemoryTransport({ fabric }),
+      system: new StageSystem({ clock }),
+      maxOrphanEvents: 10,
+    });
     const events: FabricEvent[] = [];
     node.on('event', (e) => events.push(e));
     await node.open(['c']);
@@ -149,24 +182,24 @@ stages:
   counter: { module: ./stages.ts, nodes: [a] }
   recorder: { module: ./stages.ts, args: { tag: "${tag}" }, nodes: [b], subscribe: [{ to: counter, maxDemand: 10 }] }
 `;
-    const fabric = new MemoryFabric();
+    const f = fakeFabric();
+    const { fabric } = f;
     // The producer's node, played by hand: it beats, and reads what the consumer's node sends it.
     const { transport: producerSide, wire } = await handPlayed(fabric, 'counter@a');
     await producerSide.beat('a', 'first', 60_000);
-    const consumerNode = await agent(fabric, 'b', yaml);
+    const consumerNode = await agent(f, 'b', yaml);
     const downs: FabricEvent[] = [];
-    consumerNode.fabric?.on('event', (e) => e.type === 'node-down' && downs.push(e));
-    const beatOfB = () => fabric.heartbeats.get('b')?.expiresAt ?? 0;
+    const ups: FabricEvent[] = [];
+    consumerNode.fabric?.on('event', (e) => (e.type === 'node-down' ? downs : ups).push(e));
     const subscribes = () => wire.filter((m) => m.t === 'subscribe');
     await waitFor(() => wire.some((m) => m.t === 'ask'), 'the first subscription to ask');
     const first = subscribes()[0] as WireMessage;
-    // A few beats of the consumer's node: it has seen the producer's node alive.
-    const asked = beatOfB();
-    await waitFor(() => beatOfB() > asked + 100, 'three beats of the consumer node');
+    // A beat of the consumer's node: it has seen the producer's node alive.
+    await beatUntil(f, () => ups.some((e) => e.type === 'node-up'), 'the consumer node to see the producer node');
     // The consumer's node counts the producer's node dead and subscribes again; only then does it read a batch
     // the producer sent on the first subscription (on the wire while the node was stalled).
     fabric.heartbeats.delete('a');
-    await waitFor(() => downs.length > 0, 'the producer node to count as dead');
+    await beatUntil(f, () => downs.length > 0, 'the producer node to count as dead');
     await producerSide.beat('a', 'first', 60_000);
     await waitFor(() => subscribes().length === 2, 'the consumer to subscribe again');
     producerSide.send('recorder@b', { t: 'events', key: first.key, epoch: first.epoch, seq: 0, events: [1, 2, 3, 4, 5] });
@@ -183,8 +216,9 @@ stages:
   counter: { module: ./stages.ts, args: { limit: 1000 }, nodes: [a] }
   recorder: { module: ./stages.ts, nodes: [b] }
 `;
-    const fabric = new MemoryFabric();
-    const producerNode = await agent(fabric, 'a', yaml);
+    const f = fakeFabric();
+    const { fabric, clock } = f;
+    const producerNode = await agent(f, 'a', yaml);
     const cutOff: FabricEvent[] = [];
     producerNode.fabric?.on('event', (e) => e.type === 'cut-off' && cutOff.push(e));
     // The consumer's node, played by hand: it beats, subscribes, asks, and reads what the producer's node sends it.
@@ -201,11 +235,9 @@ stages:
     // The consumer's node counted the producer's node dead (it stalled) and subscribed again; the producer's node
     // reads that subscription as it resumes, before it notices it was silent past its heartbeat.
     subscribe(2);
-    const blockedUntil = Date.now() + 400;
-    while (Date.now() < blockedUntil) {
-      // The producer's node stalls (its event loop held, as SIGSTOP or a long GC would).
-    }
-    await waitFor(() => cutOff.length > 0, 'the producer node to notice it was cut off');
+    // The producer's node stalls (SIGSTOP, a long GC): 400 ms pass before it goes on with its beat.
+    clock.advance(400);
+    await beatUntil(f, () => cutOff.length > 0, 'the producer node to notice it was cut off');
     consumerSide.send('counter@a', { t: 'ask', key, epoch: 2, hwm: 5 });
     // The new subscription either serves its ask or is cancelled on the wire, so the consumer subscribes again: never silently forgotten.
     await waitFor(
@@ -216,15 +248,18 @@ stages:
   });
 
   it('a node blocked longer than its heartbeat lives right after it opens (a stage that boots slowly) knows it was counted dead', async () => {
-    const fabric = new MemoryFabric();
-    const node = new FabricNode({ node: 'n', transport: new MemoryTransport({ fabric }), system: new StageSystem(), heartbeatMs: 50 });
+    const { fabric, clock } = fakeFabric();
+    const node = new FabricNode({
+      node: 'n',
+      transport: new MemoryTransport({ fabric }),
+      system: new StageSystem({ clock }),
+      heartbeatMs: HEARTBEAT_MS,
+    });
     const events: FabricEvent[] = [];
     node.on('event', (e) => events.push(e));
     await node.open([]);
-    const blockedUntil = Date.now() + 400;
-    while (Date.now() < blockedUntil) {
-      // A stage's init that holds the event loop, as a large synchronous load does.
-    }
+    // A stage's init holds the event loop (a large synchronous load): 400 ms pass before the first beat goes out.
+    clock.advance(400);
     const peer = new MemoryTransport({ fabric });
     expect((await peer.alive(['n'])).has('n')).toBe(false);
     await waitFor(() => events.some((e) => e.type === 'cut-off'), 'the node to notice it was cut off');
