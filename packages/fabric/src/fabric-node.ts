@@ -205,6 +205,15 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
     }
   }
 
+  releaseOrphan(key: string, entry: HeldEntry): void {
+    const held = this.orphans.get(key);
+    const i = held?.indexOf(entry) ?? -1;
+    if (held === undefined || i < 0) return;
+    held.splice(i, 1);
+    if (held.length === 0) this.orphans.delete(key);
+    this.orphanEvents -= entry.events.length;
+  }
+
   register(key: string, proxy: RemoteProducer): void {
     this.byKey.set(key, proxy);
   }

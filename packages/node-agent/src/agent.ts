@@ -176,9 +176,10 @@ export class Agent {
       const stage = topology.stages[name];
       const spec = specs.get(name);
       if (stage === undefined || spec === undefined || !this.runsHere(stage)) continue;
-      // A subscription to a replicated stage subscribes to every replica, on every node that runs it.
+      // A subscription to a replicated stage subscribes to every replica, on every node that runs it; the replicas are
+      // one producer to it (one group), so a clean exit is followed only once the last replica has handed on its events.
       const subscriptions = stage.subscribe.flatMap((options) =>
-        this.instancesOf(options.to).map((to): SubscribeOptions => ({ ...stripUndefined(options), to })),
+        this.instancesOf(options.to).map((to): SubscribeOptions => ({ ...stripUndefined(options), to, group: options.to })),
       );
       for (let i = 0; i < stage.replicas; i++) {
         const instance = replicaName(name, stage.replicas, i);

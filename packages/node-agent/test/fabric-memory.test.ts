@@ -8,7 +8,7 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { waitFor } from '../../../test/support/wait-for.js';
 import { Agent, parseTopology } from '../src/index.js';
-import { records } from './fixtures/stages.js';
+import { exits, records } from './fixtures/stages.js';
 
 const FIXTURES = resolve(import.meta.dirname, 'fixtures/topology.yaml');
 const silent = pino({ level: 'silent' });
@@ -264,5 +264,118 @@ stages:
     expect((await peer.alive(['n'])).has('n')).toBe(false);
     await waitFor(() => events.some((e) => e.type === 'cut-off'), 'the node to notice it was cut off');
     await node.close();
+  });
+});
+
+describe('a normal stop across nodes as in one process', () => {
+  const finite = (tag: string, placed: boolean) => `
+stages:
+  counter: { module: ./stages.ts, args: { limit: 3000, stopAtLimit: true }, restart: transient${placed ? ', nodes: [a]' : ''} }
+  slowPass:
+    module: ./stages.ts
+    args: { delayMs: 1 }
+    restart: transient
+    ${placed ? 'nodes: [b, c]' : 'replicas: 2'}
+    subscribe: [{ to: counter, maxDemand: 100 }]
+  recorder:
+    module: ./stages.ts
+    args: { tag: "${tag}" }
+    restart: transient
+    ${placed ? 'nodes: [a]' : ''}
+    subscribe: [{ to: slowPass, maxDemand: 100 }]
+`;
+
+  it('a source that stops normally: every event it emitted reaches the sink through a replicated producer_consumer, on one node or three', async () => {
+    const all = Array.from({ length: 3000 }, (_, i) => i);
+    // One process.
+    const oneTag = `t${Math.random()}`;
+    const one = await Agent.start({ topology: parseTopology(finite(oneTag, false), FIXTURES), node: 'local', logger: silent });
+    agents.push(one);
+    expect(await one.done).toBe('normal');
+    expect((records.get(oneTag) ?? []).flat().sort((x, y) => x - y)).toEqual(all);
+    expect(exits.get(oneTag)).toBe('normal');
+    // Three nodes: the source and the sink on a, a replica of the producer_consumer on b and on c.
+    const tag = `t${Math.random()}`;
+    const f = fakeFabric();
+    const nodes = [await agent(f, 'b', finite(tag, true)), await agent(f, 'c', finite(tag, true)), await agent(f, 'a', finite(tag, true))];
+    for (const n of nodes) expect(await n.done).toBe('normal');
+    expect((records.get(tag) ?? []).flat().sort((x, y) => x - y)).toEqual(all);
+    expect(exits.get(tag)).toBe('normal');
+    // Every entry was acknowledged: nothing is left for a next run to read again.
+    for (const inbox of ['slowPass@b', 'slowPass@c', 'recorder@a']) expect(f.fabric.inboxes.get(inbox)?.entries.size).toBe(0);
+  });
+
+  it("a producer's cancel waits behind the events it sent before it that the consumer has not asked for yet", async () => {
+    const tag = `t${Math.random()}`;
+    const yaml = `
+stages:
+  counter: { module: ./stages.ts, nodes: [a] }
+  recorder: { module: ./stages.ts, args: { tag: "${tag}" }, nodes: [b], subscribe: [{ to: counter, maxDemand: 10, minDemand: 5, cancel: transient }] }
+`;
+    const f = fakeFabric();
+    const { fabric } = f;
+    // The producer's node, played by hand.
+    const { transport: producerSide, wire } = await handPlayed(fabric, 'counter@a');
+    await producerSide.beat('a', 'first', 60_000);
+    const consumerNode = await agent(f, 'b', yaml);
+    const seen: FabricEvent[] = [];
+    consumerNode.fabric?.on('event', (e) => seen.push(e));
+    const subscribes = () => wire.filter((m) => m.t === 'subscribe');
+    await waitFor(() => wire.some((m) => m.t === 'ask'), 'the first subscription to ask');
+    const first = subscribes()[0] as WireMessage;
+    // The consumer's node counts the producer's node dead and subscribes again.
+    await beatUntil(f, () => seen.some((e) => e.type === 'node-up'), 'the consumer node to see the producer node');
+    fabric.heartbeats.delete('a');
+    await beatUntil(f, () => seen.some((e) => e.type === 'node-down'), 'the producer node to count as dead');
+    await producerSide.beat('a', 'first', 60_000);
+    await waitFor(() => subscribes().length === 2 && wire.some((m) => m.t === 'ask' && m.epoch !== first.epoch), 'a second subscription');
+    const second = subscribes()[1] as WireMessage;
+    // A batch sent on the first subscription arrives late and takes half of the new subscription's demand;
+    // the producer then sends what the new one asked for, and exits.
+    producerSide.send('recorder@b', { t: 'events', key: first.key, epoch: first.epoch, seq: 0, events: [1, 2, 3, 4, 5] });
+    producerSide.send('recorder@b', {
+      t: 'events',
+      key: second.key,
+      epoch: second.epoch,
+      seq: 0,
+      events: [6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
+    });
+    producerSide.send('recorder@b', {
+      t: 'cancel',
+      key: second.key,
+      epoch: second.epoch,
+      from: 'producer',
+      kind: 'down',
+      reason: 'normal',
+    });
+    // The five it had not asked for are handed on as it asks again; the cancel comes after them.
+    await waitFor(() => (records.get(tag)?.flat().length ?? 0) === 15, 'all 15 events at the consumer');
+    expect(records.get(tag)?.flat()).toEqual(Array.from({ length: 15 }, (_, i) => i + 1));
+    await waitFor(() => (fabric.inboxes.get('recorder@b')?.entries.size ?? 1) === 0, 'every entry to be acknowledged');
+    await producerSide.close();
+  });
+
+  it('events a consumer handles after its producer cancelled (they were in its mailbox) are acknowledged, not kept for a next run', async () => {
+    const tag = `t${Math.random()}`;
+    const yaml = `
+stages:
+  counter: { module: ./stages.ts, nodes: [a] }
+  recorder:
+    module: ./stages.ts
+    args: { tag: "${tag}", delayMs: 5 }
+    nodes: [b]
+    subscribe: [{ to: counter, maxDemand: 10, minDemand: 5, cancel: transient }]
+`;
+    const f = fakeFabric();
+    const { transport: producerSide, wire } = await handPlayed(f.fabric, 'counter@a');
+    await producerSide.beat('a', 'first', 60_000);
+    await agent(f, 'b', yaml);
+    await waitFor(() => wire.some((m) => m.t === 'ask'), 'the subscription to ask');
+    const sub = wire.find((m) => m.t === 'subscribe') as WireMessage;
+    producerSide.send('recorder@b', { t: 'events', key: sub.key, epoch: sub.epoch, seq: 0, events: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] });
+    producerSide.send('recorder@b', { t: 'cancel', key: sub.key, epoch: sub.epoch, from: 'producer', kind: 'down', reason: 'normal' });
+    await waitFor(() => (records.get(tag)?.flat().length ?? 0) === 10, 'the ten events handled');
+    await waitFor(() => (f.fabric.inboxes.get('recorder@b')?.entries.size ?? 1) === 0, 'the entry to be acknowledged');
+    await producerSide.close();
   });
 });

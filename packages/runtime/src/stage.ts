@@ -26,6 +26,8 @@ interface UpstreamLink {
   readonly subscription: Subscription;
   readonly producer: StagePeer;
   readonly cancel: CancelMode;
+  /** Producers of one group are followed out on a clean exit only once the last of them has gone. */
+  readonly group: string | undefined;
   manual: boolean;
   readonly minDemand: number;
   readonly maxDemand: number;
@@ -465,6 +467,7 @@ export class Stage implements StagePeer {
       subscription,
       producer,
       cancel: resolved.cancel,
+      group: resolved.group,
       manual: false,
       minDemand: resolved.minDemand,
       maxDemand: resolved.maxDemand,
@@ -605,6 +608,10 @@ export class Stage implements StagePeer {
       if (!this.alive) return undefined;
       const exits = link.cancel === 'permanent' || (link.cancel === 'transient' && !isCleanExit(info.reason));
       if (!exits) return undefined;
+      if (isCleanExit(info.reason) && link.group !== undefined) {
+        // Another producer of its group still feeds this stage: follow them out with the last.
+        for (const other of this.upstream.values()) if (other.group === link.group) return undefined;
+      }
       if (isCleanExit(info.reason) && !this.drained()) {
         // Its producer finished: hand on what is queued and buffered first, then exit.
         this.exitWhenDrained = info.reason as ExitReason;
