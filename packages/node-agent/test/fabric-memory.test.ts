@@ -8,7 +8,7 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { waitFor } from '../../../test/support/wait-for.js';
 import { Agent, parseTopology } from '../src/index.js';
-import { exits, records } from './fixtures/stages.js';
+import { exits, gates, records } from './fixtures/stages.js';
 
 const FIXTURES = resolve(import.meta.dirname, 'fixtures/topology.yaml');
 const silent = pino({ level: 'silent' });
@@ -377,5 +377,28 @@ stages:
     await waitFor(() => (records.get(tag)?.flat().length ?? 0) === 10, 'the ten events handled');
     await waitFor(() => (f.fabric.inboxes.get('recorder@b')?.entries.size ?? 1) === 0, 'the entry to be acknowledged');
     await producerSide.close();
+  });
+});
+
+describe('a consumer whose work outlives handleEvents, on another node', () => {
+  it('a concurrentConsumer acknowledges an inbox entry only once every task it carried has finished', async () => {
+    const yaml = `
+stages:
+  counter: { module: ./stages.ts, args: { limit: 4 }, nodes: [a] }
+  gatedWorker: { module: ./stages.ts, nodes: [b], subscribe: [{ to: counter, maxDemand: 10 }] }
+`;
+    const f = fakeFabric();
+    const inbox = () => f.fabric.inboxes.get('gatedWorker@b')?.entries.size ?? 0;
+    await agent(f, 'a', yaml);
+    const worker = await agent(f, 'b', yaml);
+    await waitFor(() => [0, 1, 2, 3].every((e) => gates.has(e)), 'four tasks running');
+    await worker.system.idle();
+    expect(inbox()).toBeGreaterThan(0);
+    // Tasks finish out of order; the one that started first still runs, so its entry stays.
+    for (const e of [3, 2, 1]) gates.get(e)?.();
+    await worker.system.idle();
+    expect(inbox()).toBeGreaterThan(0);
+    gates.get(0)?.();
+    await waitFor(() => inbox() === 0, 'the entry to be acknowledged once every task finished');
   });
 });

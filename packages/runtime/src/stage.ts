@@ -576,7 +576,9 @@ export class Stage implements StagePeer {
     const started = observer === undefined ? 0 : performance.now();
     const ask = () => {
       observer?.batchHandled(this.label, batch.length, (performance.now() - started) / 1000);
-      if (link.producer.wantsHandled) link.producer.deliver({ t: 'handled', id: link.subscription.id, count: batch.length });
+      // A stage whose work outlives handleEvents reports itself, with ctx.handled, when it is done.
+      if (link.producer.wantsHandled && this.spec.reportsHandled !== true)
+        link.producer.deliver({ t: 'handled', id: link.subscription.id, count: batch.length });
       if (askAfter > 0 && this.alive && this.upstream.get(link.subscription.id) === link) {
         link.producer.deliver({ t: 'ask', id: link.subscription.id, count: askAfter });
       }
@@ -793,6 +795,12 @@ export class Stage implements StagePeer {
         return handle;
       },
       reply: (from, value) => this.system.settleCall(from, value),
+      handled: (subscription, count) => {
+        // The subscription may have ended since the events arrived: its producer still takes the report.
+        const producer = this.upstream.get(subscription.id)?.producer ?? subscription.producer;
+        if (count > 0 && isStagePeer(producer) && producer.wantsHandled === true)
+          producer.deliver({ t: 'handled', id: subscription.id, count });
+      },
       setDemandMode: (mode) => this.deliver({ t: 'demand-mode', mode }),
       send: (to, message) => this.system.send(to, message),
     };
@@ -828,6 +836,10 @@ export class Stage implements StagePeer {
 }
 
 export type { Message as StageMessage };
+
+function isStagePeer(ref: StageRef): ref is StagePeer {
+  return 'deliver' in ref;
+}
 
 export function isStageRef(value: unknown): value is StageRef {
   return typeof value === 'object' && value !== null && 'id' in value && 'label' in value && typeof (value as StageRef).id === 'number';
