@@ -102,20 +102,26 @@ export const onceSink = consumer({
   },
 });
 
-/**
- * Runs each event as a task of `SF_TASK_MS` ms (default 200), recording its start
- * and its end to the file `SF_WORKER_FILE`: a concurrentConsumer has no args.
- */
-export const worker = concurrentConsumer({
+/** Where the worker of this process records, from its args (a concurrentConsumer's tasks do not see them). */
+const workerArgs = { file: '', taskMs: 200 };
+const workerSpec = concurrentConsumer({
   subscribeTo: [],
   timeoutMs: 60_000,
   run: async (event) => {
-    const file = process.env.SF_WORKER_FILE;
-    record(file, { pid: process.pid, start: event });
-    await sleep(Number(process.env.SF_TASK_MS ?? 200));
-    record(file, { pid: process.pid, done: event });
+    record(workerArgs.file, { pid: process.pid, start: event });
+    await sleep(workerArgs.taskMs);
+    record(workerArgs.file, { pid: process.pid, done: event });
   },
 });
+
+/** Runs each event as a task of `taskMs` (default 200), recording its start and its end to `file`. One per agent. */
+export const worker = {
+  ...workerSpec,
+  init: ({ file, taskMs = 200 }, ctx) => {
+    Object.assign(workerArgs, { file, taskMs });
+    return workerSpec.init(undefined, ctx);
+  },
+};
 
 /** Emits `burst` numbered events every `everyMs`, whatever the demand, like a sensor: the excess waits in its buffer. */
 export const ticker = producer({
