@@ -796,6 +796,13 @@ export class Stage implements StagePeer {
       },
       reply: (from, value) => this.system.settleCall(from, value),
       handled: (subscription, count) => {
+        if (typeof count !== 'number' || !Number.isInteger(count) || count < 0) {
+          throw new FabricError(
+            'SF_BAD_ASK',
+            `stage ${this.label}: handled(${describeValue(count)}): the count of events done must be a non-negative integer`,
+            { stage: this.label },
+          );
+        }
         // The subscription may have ended since the events arrived: its producer still takes the report.
         const producer = this.upstream.get(subscription.id)?.producer ?? subscription.producer;
         if (count > 0 && isStagePeer(producer) && producer.wantsHandled === true)

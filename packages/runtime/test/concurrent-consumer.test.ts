@@ -70,6 +70,26 @@ describe('handled reports to a producer on another node', () => {
     expect(remote.handled).toEqual([3]);
   });
 
+  it('a count reported handled that is not a non-negative integer stops the stage with SF_BAD_ASK, naming it', async () => {
+    const { sys, remote } = await withStandIn(
+      consumer<null, number>({
+        reportsHandled: true,
+        init: () => ({ state: null, subscribeTo: [{ to: 'remote', maxDemand: 10 }] }),
+        handleEvents: (_events, subscription, _state, ctx) => ctx.handled(subscription, -1),
+      }),
+    );
+    const exits: unknown[] = [];
+    sys.on('event', (e) => e.type === 'stage-exit' && exits.push(e.reason));
+    remote.send([1]);
+    await sys.idle();
+    expect(exits).toHaveLength(1);
+    expect(exits[0]).toMatchObject({
+      code: 'SF_BAD_ASK',
+      message: expect.stringMatching(/stage consumer#\d+: handled\(-1\): the count of events done/),
+    });
+    expect(remote.handled).toEqual([]);
+  });
+
   it('a concurrentConsumer reports events only once their tasks finished, oldest first, never one still running', async () => {
     const tasks = controllable();
     const { sys, remote } = await withStandIn(
