@@ -42,6 +42,8 @@ export interface ConcurrentConsumerOptions<In, R> {
 interface Running<In> {
   readonly event: In;
   readonly subscription: Subscription;
+  /** Its place among the events received on its subscription. */
+  readonly seq: number;
   readonly controller: AbortController;
   readonly startedAt: number;
   timer: TimerHandle | undefined;
@@ -60,6 +62,17 @@ interface Finished<In, R> {
 interface Recorded {
   readonly kind: '$task-recorded';
   readonly subscription: Subscription;
+  readonly seq: number;
+}
+
+/** Per subscription: which received events are done, so they are reported handled in the order they came. */
+interface Settled {
+  /** Sequence number of the next event received. */
+  received: number;
+  /** Events 0..done-1 are all done and reported. */
+  done: number;
+  /** Done events beyond the first one still running. */
+  readonly ahead: Set<number>;
 }
 
 interface RecordFailed {
@@ -70,11 +83,12 @@ interface RecordFailed {
 export interface ConcurrentConsumerState<In> {
   readonly running: Set<Running<In>>;
   /** Received, waiting for a free slot (bounded by the subscriptions' demand). */
-  readonly queued: { readonly event: In; readonly subscription: Subscription }[];
+  readonly queued: { readonly event: In; readonly subscription: Subscription; readonly seq: number }[];
   /** Per subscription: slots freed and not yet asked for again. */
   readonly freed: Map<number, number>;
   readonly limits: Map<number, { readonly max: number; readonly min: number }>;
   readonly subscriptions: Map<number, Subscription>;
+  readonly settled: Map<number, Settled>;
   /** The stage's context, kept for terminate, which gets none. */
   ctx: StageContext | undefined;
 }
@@ -119,10 +133,25 @@ export function concurrentConsumer<In, R = unknown>(
     }
   };
 
-  const start = (state: ConcurrentConsumerState<In>, event: In, subscription: Subscription, ctx: StageContext) => {
+  /**
+   * An event is done (its task finished and its outcome recorded, or it was
+   * handed back): report the run of done events from the oldest not yet
+   * reported, so an event still running is never acknowledged upstream.
+   */
+  const settle = (state: ConcurrentConsumerState<In>, subscription: Subscription, seq: number, ctx: StageContext) => {
+    const s = state.settled.get(subscription.id);
+    if (s === undefined) return;
+    s.ahead.add(seq);
+    const from = s.done;
+    while (s.ahead.delete(s.done)) s.done++;
+    if (s.done > from) ctx.handled(subscription, s.done - from);
+  };
+
+  const start = (state: ConcurrentConsumerState<In>, event: In, subscription: Subscription, seq: number, ctx: StageContext) => {
     const task: Running<In> = {
       event,
       subscription,
+      seq,
       controller: new AbortController(),
       startedAt: ctx.clock.now(),
       timer: undefined,
@@ -150,8 +179,17 @@ export function concurrentConsumer<In, R = unknown>(
   };
 
   return consumer<ConcurrentConsumerState<In>, In>({
+    reportsHandled: true,
     init: () => ({
-      state: { running: new Set(), queued: [], freed: new Map(), limits: new Map(), subscriptions: new Map(), ctx: undefined },
+      state: {
+        running: new Set(),
+        queued: [],
+        freed: new Map(),
+        limits: new Map(),
+        subscriptions: new Map(),
+        settled: new Map(),
+        ctx: undefined,
+      },
       subscribeTo: options.subscribeTo,
     }),
     handleSubscribe(side, subscribeOptions, subscription, state, ctx) {
@@ -162,19 +200,23 @@ export function concurrentConsumer<In, R = unknown>(
       state.subscriptions.set(subscription.id, subscription);
       state.ctx = ctx;
       state.freed.set(subscription.id, 0);
+      state.settled.set(subscription.id, { received: 0, done: 0, ahead: new Set() });
       ctx.ask(subscription, max);
       return { demand: 'manual' };
     },
     handleEvents(events, subscription, state, ctx) {
+      const settled = state.settled.get(subscription.id);
       for (const event of events) {
-        if (state.running.size < concurrency) start(state, event, subscription, ctx);
-        else state.queued.push({ event, subscription });
+        const seq = settled === undefined ? 0 : settled.received++;
+        if (state.running.size < concurrency) start(state, event, subscription, seq, ctx);
+        else state.queued.push({ event, subscription, seq });
       }
     },
     handleInfo(message, state, ctx) {
       const m = message as Finished<In, R> | Recorded | RecordFailed;
       if (typeof m !== 'object' || m === null) return undefined;
       if (m.kind === '$task-recorded') {
+        settle(state, m.subscription, m.seq, ctx);
         freeSlot(state, m.subscription, ctx);
         return undefined;
       }
@@ -184,7 +226,7 @@ export function concurrentConsumer<In, R = unknown>(
       // A task that timed out may still settle later; its slot was already freed.
       if (!state.running.delete(task)) return undefined;
       const next = state.queued.shift();
-      if (next !== undefined) start(state, next.event, next.subscription, ctx);
+      if (next !== undefined) start(state, next.event, next.subscription, next.seq, ctx);
       if (task.timer !== undefined) ctx.clock.clearTimeout(task.timer);
       const outcome: TaskOutcome<In, R> = {
         event: task.event,
@@ -195,6 +237,7 @@ export function concurrentConsumer<In, R = unknown>(
         ...(m.status === 'timeout' ? { error: task.controller.signal.reason } : {}),
       };
       if (options.onOutcome === undefined) {
+        settle(state, task.subscription, task.seq, ctx);
         freeSlot(state, task.subscription, ctx);
         return undefined;
       }
@@ -203,12 +246,13 @@ export function concurrentConsumer<In, R = unknown>(
       Promise.resolve()
         .then(() => onOutcome(outcome))
         .then(
-          () => ctx.send(ctx.self, { kind: '$task-recorded', subscription: task.subscription }),
+          () => ctx.send(ctx.self, { kind: '$task-recorded', subscription: task.subscription, seq: task.seq }),
           (error: unknown) => ctx.send(ctx.self, { kind: '$record-failed', error }),
         );
       return undefined;
     },
     handleCancel(_info, subscription, state) {
+      // Its settled count stays: tasks of the ended subscription still report when they finish.
       state.limits.delete(subscription.id);
       state.subscriptions.delete(subscription.id);
       state.freed.delete(subscription.id);
@@ -216,8 +260,19 @@ export function concurrentConsumer<In, R = unknown>(
     async terminate(reason, state) {
       // Stop taking work first: nothing new arrives while running tasks finish.
       for (const subscription of state.subscriptions.values()) state.ctx?.cancel(subscription, 'shutdown');
-      const queued = state.queued.splice(0).map((q) => q.event);
-      if (queued.length > 0 && options.onRelease !== undefined) await Promise.resolve(options.onRelease(queued)).catch(() => {});
+      const queued = state.queued.splice(0);
+      if (queued.length > 0 && options.onRelease !== undefined) {
+        const onRelease = options.onRelease;
+        const released = await Promise.resolve()
+          .then(() => onRelease(queued.map((q) => q.event)))
+          .then(
+            () => true,
+            () => false,
+          );
+        // Handed back to their owner, they are done here; unreleased ones stay unacknowledged for the next run.
+        const ctx = state.ctx;
+        if (released && ctx !== undefined) for (const q of queued) settle(state, q.subscription, q.seq, ctx);
+      }
       const drainMs = options.drainMs ?? 0;
       if (drainMs > 0 && isCleanExit(reason) && state.running.size > 0) {
         let timer: NodeJS.Timeout | undefined;
@@ -227,14 +282,21 @@ export function concurrentConsumer<In, R = unknown>(
         await Promise.all(
           [...state.running].map(async (task) => {
             const done = await Promise.race([task.settled, deadline]);
-            if (done === undefined || options.onOutcome === undefined || !state.running.delete(task)) return;
-            const outcome: TaskOutcome<In, R> = {
-              event: task.event,
-              status: done.status,
-              durationMs: Date.now() - task.startedAt,
-              ...(done.status === 'success' ? { value: done.value as R } : { error: done.error }),
-            };
-            await Promise.resolve(options.onOutcome(outcome)).catch(() => {});
+            if (done === undefined || !state.running.delete(task)) return;
+            if (options.onOutcome !== undefined) {
+              const outcome: TaskOutcome<In, R> = {
+                event: task.event,
+                status: done.status,
+                durationMs: Date.now() - task.startedAt,
+                ...(done.status === 'success' ? { value: done.value as R } : { error: done.error }),
+              };
+              const recorded = await Promise.resolve(options.onOutcome(outcome)).then(
+                () => true,
+                () => false,
+              );
+              if (!recorded) return;
+            }
+            if (state.ctx !== undefined) settle(state, task.subscription, task.seq, state.ctx);
           }),
         );
         clearTimeout(timer);

@@ -8,7 +8,7 @@
 export const ERROR_CODES = {
   SF_BAD_OPTION: { input: true, meaning: 'an option has a value outside its rule (the message names option, value and rule)' },
   SF_BAD_RETURN: { input: true, meaning: 'a stage callback returned the wrong shape' },
-  SF_BAD_ASK: { input: true, meaning: 'demand asked for is not a non-negative integer' },
+  SF_BAD_ASK: { input: true, meaning: 'demand asked for (or a count reported handled) is not a non-negative integer' },
   SF_BAD_TOPOLOGY: { input: true, meaning: 'a topology file is invalid (each mistake with FILE:LINE:COLUMN)' },
   SF_BAD_STAGE_MODULE: { input: true, meaning: 'a stage or handlers module cannot be loaded or exports the wrong thing' },
   SF_BAD_TASK: { input: true, meaning: 'a task was refused at enqueue (its args or options); nothing of the batch was stored' },

@@ -26,6 +26,8 @@ interface UpstreamLink {
   readonly subscription: Subscription;
   readonly producer: StagePeer;
   readonly cancel: CancelMode;
+  /** Producers of one group are followed out on a clean exit only once the last of them has gone. */
+  readonly group: string | undefined;
   manual: boolean;
   readonly minDemand: number;
   readonly maxDemand: number;
@@ -465,6 +467,7 @@ export class Stage implements StagePeer {
       subscription,
       producer,
       cancel: resolved.cancel,
+      group: resolved.group,
       manual: false,
       minDemand: resolved.minDemand,
       maxDemand: resolved.maxDemand,
@@ -573,7 +576,9 @@ export class Stage implements StagePeer {
     const started = observer === undefined ? 0 : performance.now();
     const ask = () => {
       observer?.batchHandled(this.label, batch.length, (performance.now() - started) / 1000);
-      if (link.producer.wantsHandled) link.producer.deliver({ t: 'handled', id: link.subscription.id, count: batch.length });
+      // A stage whose work outlives handleEvents reports itself, with ctx.handled, when it is done.
+      if (link.producer.wantsHandled && this.spec.reportsHandled !== true)
+        link.producer.deliver({ t: 'handled', id: link.subscription.id, count: batch.length });
       if (askAfter > 0 && this.alive && this.upstream.get(link.subscription.id) === link) {
         link.producer.deliver({ t: 'ask', id: link.subscription.id, count: askAfter });
       }
@@ -605,6 +610,10 @@ export class Stage implements StagePeer {
       if (!this.alive) return undefined;
       const exits = link.cancel === 'permanent' || (link.cancel === 'transient' && !isCleanExit(info.reason));
       if (!exits) return undefined;
+      if (isCleanExit(info.reason) && link.group !== undefined) {
+        // Another producer of its group still feeds this stage: follow them out with the last.
+        for (const other of this.upstream.values()) if (other.group === link.group) return undefined;
+      }
       if (isCleanExit(info.reason) && !this.drained()) {
         // Its producer finished: hand on what is queued and buffered first, then exit.
         this.exitWhenDrained = info.reason as ExitReason;
@@ -712,6 +721,7 @@ export class Stage implements StagePeer {
     // Older buffered events go first: queue behind them, then serve what demand allows.
     const queued = buffer.length > 0;
     const left = queued ? events : dispatcher.dispatch(events);
+    if (left.length > 0) dispatcher.buffered?.(left.length);
     const dropped = buffer.push(left) + dispatcher.takeDropped();
     if (queued) this.serveFromBuffer();
     if (dropped > 0) {
@@ -785,6 +795,19 @@ export class Stage implements StagePeer {
         return handle;
       },
       reply: (from, value) => this.system.settleCall(from, value),
+      handled: (subscription, count) => {
+        if (typeof count !== 'number' || !Number.isInteger(count) || count < 0) {
+          throw new FabricError(
+            'SF_BAD_ASK',
+            `stage ${this.label}: handled(${describeValue(count)}): the count of events done must be a non-negative integer`,
+            { stage: this.label },
+          );
+        }
+        // The subscription may have ended since the events arrived: its producer still takes the report.
+        const producer = this.upstream.get(subscription.id)?.producer ?? subscription.producer;
+        if (count > 0 && isStagePeer(producer) && producer.wantsHandled === true)
+          producer.deliver({ t: 'handled', id: subscription.id, count });
+      },
       setDemandMode: (mode) => this.deliver({ t: 'demand-mode', mode }),
       send: (to, message) => this.system.send(to, message),
     };
@@ -820,6 +843,10 @@ export class Stage implements StagePeer {
 }
 
 export type { Message as StageMessage };
+
+function isStagePeer(ref: StageRef): ref is StagePeer {
+  return 'deliver' in ref;
+}
 
 export function isStageRef(value: unknown): value is StageRef {
   return typeof value === 'object' && value !== null && 'id' in value && 'label' in value && typeof (value as StageRef).id === 'number';

@@ -17,7 +17,7 @@ export class DemandDispatcher<T> implements Dispatcher<T> {
   constructor(private readonly send: SendEvents<T>) {}
 
   private total = 0;
-  /** Demand of cancelled subscriptions already forwarded to the producer. */
+  /** Demand of cancelled subscriptions already forwarded to the producer, whose events are yet to be made. */
   private pending = 0;
 
   subscribe(subscriptionId: number, _options: SubscribeOptions): number {
@@ -61,6 +61,16 @@ export class DemandDispatcher<T> implements Dispatcher<T> {
       this.send(first.id, batch);
     }
     return offset === 0 ? events : events.slice(offset);
+  }
+
+  /**
+   * Events no subscriber could take went to the producer's buffer, where the
+   * next asks meet them: they are what the demand of cancelled subscriptions
+   * was forwarded for, so that much is no longer to come. (Counted as still to
+   * come, the next subscriber's demand would be shorted by it and stall.)
+   */
+  buffered(count: number): void {
+    this.pending = Math.max(0, this.pending - count);
   }
 
   refill(): number {

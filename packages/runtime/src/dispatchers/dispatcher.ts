@@ -20,6 +20,8 @@ export interface Dispatcher<T> {
    * subscriber can take now; the producer keeps them in its buffer.
    */
   dispatch(events: T[]): T[];
+  /** Events just made that no subscriber could take went to the producer's buffer. */
+  buffered?(count: number): void;
   /** Demand no produced or held event will meet, to forward to the producer after a dispatch. */
   refill(): number;
   /** How many events dispatch would place right now. */
