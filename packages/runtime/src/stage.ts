@@ -194,9 +194,11 @@ export class Stage implements StagePeer {
       result = this.spec.init(args, this.ctx);
       if (isThenable(result)) result = await result;
     } catch (error) {
-      this.finish(this.callbackError('init', error));
+      if (this.alive) this.finish(this.callbackError('init', error));
       throw this.exitReason;
     }
+    // Killed while init ran.
+    if (!this.alive) throw this.exitReason;
     try {
       const subscribeTo = this.applyInit(result);
       for (const entry of subscribeTo) {
@@ -357,6 +359,16 @@ export class Stage implements StagePeer {
       }
     }
     this.finish(reason);
+  }
+
+  /**
+   * Exits at once with reason 'killed', as Process.exit(pid, :kill): the
+   * mailbox is not processed (what waits there is answered as a dead stage
+   * would) and terminate is not called. Subscribers on both sides get `down`.
+   */
+  kill(): void {
+    if (this.status === 'exited') return;
+    this.finish('killed');
   }
 
   private finish(reason: ExitReason): void {

@@ -160,6 +160,16 @@ export class StageSystem extends EventEmitter<StageSystemEvents> {
     });
   }
 
+  /**
+   * Ends a stage at once with reason 'killed', as Process.exit(pid, :kill):
+   * what waits in its mailbox is not handled and terminate is not called.
+   * Its subscriptions end as `down` with reason 'killed' on the other side,
+   * which then follows its cancel mode; 'killed' is not a clean exit.
+   */
+  kill(to: StageAddress): void {
+    this.local(to)?.kill();
+  }
+
   /** Stops every stage, consumers first so none sees its producer vanish. */
   async shutdown(reason: ExitReason = 'shutdown'): Promise<void> {
     const order = { consumer: 0, producer_consumer: 1, producer: 2 } as const;
