@@ -8,6 +8,7 @@ export type FabricErrorCode =
   | 'SF_BAD_ASK'
   | 'SF_NO_STAGE'
   | 'SF_NAME_TAKEN'
+  | 'SF_ALREADY_SUBSCRIBED'
   | 'SF_NOT_PRODUCER'
   | 'SF_NOT_CONSUMER'
   | 'SF_CALL_TIMEOUT'

@@ -10,7 +10,7 @@ export {
 } from './concurrent-consumer.js';
 export { BroadcastDispatcher } from './dispatchers/broadcast-dispatcher.js';
 export { DemandDispatcher } from './dispatchers/demand-dispatcher.js';
-export type { Dispatcher, DispatcherSpec, SendEvents } from './dispatchers/dispatcher.js';
+export type { Dispatcher, DispatcherHost, DispatcherSpec } from './dispatchers/dispatcher.js';
 export { hashEvent, PartitionDispatcher } from './dispatchers/partition-dispatcher.js';
 export { describeValue, FabricError, type FabricErrorCode, isFabricError } from './errors.js';
 export { fromIterable, type PipelineStep, pipeline, type ToAsyncIterableOptions, toAsyncIterable } from './interop.js';

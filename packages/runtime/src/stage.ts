@@ -1,8 +1,8 @@
 import { EventBuffer } from './buffer.js';
 import type { TimerHandle } from './clock.js';
 import { createDispatcher } from './dispatchers/create-dispatcher.js';
-import type { Dispatcher } from './dispatchers/dispatcher.js';
-import { describeValue, FabricError } from './errors.js';
+import type { Dispatcher, DispatcherHost } from './dispatchers/dispatcher.js';
+import { describeValue, FabricError, isFabricError } from './errors.js';
 import { Mailbox } from './mailbox.js';
 import { checkBufferSize, checkOneOf, PRODUCER_DEFAULTS, resolveSubscription } from './options.js';
 import { isThenable, type ReadResult, type ResultRules, readResult } from './result.js';
@@ -43,9 +43,20 @@ interface DownstreamLink {
   sent: number;
 }
 
+/** What a producer_consumer holds until downstream demand lets it go on. */
+type PcQueued =
+  | { readonly kind: 'events'; readonly link: UpstreamLink; readonly events: unknown[] }
+  | { readonly kind: 'cancel'; readonly link: UpstreamLink; readonly info: CancelInfo }
+  | { readonly kind: 'info'; readonly message: unknown };
+
+/** What an accumulating producer holds back (GenStage's `events` list). */
+type Accumulated = { readonly demand: number } | { readonly events: unknown[] };
+
 type Message =
   | { readonly t: 'subscribe'; readonly subscription: Subscription; readonly consumer: StagePeer; readonly options: SubscribeOptions }
   | { readonly t: 'ask'; readonly id: number; readonly count: number }
+  /** To a producer, from itself: demand its dispatcher gives back to a subscription (broadcast selector). */
+  | { readonly t: 'reask'; readonly id: number; readonly count: number }
   | { readonly t: 'events'; readonly id: number; readonly events: unknown[] }
   /** To a producer peer that asked for it: the consumer finished handling `count` events of the subscription. */
   | { readonly t: 'handled'; readonly id: number; readonly count: number }
@@ -54,6 +65,8 @@ type Message =
   | { readonly t: 'call'; readonly message: unknown; readonly from: CallFrom }
   | { readonly t: 'cast'; readonly message: unknown }
   | { readonly t: 'info'; readonly message: unknown }
+  /** GenStage.sync_info/async_info: handleInfo once the events emitted so far are dispatched. */
+  | { readonly t: 'info-after-events'; readonly message: unknown; readonly done?: (error?: unknown) => void }
   | { readonly t: 'subscribe-to'; readonly options: SubscribeOptions; readonly done?: (error?: unknown) => void }
   | { readonly t: 'cancel-sub'; readonly id: number; readonly reason: unknown }
   | { readonly t: 'ask-sub'; readonly id: number; readonly count: number }
@@ -132,8 +145,12 @@ export class Stage implements StagePeer {
 
   // consumer side
   private readonly upstream = new Map<number, UpstreamLink>();
-  /** producer_consumer: events received and not yet handled, waiting for downstream demand. */
-  private readonly pcQueue: { link: UpstreamLink; events: unknown[] }[] = [];
+  /**
+   * producer_consumer: events received and not yet handled, waiting for
+   * downstream demand, with the cancels and infos that arrived behind them
+   * (GenStage queues those too, so they keep their place).
+   */
+  private readonly pcQueue: PcQueued[] = [];
   /** producer_consumer: downstream demand not yet met. */
   private pcDemand = 0;
 
@@ -142,7 +159,10 @@ export class Stage implements StagePeer {
   private dispatcher: Dispatcher<unknown> | undefined;
   private buffer: EventBuffer<unknown> | undefined;
   private demandMode: 'forward' | 'accumulate' = PRODUCER_DEFAULTS.demand;
-  private accumulatedDemand = 0;
+  /** A producer accumulating: demand and emitted events held back, in order, until it forwards again. */
+  private readonly accumulated: Accumulated[] = [];
+  /** Events dropped from the buffer or the dispatcher's queues. */
+  private dropped = 0;
 
   /** Set when a producer_consumer's producers finished cleanly: it exits once it has handed on what it holds. */
   private exitWhenDrained: ExitReason | undefined;
@@ -240,7 +260,7 @@ export class Stage implements StagePeer {
       const keep = checkOneOf(where, 'bufferKeep', init.bufferKeep ?? PRODUCER_DEFAULTS.bufferKeep, ['first', 'last'] as const);
       this.demandMode = checkOneOf(where, 'demand', init.demand ?? PRODUCER_DEFAULTS.demand, ['forward', 'accumulate'] as const);
       this.buffer = new EventBuffer(bufferSize, keep);
-      this.dispatcher = createDispatcher(where, init.dispatcher, bufferSize, this.send);
+      this.dispatcher = createDispatcher(where, init.dispatcher, bufferSize, keep, this.dispatcherHost);
     }
     const subscribeTo = init.subscribeTo ?? [];
     if (!Array.isArray(subscribeTo)) {
@@ -299,7 +319,7 @@ export class Stage implements StagePeer {
         undefined,
         new FabricError('SF_NO_STAGE', `stage ${this.label} has exited`, { stage: this.label }),
       );
-    } else if (message.t === 'subscribe-to') {
+    } else if (message.t === 'subscribe-to' || message.t === 'info-after-events') {
       message.done?.(new FabricError('SF_NO_STAGE', `stage ${this.label} has exited`, { stage: this.label }));
     }
   }
@@ -308,6 +328,8 @@ export class Stage implements StagePeer {
     switch (message.t) {
       case 'ask':
         return this.onAsk(message.id, message.count);
+      case 'reask':
+        return this.onReask(message.id, message.count);
       case 'events':
         return this.onEvents(message.id, message.events);
       case 'handled':
@@ -324,6 +346,10 @@ export class Stage implements StagePeer {
         return this.runCallback('handleCast', this.spec.handleCast, [message.message], this.rules.common);
       case 'info':
         return this.runCallback('handleInfo', this.spec.handleInfo, [message.message], this.rules.common);
+      case 'info-after-events':
+        this.infoAfterEvents(message.message);
+        message.done?.();
+        return undefined;
       case 'subscribe-to':
         return this.subscribeUpstream(message.options).then(
           () => message.done?.(this.alive ? undefined : this.exitReason),
@@ -525,7 +551,7 @@ export class Stage implements StagePeer {
     this.eventsIn += events.length;
     this.lastEventAtMs = this.system.clock.now();
     if (this.kind === 'producer_consumer') {
-      this.pcQueue.push({ link, events });
+      this.pcQueue.push({ kind: 'events', link, events });
       return this.drainPcQueue();
     }
     return this.receive(link, events);
@@ -603,7 +629,10 @@ export class Stage implements StagePeer {
     while (this.pcDemand > 0 && this.alive) {
       const item = this.pcQueue.shift();
       if (item === undefined) return;
-      const pending = this.receive(item.link, item.events);
+      let pending: Promise<void> | undefined;
+      if (item.kind === 'events') pending = this.receive(item.link, item.events);
+      else if (item.kind === 'cancel') pending = this.invokeCancel(item.link, item.info);
+      else this.bufferOrDispatchInfo(item.message);
       if (pending !== undefined) await pending;
     }
   }
@@ -612,9 +641,21 @@ export class Stage implements StagePeer {
     const link = this.upstream.get(id);
     if (link === undefined) return undefined;
     this.upstream.delete(id);
+    // Events received before the cancel are handled before it, as GenStage's schedule_cancel.
+    if (this.kind === 'producer_consumer' && this.pcQueue.length > 0) {
+      this.pcQueue.push({ kind: 'cancel', link, info });
+      return undefined;
+    }
+    return this.invokeCancel(link, info);
+  }
+
+  /** handleCancel for a subscription upstream, then what its cancel mode asks. */
+  private invokeCancel(link: UpstreamLink, info: CancelInfo): Promise<void> | undefined {
     const pending = this.runCallback('handleCancel', this.spec.handleCancel, [info, link.subscription], this.rules.common);
     const follow = () => {
       if (!this.alive) return undefined;
+      // Refused as a duplicate: the first subscription still runs, so the cancel mode does not apply (as GenStage).
+      if (isFabricError(info.reason, 'SF_ALREADY_SUBSCRIBED')) return undefined;
       const exits = link.cancel === 'permanent' || (link.cancel === 'transient' && !isCleanExit(info.reason));
       if (!exits) return undefined;
       if (isCleanExit(info.reason) && !this.drained()) {
@@ -658,7 +699,7 @@ export class Stage implements StagePeer {
     const admit = () => {
       if (!this.alive) return undefined;
       try {
-        const forward = (this.dispatcher as Dispatcher<unknown>).subscribe(subscription.id, options);
+        const forward = (this.dispatcher as Dispatcher<unknown>).subscribe(subscription.id, options, consumer);
         if (forward > 0) return this.serveDemand(forward);
       } catch (error) {
         this.downstream.delete(subscription.id);
@@ -682,31 +723,52 @@ export class Stage implements StagePeer {
     return this.serveDemand((this.dispatcher as Dispatcher<unknown>).ask(id, count));
   }
 
-  /** Meets forwarded demand from the buffer first, then from handleDemand or the producer_consumer queue. */
-  private serveDemand(forward: number): Promise<void> | undefined {
-    const served = this.serveFromBuffer();
-    const need = forward - served;
-    if (this.kind === 'producer_consumer') {
-      if (need > 0) this.pcDemand += need;
-      return this.pcQueue.length > 0 ? this.drainPcQueue() : undefined;
-    }
-    if (need <= 0) return undefined;
-    if (this.demandMode === 'accumulate') {
-      this.accumulatedDemand += need;
-      return undefined;
-    }
-    return this.runCallback('handleDemand', (this.spec as ProducerSpec).handleDemand, [need], this.rules.common);
+  /** Demand the dispatcher gave back to a subscription: like an ask, but the consumer did not ask it again. */
+  private onReask(id: number, count: number): Promise<void> | undefined {
+    if (!this.downstream.has(id)) return undefined;
+    return this.serveDemand((this.dispatcher as Dispatcher<unknown>).ask(id, count));
   }
 
-  private serveFromBuffer(): number {
+  /**
+   * Demand the dispatcher forwarded (GenStage's handle_dispatcher_result):
+   * met from the buffer first, the rest by handleDemand, or held back while
+   * accumulating. A producer_consumer adds it to what its consumers want and
+   * handles the input it holds.
+   */
+  private serveDemand(counter: number): Promise<void> | undefined {
+    if (this.kind === 'producer_consumer') {
+      this.pcDemand += counter;
+      this.takeFromBuffer(this.pcDemand);
+      return this.pcQueue.length > 0 ? this.drainPcQueue() : undefined;
+    }
+    const left = this.takeFromBuffer(counter);
+    if (left <= 0) return undefined;
+    if (this.demandMode === 'accumulate') {
+      this.accumulated.push({ demand: left });
+      return undefined;
+    }
+    return this.runCallback('handleDemand', (this.spec as ProducerSpec).handleDemand, [left], this.rules.common);
+  }
+
+  /**
+   * GenStage's take_from_buffer: dispatches up to `counter` buffered events,
+   * handing out the infos queued among them as they are reached. Returns
+   * what is left of `counter`.
+   */
+  private takeFromBuffer(counter: number): number {
     const buffer = this.buffer as EventBuffer<unknown>;
-    if (buffer.length === 0) return 0;
-    const n = Math.min(buffer.length, (this.dispatcher as Dispatcher<unknown>).available());
-    if (n === 0) return 0;
-    const events = buffer.take(n);
-    const left = (this.dispatcher as Dispatcher<unknown>).dispatch(events);
-    buffer.unshift(left);
-    return n - left.length;
+    while (counter > 0 && buffer.length > 0) {
+      const events = buffer.take(counter);
+      counter -= events.length;
+      if (events.length > 0) this.dispatchEvents(events, true);
+      const infos = buffer.takeMarker();
+      if (infos !== undefined) {
+        for (const message of infos) (this.dispatcher as Dispatcher<unknown>).info(message);
+      } else if (events.length === 0) {
+        break;
+      }
+    }
+    return counter;
   }
 
   private readonly send = (id: number, events: unknown[]): void => {
@@ -717,20 +779,60 @@ export class Stage implements StagePeer {
     link.consumer.deliver({ t: 'events', id, events });
   };
 
-  private dispatchEvents(events: unknown[]): void {
-    const dispatcher = this.dispatcher as Dispatcher<unknown>;
-    const buffer = this.buffer as EventBuffer<unknown>;
-    if (this.kind === 'producer_consumer') this.pcDemand = Math.max(0, this.pcDemand - events.length);
-    // Older buffered events go first: queue behind them, then serve what demand allows.
-    const queued = buffer.length > 0;
-    const left = queued ? events : dispatcher.dispatch(events);
-    const dropped = buffer.push(left) + dispatcher.takeDropped();
-    if (queued) this.serveFromBuffer();
-    if (dropped > 0) {
-      this.system.report({ type: 'buffer-overflow', stage: this.label, dropped, bufferSize: buffer.capacity, keep: buffer.keep });
+  private readonly dispatcherHost: DispatcherHost<unknown> = {
+    send: this.send,
+    reask: (id, count) => this.deliver({ t: 'reask', id, count }),
+    info: (message) => this.deliver({ t: 'info', message }),
+    overflow: (partition, dropped, capacity) => this.reportDropped(dropped, capacity, partition),
+  };
+
+  /**
+   * GenStage's dispatch_events: the dispatcher places what the demand it
+   * forwarded allows, the rest goes to the buffer. A producer accumulating
+   * holds the events back instead, to dispatch them in order when it forwards.
+   */
+  private dispatchEvents(events: unknown[], fromBuffer = false): void {
+    if (this.kind === 'producer' && this.demandMode === 'accumulate') {
+      this.accumulated.push({ events });
+      return;
     }
-    const more = dispatcher.refill();
-    if (more > 0) this.deliver({ t: 'demand', count: more });
+    const left = (this.dispatcher as Dispatcher<unknown>).dispatch(events);
+    if (this.kind === 'producer_consumer') this.pcDemand = Math.max(0, this.pcDemand - (events.length - left.length));
+    if (left.length === 0) return;
+    // Taken from the buffer and not placed: back to the front, so the buffer keeps its order.
+    if (fromBuffer) (this.buffer as EventBuffer<unknown>).unshift(left);
+    else this.bufferEvents(left);
+  }
+
+  /** GenStage's buffer_events: keeps by bufferSize and bufferKeep, reports what is dropped. */
+  private bufferEvents(events: unknown[]): void {
+    const buffer = this.buffer as EventBuffer<unknown>;
+    const dropped = buffer.push(events, this.releaseInfo);
+    if (dropped > 0) this.reportDropped(dropped, buffer.capacity);
+  }
+
+  /** An info whose events were dropped from the buffer still reaches the dispatcher, and so handleInfo. */
+  private readonly releaseInfo = (message: unknown): void => (this.dispatcher as Dispatcher<unknown>).info(message);
+
+  private reportDropped(dropped: number, capacity: number, partition?: string | number): void {
+    this.dropped += dropped;
+    const keep = (this.buffer as EventBuffer<unknown>).keep;
+    this.system.report(
+      partition === undefined
+        ? { type: 'buffer-overflow', stage: this.label, dropped, bufferSize: capacity, keep }
+        : { type: 'buffer-overflow', stage: this.label, dropped, bufferSize: capacity, keep, partition },
+    );
+  }
+
+  /** GenStage's sync_info/async_info: handleInfo after the events this stage emitted or received so far. */
+  private infoAfterEvents(message: unknown): void {
+    if (this.kind === 'consumer') this.deliver({ t: 'info', message });
+    else if (this.kind === 'producer_consumer' && this.pcQueue.length > 0) this.pcQueue.push({ kind: 'info', message });
+    else this.bufferOrDispatchInfo(message);
+  }
+
+  private bufferOrDispatchInfo(message: unknown): void {
+    if (!(this.buffer as EventBuffer<unknown>).pushMarker(message)) (this.dispatcher as Dispatcher<unknown>).info(message);
   }
 
   private onCancelFromConsumer(id: number, info: CancelInfo): Promise<void> | undefined {
@@ -742,13 +844,7 @@ export class Stage implements StagePeer {
     const forward = (this.dispatcher as Dispatcher<unknown>).cancel(id);
     if (info.kind === 'cancel') link.consumer.deliver({ t: 'cancel-down', id, info });
     const pending = this.runCallback('handleCancel', this.spec.handleCancel, [info, link.subscription], this.rules.common);
-    const after = () => {
-      if (!this.alive) return undefined;
-      if (forward > 0) return this.serveDemand(forward);
-      // A broadcast dispatcher may now deliver what the departed subscriber held back.
-      this.serveFromBuffer();
-      return undefined;
-    };
+    const after = () => (this.alive && forward > 0 ? this.serveDemand(forward) : undefined);
     return pending === undefined ? after() : pending.then(after);
   }
 
@@ -762,10 +858,20 @@ export class Stage implements StagePeer {
     if (!this.isProducer)
       throw new FabricError('SF_NOT_PRODUCER', `stage ${this.label}: only a producer has a demand mode`, { stage: this.label });
     this.demandMode = mode;
-    if (mode === 'forward' && this.accumulatedDemand > 0) {
-      const demand = this.accumulatedDemand;
-      this.accumulatedDemand = 0;
-      return this.serveDemand(demand);
+    if (mode === 'forward' && this.accumulated.length > 0) return this.replayAccumulated(this.accumulated.splice(0), 0);
+    return undefined;
+  }
+
+  /** Forwarding again: what accumulated is served and dispatched in the order it came, each demand on its own. */
+  private replayAccumulated(entries: readonly Accumulated[], from: number): Promise<void> | undefined {
+    for (let i = from; i < entries.length && this.alive; i++) {
+      const entry = entries[i] as Accumulated;
+      if ('events' in entry) {
+        this.dispatchEvents(entry.events);
+        continue;
+      }
+      const pending = this.serveDemand(entry.demand);
+      if (pending !== undefined) return pending.then(() => this.replayAccumulated(entries, i + 1));
     }
     return undefined;
   }
@@ -810,7 +916,7 @@ export class Stage implements StagePeer {
       mailbox: this.mailbox.length,
       bufferLength: (this.buffer?.length ?? 0) + (this.dispatcher?.held() ?? 0),
       bufferCapacity: this.buffer?.capacity ?? 0,
-      bufferDropped: this.buffer?.dropped ?? 0,
+      bufferDropped: this.dropped,
       eventsIn: this.eventsIn,
       eventsOut: this.eventsOut,
       batchesIn: this.batchesIn,

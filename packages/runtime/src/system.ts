@@ -13,8 +13,11 @@ export type SystemEvent =
       readonly type: 'buffer-overflow';
       readonly stage: string;
       readonly dropped: number;
+      /** The cap that was reached: the producer's bufferSize, or maxHeldPerPartition for a partition's queue. */
       readonly bufferSize: number;
       readonly keep: string;
+      /** Set when the events were dropped from this partition's queue rather than the producer's buffer. */
+      readonly partition?: string | number;
     }
   | { readonly type: 'excess-events'; readonly stage: string; readonly subscription: number; readonly excess: number }
   | { readonly type: 'callback-error'; readonly stage: string; readonly callback: string; readonly error: unknown };
@@ -143,6 +146,20 @@ export class StageSystem extends EventEmitter<StageSystemEvents> {
   /** Delivers a message to the stage's handleInfo; dropped if the stage is not running. */
   send(to: StageAddress, message: unknown): void {
     this.local(to)?.deliver({ t: 'info', message });
+  }
+
+  /**
+   * Delivers a message to the stage's handleInfo once the events it has
+   * emitted so far are on their way (GenStage.sync_info/async_info): a
+   * producer queues it behind its buffer, a producer_consumer behind the
+   * input it holds, a partition dispatcher behind its partitions' queues.
+   * Resolves once it is queued; await it or not.
+   */
+  info(to: StageAddress, message: unknown): Promise<void> {
+    const stage = this.require(to);
+    return new Promise((resolve, reject) =>
+      stage.deliver({ t: 'info-after-events', message, done: (error) => (error === undefined ? resolve() : reject(error)) }),
+    );
   }
 
   /** Switches a producer's demand mode (GenStage.demand/2). */
