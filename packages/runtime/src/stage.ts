@@ -284,8 +284,10 @@ export class Stage implements StagePeer {
     if (this.pumping || this.mailbox.length === 0) return;
     this.pumping = true;
     this.system.busy(1);
-    queueMicrotask(() => void this.pump());
+    this.system.schedule(this.runPump);
   }
+
+  private readonly runPump = (): void => void this.pump();
 
   private async pump(): Promise<void> {
     let handled = 0;

@@ -46,6 +46,9 @@ export interface StartOptions {
   readonly name?: string;
 }
 
+/** Stage turns run back to back as microtasks before the event loop gets a turn. */
+const MICROTASK_TURNS = 1024;
+
 interface PendingCall {
   readonly resolve: (value: unknown) => void;
   readonly reject: (error: unknown) => void;
@@ -69,6 +72,11 @@ export class StageSystem extends EventEmitter<StageSystemEvents> {
   private readonly calls = new Map<number, PendingCall>();
   private active = 0;
   private idleWaiters: (() => void)[] = [];
+  /** Stage turns run as microtasks since the event loop last had a turn. */
+  private microtaskTurns = 0;
+  private readonly resetTurns = (): void => {
+    this.microtaskTurns = 0;
+  };
 
   constructor(options: StageSystemOptions = {}) {
     super();
@@ -283,6 +291,21 @@ export class StageSystem extends EventEmitter<StageSystemEvents> {
     if (stage.name !== undefined && this.names.get(stage.name) === stage) this.names.delete(stage.name);
     this.stages.delete(stage.id);
     this.report({ type: 'stage-exit', stage: stage.label, reason, clean: isCleanExit(reason) });
+  }
+
+  /**
+   * @internal Runs a stage's turn soon. Stages hand work to each other as
+   * microtasks, which is cheap, but a pipeline that never runs dry would
+   * then never let the event loop turn (timers, sockets): after a budget of
+   * turns, the next ones wait for the event loop.
+   */
+  schedule(turn: () => void): void {
+    if (this.microtaskTurns++ < MICROTASK_TURNS) {
+      queueMicrotask(turn);
+      return;
+    }
+    if (this.microtaskTurns === MICROTASK_TURNS + 1) setImmediate(this.resetTurns);
+    setImmediate(turn);
   }
 
   /** @internal Counts stages with work in hand, for `idle()`. */
