@@ -67,7 +67,11 @@ type Message =
   | { readonly t: 'info'; readonly message: unknown }
   /** GenStage.sync_info/async_info: handleInfo once the events emitted so far are dispatched. */
   | { readonly t: 'info-after-events'; readonly message: unknown; readonly done?: (error?: unknown) => void }
-  | { readonly t: 'subscribe-to'; readonly options: SubscribeOptions; readonly done?: (error?: unknown) => void }
+  | {
+      readonly t: 'subscribe-to';
+      readonly options: SubscribeOptions;
+      readonly done?: (error: unknown, subscription?: Subscription) => void;
+    }
   | { readonly t: 'cancel-sub'; readonly id: number; readonly reason: unknown }
   | { readonly t: 'ask-sub'; readonly id: number; readonly count: number }
   | { readonly t: 'demand-mode'; readonly mode: 'forward' | 'accumulate' }
@@ -85,6 +89,8 @@ export interface StageStats {
   readonly bufferLength: number;
   readonly bufferCapacity: number;
   readonly bufferDropped: number;
+  /** A producer's demand mode (GenStage.demand/1); undefined for a consumer. */
+  readonly demandMode: 'forward' | 'accumulate' | undefined;
   readonly eventsIn: number;
   readonly eventsOut: number;
   readonly batchesIn: number;
@@ -167,6 +173,8 @@ export class Stage implements StagePeer {
   /** Set when a producer_consumer's producers finished cleanly: it exits once it has handed on what it holds. */
   private exitWhenDrained: ExitReason | undefined;
   private readonly timers = new Set<TimerHandle>();
+  /** Calls handed to handleCall and not answered yet. */
+  private readonly openCalls = new Set<number>();
   private readonly exitListeners: ((reason: ExitReason) => void)[] = [];
   private eventsIn = 0;
   private lastEventAtMs: number | undefined;
@@ -354,7 +362,7 @@ export class Stage implements StagePeer {
         return undefined;
       case 'subscribe-to':
         return this.subscribeUpstream(message.options).then(
-          () => message.done?.(this.alive ? undefined : this.exitReason),
+          (subscription) => message.done?.(this.alive ? undefined : this.exitReason, subscription),
           (error: unknown) => message.done?.(error),
         );
       case 'cancel-sub':
@@ -411,6 +419,18 @@ export class Stage implements StagePeer {
     this.upstream.clear();
     this.pcQueue.length = 0;
     for (const message of this.mailbox.clear()) this.bounce(message);
+    // Calls this stage took and never answered fail now rather than at their timeout, as a GenServer caller exits.
+    for (const callId of this.openCalls) {
+      this.system.settleCall(
+        { callId },
+        undefined,
+        new FabricError('SF_STAGE_EXITED', `stage ${this.label} exited before replying: ${describeValue(reason)}`, {
+          stage: this.label,
+          cause: reason,
+        }),
+      );
+    }
+    this.openCalls.clear();
     this.system.stageExited(this, reason);
     for (const listener of this.exitListeners.splice(0)) listener(reason);
   }
@@ -460,11 +480,18 @@ export class Stage implements StagePeer {
     if (!this.alive) return undefined;
     const result = readResult(this.label, name, value, rules);
     if (result.hasState) this.state = result.state;
-    onResult?.(result);
+    // Events go out before a reply, as GenStage's {:reply, reply, events, state}.
     if (result.events !== undefined && result.events.length > 0) this.dispatchEvents(result.events);
+    onResult?.(result);
     if (result.stop !== undefined) return this.exit(result.stop);
     return undefined;
   }
+
+  /** Answers a call and forgets it. */
+  private readonly reply = (from: CallFrom, value: unknown): void => {
+    this.openCalls.delete(from.callId);
+    this.system.settleCall(from, value);
+  };
 
   private onCall(message: unknown, from: CallFrom): Promise<void> | undefined {
     if (this.spec.handleCall === undefined) {
@@ -475,15 +502,16 @@ export class Stage implements StagePeer {
       );
       return undefined;
     }
+    this.openCalls.add(from.callId);
     return this.runCallback('handleCall', this.spec.handleCall, [message, from], this.rules.call, (result) => {
-      if (result.hasReply) this.system.settleCall(from, result.reply);
+      if (result.hasReply) this.reply(from, result.reply);
     });
   }
 
   // ---------------------------------------------------------------- consumer side
 
   /** Subscribes this consumer to a producer (GenStage's consumer_subscribe). */
-  private async subscribeUpstream(options: SubscribeOptions): Promise<void> {
+  private async subscribeUpstream(options: SubscribeOptions): Promise<Subscription | undefined> {
     const where = `stage ${this.label}: subscribe`;
     if (!this.isConsumer) {
       throw new FabricError('SF_NOT_CONSUMER', `${where}: a producer cannot subscribe to another stage`, { stage: this.label });
@@ -498,7 +526,7 @@ export class Stage implements StagePeer {
       await this.exit(
         new FabricError('SF_NO_STAGE', `${where}: no stage ${describeAddress(options.to)} (${reason})`, { stage: this.label }),
       );
-      return;
+      return undefined;
     }
     const subscription: Subscription = { id: this.system.nextSubscriptionId(), producer, consumer: this };
     const link: UpstreamLink = {
@@ -513,22 +541,29 @@ export class Stage implements StagePeer {
     // Known before handleSubscribe runs, so the callback may already ask or cancel.
     this.upstream.set(subscription.id, link);
     producer.deliver({ t: 'subscribe', subscription, consumer: this, options });
-    const pending = this.runCallback(
-      'handleSubscribe',
-      this.spec.handleSubscribe,
-      ['producer', options, subscription],
-      this.rules.subscribe,
-      (r) => {
-        if (r.demand !== undefined) {
-          link.manual =
-            checkOneOf(`stage ${this.label}: handleSubscribe`, 'demand', r.demand, ['automatic', 'manual'] as const) === 'manual';
-        }
-      },
-    );
-    if (pending !== undefined) await pending;
-    if (!this.alive || link.manual || this.upstream.get(subscription.id) !== link) return;
+    try {
+      const pending = this.runCallback(
+        'handleSubscribe',
+        this.spec.handleSubscribe,
+        ['producer', options, subscription],
+        this.rules.subscribe,
+        (r) => {
+          if (r.demand !== undefined) {
+            link.manual =
+              checkOneOf(`stage ${this.label}: handleSubscribe`, 'demand', r.demand, ['automatic', 'manual'] as const) === 'manual';
+          }
+        },
+      );
+      if (pending !== undefined) await pending;
+    } catch (error) {
+      // A bad return from handleSubscribe stops the consumer, as GenStage's bad_return_value; the caller sees why.
+      await this.exit(error as ExitReason);
+      return subscription;
+    }
+    if (!this.alive || link.manual || this.upstream.get(subscription.id) !== link) return subscription;
     link.pending += resolved.maxDemand;
     producer.deliver({ t: 'ask', id: subscription.id, count: resolved.maxDemand });
+    return subscription;
   }
 
   private askUpstream(id: number, count: number): void {
@@ -714,6 +749,16 @@ export class Stage implements StagePeer {
       this.spec.handleSubscribe,
       ['consumer', options, subscription],
       this.rules.subscribe,
+      (r) => {
+        // Only the consumer side of a subscription may take its demand in hand, as in GenStage.
+        if (r.demand !== undefined && r.demand !== 'automatic') {
+          throw new FabricError(
+            'SF_BAD_RETURN',
+            `stage ${this.label}: handleSubscribe('consumer') returned demand ${describeValue(r.demand)}; a producer's side is always 'automatic'`,
+            { stage: this.label },
+          );
+        }
+      },
     );
     return pending === undefined ? admit() : pending.then(admit);
   }
@@ -904,7 +949,7 @@ export class Stage implements StagePeer {
         this.timers.add(handle);
         return handle;
       },
-      reply: (from, value) => this.system.settleCall(from, value),
+      reply: this.reply,
       setDemandMode: (mode) => this.deliver({ t: 'demand-mode', mode }),
       send: (to, message) => this.system.send(to, message),
     };
@@ -919,6 +964,7 @@ export class Stage implements StagePeer {
       bufferLength: (this.buffer?.length ?? 0) + (this.dispatcher?.held() ?? 0),
       bufferCapacity: this.buffer?.capacity ?? 0,
       bufferDropped: this.dropped,
+      demandMode: this.isProducer ? this.demandMode : undefined,
       eventsIn: this.eventsIn,
       eventsOut: this.eventsOut,
       batchesIn: this.batchesIn,

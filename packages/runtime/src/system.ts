@@ -109,11 +109,22 @@ export class StageSystem extends EventEmitter<StageSystemEvents> {
     return stage;
   }
 
-  /** Subscribes `consumer` to a producer; resolves once the subscription is sent (GenStage.sync_subscribe). */
-  subscribe(consumer: StageAddress, options: SubscribeOptions): Promise<void> {
+  /**
+   * Subscribes `consumer` to a producer; resolves with the subscription once
+   * it is sent (GenStage.sync_subscribe).
+   */
+  subscribe(consumer: StageAddress, options: SubscribeOptions): Promise<Subscription> {
     const stage = this.require(consumer);
     return new Promise((resolve, reject) => {
-      stage.deliver({ t: 'subscribe-to', options, done: (error) => (error === undefined ? resolve() : reject(error)) });
+      stage.deliver({
+        t: 'subscribe-to',
+        options,
+        done: (error, subscription) => {
+          if (error !== undefined) reject(error);
+          else if (subscription === undefined) reject(new FabricError('SF_NO_STAGE', `stage ${stage.label} did not subscribe`));
+          else resolve(subscription);
+        },
+      });
     });
   }
 
