@@ -15,6 +15,7 @@ import {
   producerConsumer,
   type StageAddress,
   StageSystem,
+  type StageSystemOptions,
   type SubscribeOptions,
   type Subscription,
 } from '../../src/index.js';
@@ -102,8 +103,8 @@ export const doubled = (from: number, to: number): number[] => range(from, to).f
 const systems: StageSystem[] = [];
 
 /** A system whose stages are all killed after the test: GenStage's linked processes die with the test. */
-export function newSystem(): StageSystem {
-  const sys = new StageSystem();
+export function newSystem(options: StageSystemOptions = {}): StageSystem {
+  const sys = new StageSystem(options);
   systems.push(sys);
   return sys;
 }
