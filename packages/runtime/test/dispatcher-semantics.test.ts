@@ -121,3 +121,29 @@ describe('demand dispatcher: demand left by a cancelled subscriber is used up as
     expect(demands).toEqual([10, 10]);
   });
 });
+
+describe('broadcast dispatcher: events buffered while nobody subscribes meet the demand forwarded for them (departure)', () => {
+  it('a producer that answers late, after its subscriber left: the next subscriber gets the buffered events', async () => {
+    const sys = new StageSystem();
+    const demands: number[] = [];
+    await sys.start(pushProducer({ demands, dispatcher: { type: 'broadcast' } }), undefined, { name: 'p' });
+    const first = recorder<number>();
+    await sys.start(recordingConsumer(first, [{ to: 'p', cancel: 'temporary' }], { manual: true }), undefined);
+    await sys.idle();
+    sys.ask(first.subscriptions[0] as Subscription, 10);
+    await sys.idle();
+    sys.cancel(first.subscriptions[0] as Subscription, 'done');
+    await sys.idle();
+    // The answer to that ask of 10 comes now, with no subscriber: it is buffered.
+    sys.cast('p', ['emit', range(0, 10)]);
+    await sys.idle();
+    const second = recorder<number>();
+    await sys.start(recordingConsumer(second, [{ to: 'p' }], { manual: true }), undefined);
+    await sys.idle();
+    sys.ask(second.subscriptions[0] as Subscription, 10);
+    await sys.idle();
+    // GenStage still counts those 10 as requested and forwards nothing: the buffer is never served.
+    expect(second.events()).toEqual(range(0, 10));
+    expect(demands).toEqual([10]);
+  });
+});

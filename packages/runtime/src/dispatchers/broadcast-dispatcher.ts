@@ -73,7 +73,7 @@ export class BroadcastDispatcher<T> implements Dispatcher<T> {
 
   dispatch(events: T[]): T[] {
     const waiting = this.waitingDemand;
-    if (waiting === 0) return events;
+    if (waiting === 0) return this.toBuffer(events);
     const n = Math.min(events.length, waiting);
     const now = n === events.length ? events : events.slice(0, n);
     for (const entry of this.entries) {
@@ -88,7 +88,19 @@ export class BroadcastDispatcher<T> implements Dispatcher<T> {
     }
     this.waitingDemand = waiting - n;
     this.requestedDemand -= n;
-    return n === events.length ? [] : events.slice(n);
+    return n === events.length ? [] : this.toBuffer(events.slice(n));
+  }
+
+  /**
+   * Events going to the producer's buffer meet demand the producer was
+   * asked for, so `requested` shrinks by them (as the demand dispatcher's
+   * pending does). GenStage leaves `requested` as it is: once a subscriber
+   * left before the producer answered, the next subscriber's asks are then
+   * cut by demand already met, and the buffered events are never served.
+   */
+  private toBuffer(rest: T[]): T[] {
+    this.requestedDemand = Math.max(this.waitingDemand, this.requestedDemand - rest.length);
+    return rest;
   }
 
   info(message: unknown): void {
