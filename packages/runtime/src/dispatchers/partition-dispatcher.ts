@@ -15,6 +15,11 @@ interface Partition<T> {
    * demand (or before it had a subscriber), with info markers among them.
    */
   queue: EventBuffer<T> | undefined;
+  /**
+   * Events at the front of the queue that a cancel already asked the
+   * producer to replace: a kept queue is handed back once, not at every cancel.
+   */
+  handedBack: number;
   /** Events for this partition in the dispatch under way. */
   batch: T[] | undefined;
 }
@@ -66,7 +71,9 @@ export class PartitionDispatcher<T> implements Dispatcher<T> {
     private readonly keep: BufferKeep,
     private readonly host: DispatcherHost<T>,
   ) {
-    for (const name of names) this.partitions.set(name, { name, subscriber: undefined, demand: 0, queue: undefined, batch: undefined });
+    for (const name of names) {
+      this.partitions.set(name, { name, subscriber: undefined, demand: 0, queue: undefined, handedBack: 0, batch: undefined });
+    }
     this.hash = hash ?? ((event: T) => names[hashEvent(event) % names.length]);
   }
 
@@ -113,9 +120,11 @@ export class PartitionDispatcher<T> implements Dispatcher<T> {
     // The queued events used up demand that other partitions asked for: ask the producer for as many again,
     // as GenStage does. GenStage drops the queue; it stays here, for the partition's next subscriber.
     const length = queue.length;
+    const replace = length - partition.handedBack;
+    partition.handedBack = length;
     if (length === 0) partition.queue = undefined;
-    this.waitingDemand += length;
-    return length;
+    this.waitingDemand += replace;
+    return replace;
   }
 
   ask(subscriptionId: number, count: number): number {
@@ -207,7 +216,10 @@ export class PartitionDispatcher<T> implements Dispatcher<T> {
 
   private enqueue(partition: Partition<T>, queue: EventBuffer<T>, events: T[]): void {
     const dropped = queue.push(events, (item) => this.passInfo(item as InfoWait));
-    if (dropped > 0) this.host.overflow(partition.name, dropped, this.maxHeldPerPartition);
+    if (dropped === 0) return;
+    // keep 'last' drops from the front, where the events already handed back are.
+    if (this.keep === 'last') partition.handedBack = Math.max(0, partition.handedBack - dropped);
+    this.host.overflow(partition.name, dropped, this.maxHeldPerPartition);
   }
 
   /** GenStage's send_from_queue: up to `count` queued events, infos passed as they are reached. */
@@ -218,6 +230,7 @@ export class PartitionDispatcher<T> implements Dispatcher<T> {
       const events = queue.take(left);
       if (events.length > 0) {
         left -= events.length;
+        partition.handedBack = Math.max(0, partition.handedBack - events.length);
         this.host.send(subscriber, events);
       }
       const infos = queue.takeMarker();
@@ -230,6 +243,7 @@ export class PartitionDispatcher<T> implements Dispatcher<T> {
     if (left > 0) {
       // The queue ran dry: back to demand mode with what is left of the ask.
       partition.queue = undefined;
+      partition.handedBack = 0;
       partition.demand = left;
     }
   }

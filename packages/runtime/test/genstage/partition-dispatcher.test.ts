@@ -247,6 +247,30 @@ describe('GenStage.PartitionDispatcherTest (partition_dispatcher_test.exs)', () 
   });
 });
 
+describe('a cancelled partition keeps its queue (ours: GenStage drops it)', () => {
+  it('the queue is handed back to the producer once, however many subscribers come and go', () => {
+    const { d, log } = dispatcher([0, 1], (x) => (x < 100 ? 0 : 1));
+    d.subscribe(1, { to: 'p', partition: 1 });
+    expect(d.ask(1, 4)).toBe(4);
+    // All four hash to partition 0, which has no subscriber: they wait in its queue.
+    expect(d.dispatch([1, 2, 3, 4])).toEqual([]);
+    d.subscribe(2, { to: 'p', partition: 0 });
+    // Those four used up partition 1's demand: the producer is asked to replace them.
+    expect(d.cancel(2)).toBe(4);
+    d.subscribe(3, { to: 'p', partition: 0 });
+    // Still the same four: nothing new to replace.
+    expect(d.cancel(3)).toBe(0);
+    d.subscribe(4, { to: 'p', partition: 0 });
+    expect(d.ask(4, 3)).toBe(3);
+    expect(log.takeSent()).toEqual([[4, [1, 2, 3]]]);
+    // Two more reach partition 0's queue behind the one left.
+    expect(d.dispatch([5, 6])).toEqual([]);
+    // The one left was handed back already; the two new ones were not.
+    expect(d.cancel(4)).toBe(2);
+    expect(d.held()).toBe(3);
+  });
+});
+
 describe('partition queue cap (ours: GenStage has none)', () => {
   it.each([
     ['last', [4, 5, 6]],
