@@ -251,7 +251,9 @@ export class Stage implements StagePeer {
     }
     const init = result as Record<string, unknown>;
     const allowed = ['state'];
-    if (this.isProducer) allowed.push('dispatcher', 'bufferSize', 'bufferKeep', 'demand');
+    if (this.isProducer) allowed.push('dispatcher', 'bufferSize', 'bufferKeep');
+    // Only a producer accumulates demand, as in GenStage: a producer_consumer's demand is its consumers'.
+    if (this.kind === 'producer') allowed.push('demand');
     if (this.isConsumer) allowed.push('subscribeTo');
     for (const key of Object.keys(init)) {
       if (!allowed.includes(key)) {

@@ -1086,6 +1086,10 @@ describe('GenStageTest (gen_stage_test.exs)', () => {
         'returned an unknown key `unknown` for a producer_consumer',
       );
       await expect(sys.start(Doubler(inbox, { dispatcher: 0 as never }), undefined)).rejects.toThrow('option dispatcher = 0');
+      // As GenStage's validate_no_opts: :demand is a producer's option only.
+      await expect(sys.start(Doubler(inbox, { demand: 'accumulate' }), undefined)).rejects.toThrow(
+        'returned an unknown key `demand` for a producer_consumer',
+      );
       const pid = await sys.start(Doubler(inbox), undefined, { name: 'init/1' });
       await expect(sys.start(Doubler(inbox), undefined, { name: 'init/1' })).rejects.toMatchObject({ code: 'SF_NAME_TAKEN' });
       expect(sys.whereis('init/1')).toBe(pid);
