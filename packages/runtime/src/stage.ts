@@ -854,7 +854,7 @@ export class Stage implements StagePeer {
   }
 
   /** GenStage's buffer_events: keeps by bufferSize and bufferKeep, reports what is dropped. */
-  private bufferEvents(events: unknown[]): void {
+  private bufferEvents(events: readonly unknown[]): void {
     const buffer = this.buffer as EventBuffer<unknown>;
     const dropped = buffer.push(events, this.releaseInfo);
     if (dropped > 0) this.reportDropped(dropped, buffer.capacity);

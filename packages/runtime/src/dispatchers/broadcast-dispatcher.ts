@@ -1,6 +1,6 @@
 import { describeValue, FabricError } from '../errors.js';
 import type { StageRef, SubscribeOptions } from '../types.js';
-import type { Dispatcher, DispatcherHost } from './dispatcher.js';
+import { type Dispatcher, type DispatcherHost, NOTHING_LEFT } from './dispatcher.js';
 
 interface Entry {
   readonly id: number;
@@ -71,7 +71,7 @@ export class BroadcastDispatcher<T> implements Dispatcher<T> {
     return this.syncDemands();
   }
 
-  dispatch(events: T[]): T[] {
+  dispatch(events: T[]): readonly T[] {
     const waiting = this.waitingDemand;
     if (waiting === 0) return this.toBuffer(events);
     const n = Math.min(events.length, waiting);
@@ -88,7 +88,7 @@ export class BroadcastDispatcher<T> implements Dispatcher<T> {
     }
     this.waitingDemand = waiting - n;
     this.requestedDemand -= n;
-    return n === events.length ? [] : this.toBuffer(events.slice(n));
+    return n === events.length ? NOTHING_LEFT : this.toBuffer(events.slice(n));
   }
 
   /**

@@ -1,5 +1,5 @@
 import type { StageRef, SubscribeOptions } from '../types.js';
-import type { Dispatcher, DispatcherHost } from './dispatcher.js';
+import { type Dispatcher, type DispatcherHost, NOTHING_LEFT } from './dispatcher.js';
 
 interface Entry {
   readonly id: number;
@@ -50,7 +50,7 @@ export class DemandDispatcher<T> implements Dispatcher<T> {
     return count - alreadySent;
   }
 
-  dispatch(events: T[]): T[] {
+  dispatch(events: T[]): readonly T[] {
     let offset = 0;
     while (offset < events.length) {
       const first = this.entries[0];
@@ -62,7 +62,7 @@ export class DemandDispatcher<T> implements Dispatcher<T> {
       this.moveBack(0);
       this.host.send(first.id, batch);
     }
-    if (offset === events.length) return [];
+    if (offset === events.length) return NOTHING_LEFT;
     const toBuffer = events.length - offset;
     this.pendingDemand = Math.max(this.pendingDemand - toBuffer, 0);
     return offset === 0 ? events : events.slice(offset);

@@ -42,7 +42,7 @@ export interface Dispatcher<T> {
    * Hands events to subscribers within the demand forwarded so far. Returns
    * the events beyond it; the producer keeps them in its buffer.
    */
-  dispatch(events: T[]): T[];
+  dispatch(events: T[]): readonly T[];
   /** Delivers `message` to the producer once the events already dispatched are on their way (through `host.info`). */
   info(message: unknown): void;
   /** Outstanding demand per subscription, for metrics and tests. */
@@ -50,6 +50,9 @@ export interface Dispatcher<T> {
   /** Events waiting in the dispatcher's own queues (partition queues); 0 for the others. */
   held(): number;
 }
+
+/** What dispatch returns when every event was placed: one shared array, so a dispatch allocates none. */
+export const NOTHING_LEFT: readonly never[] = Object.freeze([]);
 
 export type DispatcherSpec =
   | { readonly type: 'demand' }

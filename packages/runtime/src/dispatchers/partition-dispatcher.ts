@@ -1,7 +1,7 @@
 import { type BufferKeep, EventBuffer } from '../buffer.js';
 import { describeValue, FabricError } from '../errors.js';
 import type { StageRef, SubscribeOptions } from '../types.js';
-import type { Dispatcher, DispatcherHost } from './dispatcher.js';
+import { type Dispatcher, type DispatcherHost, NOTHING_LEFT } from './dispatcher.js';
 
 type PartitionName = string | number;
 
@@ -139,7 +139,7 @@ export class PartitionDispatcher<T> implements Dispatcher<T> {
     return demand;
   }
 
-  dispatch(events: T[]): T[] {
+  dispatch(events: T[]): readonly T[] {
     let counter = this.waitingDemand;
     if (counter === 0) return events;
     const touched = this.touched;
@@ -170,7 +170,7 @@ export class PartitionDispatcher<T> implements Dispatcher<T> {
       for (const partition of touched) partition.batch = undefined;
       touched.length = 0;
     }
-    return i === events.length ? [] : events.slice(i);
+    return i === events.length ? NOTHING_LEFT : events.slice(i);
   }
 
   info(message: unknown): void {
