@@ -17,6 +17,7 @@ export const ERROR_CODES = {
   SF_NO_HANDLER: { input: true, meaning: 'a task names a handler that is not registered' },
   SF_NO_STAGE: { input: false, meaning: 'no running stage has that name or ref' },
   SF_NAME_TAKEN: { input: false, meaning: 'a stage of that name is already running' },
+  SF_ALREADY_SUBSCRIBED: { input: true, meaning: 'a consumer subscribed a second time to the same broadcast producer' },
   SF_NOT_PRODUCER: { input: false, meaning: 'the stage is not a producer' },
   SF_NOT_CONSUMER: { input: false, meaning: 'the stage is not a consumer' },
   SF_CALL_TIMEOUT: { input: false, meaning: 'a call got no reply in time' },

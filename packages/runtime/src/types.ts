@@ -74,11 +74,14 @@ export interface CallFrom {
 /** Options a producer (or producer_consumer) returns from init. */
 export interface ProducerOptions {
   readonly dispatcher?: DispatcherSpec;
-  /** Events kept when emitted beyond demand. Default 10 000 for producers, Infinity for producer_consumers. */
+  /** Events kept when emitted beyond demand. Default 10 000 (GenStage: Infinity for producer_consumers). */
   readonly bufferSize?: number;
   /** Default 'last'. */
   readonly bufferKeep?: BufferKeep;
-  /** 'accumulate' holds demand without calling handleDemand until switched to 'forward'. Default 'forward'. */
+  /**
+   * 'accumulate' holds demand and emitted events back until switched to
+   * 'forward'. Default 'forward'. Producers only, as in GenStage.
+   */
   readonly demand?: 'forward' | 'accumulate';
 }
 

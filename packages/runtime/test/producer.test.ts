@@ -59,7 +59,7 @@ describe('producer buffer', () => {
 });
 
 describe('demand mode', () => {
-  it('accumulate holds demand without calling handleDemand; forward releases all of it at once', async () => {
+  it('accumulate holds demand without calling handleDemand; forward replays each held demand in order, as GenStage', async () => {
     const sys = new StageSystem();
     const demands: number[] = [];
     await sys.start(counter({ demands, demand: 'accumulate', limit: 8 }), 0, { name: 'p' });
@@ -70,7 +70,8 @@ describe('demand mode', () => {
     expect(demands).toEqual([]);
     sys.setDemandMode('p', 'forward');
     await sys.idle();
-    expect(demands[0]).toBe(8);
+    // GenStage does not combine demands held while accumulating: each reaches handleDemand on its own.
+    expect(demands.slice(0, 2)).toEqual([4, 4]);
     expect(rec.events().sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
   });
 
