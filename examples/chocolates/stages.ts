@@ -14,12 +14,12 @@ interface Chocolate {
 /** Counters of the stages running in this process; the belt is visible only when all three run here. */
 const belt = { made: 0, wrapped: 0, boxed: 0, mostOnBelt: 0, stagesHere: 0 };
 
-function report(what: string): void {
+function report(what: string, detail = ''): void {
   const whole = belt.stagesHere === 3;
   const onBelt = belt.made - belt.boxed;
   if (whole) belt.mostOnBelt = Math.max(belt.mostOnBelt, onBelt);
   const counts = `made ${String(belt.made).padStart(3)}  wrapped ${String(belt.wrapped).padStart(3)}  boxed ${String(belt.boxed).padStart(3)}`;
-  console.log(`${what.padEnd(22)} ${counts}${whole ? `  on the belt ${onBelt}` : ''}`);
+  console.log(`${what.padEnd(22)} ${counts}${whole ? `  on the belt ${onBelt}` : ''}${detail}`);
 }
 
 export const maker = producer<{ next: number; total: number }, Chocolate, { total: number }>({
@@ -61,7 +61,8 @@ export const boxer = consumer<{ msPerBox: number }, Chocolate, { msPerBox: numbe
   async handleEvents(chocolates, _from, state) {
     await sleep(state.msPerBox);
     belt.boxed += chocolates.length;
-    report(`boxer boxed ${chocolates.length}`);
+    // Which ones, so a run over several hosts can be checked: each chocolate boxed once.
+    report(`boxer boxed ${chocolates.length}`, `  [${chocolates.map((c) => `#${c.id}`).join(' ')}]`);
   },
   terminate() {
     const most = belt.stagesHere === 3 ? `; at most ${belt.mostOnBelt} were ever between maker and box` : '';

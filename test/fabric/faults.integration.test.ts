@@ -39,6 +39,35 @@ stages:
     expect(handled(out).length - 2000).toBeLessThanOrEqual(50);
   });
 
+  it("kill -9 a node running a concurrentConsumer's tasks for a producer on another node: every task unfinished at the kill runs again on the node's next run", async () => {
+    const f = await testFabric(redisUrl);
+    const work = f.file('work.jsonl');
+    const topology = await f.topology(`
+stages:
+  counter: { module: ${STAGES}, args: { limit: 100 }, nodes: [a] }
+  worker: { module: ${STAGES}, args: { file: ${work}, taskMs: 300 }, nodes: [b], subscribe: [{ to: counter, maxDemand: 10 }] }
+`);
+    const env = FAST_BEATS;
+    const tasks = () => readRecords(work) as unknown as { pid: number; start?: number; done?: number }[];
+    const by = (pid: number | undefined, what: 'start' | 'done') =>
+      new Set(tasks().flatMap((t) => (t.pid === pid && t[what] !== undefined ? [t[what]] : [])));
+    f.agent(topology, 'a', env);
+    const first = f.agent(topology, 'b', env);
+    const unfinished = () => [...by(first.child.pid, 'start')].filter((e) => !by(first.child.pid, 'done').has(e));
+    await waitFor(() => by(first.child.pid, 'done').size >= 30 && unfinished().length > 0, '30 tasks done and more running');
+    await first.kill('SIGKILL');
+    // Tasks were running when the node died: the entries of their events were not acknowledged.
+    const left = unfinished();
+    expect(left.length).toBeGreaterThan(0);
+    const second = f.agent(topology, 'b', env);
+    const done = () => new Set(tasks().flatMap((t) => (t.done === undefined ? [] : [t.done])));
+    await waitFor(() => done().size === 100, 'every task done by one run or the other', 30_000);
+    expect([...done()].sort((x, y) => x - y)).toEqual(Array.from({ length: 100 }, (_, i) => i));
+    // At least once: each task the killed run left unfinished ran again, to its end, on the next run.
+    const again = by(second.child.pid, 'done');
+    expect(left.filter((e) => !again.has(e))).toEqual([]);
+  });
+
   it('kill -9 the producer agent: consumers see noconnection and follow their cancel mode', async () => {
     const f = await testFabric(redisUrl);
     const keep = f.file('temporary.jsonl');

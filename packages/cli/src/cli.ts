@@ -4,12 +4,23 @@ import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { RedisTransport, readFabricStatus } from '@stagefabric/fabric';
-import { Agent, createLogger, loadStageSpec, loadTopology, startHttpServer, topologyJsonSchema } from '@stagefabric/node-agent';
+import {
+  Agent,
+  createLogger,
+  fabricRates,
+  loadStageSpec,
+  loadTopology,
+  startConsole,
+  startHttpServer,
+  topologyJsonSchema,
+  type WebConsole,
+} from '@stagefabric/node-agent';
 import { FabricError } from '@stagefabric/runtime';
 import { openTaskStore, type TaskCount } from '@stagefabric/tasks';
+import { consoleCommand, consolePort } from './console-command.js';
 import { renderStatus } from './status.js';
 import { enqueueCommand, migrateCommand, tasksCommand, UsageError } from './tasks-commands.js';
-import { renderTop, topRows } from './top.js';
+import { renderTop } from './top.js';
 
 const VERSION: string = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 
@@ -26,8 +37,9 @@ Commands:
   validate FILE|DIR  check a topology file without starting anything
   status             nodes, stages, subscriptions and inboxes of the fabric at REDIS_URL
   top                the same, live: rates per stage, the bottleneck marked
+  console            the web console on its own: the fabric and the task queues in a browser
   enqueue NAME       add a task (or many with --file FILE, - for stdin)
-  tasks [ACTION]     task counts by queue and state; list, retry ID..., cancel ID...
+  tasks [ACTION]     task counts by queue and state; list, retry ID..., cancel ID..., pause Q, resume Q
   migrate            create or upgrade the task store's schema
   schema             print the topology JSON Schema (for editors)
 
@@ -52,7 +64,24 @@ Options:
   --heartbeat-ms N   heartbeat period; a node missing 3 beats is dead (default: STAGEFABRIC_HEARTBEAT_MS, else 1000)
   --metrics-port N   serve /metrics, /healthz and /readyz on this port (default: STAGEFABRIC_METRICS_PORT, else none)
   --demand-audit F   append, every heartbeat, what each remote subscription asked for and received
-                     to file F as JSON lines (default: STAGEFABRIC_DEMAND_AUDIT, else none)`,
+                     to file F as JSON lines (default: STAGEFABRIC_DEMAND_AUDIT, else none)
+  --console-port N   serve the web console on this port (default: STAGEFABRIC_CONSOLE_PORT, else none);
+                     actions need STAGEFABRIC_CONSOLE_TOKEN, read-only without it
+  --console-host H   the console's address (default 127.0.0.1: this host only)`,
+  console: `Usage: stagectl console [--port N] [--host H] [--namespace NS] [store options]
+
+Serves the web console: the fabric at REDIS_URL (nodes, the topology graph
+with rates and the bottleneck, inboxes, dead letters) and the task store at
+DATABASE_URL (queues, a filtered list, each task with its attempts), live.
+Retry, cancel, pause and resume need the token in STAGEFABRIC_CONSOLE_TOKEN
+(sign in with it in the browser); without it the console is read-only.
+Every action is logged with who asked (address, token fingerprint).
+
+Options:
+  --port N        default 9470
+  --host H        default 127.0.0.1 (this host only); 0.0.0.0 for every interface
+  --namespace NS  the fabric's namespace (default: STAGEFABRIC_NAMESPACE, else default)
+  --data-dir DIR, --schema S, --store bullmq  as for stagectl tasks`,
   validate: `Usage: stagectl validate FILE|DIR
 
 Checks the topology and the stage modules it names; prints each mistake as
@@ -78,12 +107,15 @@ Options:
   --data-dir DIR  an embedded store instead of DATABASE_URL (no agent may use it)
   --schema S      the task table's schema (default stagefabric)
   --store bullmq  the Redis (BullMQ) store at REDIS_URL instead`,
-  tasks: `Usage: stagectl tasks [counts|list|retry ID...|cancel ID...] [--json]
+  tasks: `Usage: stagectl tasks [counts|list|retry ID...|cancel ID...|pause Q|resume Q] [--json]
 
 counts  tasks by queue and state (the default)
-list    recent tasks; --queue Q --state S --limit N
+list    recent tasks, newest first; --queue Q --state S --name N
+        --error TEXT (in the last error, any case) --limit N --offset N
 retry   failed or cancelled tasks back to waiting, attempts reset
 cancel  waiting tasks to cancelled
+pause   claims take nothing from queue Q (running tasks finish) until
+resume  lets them take from it again
 
 Reads the store at DATABASE_URL (or --data-dir DIR; --schema S; or
 --store bullmq for the Redis store at REDIS_URL).`,
@@ -119,10 +151,13 @@ async function up(args: string[]): Promise<number> {
       'heartbeat-ms': { type: 'string' },
       'metrics-port': { type: 'string' },
       'demand-audit': { type: 'string' },
+      'console-port': { type: 'string' },
+      'console-host': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) return help('up');
+  const consoleAt = consolePort('--console-port', values['console-port'] ?? process.env.STAGEFABRIC_CONSOLE_PORT);
   const file = await topologyPath(positionals[0], 'up');
   const topology = await loadTopology(file);
   const redisUrl = process.env.REDIS_URL || undefined;
@@ -170,7 +205,21 @@ async function up(args: string[]): Promise<number> {
   if (stopRequested) void agent.stop();
   const http = port === undefined ? undefined : await startHttpServer({ port, agent });
   if (http !== undefined) logger.info({ address: http.address() }, 'serving /metrics, /healthz and /readyz');
+  const running = agent;
+  const web: WebConsole | undefined =
+    consoleAt === undefined
+      ? undefined
+      : await startConsole({
+          port: consoleAt,
+          ...(values['console-host'] === undefined ? {} : { host: values['console-host'] }),
+          redisUrl,
+          namespace,
+          store: running.tasks?.store,
+          logger,
+          onAction: (action, outcome) => running.metrics.consoleAction(action, outcome),
+        });
   const reason = await agent.done;
+  await web?.close();
   await agent.stop();
   http?.close();
   process.off('SIGTERM', onSignal);
@@ -233,8 +282,8 @@ async function top(args: string[]): Promise<number> {
   for (;;) {
     await new Promise((r) => setTimeout(r, intervalMs));
     const after = await sample();
-    const { rows, bottleneck } = topRows(before, after);
-    const frame = renderTop(rows, bottleneck, namespace);
+    const { stages, bottleneck } = fabricRates(before, after);
+    const frame = renderTop(stages, bottleneck, namespace);
     // On a terminal, redraw in place; piped, print frames one after another.
     process.stdout.write(process.stdout.isTTY && !values.once ? `\x1b[2J\x1b[H${frame}` : frame);
     if (values.once) return EXIT.ok;
@@ -271,6 +320,9 @@ export async function main(argv: string[]): Promise<number> {
         return await status(rest);
       case 'top':
         return await top(rest);
+      case 'console':
+        if (rest.includes('--help') || rest.includes('-h')) return help('console');
+        return await consoleCommand(rest);
       case 'schema':
         process.stdout.write(`${JSON.stringify(topologyJsonSchema(), null, 2)}\n`);
         return EXIT.ok;

@@ -13,12 +13,16 @@ export class UsageError extends FabricError {
   }
 }
 
-const STORE_OPTIONS = { 'data-dir': { type: 'string' }, schema: { type: 'string' }, store: { type: 'string' } } as const;
+export const STORE_OPTIONS = { 'data-dir': { type: 'string' }, schema: { type: 'string' }, store: { type: 'string' } } as const;
 
-async function withStore<T>(
-  values: { 'data-dir'?: string | undefined; schema?: string | undefined; store?: string | undefined },
-  fn: (store: TaskStore) => Promise<T>,
-): Promise<T> {
+export interface StoreValues {
+  'data-dir'?: string | undefined;
+  schema?: string | undefined;
+  store?: string | undefined;
+}
+
+/** The store the command line names: --store, else PostgreSQL at DATABASE_URL, else the embedded one at --data-dir. */
+export async function openStoreFor(values: StoreValues): Promise<TaskStore> {
   const kind = values.store;
   if (kind !== undefined && kind !== 'postgres' && kind !== 'pglite' && kind !== 'bullmq') {
     throw new UsageError(`--store must be postgres, pglite or bullmq, got ${kind}`);
@@ -29,13 +33,17 @@ async function withStore<T>(
       'set DATABASE_URL to reach the task store (or --data-dir DIR for an embedded one no agent is using, or --store bullmq with REDIS_URL)',
     );
   }
-  const store = await openTaskStore({
+  return openTaskStore({
     kind,
     databaseUrl,
     redisUrl: process.env.REDIS_URL,
     dataDir: values['data-dir'],
     schema: values.schema,
   });
+}
+
+async function withStore<T>(values: StoreValues, fn: (store: TaskStore) => Promise<T>): Promise<T> {
+  const store = await openStoreFor(values);
   try {
     return await fn(store);
   } finally {
@@ -147,7 +155,10 @@ export async function tasksCommand(args: string[]): Promise<void> {
       json: { type: 'boolean' },
       queue: { type: 'string' },
       state: { type: 'string' },
+      name: { type: 'string' },
+      error: { type: 'string' },
       limit: { type: 'string' },
+      offset: { type: 'string' },
     },
   });
   const [verb = 'counts', ...ids] = positionals;
@@ -175,7 +186,10 @@ export async function tasksCommand(args: string[]): Promise<void> {
         const tasks = await store.list({
           ...(values.queue === undefined ? {} : { queue: values.queue }),
           ...(values.state === undefined ? {} : { state: values.state as TaskState }),
+          ...(values.name === undefined ? {} : { name: values.name }),
+          ...(values.error === undefined ? {} : { errorContains: values.error }),
           limit: int('limit', values.limit) ?? 50,
+          offset: int('offset', values.offset) ?? 0,
         });
         print(
           tasks,
@@ -191,8 +205,21 @@ export async function tasksCommand(args: string[]): Promise<void> {
         print(changed, `${verb === 'retry' ? 'retrying' : 'cancelled'} ${changed.length} of ${ids.length} (only ${rule} tasks change)\n`);
         return;
       }
+      case 'pause':
+      case 'resume': {
+        const [queue] = ids;
+        if (queue === undefined || ids.length !== 1) throw new UsageError(`tasks ${verb}: give one queue`);
+        if (verb === 'pause') await store.pause(queue);
+        else await store.resume(queue);
+        const paused = await store.paused();
+        print(
+          { queue, paused: paused.includes(queue) },
+          verb === 'pause' ? `queue ${queue} paused: claims take nothing from it\n` : `queue ${queue} resumed\n`,
+        );
+        return;
+      }
       default:
-        throw new UsageError(`tasks: unknown action "${verb}" (counts, list, retry, cancel)`);
+        throw new UsageError(`tasks: unknown action "${verb}" (counts, list, retry, cancel, pause, resume)`);
     }
   });
 }

@@ -175,6 +175,14 @@ describe('stagectl', () => {
     expect(JSON.parse(counts.stdout)).toEqual([{ queue: 'default', state: 'waiting', count: 1 }]);
     const cancelled = await run('tasks', 'cancel', '1', '--data-dir', dir);
     expect(cancelled.stdout).toBe('cancelled 1 of 1 (only waiting tasks change)\n');
+    expect((await run('tasks', 'pause', 'default', '--data-dir', dir)).stdout).toBe('queue default paused: claims take nothing from it\n');
+    expect(JSON.parse((await run('tasks', 'resume', 'default', '--json', '--data-dir', dir)).stdout)).toEqual({
+      queue: 'default',
+      paused: false,
+    });
+    const listed = await run('tasks', 'list', '--json', '--name', 'greet', '--state', 'cancelled', '--data-dir', dir);
+    expect((JSON.parse(listed.stdout) as { id: string }[]).map((t) => t.id)).toEqual(['1']);
+    expect(JSON.parse((await run('tasks', 'list', '--json', '--name', 'other', '--data-dir', dir)).stdout)).toEqual([]);
     const badJson = await run('enqueue', 'greet', '--args', '{nope', '--data-dir', dir);
     expect(badJson.code).toBe(2);
     expect(badJson.stderr).toContain('--args is not JSON');

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import type { StagePeer, StageSystem } from '@stagefabric/runtime';
+import type { Clock, StagePeer, StageSystem, TimerHandle } from '@stagefabric/runtime';
 import { RemoteConsumer } from './remote-consumer.js';
 import { type DemandRecord, type HeldEntry, RemoteProducer, type RemoteProducerHost } from './remote-producer.js';
 import type { DeadLetter, InboundEntry, Transport } from './transport.js';
@@ -10,6 +10,8 @@ export interface FabricNodeOptions {
   readonly node: string;
   readonly transport: Transport;
   readonly system: StageSystem;
+  /** Times heartbeats, cut-off detection and epochs. Default: the system's clock. */
+  readonly clock?: Clock;
   /** Heartbeat period. Default 1000 ms. */
   readonly heartbeatMs?: number;
   /** Beats a node may miss before it counts as dead. Default 3. */
@@ -75,6 +77,7 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
   readonly transport: Transport;
   readonly incarnation = randomUUID();
   private readonly system: StageSystem;
+  private readonly clock: Clock;
   private readonly heartbeatMs: number;
   private readonly missedBeats: number;
   private readonly producers = new Map<string, RemoteProducer>();
@@ -87,7 +90,7 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
   private readonly seen = new Map<string, string>();
   private booting = true;
   private readonly deferred: InboundEntry[] = [];
-  private timer: NodeJS.Timeout | undefined;
+  private timer: TimerHandle | undefined;
   private epochCounter = 0;
   private lastEpoch = 0;
   private closed = false;
@@ -101,6 +104,7 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
     this.node = options.node;
     this.transport = options.transport;
     this.system = options.system;
+    this.clock = options.clock ?? options.system.clock;
     this.heartbeatMs = options.heartbeatMs ?? FABRIC_DEFAULTS.heartbeatMs;
     this.missedBeats = options.missedBeats ?? FABRIC_DEFAULTS.missedBeats;
     this.maxOrphanEvents = options.maxOrphanEvents ?? FABRIC_DEFAULTS.maxOrphanEvents;
@@ -129,10 +133,9 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
    */
   async open(localInstances: readonly string[]): Promise<void> {
     await this.transport.beat(this.node, this.incarnation, this.heartbeatMs * this.missedBeats);
-    this.lastBeatAtMs = Date.now();
+    this.lastBeatAtMs = this.clock.now();
     // Beat from here on: reading old entries and starting the stages may take longer than a heartbeat lives.
-    this.timer = setInterval(() => void this.tick(), this.heartbeatMs);
-    this.timer.unref();
+    this.scheduleBeat();
     await this.transport.open(
       localInstances.map((stage) => `${stage}@${this.node}`),
       (entry) => this.route(entry),
@@ -155,15 +158,25 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.timer !== undefined) clearInterval(this.timer);
+    if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
+    this.timer = undefined;
     await this.transport.close();
+  }
+
+  /** The next beat comes a period after this one ended, so a slow Redis never has beats pile up. */
+  private scheduleBeat(): void {
+    if (this.closed) return;
+    this.timer = this.clock.setTimeout(() => {
+      this.timer = undefined;
+      void this.tick().finally(() => this.scheduleBeat());
+    }, this.heartbeatMs);
   }
 
   // ------------------------------------------------------------ RemoteProducerHost
 
   nextEpoch(): number {
     // Increases across restarts too: time-based, and never repeats within this process.
-    this.lastEpoch = Math.max(this.lastEpoch + 1, Date.now() * 1000 + (this.epochCounter++ % 1000));
+    this.lastEpoch = Math.max(this.lastEpoch + 1, this.clock.now() * 1000 + (this.epochCounter++ % 1000));
     return this.lastEpoch;
   }
 
@@ -190,6 +203,15 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
       this.transport.ack(dropped.inbox, [dropped.entryId]);
       this.emit('event', { type: 'orphans-dropped', key: oldestKey, events: dropped.events.length });
     }
+  }
+
+  releaseOrphan(key: string, entry: HeldEntry): void {
+    const held = this.orphans.get(key);
+    const i = held?.indexOf(entry) ?? -1;
+    if (held === undefined || i < 0) return;
+    held.splice(i, 1);
+    if (held.length === 0) this.orphans.delete(key);
+    this.orphanEvents -= entry.events.length;
   }
 
   register(key: string, proxy: RemoteProducer): void {
@@ -298,7 +320,7 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
       const ttl = this.heartbeatMs * this.missedBeats;
       await this.transport.beat(this.node, this.incarnation, ttl, JSON.stringify(this.snapshot()));
       const previousBeat = this.lastBeatAtMs;
-      this.lastBeatAtMs = Date.now();
+      this.lastBeatAtMs = this.clock.now();
       const peers = new Set<string>();
       for (const p of this.producers.values()) if (p.subscriptionCount > 0) peers.add(p.node);
       for (const c of this.consumers.values()) peers.add(c.node);
@@ -337,7 +359,7 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
     return {
       node: this.node,
       incarnation: this.incarnation,
-      at: Date.now(),
+      at: this.clock.now(),
       stages: this.system.list().map((ref) => {
         const s = this.system.stats(ref);
         return {

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { backoffMs, FabricError } from '@stagefabric/runtime';
+import { backoffMs, type Clock, FabricError, systemClock } from '@stagefabric/runtime';
 import { Redis, type RedisOptions } from 'ioredis';
 import { decodeMessage, encodeMessage } from './codec.js';
 import { INBOX_GROUP, type RedisKeys, redisKeys } from './redis-keys.js';
@@ -22,6 +22,8 @@ export interface RedisTransportOptions {
   readonly maxEventsPerEntry?: number;
   /** Dead letters kept. Default 10 000. */
   readonly maxDeadLetters?: number;
+  /** Times the waits between failed reads. Default: the system clock. */
+  readonly clock?: Clock;
 }
 
 export const REDIS_TRANSPORT_DEFAULTS = {
@@ -48,7 +50,8 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
   private readonly commands: Redis;
   private readonly reader: Redis;
   private readonly keys: RedisKeys;
-  private readonly options: Required<Omit<RedisTransportOptions, 'url'>>;
+  private readonly options: Required<Omit<RedisTransportOptions, 'url' | 'clock'>>;
+  private readonly clock: Clock;
   private inboxes: string[] = [];
   private deliver: (entry: InboundEntry) => void = () => {};
   private closing = false;
@@ -59,7 +62,9 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
 
   constructor(options: RedisTransportOptions) {
     super();
-    this.options = { ...REDIS_TRANSPORT_DEFAULTS, ...options };
+    const { clock = systemClock, ...rest } = options;
+    this.options = { ...REDIS_TRANSPORT_DEFAULTS, ...rest };
+    this.clock = clock;
     this.keys = redisKeys(this.options.namespace);
     const connection: RedisOptions = {
       // Keep commands queued across a reconnect instead of failing them.
@@ -211,7 +216,7 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
         // A restarted Redis lost the groups (it keeps nothing on disk): make them again.
         if (String((error as Error).message).includes('NOGROUP')) await this.ensureGroups().catch(() => {});
         failures++;
-        await new Promise((r) => setTimeout(r, backoffMs(failures, { baseMs: 100, maxMs: 2000 })));
+        await new Promise<void>((r) => this.clock.setTimeout(r, backoffMs(failures, { baseMs: 100, maxMs: 2000 })));
       }
     }
   }

@@ -1,4 +1,4 @@
-import type { StageMessage, StagePeer, Subscription } from '@stagefabric/runtime';
+import type { CancelInfo, StageMessage, StagePeer, Subscription } from '@stagefabric/runtime';
 import type { Transport } from './transport.js';
 import { fromWireReason, toWireReason, type WireMessage, type WireSubscribeOptions } from './wire.js';
 
@@ -9,7 +9,7 @@ export interface HeldEntry {
   readonly events: readonly unknown[];
   /** Handed to the consumer stage. */
   delivered: number;
-  /** Handled by it (handleEvents returned); the entry is acknowledged when all are. */
+  /** Reported handled by it; the entry is acknowledged when all are. */
   handled: number;
 }
 
@@ -26,6 +26,12 @@ interface RemoteSubscription {
   /** Events received on the wire this epoch. */
   received: number;
   readonly entries: HeldEntry[];
+  /**
+   * The producer cancelled (or exited) while events it sent before were
+   * still held here: they go to the consumer as it asks, and the cancel
+   * after them, as in one process where the cancel queues behind the events.
+   */
+  cancelled: CancelInfo | undefined;
 }
 
 /**
@@ -50,6 +56,8 @@ export interface RemoteProducerHost {
   /** Unhandled events of an earlier subscription with this key: its successor takes them first. */
   takeOrphans(key: string): HeldEntry[];
   keepOrphans(key: string, entries: HeldEntry[]): void;
+  /** An orphan its old consumer handled after all: acknowledged, it is no longer for the next subscription. */
+  releaseOrphan(key: string, entry: HeldEntry): void;
   register(key: string, proxy: RemoteProducer): void;
   unregister(key: string): void;
   reportExcess(key: string, excess: number): void;
@@ -74,7 +82,10 @@ const demandRecord = (sub: RemoteSubscription): DemandRecord => ({
  * what the consumer asked for. Events are acknowledged once handled; those
  * not handled when a subscription ends, and those sent to it that arrive
  * only after it ended, go to the next subscription of the same consumer to
- * the same producer, so a restarted or stalled consumer loses nothing.
+ * the same producer, so a restarted or stalled consumer loses nothing. A
+ * consumer that still handles events after its subscription ended (they
+ * were in its mailbox, queue or tasks) reports them, and they are
+ * acknowledged then.
  */
 export class RemoteProducer implements StagePeer {
   readonly id = nextProxyId++;
@@ -83,6 +94,8 @@ export class RemoteProducer implements StagePeer {
   readonly alive = true;
   readonly wantsHandled = true;
   private readonly subs = new Map<number, RemoteSubscription>();
+  /** Ended subscriptions whose consumer holds events it may still report handled. */
+  private readonly closing = new Map<number, RemoteSubscription>();
 
   constructor(
     private readonly host: RemoteProducerHost,
@@ -108,11 +121,12 @@ export class RemoteProducer implements StagePeer {
         if (sub === undefined) return;
         sub.owed += message.count;
         this.flush(sub);
-        this.askWire(sub);
+        // The producer is gone once it cancelled: only what is held is left to hand on.
+        if (sub.cancelled === undefined) this.askWire(sub);
         return;
       }
       case 'handled': {
-        const sub = this.subs.get(message.id);
+        const sub = this.subs.get(message.id) ?? this.closing.get(message.id);
         if (sub !== undefined) this.handled(sub, message.count);
         return;
       }
@@ -166,15 +180,21 @@ export class RemoteProducer implements StagePeer {
       return 'held';
     }
     if (message.t === 'cancel' && message.from === 'producer') {
-      this.end(sub);
-      sub.consumer.deliver({ t: 'cancel-down', id: sub.id, info: { kind: message.kind, reason: fromWireReason(message.reason) } });
+      sub.cancelled = { kind: message.kind, reason: fromWireReason(message.reason) };
+      // Events it sent before the cancel and the consumer has not asked for yet go first.
+      this.flush(sub);
     }
     return 'done';
   }
 
-  /** The producer's node died or restarted: every subscription ends as GenStage's `noconnection`. */
+  /**
+   * The producer's node died or restarted: every subscription ends as
+   * GenStage's `noconnection`, but one whose producer had already cancelled,
+   * which still hands on what it holds.
+   */
   nodeDown(): void {
     for (const sub of [...this.subs.values()]) {
+      if (sub.cancelled !== undefined) continue;
       this.end(sub);
       sub.consumer.deliver({ t: 'cancel-down', id: sub.id, info: { kind: 'down', reason: 'noconnection' } });
     }
@@ -201,7 +221,8 @@ export class RemoteProducer implements StagePeer {
       owed: 0,
       hwm: 0,
       received: 0,
-      entries: this.host.takeOrphans(key),
+      entries: this.takeOrphans(key),
+      cancelled: undefined,
     };
     this.subs.set(sub.id, sub);
     this.host.register(key, this);
@@ -211,10 +232,27 @@ export class RemoteProducer implements StagePeer {
     this.send({ t: 'subscribe', key, epoch: sub.epoch, consumer: consumerInbox, incarnation: this.host.incarnation, options: options_ });
   }
 
-  /** Hands held events to the consumer, never beyond what it asked for. */
+  /**
+   * Unhandled events of this consumer's earlier subscriptions to this
+   * producer, to hand on first: from their `handled` on, as those delivered
+   * to a consumer that did not report them may never have been handled.
+   */
+  private takeOrphans(key: string): HeldEntry[] {
+    // The earlier subscription's consumer is done with: what it still held belongs to this one now.
+    for (const [id, old] of this.closing) if (old.key === key) this.closing.delete(id);
+    return this.host.takeOrphans(key).map((e) => ({
+      inbox: e.inbox,
+      entryId: e.entryId,
+      events: e.handled === 0 ? e.events : e.events.slice(e.handled),
+      delivered: 0,
+      handled: 0,
+    }));
+  }
+
+  /** Hands held events to the consumer, never beyond what it asked for; a cancel held behind them follows the last. */
   private flush(sub: RemoteSubscription): void {
     for (const entry of sub.entries) {
-      if (sub.owed === 0) return;
+      if (sub.owed === 0) break;
       const left = entry.events.length - entry.delivered;
       if (left === 0) continue;
       const n = Math.min(left, sub.owed);
@@ -222,6 +260,10 @@ export class RemoteProducer implements StagePeer {
       entry.delivered += n;
       sub.owed -= n;
       sub.consumer.deliver({ t: 'events', id: sub.id, events });
+    }
+    if (sub.cancelled !== undefined && this.subs.get(sub.id) === sub && this.undelivered(sub) === 0) {
+      this.end(sub);
+      sub.consumer.deliver({ t: 'cancel-down', id: sub.id, info: sub.cancelled });
     }
   }
 
@@ -252,6 +294,15 @@ export class RemoteProducer implements StagePeer {
     if (done.length === 0) return;
     sub.entries.splice(0, done.length);
     this.ackEntries(done);
+    if (this.closing.get(sub.id) === sub) {
+      for (const entry of done) this.host.releaseOrphan(sub.key, entry);
+      if (!this.awaitsReports(sub)) this.closing.delete(sub.id);
+    }
+  }
+
+  /** The consumer was handed events of this subscription it has not reported handled yet. */
+  private awaitsReports(sub: RemoteSubscription): boolean {
+    return sub.entries.some((e) => e.delivered > e.handled);
   }
 
   private ackEntries(entries: readonly HeldEntry[]): void {
@@ -264,15 +315,18 @@ export class RemoteProducer implements StagePeer {
     for (const [inbox, ids] of byInbox) this.host.transport.ack(inbox, ids);
   }
 
-  /** Ends a subscription; what the consumer had not handled waits for its next subscription. */
+  /**
+   * Ends a subscription. What the consumer had not handled waits for its
+   * next subscription; until then, what it reports handled of the events
+   * it was handed is acknowledged, and no longer waits.
+   */
   private end(sub: RemoteSubscription): void {
     this.subs.delete(sub.id);
     this.host.unregister(sub.key);
     this.host.subscriptionEnded(demandRecord(sub));
-    const unhandled = sub.entries
-      .filter((e) => e.handled < e.events.length)
-      .map((e) => ({ inbox: e.inbox, entryId: e.entryId, events: e.events.slice(e.handled), delivered: 0, handled: 0 }));
+    const unhandled = sub.entries.filter((e) => e.handled < e.events.length);
     if (unhandled.length > 0) this.host.keepOrphans(sub.key, unhandled);
+    if (this.awaitsReports(sub)) this.closing.set(sub.id, sub);
   }
 
   private send(message: WireMessage): void {

@@ -1,10 +1,13 @@
+import { FakeClock } from '@stagefabric/runtime';
 import { MemoryFabric, MemoryTransport } from '../src/index.js';
 import { transportConformance } from './transport.conformance.js';
 
 transportConformance('in-process', () => {
-  const fabric = new MemoryFabric();
+  const clock = new FakeClock(1_000_000);
+  const fabric = new MemoryFabric(() => clock.now());
   return {
     make: () => new MemoryTransport({ fabric }),
     writeRaw: async (inbox, bytes) => void fabric.appendRaw(inbox, bytes),
+    elapse: (ms) => clock.advance(ms),
   };
 });

@@ -180,10 +180,14 @@ export class Agent {
       const stage = topology.stages[name];
       const spec = specs.get(name);
       if (stage === undefined || spec === undefined || !this.runsHere(stage)) continue;
-      // A subscription to a replicated stage subscribes to every replica, on every node that runs it.
-      const subscriptions = stage.subscribe.flatMap((options) =>
-        this.instancesOf(options.to).map((to): SubscribeOptions => ({ ...stripUndefined(options), to })),
-      );
+      // A subscription to a replicated stage subscribes to every replica, on every node that runs it. Replicas that stay
+      // down once they exit cleanly (restart transient or temporary) are one producer to it (one group): it follows a
+      // clean exit only once the last has handed on its events. A permanent replica comes back after a clean exit, so
+      // the consumer follows it out as GenStage does, and its restart subscribes it to the new replica.
+      const subscriptions = stage.subscribe.flatMap((options) => {
+        const group = topology.stages[options.to]?.restart === 'permanent' ? {} : { group: options.to };
+        return this.instancesOf(options.to).map((to): SubscribeOptions => ({ ...stripUndefined(options), to, ...group }));
+      });
       for (let i = 0; i < stage.replicas; i++) {
         const instance = replicaName(name, stage.replicas, i);
         // A built-in keeps state of its own (leases, outcome batches): one spec per instance.

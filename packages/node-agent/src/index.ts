@@ -1,4 +1,6 @@
 export { Agent, type AgentOptions, replicaName } from './agent.js';
+export { CONSOLE_DEFAULTS, type ConsoleOptions, startConsole, type WebConsole } from './console/console-server.js';
+export { type FabricRates, fabricRates, type StageRate, type StatusSample, type SubscriptionRate } from './fabric-rates.js';
 export { type HttpServerOptions, startHttpServer } from './http-server.js';
 export { type CreateLoggerOptions, createLogger, type Logger } from './logger.js';
 export { AgentMetrics, type AgentMetricsOptions, METRIC_NAMES, VERSION } from './metrics.js';

@@ -39,6 +39,7 @@ export const METRIC_NAMES = {
   taskLeasesLost: 'stagefabric_task_leases_lost_total',
   taskLeasesRecovered: 'stagefabric_task_leases_recovered_total',
   taskEventsDropped: 'stagefabric_task_events_dropped_total',
+  consoleActions: 'stagefabric_console_actions_total',
 } as const;
 
 /** This package's version, as its package.json says (dist/ and src/ both sit one level below it). */
@@ -69,6 +70,7 @@ export class AgentMetrics {
   private readonly leasesLost: Counter;
   private readonly leasesRecovered: Counter;
   private readonly eventsDropped: Counter;
+  private readonly consoleActions: Counter;
 
   constructor(options: AgentMetricsOptions) {
     const r = this.registry;
@@ -270,6 +272,12 @@ export class AgentMetrics {
       help: 'Events a task runner dropped without running: not a claimed task, or a claim it already held.',
       registers: [r],
     });
+    this.consoleActions = new Counter({
+      name: METRIC_NAMES.consoleActions,
+      help: 'Actions asked of the web console (retry, cancel, pause, resume, sign-in), done or refused.',
+      labelNames: ['action', 'outcome'],
+      registers: [r],
+    });
     new Gauge({ name: METRIC_NAMES.buildInfo, help: 'Version of the agent.', labelNames: ['version', 'nodejs'], registers: [r] }).set(
       { version: VERSION, nodejs: process.version },
       1,
@@ -302,6 +310,11 @@ export class AgentMetrics {
 
   taskEventDropped(): void {
     this.eventsDropped.inc();
+  }
+
+  /** An action asked of the console served by this agent; `action` is one of a fixed set. */
+  consoleAction(action: string, outcome: 'done' | 'refused'): void {
+    this.consoleActions.inc({ action, outcome });
   }
 
   render(): Promise<string> {

@@ -42,6 +42,8 @@ export interface ConcurrentConsumerOptions<In, R> {
 interface Running<In> {
   readonly event: In;
   readonly subscription: Subscription;
+  /** Its place among the events received on its subscription. */
+  readonly seq: number;
   readonly controller: AbortController;
   readonly startedAt: number;
   timer: TimerHandle | undefined;
@@ -74,6 +76,16 @@ interface Recorded<In> {
   readonly task: Running<In>;
 }
 
+/** Per subscription: which received events are done, so they are reported handled in the order they came. */
+interface Settled {
+  /** Sequence number of the next event received. */
+  received: number;
+  /** Events 0..done-1 are all done and reported. */
+  done: number;
+  /** Done events beyond the first one still running. */
+  readonly ahead: Set<number>;
+}
+
 interface RecordFailed {
   readonly kind: '$record-failed';
   readonly error: unknown;
@@ -83,11 +95,12 @@ export interface ConcurrentConsumerState<In> {
   /** Handlers that have not returned, timed out ones included: never more than `concurrency`. */
   readonly running: Set<Running<In>>;
   /** Received, waiting for a free slot (bounded by the subscriptions' demand). */
-  readonly queued: { readonly event: In; readonly subscription: Subscription }[];
+  readonly queued: { readonly event: In; readonly subscription: Subscription; readonly seq: number }[];
   /** Per subscription: slots freed and not yet asked for again. */
   readonly freed: Map<number, number>;
   readonly limits: Map<number, { readonly max: number; readonly min: number }>;
   readonly subscriptions: Map<number, Subscription>;
+  readonly settled: Map<number, Settled>;
   /** The stage's context, kept for terminate, which gets none. */
   ctx: StageContext | undefined;
 }
@@ -132,10 +145,25 @@ export function concurrentConsumer<In, R = unknown>(
     }
   };
 
-  const start = (state: ConcurrentConsumerState<In>, event: In, subscription: Subscription, ctx: StageContext) => {
+  /**
+   * An event is done (its task finished and its outcome recorded, or it was
+   * handed back): report the run of done events from the oldest not yet
+   * reported, so an event still running is never acknowledged upstream.
+   */
+  const settle = (state: ConcurrentConsumerState<In>, subscription: Subscription, seq: number, ctx: StageContext) => {
+    const s = state.settled.get(subscription.id);
+    if (s === undefined) return;
+    s.ahead.add(seq);
+    const from = s.done;
+    while (s.ahead.delete(s.done)) s.done++;
+    if (s.done > from) ctx.handled(subscription, s.done - from);
+  };
+
+  const start = (state: ConcurrentConsumerState<In>, event: In, subscription: Subscription, seq: number, ctx: StageContext) => {
     const task: Running<In> = {
       event,
       subscription,
+      seq,
       controller: new AbortController(),
       startedAt: ctx.clock.now(),
       timer: undefined,
@@ -186,21 +214,33 @@ export function concurrentConsumer<In, R = unknown>(
   /**
    * A task's concurrency slot is free once its handler returned, even when
    * its timeout was reported long before (a handler that ignores its signal
-   * keeps its slot); its demand is asked for again once its outcome is
-   * recorded too.
+   * keeps its slot); once its outcome is recorded too, its event is done
+   * (reported handled) and its demand asked for again.
    */
-  const settle = (state: ConcurrentConsumerState<In>, task: Running<In>, ctx: StageContext) => {
+  const releaseSlot = (state: ConcurrentConsumerState<In>, task: Running<In>, ctx: StageContext) => {
     if (!task.returned) return;
     if (state.running.delete(task)) {
       const next = state.queued.shift();
-      if (next !== undefined) start(state, next.event, next.subscription, ctx);
+      if (next !== undefined) start(state, next.event, next.subscription, next.seq, ctx);
     }
-    if (task.recorded) freeSlot(state, task.subscription, ctx);
+    if (task.recorded) {
+      settle(state, task.subscription, task.seq, ctx);
+      freeSlot(state, task.subscription, ctx);
+    }
   };
 
   return consumer<ConcurrentConsumerState<In>, In>({
+    reportsHandled: true,
     init: () => ({
-      state: { running: new Set(), queued: [], freed: new Map(), limits: new Map(), subscriptions: new Map(), ctx: undefined },
+      state: {
+        running: new Set(),
+        queued: [],
+        freed: new Map(),
+        limits: new Map(),
+        subscriptions: new Map(),
+        settled: new Map(),
+        ctx: undefined,
+      },
       subscribeTo: options.subscribeTo,
     }),
     handleSubscribe(side, subscribeOptions, subscription, state, ctx) {
@@ -211,13 +251,16 @@ export function concurrentConsumer<In, R = unknown>(
       state.subscriptions.set(subscription.id, subscription);
       state.ctx = ctx;
       state.freed.set(subscription.id, 0);
+      state.settled.set(subscription.id, { received: 0, done: 0, ahead: new Set() });
       ctx.ask(subscription, max);
       return { demand: 'manual' };
     },
     handleEvents(events, subscription, state, ctx) {
+      const settled = state.settled.get(subscription.id);
       for (const event of events) {
-        if (state.running.size < concurrency) start(state, event, subscription, ctx);
-        else state.queued.push({ event, subscription });
+        const seq = settled === undefined ? 0 : settled.received++;
+        if (state.running.size < concurrency) start(state, event, subscription, seq, ctx);
+        else state.queued.push({ event, subscription, seq });
       }
     },
     handleInfo(message, state, ctx) {
@@ -226,7 +269,7 @@ export function concurrentConsumer<In, R = unknown>(
       if (m.kind === '$record-failed') return { stop: m.error instanceof Error ? m.error : new Error(String(m.error)) };
       if (m.kind === '$task-recorded') {
         m.task.recorded = true;
-        settle(state, m.task, ctx);
+        releaseSlot(state, m.task, ctx);
         return undefined;
       }
       if (m.kind === '$task-timeout') {
@@ -241,22 +284,34 @@ export function concurrentConsumer<In, R = unknown>(
       // A task that timed out had its outcome reported then; its late result is not.
       if (!task.reported)
         report(task, m.status === 'success' ? { status: 'success', value: m.value as R } : { status: 'error', error: m.error }, ctx);
-      settle(state, task, ctx);
+      releaseSlot(state, task, ctx);
       return undefined;
     },
     handleCancel(_info, subscription, state) {
+      // Its settled count stays: tasks of the ended subscription still report when they finish.
       state.limits.delete(subscription.id);
       state.subscriptions.delete(subscription.id);
       state.freed.delete(subscription.id);
     },
     async terminate(reason, state) {
       // Stop taking work first: nothing new arrives while running tasks finish.
-      for (const subscription of state.subscriptions.values()) state.ctx?.cancel(subscription, 'shutdown');
-      const queued = state.queued.splice(0).map((q) => q.event);
-      if (queued.length > 0 && options.onRelease !== undefined) await Promise.resolve(options.onRelease(queued)).catch(() => {});
+      const ctx = state.ctx;
+      for (const subscription of state.subscriptions.values()) ctx?.cancel(subscription, 'shutdown');
+      const queued = state.queued.splice(0);
+      if (queued.length > 0 && options.onRelease !== undefined) {
+        const onRelease = options.onRelease;
+        const released = await Promise.resolve()
+          .then(() => onRelease(queued.map((q) => q.event)))
+          .then(
+            () => true,
+            () => false,
+          );
+        // Handed back to their owner, they are done here; unreleased ones stay unacknowledged for the next run.
+        if (released && ctx !== undefined) for (const q of queued) settle(state, q.subscription, q.seq, ctx);
+      }
       const drainMs = options.drainMs ?? 0;
-      const clock = state.ctx?.clock;
-      if (drainMs > 0 && isCleanExit(reason) && state.running.size > 0 && clock !== undefined) {
+      if (drainMs > 0 && isCleanExit(reason) && state.running.size > 0 && ctx !== undefined) {
+        const { clock } = ctx;
         let timer: TimerHandle | undefined;
         const deadline = new Promise<undefined>((resolve) => {
           timer = clock.setTimeout(() => resolve(undefined), drainMs);
@@ -266,14 +321,21 @@ export function concurrentConsumer<In, R = unknown>(
             const done = await Promise.race([task.settled, deadline]);
             if (done === undefined || !state.running.delete(task)) return;
             // A task whose timeout was reported already has its outcome on the way.
-            if (task.reported || options.onOutcome === undefined) return;
-            const outcome: TaskOutcome<In, R> = {
-              event: task.event,
-              status: done.status,
-              durationMs: clock.now() - task.startedAt,
-              ...(done.status === 'success' ? { value: done.value as R } : { error: done.error }),
-            };
-            await Promise.resolve(options.onOutcome(outcome)).catch(() => {});
+            if (task.reported) return;
+            if (options.onOutcome !== undefined) {
+              const outcome: TaskOutcome<In, R> = {
+                event: task.event,
+                status: done.status,
+                durationMs: clock.now() - task.startedAt,
+                ...(done.status === 'success' ? { value: done.value as R } : { error: done.error }),
+              };
+              const recorded = await Promise.resolve(options.onOutcome(outcome)).then(
+                () => true,
+                () => false,
+              );
+              if (!recorded) return;
+            }
+            settle(state, task.subscription, task.seq, ctx);
           }),
         );
         if (timer !== undefined) clock.clearTimeout(timer);

@@ -8,7 +8,7 @@
 export const ERROR_CODES = {
   SF_BAD_OPTION: { input: true, meaning: 'an option has a value outside its rule (the message names option, value and rule)' },
   SF_BAD_RETURN: { input: true, meaning: 'a stage callback returned the wrong shape' },
-  SF_BAD_ASK: { input: true, meaning: 'demand asked for is not a non-negative integer' },
+  SF_BAD_ASK: { input: true, meaning: 'demand asked for (or a count reported handled) is not a non-negative integer' },
   SF_BAD_TOPOLOGY: { input: true, meaning: 'a topology file is invalid (each mistake with FILE:LINE:COLUMN)' },
   SF_BAD_STAGE_MODULE: { input: true, meaning: 'a stage or handlers module cannot be loaded or exports the wrong thing' },
   SF_BAD_TASK: { input: true, meaning: 'a task was refused at enqueue (its args or options); nothing of the batch was stored' },
@@ -17,6 +17,7 @@ export const ERROR_CODES = {
   SF_NO_HANDLER: { input: true, meaning: 'a task names a handler that is not registered' },
   SF_NO_STAGE: { input: false, meaning: 'no running stage has that name or ref' },
   SF_NAME_TAKEN: { input: false, meaning: 'a stage of that name is already running' },
+  SF_ALREADY_SUBSCRIBED: { input: true, meaning: 'a consumer subscribed a second time to the same broadcast producer' },
   SF_NOT_PRODUCER: { input: false, meaning: 'the stage is not a producer' },
   SF_NOT_CONSUMER: { input: false, meaning: 'the stage is not a consumer' },
   SF_CALL_TIMEOUT: { input: false, meaning: 'a call got no reply in time' },

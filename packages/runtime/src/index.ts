@@ -11,7 +11,7 @@ export {
 } from './concurrent-consumer.js';
 export { BroadcastDispatcher } from './dispatchers/broadcast-dispatcher.js';
 export { DemandDispatcher } from './dispatchers/demand-dispatcher.js';
-export type { Dispatcher, DispatcherSpec, SendEvents } from './dispatchers/dispatcher.js';
+export type { Dispatcher, DispatcherHost, DispatcherSpec } from './dispatchers/dispatcher.js';
 export { hashEvent, PartitionDispatcher } from './dispatchers/partition-dispatcher.js';
 export { describeValue, ERROR_CODES, FabricError, type FabricErrorCode, type FabricErrorOptions, isFabricError } from './errors.js';
 export { fromIterable, type PipelineStep, pipeline, type ToAsyncIterableOptions, toAsyncIterable } from './interop.js';

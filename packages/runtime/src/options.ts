@@ -18,6 +18,7 @@ export interface ResolvedSubscription {
   readonly maxDemand: number;
   readonly minDemand: number;
   readonly cancel: CancelMode;
+  readonly group: string | undefined;
 }
 
 function badOption(where: string, option: string, value: unknown, rule: string): FabricError {
@@ -40,7 +41,10 @@ export function resolveSubscription(where: string, options: SubscribeOptions): R
   if (cancel !== 'permanent' && cancel !== 'transient' && cancel !== 'temporary') {
     throw badOption(where, 'cancel', cancel, "must be 'permanent', 'transient' or 'temporary'");
   }
-  return { maxDemand, minDemand, cancel };
+  const group = options.group;
+  if (group !== undefined && (typeof group !== 'string' || group === ''))
+    throw badOption(where, 'group', group, 'must be a non-empty string');
+  return { maxDemand, minDemand, cancel, group };
 }
 
 export function checkBufferSize(where: string, value: unknown): number {

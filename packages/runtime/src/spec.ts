@@ -33,6 +33,12 @@ export interface StageContext {
   setDemandMode(mode: 'forward' | 'accumulate'): void;
   /** Sends a message to any stage's handleInfo. */
   send(to: StageAddress, message: unknown): void;
+  /**
+   * For a stage with `reportsHandled`: the next `count` events received on
+   * this subscription (in the order they arrived) are done. A producer on
+   * another node acknowledges their inbox entries only then.
+   */
+  handled(subscription: Subscription, count: number): void;
 }
 
 interface CommonCallbacks<S, Out> {
@@ -53,6 +59,14 @@ interface CommonCallbacks<S, Out> {
   handleCall?(message: unknown, from: CallFrom, state: S, ctx: StageContext): MaybePromise<CallResult<S, Out, unknown> | undefined | void>;
   handleCast?(message: unknown, state: S, ctx: StageContext): MaybePromise<CallbackResult<S, Out> | undefined | void>;
   terminate?(reason: ExitReason, state: S): MaybePromise<void>;
+  /**
+   * The stage's work on events outlives handleEvents (it starts tasks that
+   * finish later): it calls `ctx.handled` as they finish, instead of events
+   * counting as handled when handleEvents returns. Events received from a
+   * producer on another node stay unacknowledged in the inbox until then,
+   * so a node killed with work in flight gets that work again when it restarts.
+   */
+  readonly reportsHandled?: boolean;
 }
 
 export interface ProducerSpec<S = unknown, Out = unknown, A = unknown> extends CommonCallbacks<S, Out> {

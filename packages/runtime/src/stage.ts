@@ -1,8 +1,8 @@
 import { EventBuffer } from './buffer.js';
 import type { TimerHandle } from './clock.js';
 import { createDispatcher } from './dispatchers/create-dispatcher.js';
-import type { Dispatcher } from './dispatchers/dispatcher.js';
-import { describeValue, FabricError } from './errors.js';
+import type { Dispatcher, DispatcherHost } from './dispatchers/dispatcher.js';
+import { describeValue, FabricError, isFabricError } from './errors.js';
 import { Mailbox } from './mailbox.js';
 import { checkBufferSize, checkOneOf, PRODUCER_DEFAULTS, resolveSubscription } from './options.js';
 import { isThenable, type ReadResult, type ResultRules, readResult } from './result.js';
@@ -26,6 +26,8 @@ interface UpstreamLink {
   readonly subscription: Subscription;
   readonly producer: StagePeer;
   readonly cancel: CancelMode;
+  /** Producers of one group are followed out on a clean exit only once the last of them has gone. */
+  readonly group: string | undefined;
   manual: boolean;
   readonly minDemand: number;
   readonly maxDemand: number;
@@ -43,9 +45,20 @@ interface DownstreamLink {
   sent: number;
 }
 
+/** What a producer_consumer holds until downstream demand lets it go on. */
+type PcQueued =
+  | { readonly kind: 'events'; readonly link: UpstreamLink; readonly events: unknown[] }
+  | { readonly kind: 'cancel'; readonly link: UpstreamLink; readonly info: CancelInfo }
+  | { readonly kind: 'info'; readonly message: unknown };
+
+/** What an accumulating producer holds back (GenStage's `events` list). */
+type Accumulated = { readonly demand: number } | { readonly events: unknown[] };
+
 type Message =
   | { readonly t: 'subscribe'; readonly subscription: Subscription; readonly consumer: StagePeer; readonly options: SubscribeOptions }
   | { readonly t: 'ask'; readonly id: number; readonly count: number }
+  /** To a producer, from itself: demand its dispatcher gives back to a subscription (broadcast selector). */
+  | { readonly t: 'reask'; readonly id: number; readonly count: number }
   | { readonly t: 'events'; readonly id: number; readonly events: unknown[] }
   /** To a producer peer that asked for it: the consumer finished handling `count` events of the subscription. */
   | { readonly t: 'handled'; readonly id: number; readonly count: number }
@@ -54,7 +67,13 @@ type Message =
   | { readonly t: 'call'; readonly message: unknown; readonly from: CallFrom }
   | { readonly t: 'cast'; readonly message: unknown }
   | { readonly t: 'info'; readonly message: unknown }
-  | { readonly t: 'subscribe-to'; readonly options: SubscribeOptions; readonly done?: (error?: unknown) => void }
+  /** GenStage.sync_info/async_info: handleInfo once the events emitted so far are dispatched. */
+  | { readonly t: 'info-after-events'; readonly message: unknown; readonly done?: (error?: unknown) => void }
+  | {
+      readonly t: 'subscribe-to';
+      readonly options: SubscribeOptions;
+      readonly done?: (error: unknown, subscription?: Subscription) => void;
+    }
   | { readonly t: 'cancel-sub'; readonly id: number; readonly reason: unknown }
   | { readonly t: 'ask-sub'; readonly id: number; readonly count: number }
   | { readonly t: 'demand-mode'; readonly mode: 'forward' | 'accumulate' }
@@ -72,6 +91,8 @@ export interface StageStats {
   readonly bufferLength: number;
   readonly bufferCapacity: number;
   readonly bufferDropped: number;
+  /** A producer's demand mode (GenStage.demand/1); undefined for a consumer. */
+  readonly demandMode: 'forward' | 'accumulate' | undefined;
   readonly eventsIn: number;
   readonly eventsOut: number;
   readonly batchesIn: number;
@@ -132,8 +153,12 @@ export class Stage implements StagePeer {
 
   // consumer side
   private readonly upstream = new Map<number, UpstreamLink>();
-  /** producer_consumer: events received and not yet handled, waiting for downstream demand. */
-  private readonly pcQueue: { link: UpstreamLink; events: unknown[] }[] = [];
+  /**
+   * producer_consumer: events received and not yet handled, waiting for
+   * downstream demand, with the cancels and infos that arrived behind them
+   * (GenStage queues those too, so they keep their place).
+   */
+  private readonly pcQueue: PcQueued[] = [];
   /** producer_consumer: downstream demand not yet met. */
   private pcDemand = 0;
 
@@ -142,11 +167,16 @@ export class Stage implements StagePeer {
   private dispatcher: Dispatcher<unknown> | undefined;
   private buffer: EventBuffer<unknown> | undefined;
   private demandMode: 'forward' | 'accumulate' = PRODUCER_DEFAULTS.demand;
-  private accumulatedDemand = 0;
+  /** A producer accumulating: demand and emitted events held back, in order, until it forwards again. */
+  private readonly accumulated: Accumulated[] = [];
+  /** Events dropped from the buffer or the dispatcher's queues. */
+  private dropped = 0;
 
   /** Set when a producer_consumer's producers finished cleanly: it exits once it has handed on what it holds. */
   private exitWhenDrained: ExitReason | undefined;
   private readonly timers = new Set<TimerHandle>();
+  /** Calls handed to handleCall and not answered yet. */
+  private readonly openCalls = new Set<number>();
   private readonly exitListeners: ((reason: ExitReason) => void)[] = [];
   private eventsIn = 0;
   private lastEventAtMs: number | undefined;
@@ -194,9 +224,11 @@ export class Stage implements StagePeer {
       result = this.spec.init(args, this.ctx);
       if (isThenable(result)) result = await result;
     } catch (error) {
-      this.finish(this.callbackError('init', error));
+      if (this.alive) this.finish(this.callbackError('init', error));
       throw this.exitReason;
     }
+    // Killed while init ran.
+    if (!this.alive) throw this.exitReason;
     try {
       const subscribeTo = this.applyInit(result);
       for (const entry of subscribeTo) {
@@ -221,7 +253,9 @@ export class Stage implements StagePeer {
     }
     const init = result as Record<string, unknown>;
     const allowed = ['state'];
-    if (this.isProducer) allowed.push('dispatcher', 'bufferSize', 'bufferKeep', 'demand');
+    if (this.isProducer) allowed.push('dispatcher', 'bufferSize', 'bufferKeep');
+    // Only a producer accumulates demand, as in GenStage: a producer_consumer's demand is its consumers'.
+    if (this.kind === 'producer') allowed.push('demand');
     if (this.isConsumer) allowed.push('subscribeTo');
     for (const key of Object.keys(init)) {
       if (!allowed.includes(key)) {
@@ -238,7 +272,7 @@ export class Stage implements StagePeer {
       const keep = checkOneOf(where, 'bufferKeep', init.bufferKeep ?? PRODUCER_DEFAULTS.bufferKeep, ['first', 'last'] as const);
       this.demandMode = checkOneOf(where, 'demand', init.demand ?? PRODUCER_DEFAULTS.demand, ['forward', 'accumulate'] as const);
       this.buffer = new EventBuffer(bufferSize, keep);
-      this.dispatcher = createDispatcher(where, init.dispatcher, bufferSize, this.send);
+      this.dispatcher = createDispatcher(where, init.dispatcher, bufferSize, keep, this.dispatcherHost);
     }
     const subscribeTo = init.subscribeTo ?? [];
     if (!Array.isArray(subscribeTo)) {
@@ -262,8 +296,10 @@ export class Stage implements StagePeer {
     if (this.pumping || this.mailbox.length === 0) return;
     this.pumping = true;
     this.system.busy(1);
-    queueMicrotask(() => void this.pump());
+    this.system.schedule(this.runPump);
   }
+
+  private readonly runPump = (): void => void this.pump();
 
   private async pump(): Promise<void> {
     let handled = 0;
@@ -297,7 +333,7 @@ export class Stage implements StagePeer {
         undefined,
         new FabricError('SF_NO_STAGE', `stage ${this.label} has exited`, { stage: this.label }),
       );
-    } else if (message.t === 'subscribe-to') {
+    } else if (message.t === 'subscribe-to' || message.t === 'info-after-events') {
       message.done?.(new FabricError('SF_NO_STAGE', `stage ${this.label} has exited`, { stage: this.label }));
     }
   }
@@ -306,6 +342,8 @@ export class Stage implements StagePeer {
     switch (message.t) {
       case 'ask':
         return this.onAsk(message.id, message.count);
+      case 'reask':
+        return this.onReask(message.id, message.count);
       case 'events':
         return this.onEvents(message.id, message.events);
       case 'handled':
@@ -322,9 +360,13 @@ export class Stage implements StagePeer {
         return this.runCallback('handleCast', this.spec.handleCast, [message.message], this.rules.common);
       case 'info':
         return this.runCallback('handleInfo', this.spec.handleInfo, [message.message], this.rules.common);
+      case 'info-after-events':
+        this.infoAfterEvents(message.message);
+        message.done?.();
+        return undefined;
       case 'subscribe-to':
         return this.subscribeUpstream(message.options).then(
-          () => message.done?.(this.alive ? undefined : this.exitReason),
+          (subscription) => message.done?.(this.alive ? undefined : this.exitReason, subscription),
           (error: unknown) => message.done?.(error),
         );
       case 'cancel-sub':
@@ -359,6 +401,16 @@ export class Stage implements StagePeer {
     this.finish(reason);
   }
 
+  /**
+   * Exits at once with reason 'killed', as Process.exit(pid, :kill): the
+   * mailbox is not processed (what waits there is answered as a dead stage
+   * would) and terminate is not called. Subscribers on both sides get `down`.
+   */
+  kill(): void {
+    if (this.status === 'exited') return;
+    this.finish('killed');
+  }
+
   private finish(reason: ExitReason): void {
     this.status = 'exited';
     this.exitReason = reason;
@@ -371,6 +423,18 @@ export class Stage implements StagePeer {
     this.upstream.clear();
     this.pcQueue.length = 0;
     for (const message of this.mailbox.clear()) this.bounce(message);
+    // Calls this stage took and never answered fail now rather than at their timeout, as a GenServer caller exits.
+    for (const callId of this.openCalls) {
+      this.system.settleCall(
+        { callId },
+        undefined,
+        new FabricError('SF_STAGE_EXITED', `stage ${this.label} exited before replying: ${describeValue(reason)}`, {
+          stage: this.label,
+          cause: reason,
+        }),
+      );
+    }
+    this.openCalls.clear();
     this.system.stageExited(this, reason);
     for (const listener of this.exitListeners.splice(0)) listener(reason);
   }
@@ -420,11 +484,18 @@ export class Stage implements StagePeer {
     if (!this.alive) return undefined;
     const result = readResult(this.label, name, value, rules);
     if (result.hasState) this.state = result.state;
-    onResult?.(result);
+    // Events go out before a reply, as GenStage's {:reply, reply, events, state}.
     if (result.events !== undefined && result.events.length > 0) this.dispatchEvents(result.events);
+    onResult?.(result);
     if (result.stop !== undefined) return this.exit(result.stop);
     return undefined;
   }
+
+  /** Answers a call and forgets it. */
+  private readonly reply = (from: CallFrom, value: unknown): void => {
+    this.openCalls.delete(from.callId);
+    this.system.settleCall(from, value);
+  };
 
   private onCall(message: unknown, from: CallFrom): Promise<void> | undefined {
     if (this.spec.handleCall === undefined) {
@@ -435,15 +506,16 @@ export class Stage implements StagePeer {
       );
       return undefined;
     }
+    this.openCalls.add(from.callId);
     return this.runCallback('handleCall', this.spec.handleCall, [message, from], this.rules.call, (result) => {
-      if (result.hasReply) this.system.settleCall(from, result.reply);
+      if (result.hasReply) this.reply(from, result.reply);
     });
   }
 
   // ---------------------------------------------------------------- consumer side
 
   /** Subscribes this consumer to a producer (GenStage's consumer_subscribe). */
-  private async subscribeUpstream(options: SubscribeOptions): Promise<void> {
+  private async subscribeUpstream(options: SubscribeOptions): Promise<Subscription | undefined> {
     const where = `stage ${this.label}: subscribe`;
     if (!this.isConsumer) {
       throw new FabricError('SF_NOT_CONSUMER', `${where}: a producer cannot subscribe to another stage`, { stage: this.label });
@@ -458,13 +530,14 @@ export class Stage implements StagePeer {
       await this.exit(
         new FabricError('SF_NO_STAGE', `${where}: no stage ${describeAddress(options.to)} (${reason})`, { stage: this.label }),
       );
-      return;
+      return undefined;
     }
     const subscription: Subscription = { id: this.system.nextSubscriptionId(), producer, consumer: this };
     const link: UpstreamLink = {
       subscription,
       producer,
       cancel: resolved.cancel,
+      group: resolved.group,
       manual: false,
       minDemand: resolved.minDemand,
       maxDemand: resolved.maxDemand,
@@ -473,22 +546,29 @@ export class Stage implements StagePeer {
     // Known before handleSubscribe runs, so the callback may already ask or cancel.
     this.upstream.set(subscription.id, link);
     producer.deliver({ t: 'subscribe', subscription, consumer: this, options });
-    const pending = this.runCallback(
-      'handleSubscribe',
-      this.spec.handleSubscribe,
-      ['producer', options, subscription],
-      this.rules.subscribe,
-      (r) => {
-        if (r.demand !== undefined) {
-          link.manual =
-            checkOneOf(`stage ${this.label}: handleSubscribe`, 'demand', r.demand, ['automatic', 'manual'] as const) === 'manual';
-        }
-      },
-    );
-    if (pending !== undefined) await pending;
-    if (!this.alive || link.manual || this.upstream.get(subscription.id) !== link) return;
+    try {
+      const pending = this.runCallback(
+        'handleSubscribe',
+        this.spec.handleSubscribe,
+        ['producer', options, subscription],
+        this.rules.subscribe,
+        (r) => {
+          if (r.demand !== undefined) {
+            link.manual =
+              checkOneOf(`stage ${this.label}: handleSubscribe`, 'demand', r.demand, ['automatic', 'manual'] as const) === 'manual';
+          }
+        },
+      );
+      if (pending !== undefined) await pending;
+    } catch (error) {
+      // A bad return from handleSubscribe stops the consumer, as GenStage's bad_return_value; the caller sees why.
+      await this.exit(error as ExitReason);
+      return subscription;
+    }
+    if (!this.alive || link.manual || this.upstream.get(subscription.id) !== link) return subscription;
     link.pending += resolved.maxDemand;
     producer.deliver({ t: 'ask', id: subscription.id, count: resolved.maxDemand });
+    return subscription;
   }
 
   private askUpstream(id: number, count: number): void {
@@ -513,7 +593,7 @@ export class Stage implements StagePeer {
     this.eventsIn += events.length;
     this.lastEventAtMs = this.system.clock.now();
     if (this.kind === 'producer_consumer') {
-      this.pcQueue.push({ link, events });
+      this.pcQueue.push({ kind: 'events', link, events });
       return this.drainPcQueue();
     }
     return this.receive(link, events);
@@ -573,7 +653,9 @@ export class Stage implements StagePeer {
     const started = observer === undefined ? 0 : performance.now();
     const ask = () => {
       observer?.batchHandled(this.label, batch.length, (performance.now() - started) / 1000);
-      if (link.producer.wantsHandled) link.producer.deliver({ t: 'handled', id: link.subscription.id, count: batch.length });
+      // A stage whose work outlives handleEvents reports itself, with ctx.handled, when it is done.
+      if (link.producer.wantsHandled && this.spec.reportsHandled !== true)
+        link.producer.deliver({ t: 'handled', id: link.subscription.id, count: batch.length });
       if (askAfter > 0 && this.alive && this.upstream.get(link.subscription.id) === link) {
         link.producer.deliver({ t: 'ask', id: link.subscription.id, count: askAfter });
       }
@@ -591,7 +673,10 @@ export class Stage implements StagePeer {
     while (this.pcDemand > 0 && this.alive) {
       const item = this.pcQueue.shift();
       if (item === undefined) return;
-      const pending = this.receive(item.link, item.events);
+      let pending: Promise<void> | undefined;
+      if (item.kind === 'events') pending = this.receive(item.link, item.events);
+      else if (item.kind === 'cancel') pending = this.invokeCancel(item.link, item.info);
+      else this.bufferOrDispatchInfo(item.message);
       if (pending !== undefined) await pending;
     }
   }
@@ -600,11 +685,27 @@ export class Stage implements StagePeer {
     const link = this.upstream.get(id);
     if (link === undefined) return undefined;
     this.upstream.delete(id);
+    // Events received before the cancel are handled before it, as GenStage's schedule_cancel.
+    if (this.kind === 'producer_consumer' && this.pcQueue.length > 0) {
+      this.pcQueue.push({ kind: 'cancel', link, info });
+      return undefined;
+    }
+    return this.invokeCancel(link, info);
+  }
+
+  /** handleCancel for a subscription upstream, then what its cancel mode asks. */
+  private invokeCancel(link: UpstreamLink, info: CancelInfo): Promise<void> | undefined {
     const pending = this.runCallback('handleCancel', this.spec.handleCancel, [info, link.subscription], this.rules.common);
     const follow = () => {
       if (!this.alive) return undefined;
+      // Refused as a duplicate: the first subscription still runs, so the cancel mode does not apply (as GenStage).
+      if (isFabricError(info.reason, 'SF_ALREADY_SUBSCRIBED')) return undefined;
       const exits = link.cancel === 'permanent' || (link.cancel === 'transient' && !isCleanExit(info.reason));
       if (!exits) return undefined;
+      if (isCleanExit(info.reason) && link.group !== undefined) {
+        // Another producer of its group still feeds this stage: follow them out with the last.
+        for (const other of this.upstream.values()) if (other.group === link.group) return undefined;
+      }
       if (isCleanExit(info.reason) && !this.drained()) {
         // Its producer finished: hand on what is queued and buffered first, then exit.
         this.exitWhenDrained = info.reason as ExitReason;
@@ -646,7 +747,7 @@ export class Stage implements StagePeer {
     const admit = () => {
       if (!this.alive) return undefined;
       try {
-        const forward = (this.dispatcher as Dispatcher<unknown>).subscribe(subscription.id, options);
+        const forward = (this.dispatcher as Dispatcher<unknown>).subscribe(subscription.id, options, consumer);
         if (forward > 0) return this.serveDemand(forward);
       } catch (error) {
         this.downstream.delete(subscription.id);
@@ -659,6 +760,16 @@ export class Stage implements StagePeer {
       this.spec.handleSubscribe,
       ['consumer', options, subscription],
       this.rules.subscribe,
+      (r) => {
+        // Only the consumer side of a subscription may take its demand in hand, as in GenStage.
+        if (r.demand !== undefined && r.demand !== 'automatic') {
+          throw new FabricError(
+            'SF_BAD_RETURN',
+            `stage ${this.label}: handleSubscribe('consumer') returned demand ${describeValue(r.demand)}; a producer's side is always 'automatic'`,
+            { stage: this.label },
+          );
+        }
+      },
     );
     return pending === undefined ? admit() : pending.then(admit);
   }
@@ -670,31 +781,52 @@ export class Stage implements StagePeer {
     return this.serveDemand((this.dispatcher as Dispatcher<unknown>).ask(id, count));
   }
 
-  /** Meets forwarded demand from the buffer first, then from handleDemand or the producer_consumer queue. */
-  private serveDemand(forward: number): Promise<void> | undefined {
-    const served = this.serveFromBuffer();
-    const need = forward - served;
-    if (this.kind === 'producer_consumer') {
-      if (need > 0) this.pcDemand += need;
-      return this.pcQueue.length > 0 ? this.drainPcQueue() : undefined;
-    }
-    if (need <= 0) return undefined;
-    if (this.demandMode === 'accumulate') {
-      this.accumulatedDemand += need;
-      return undefined;
-    }
-    return this.runCallback('handleDemand', (this.spec as ProducerSpec).handleDemand, [need], this.rules.common);
+  /** Demand the dispatcher gave back to a subscription: like an ask, but the consumer did not ask it again. */
+  private onReask(id: number, count: number): Promise<void> | undefined {
+    if (!this.downstream.has(id)) return undefined;
+    return this.serveDemand((this.dispatcher as Dispatcher<unknown>).ask(id, count));
   }
 
-  private serveFromBuffer(): number {
+  /**
+   * Demand the dispatcher forwarded (GenStage's handle_dispatcher_result):
+   * met from the buffer first, the rest by handleDemand, or held back while
+   * accumulating. A producer_consumer adds it to what its consumers want and
+   * handles the input it holds.
+   */
+  private serveDemand(counter: number): Promise<void> | undefined {
+    if (this.kind === 'producer_consumer') {
+      this.pcDemand += counter;
+      this.takeFromBuffer(this.pcDemand);
+      return this.pcQueue.length > 0 ? this.drainPcQueue() : undefined;
+    }
+    const left = this.takeFromBuffer(counter);
+    if (left <= 0) return undefined;
+    if (this.demandMode === 'accumulate') {
+      this.accumulated.push({ demand: left });
+      return undefined;
+    }
+    return this.runCallback('handleDemand', (this.spec as ProducerSpec).handleDemand, [left], this.rules.common);
+  }
+
+  /**
+   * GenStage's take_from_buffer: dispatches up to `counter` buffered events,
+   * handing out the infos queued among them as they are reached. Returns
+   * what is left of `counter`.
+   */
+  private takeFromBuffer(counter: number): number {
     const buffer = this.buffer as EventBuffer<unknown>;
-    if (buffer.length === 0) return 0;
-    const n = Math.min(buffer.length, (this.dispatcher as Dispatcher<unknown>).available());
-    if (n === 0) return 0;
-    const events = buffer.take(n);
-    const left = (this.dispatcher as Dispatcher<unknown>).dispatch(events);
-    buffer.unshift(left);
-    return n - left.length;
+    while (counter > 0 && buffer.length > 0) {
+      const events = buffer.take(counter);
+      counter -= events.length;
+      if (events.length > 0) this.dispatchEvents(events, true);
+      const infos = buffer.takeMarker();
+      if (infos !== undefined) {
+        for (const message of infos) (this.dispatcher as Dispatcher<unknown>).info(message);
+      } else if (events.length === 0) {
+        break;
+      }
+    }
+    return counter;
   }
 
   private readonly send = (id: number, events: unknown[]): void => {
@@ -705,20 +837,60 @@ export class Stage implements StagePeer {
     link.consumer.deliver({ t: 'events', id, events });
   };
 
-  private dispatchEvents(events: unknown[]): void {
-    const dispatcher = this.dispatcher as Dispatcher<unknown>;
-    const buffer = this.buffer as EventBuffer<unknown>;
-    if (this.kind === 'producer_consumer') this.pcDemand = Math.max(0, this.pcDemand - events.length);
-    // Older buffered events go first: queue behind them, then serve what demand allows.
-    const queued = buffer.length > 0;
-    const left = queued ? events : dispatcher.dispatch(events);
-    const dropped = buffer.push(left) + dispatcher.takeDropped();
-    if (queued) this.serveFromBuffer();
-    if (dropped > 0) {
-      this.system.report({ type: 'buffer-overflow', stage: this.label, dropped, bufferSize: buffer.capacity, keep: buffer.keep });
+  private readonly dispatcherHost: DispatcherHost<unknown> = {
+    send: this.send,
+    reask: (id, count) => this.deliver({ t: 'reask', id, count }),
+    info: (message) => this.deliver({ t: 'info', message }),
+    overflow: (partition, dropped, capacity) => this.reportDropped(dropped, capacity, partition),
+  };
+
+  /**
+   * GenStage's dispatch_events: the dispatcher places what the demand it
+   * forwarded allows, the rest goes to the buffer. A producer accumulating
+   * holds the events back instead, to dispatch them in order when it forwards.
+   */
+  private dispatchEvents(events: unknown[], fromBuffer = false): void {
+    if (this.kind === 'producer' && this.demandMode === 'accumulate') {
+      this.accumulated.push({ events });
+      return;
     }
-    const more = dispatcher.refill();
-    if (more > 0) this.deliver({ t: 'demand', count: more });
+    const left = (this.dispatcher as Dispatcher<unknown>).dispatch(events);
+    if (this.kind === 'producer_consumer') this.pcDemand = Math.max(0, this.pcDemand - (events.length - left.length));
+    if (left.length === 0) return;
+    // Taken from the buffer and not placed: back to the front, so the buffer keeps its order.
+    if (fromBuffer) (this.buffer as EventBuffer<unknown>).unshift(left);
+    else this.bufferEvents(left);
+  }
+
+  /** GenStage's buffer_events: keeps by bufferSize and bufferKeep, reports what is dropped. */
+  private bufferEvents(events: readonly unknown[]): void {
+    const buffer = this.buffer as EventBuffer<unknown>;
+    const dropped = buffer.push(events, this.releaseInfo);
+    if (dropped > 0) this.reportDropped(dropped, buffer.capacity);
+  }
+
+  /** An info whose events were dropped from the buffer still reaches the dispatcher, and so handleInfo. */
+  private readonly releaseInfo = (message: unknown): void => (this.dispatcher as Dispatcher<unknown>).info(message);
+
+  private reportDropped(dropped: number, capacity: number, partition?: string | number): void {
+    this.dropped += dropped;
+    const keep = (this.buffer as EventBuffer<unknown>).keep;
+    this.system.report(
+      partition === undefined
+        ? { type: 'buffer-overflow', stage: this.label, dropped, bufferSize: capacity, keep }
+        : { type: 'buffer-overflow', stage: this.label, dropped, bufferSize: capacity, keep, partition },
+    );
+  }
+
+  /** GenStage's sync_info/async_info: handleInfo after the events this stage emitted or received so far. */
+  private infoAfterEvents(message: unknown): void {
+    if (this.kind === 'consumer') this.deliver({ t: 'info', message });
+    else if (this.kind === 'producer_consumer' && this.pcQueue.length > 0) this.pcQueue.push({ kind: 'info', message });
+    else this.bufferOrDispatchInfo(message);
+  }
+
+  private bufferOrDispatchInfo(message: unknown): void {
+    if (!(this.buffer as EventBuffer<unknown>).pushMarker(message)) (this.dispatcher as Dispatcher<unknown>).info(message);
   }
 
   private onCancelFromConsumer(id: number, info: CancelInfo): Promise<void> | undefined {
@@ -730,13 +902,7 @@ export class Stage implements StagePeer {
     const forward = (this.dispatcher as Dispatcher<unknown>).cancel(id);
     if (info.kind === 'cancel') link.consumer.deliver({ t: 'cancel-down', id, info });
     const pending = this.runCallback('handleCancel', this.spec.handleCancel, [info, link.subscription], this.rules.common);
-    const after = () => {
-      if (!this.alive) return undefined;
-      if (forward > 0) return this.serveDemand(forward);
-      // A broadcast dispatcher may now deliver what the departed subscriber held back.
-      this.serveFromBuffer();
-      return undefined;
-    };
+    const after = () => (this.alive && forward > 0 ? this.serveDemand(forward) : undefined);
     return pending === undefined ? after() : pending.then(after);
   }
 
@@ -750,10 +916,20 @@ export class Stage implements StagePeer {
     if (!this.isProducer)
       throw new FabricError('SF_NOT_PRODUCER', `stage ${this.label}: only a producer has a demand mode`, { stage: this.label });
     this.demandMode = mode;
-    if (mode === 'forward' && this.accumulatedDemand > 0) {
-      const demand = this.accumulatedDemand;
-      this.accumulatedDemand = 0;
-      return this.serveDemand(demand);
+    if (mode === 'forward' && this.accumulated.length > 0) return this.replayAccumulated(this.accumulated.splice(0), 0);
+    return undefined;
+  }
+
+  /** Forwarding again: what accumulated is served and dispatched in the order it came, each demand on its own. */
+  private replayAccumulated(entries: readonly Accumulated[], from: number): Promise<void> | undefined {
+    for (let i = from; i < entries.length && this.alive; i++) {
+      const entry = entries[i] as Accumulated;
+      if ('events' in entry) {
+        this.dispatchEvents(entry.events);
+        continue;
+      }
+      const pending = this.serveDemand(entry.demand);
+      if (pending !== undefined) return pending.then(() => this.replayAccumulated(entries, i + 1));
     }
     return undefined;
   }
@@ -784,7 +960,20 @@ export class Stage implements StagePeer {
         this.timers.add(handle);
         return handle;
       },
-      reply: (from, value) => this.system.settleCall(from, value),
+      reply: this.reply,
+      handled: (subscription, count) => {
+        if (typeof count !== 'number' || !Number.isInteger(count) || count < 0) {
+          throw new FabricError(
+            'SF_BAD_ASK',
+            `stage ${this.label}: handled(${describeValue(count)}): the count of events done must be a non-negative integer`,
+            { stage: this.label },
+          );
+        }
+        // The subscription may have ended since the events arrived: its producer still takes the report.
+        const producer = this.upstream.get(subscription.id)?.producer ?? subscription.producer;
+        if (count > 0 && isStagePeer(producer) && producer.wantsHandled === true)
+          producer.deliver({ t: 'handled', id: subscription.id, count });
+      },
       setDemandMode: (mode) => this.deliver({ t: 'demand-mode', mode }),
       send: (to, message) => this.system.send(to, message),
     };
@@ -798,7 +987,8 @@ export class Stage implements StagePeer {
       mailbox: this.mailbox.length,
       bufferLength: (this.buffer?.length ?? 0) + (this.dispatcher?.held() ?? 0),
       bufferCapacity: this.buffer?.capacity ?? 0,
-      bufferDropped: this.buffer?.dropped ?? 0,
+      bufferDropped: this.dropped,
+      demandMode: this.isProducer ? this.demandMode : undefined,
       eventsIn: this.eventsIn,
       eventsOut: this.eventsOut,
       batchesIn: this.batchesIn,
@@ -820,6 +1010,10 @@ export class Stage implements StagePeer {
 }
 
 export type { Message as StageMessage };
+
+function isStagePeer(ref: StageRef): ref is StagePeer {
+  return 'deliver' in ref;
+}
 
 export function isStageRef(value: unknown): value is StageRef {
   return typeof value === 'object' && value !== null && 'id' in value && 'label' in value && typeof (value as StageRef).id === 'number';

@@ -13,8 +13,11 @@ export type SystemEvent =
       readonly type: 'buffer-overflow';
       readonly stage: string;
       readonly dropped: number;
+      /** The cap that was reached: the producer's bufferSize, or maxHeldPerPartition for a partition's queue. */
       readonly bufferSize: number;
       readonly keep: string;
+      /** Set when the events were dropped from this partition's queue rather than the producer's buffer. */
+      readonly partition?: string | number;
     }
   | { readonly type: 'excess-events'; readonly stage: string; readonly subscription: number; readonly excess: number }
   | { readonly type: 'callback-error'; readonly stage: string; readonly callback: string; readonly error: unknown };
@@ -43,6 +46,9 @@ export interface StartOptions {
   readonly name?: string;
 }
 
+/** Stage turns run back to back as microtasks before the event loop gets a turn. */
+const MICROTASK_TURNS = 1024;
+
 interface PendingCall {
   readonly resolve: (value: unknown) => void;
   readonly reject: (error: unknown) => void;
@@ -66,6 +72,11 @@ export class StageSystem extends EventEmitter<StageSystemEvents> {
   private readonly calls = new Map<number, PendingCall>();
   private active = 0;
   private idleWaiters: (() => void)[] = [];
+  /** Stage turns run as microtasks since the event loop last had a turn. */
+  private microtaskTurns = 0;
+  private readonly resetTurns = (): void => {
+    this.microtaskTurns = 0;
+  };
 
   constructor(options: StageSystemOptions = {}) {
     super();
@@ -98,11 +109,22 @@ export class StageSystem extends EventEmitter<StageSystemEvents> {
     return stage;
   }
 
-  /** Subscribes `consumer` to a producer; resolves once the subscription is sent (GenStage.sync_subscribe). */
-  subscribe(consumer: StageAddress, options: SubscribeOptions): Promise<void> {
+  /**
+   * Subscribes `consumer` to a producer; resolves with the subscription once
+   * it is sent (GenStage.sync_subscribe).
+   */
+  subscribe(consumer: StageAddress, options: SubscribeOptions): Promise<Subscription> {
     const stage = this.require(consumer);
     return new Promise((resolve, reject) => {
-      stage.deliver({ t: 'subscribe-to', options, done: (error) => (error === undefined ? resolve() : reject(error)) });
+      stage.deliver({
+        t: 'subscribe-to',
+        options,
+        done: (error, subscription) => {
+          if (error !== undefined) reject(error);
+          else if (subscription === undefined) reject(new FabricError('SF_NO_STAGE', `stage ${stage.label} did not subscribe`));
+          else resolve(subscription);
+        },
+      });
     });
   }
 
@@ -145,6 +167,20 @@ export class StageSystem extends EventEmitter<StageSystemEvents> {
     this.local(to)?.deliver({ t: 'info', message });
   }
 
+  /**
+   * Delivers a message to the stage's handleInfo once the events it has
+   * emitted so far are on their way (GenStage.sync_info/async_info): a
+   * producer queues it behind its buffer, a producer_consumer behind the
+   * input it holds, a partition dispatcher behind its partitions' queues.
+   * Resolves once it is queued; await it or not.
+   */
+  info(to: StageAddress, message: unknown): Promise<void> {
+    const stage = this.require(to);
+    return new Promise((resolve, reject) =>
+      stage.deliver({ t: 'info-after-events', message, done: (error) => (error === undefined ? resolve() : reject(error)) }),
+    );
+  }
+
   /** Switches a producer's demand mode (GenStage.demand/2). */
   setDemandMode(to: StageAddress, mode: 'forward' | 'accumulate'): void {
     this.require(to).deliver({ t: 'demand-mode', mode });
@@ -158,6 +194,16 @@ export class StageSystem extends EventEmitter<StageSystemEvents> {
       stage.onExit(() => resolve());
       stage.deliver({ t: 'stop', reason });
     });
+  }
+
+  /**
+   * Ends a stage at once with reason 'killed', as Process.exit(pid, :kill):
+   * what waits in its mailbox is not handled and terminate is not called.
+   * Its subscriptions end as `down` with reason 'killed' on the other side,
+   * which then follows its cancel mode; 'killed' is not a clean exit.
+   */
+  kill(to: StageAddress): void {
+    this.local(to)?.kill();
   }
 
   /** Stops every stage, consumers first so none sees its producer vanish. */
@@ -256,6 +302,21 @@ export class StageSystem extends EventEmitter<StageSystemEvents> {
     if (stage.name !== undefined && this.names.get(stage.name) === stage) this.names.delete(stage.name);
     this.stages.delete(stage.id);
     this.report({ type: 'stage-exit', stage: stage.label, reason, clean: isCleanExit(reason) });
+  }
+
+  /**
+   * @internal Runs a stage's turn soon. Stages hand work to each other as
+   * microtasks, which is cheap, but a pipeline that never runs dry would
+   * then never let the event loop turn (timers, sockets): after a budget of
+   * turns, the next ones wait for the event loop.
+   */
+  schedule(turn: () => void): void {
+    if (this.microtaskTurns++ < MICROTASK_TURNS) {
+      queueMicrotask(turn);
+      return;
+    }
+    if (this.microtaskTurns === MICROTASK_TURNS + 1) setImmediate(this.resetTurns);
+    setImmediate(turn);
   }
 
   /** @internal Counts stages with work in hand, for `idle()`. */

@@ -41,6 +41,14 @@ export interface SubscribeOptions {
   readonly partition?: number | string;
   /** BroadcastDispatcher: only events for which this returns true reach the subscriber. */
   readonly selector?: (event: never) => boolean;
+  /**
+   * Producers subscribed to with one group are one producer to this
+   * consumer's cancel mode: it follows a clean exit (normal, shutdown) only
+   * once the last of them has exited, so the events of the others still
+   * reach it. An abnormal exit of any is followed at once. The node agent
+   * sets it to the stage's name on every subscription to its replicas.
+   */
+  readonly group?: string;
   /** Free-form options passed to both sides' handleSubscribe. */
   readonly [key: string]: unknown;
 }
@@ -66,11 +74,14 @@ export interface CallFrom {
 /** Options a producer (or producer_consumer) returns from init. */
 export interface ProducerOptions {
   readonly dispatcher?: DispatcherSpec;
-  /** Events kept when emitted beyond demand. Default 10 000 for producers, Infinity for producer_consumers. */
+  /** Events kept when emitted beyond demand. Default 10 000 (GenStage: Infinity for producer_consumers). */
   readonly bufferSize?: number;
   /** Default 'last'. */
   readonly bufferKeep?: BufferKeep;
-  /** 'accumulate' holds demand without calling handleDemand until switched to 'forward'. Default 'forward'. */
+  /**
+   * 'accumulate' holds demand and emitted events back until switched to
+   * 'forward'. Default 'forward'. Producers only, as in GenStage.
+   */
   readonly demand?: 'forward' | 'accumulate';
 }
 

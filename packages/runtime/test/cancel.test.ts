@@ -149,3 +149,54 @@ describe('cancel from either side', () => {
     expect(rec.cancels).toEqual([{ kind: 'down', reason: 'normal' }]);
   });
 });
+
+describe('producers of one group (the replicas of a stage)', () => {
+  async function twoReplicas(cancel: CancelMode = 'permanent') {
+    const sys = new StageSystem();
+    const exits: SystemEvent[] = [];
+    sys.on('event', (e) => e.type === 'stage-exit' && exits.push(e));
+    const p0 = await sys.start(pushProducer(), undefined, { name: 'p/0' });
+    const p1 = await sys.start(pushProducer(), undefined, { name: 'p/1' });
+    const rec = recorder<number>();
+    await sys.start(
+      recordingConsumer(rec, [
+        { to: 'p/0', group: 'p', cancel },
+        { to: 'p/1', group: 'p', cancel },
+      ]),
+      undefined,
+      { name: 'c' },
+    );
+    await sys.idle();
+    return { sys, exits, p0, p1, rec };
+  }
+
+  it('a clean exit of one is followed only once the last has gone, so the events of the others still arrive', async () => {
+    const { sys, exits, p0, p1, rec } = await twoReplicas();
+    await sys.stop(p0, 'normal');
+    await sys.idle();
+    expect(sys.whereis('c')).toBeDefined();
+    sys.cast(p1, ['emit', [1, 2, 3]]);
+    await sys.idle();
+    expect(rec.events()).toEqual([1, 2, 3]);
+    await sys.stop(p1, 'normal');
+    await sys.idle();
+    expect(sys.whereis('c')).toBeUndefined();
+    expect(exits.find((e) => e.type === 'stage-exit' && e.stage === 'c')).toMatchObject({ reason: 'normal' });
+  });
+
+  it('an abnormal exit of any is followed at once', async () => {
+    const { sys, exits, p0 } = await twoReplicas();
+    await sys.stop(p0, 'boom');
+    await sys.idle();
+    expect(sys.whereis('c')).toBeUndefined();
+    expect(exits.find((e) => e.type === 'stage-exit' && e.stage === 'c')).toMatchObject({ reason: 'boom' });
+  });
+
+  it('a group must be a non-empty string', async () => {
+    const sys = new StageSystem();
+    await sys.start(pushProducer(), undefined, { name: 'p' });
+    await expect(sys.start(recordingConsumer(recorder(), [{ to: 'p', group: '' }]), undefined)).rejects.toThrow(
+      /option group = "": must be a non-empty string/,
+    );
+  });
+});

@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { concurrentConsumer, FakeClock, StageSystem, type TaskOutcome } from '../src/index.js';
+import {
+  type AnyStageSpec,
+  concurrentConsumer,
+  consumer,
+  FakeClock,
+  type StageMessage,
+  type StagePeer,
+  StageSystem,
+  type TaskOutcome,
+} from '../src/index.js';
 import { counter, waitFor } from './fixtures.js';
 
 /** A task whose completion the test controls. */
@@ -11,6 +20,125 @@ function controllable() {
     });
   return { resolvers, run };
 }
+
+/**
+ * Stands in for a producer on another node, as the fabric's proxy does: it
+ * wants to hear when events are handled (its inbox entries are acknowledged then).
+ */
+class RemoteStandIn implements StagePeer {
+  readonly id = 999_999;
+  readonly name = 'remote';
+  readonly label = 'remote';
+  readonly alive = true;
+  readonly wantsHandled = true;
+  readonly handled: number[] = [];
+  asked = 0;
+  private consumer: StagePeer | undefined;
+  private subscriptionId = 0;
+
+  deliver(message: StageMessage): void {
+    if (message.t === 'subscribe') {
+      this.consumer = message.consumer;
+      this.subscriptionId = message.subscription.id;
+    } else if (message.t === 'ask') this.asked += message.count;
+    else if (message.t === 'handled') this.handled.push(message.count);
+  }
+
+  send(events: number[]): void {
+    this.consumer?.deliver({ t: 'events', id: this.subscriptionId, events });
+  }
+}
+
+async function withStandIn(spec: AnyStageSpec): Promise<{ sys: StageSystem; remote: RemoteStandIn }> {
+  const remote = new RemoteStandIn();
+  const sys = new StageSystem({ clock: new FakeClock(), resolve: (name) => (name === 'remote' ? remote : undefined) });
+  await sys.start(spec, undefined);
+  await sys.idle();
+  return { sys, remote };
+}
+
+describe('handled reports to a producer on another node', () => {
+  it('a consumer reports a batch handled when handleEvents has returned', async () => {
+    const { sys, remote } = await withStandIn(
+      consumer<null, number>({
+        init: () => ({ state: null, subscribeTo: [{ to: 'remote', maxDemand: 10 }] }),
+        handleEvents: () => undefined,
+      }),
+    );
+    remote.send([1, 2, 3]);
+    await sys.idle();
+    expect(remote.handled).toEqual([3]);
+  });
+
+  it('a count reported handled that is not a non-negative integer stops the stage with SF_BAD_ASK, naming it', async () => {
+    const { sys, remote } = await withStandIn(
+      consumer<null, number>({
+        reportsHandled: true,
+        init: () => ({ state: null, subscribeTo: [{ to: 'remote', maxDemand: 10 }] }),
+        handleEvents: (_events, subscription, _state, ctx) => ctx.handled(subscription, -1),
+      }),
+    );
+    const exits: unknown[] = [];
+    sys.on('event', (e) => e.type === 'stage-exit' && exits.push(e.reason));
+    remote.send([1]);
+    await sys.idle();
+    expect(exits).toHaveLength(1);
+    expect(exits[0]).toMatchObject({
+      code: 'SF_BAD_ASK',
+      message: expect.stringMatching(/stage consumer#\d+: handled\(-1\): the count of events done/),
+    });
+    expect(remote.handled).toEqual([]);
+  });
+
+  it('a concurrentConsumer reports events only once their tasks finished, oldest first, never one still running', async () => {
+    const tasks = controllable();
+    const { sys, remote } = await withStandIn(
+      concurrentConsumer<number, string>({ subscribeTo: [{ to: 'remote', maxDemand: 10 }], run: tasks.run, timeoutMs: 60_000 }),
+    );
+    remote.send([1, 2, 3]);
+    remote.send([4]);
+    await sys.idle();
+    expect([...tasks.resolvers.keys()]).toEqual([1, 2, 3, 4]);
+    // handleEvents has returned, but every task still runs: nothing is reported.
+    expect(remote.handled).toEqual([]);
+    tasks.resolvers.get(2)?.resolve('two');
+    tasks.resolvers.get(4)?.resolve('four');
+    await sys.idle();
+    // 2 and 4 are done, but 1 runs still: reporting 2 would let its entry (which holds 1) be acknowledged.
+    expect(remote.handled).toEqual([]);
+    tasks.resolvers.get(1)?.reject(new Error('one failed'));
+    await sys.idle();
+    // A failed task is done too (its outcome is recorded): 1 and 2 go, 3 still runs.
+    expect(remote.handled).toEqual([2]);
+    tasks.resolvers.get(3)?.resolve('three');
+    await sys.idle();
+    expect(remote.handled).toEqual([2, 2]);
+  });
+
+  it('a concurrentConsumer with onOutcome reports an event once its outcome is recorded', async () => {
+    const tasks = controllable();
+    let record: () => void = () => {};
+    const { sys, remote } = await withStandIn(
+      concurrentConsumer<number, string>({
+        subscribeTo: [{ to: 'remote', maxDemand: 10 }],
+        run: tasks.run,
+        timeoutMs: 60_000,
+        onOutcome: () =>
+          new Promise<void>((resolve) => {
+            record = resolve;
+          }),
+      }),
+    );
+    remote.send([1]);
+    await sys.idle();
+    tasks.resolvers.get(1)?.resolve('one');
+    await sys.idle();
+    expect(remote.handled).toEqual([]);
+    record();
+    await sys.idle();
+    expect(remote.handled).toEqual([1]);
+  });
+});
 
 describe('concurrentConsumer', () => {
   it('runs at most maxDemand tasks at once and takes a new event only when one finishes', async () => {

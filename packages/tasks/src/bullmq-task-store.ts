@@ -2,16 +2,20 @@ import { randomUUID } from 'node:crypto';
 import { Job, type JobType, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { checkTasks, TASK_DEFAULTS } from './task-input.js';
-import type {
-  ClaimedTask,
-  EnqueueResult,
-  NewTask,
-  TaskClaim,
-  TaskCount,
-  TaskOutcomeRecord,
-  TaskRecord,
-  TaskState,
-  TaskStore,
+import {
+  type ClaimedTask,
+  type EnqueueResult,
+  type NewTask,
+  RETRYABLE_STATES,
+  type TaskAttempt,
+  type TaskClaim,
+  type TaskCount,
+  type TaskFilter,
+  type TaskListFilter,
+  type TaskOutcomeRecord,
+  type TaskRecord,
+  type TaskState,
+  type TaskStore,
 } from './task-store.js';
 
 const lapsedOnLastAttempt = (holder: string, attempt: number, maxAttempts: number): string =>
@@ -22,7 +26,26 @@ export interface BullMQTaskStoreOptions {
   /** BullMQ's key prefix. Default 'bull', BullMQ's own, so its dashboards and producers see the same queues. */
   readonly prefix?: string;
   readonly maxPayloadBytes?: number;
+  /**
+   * Filters (list, countWhere, retryWhere, cancelWhere) run in memory over
+   * at most this many of the newest jobs of each state of each queue.
+   * Default 10 000.
+   */
+  readonly scanMax?: number;
 }
+
+/** What a job's data keeps of each finished attempt (JSON: dates as Unix milliseconds). */
+interface StoredAttempt {
+  readonly attempt: number;
+  readonly outcome: TaskAttempt['outcome'];
+  readonly error: string | null;
+  readonly durationMs: number | null;
+  readonly owner: string | null;
+  readonly finishedAt: number;
+}
+
+/** Attempts kept in a job's data: the latest ones, so the data stays bounded. */
+const ATTEMPTS_KEPT = 100;
 
 /** What a task carries in its BullMQ job's data. */
 interface TaskData {
@@ -37,6 +60,13 @@ interface TaskData {
   outcome?: TaskState;
   /** Cancelled while waiting: the next claim moves it to failed instead of running it. */
   cancelled?: boolean;
+  /** Finished attempts, oldest first, the latest ATTEMPTS_KEPT. */
+  attempts?: StoredAttempt[];
+}
+
+/** The job's data with one more finished attempt in its history. */
+function withAttempt(data: TaskData, attempt: StoredAttempt): TaskData {
+  return { ...data, attempts: [...(data.attempts ?? []), attempt].slice(-ATTEMPTS_KEPT) };
 }
 
 /** A job added by a plain BullMQ producer carries its args as the whole data: read it as a task with default settings. */
@@ -96,6 +126,12 @@ interface LockScripts {
   sfUpdateIfHeld(lock: string, job: string, token: string, data: string): Promise<number>;
 }
 
+interface JobsOfOptions {
+  readonly withLocks?: boolean;
+  readonly max?: number;
+  readonly states?: readonly JobType[];
+}
+
 /** The attempt a job's current run is, counted from the last operator retry. */
 const attemptOf = (job: Job<TaskData>): number => job.attemptsStarted - (taskData(job.data).attemptBase ?? 0);
 
@@ -116,6 +152,7 @@ export class BullMQTaskStore implements TaskStore {
   private readonly workers = new Map<string, Worker>();
   private readonly listeners = new Map<string, Set<() => void>>();
   private readonly maxPayloadBytes: number;
+  private readonly scanMax: number;
 
   constructor(private readonly options: BullMQTaskStoreOptions) {
     this.prefix = options.prefix ?? 'bull';
@@ -125,6 +162,7 @@ export class BullMQTaskStore implements TaskStore {
     // defineCommand adds the methods at run time; LockScripts names them for the compiler.
     this.redis = redis as Redis & LockScripts;
     this.maxPayloadBytes = options.maxPayloadBytes ?? TASK_DEFAULTS.maxPayloadBytes;
+    this.scanMax = options.scanMax ?? 10_000;
   }
 
   private get connection() {
@@ -348,15 +386,25 @@ export class BullMQTaskStore implements TaskStore {
     if (found === undefined) return false;
     const { job, q } = found;
     const token = o.claimant;
+    // The history is written, while the claim holds, just before the move that records the outcome (BullMQ has no transaction spanning both).
+    const data = withAttempt(job.data, {
+      attempt: o.attempt,
+      outcome: o.status,
+      error: o.status === 'success' ? null : o.error,
+      durationMs: o.durationMs === undefined ? null : Math.round(o.durationMs),
+      owner: ownerOf(token),
+      finishedAt: Date.now(),
+    });
     try {
       if (o.status === 'success') {
+        if (!(await this.updateIfHeld(q, job, token, data))) return false;
         await job.moveToCompleted('success', token, false);
         await this.releaseKey(job, o.id);
       } else if (o.retryAt !== undefined) {
-        if (!(await this.updateIfHeld(q, job, token, { ...job.data, lastError: o.error }))) return false;
+        if (!(await this.updateIfHeld(q, job, token, { ...data, lastError: o.error }))) return false;
         await job.moveToDelayed(o.retryAt.getTime(), token);
       } else {
-        if (!(await this.updateIfHeld(q, job, token, { ...job.data, lastError: o.error, outcome: o.status }))) return false;
+        if (!(await this.updateIfHeld(q, job, token, { ...data, lastError: o.error, outcome: o.status }))) return false;
         await job.moveToFailed(new Error(o.error), token, false);
         await this.releaseKey(job, o.id);
       }
@@ -426,15 +474,23 @@ export class BullMQTaskStore implements TaskStore {
         if (job === undefined) continue;
         job.data = taskData(job.data);
         const holder = (await this.redis.hget(q.toKey(jobId), 'sfHolder')) ?? '?';
+        const lastError = last
+          ? lapsedOnLastAttempt(holder, attemptOf(job), job.data.maxAttempts)
+          : `lease of ${holder} expired: its node stopped or stalled`;
+        const data = withAttempt(job.data, {
+          // BullMQ counted the lost start: the attempt that was lost is the one it counted.
+          attempt: attemptOf(job),
+          outcome: 'lost',
+          error: lastError,
+          durationMs: null,
+          owner: holder === '?' ? null : holder,
+          finishedAt: Date.now(),
+        });
         if (last) {
-          await job.updateData({
-            ...job.data,
-            lastError: lapsedOnLastAttempt(holder, attemptOf(job), job.data.maxAttempts),
-            outcome: 'error',
-          });
+          await job.updateData({ ...data, lastError, outcome: 'error' });
           await this.releaseKey(job, `${queue}/${jobId}`);
         } else {
-          await job.updateData({ ...job.data, lastError: `lease of ${holder} expired: its node stopped or stalled` });
+          await job.updateData({ ...data, lastError });
         }
       }
       recovered += failed.length + stalled.length;
@@ -443,6 +499,8 @@ export class BullMQTaskStore implements TaskStore {
   }
 
   async nextRunAt(queue: string): Promise<Date | null> {
+    // A paused queue gives its producers no wake-up time: resume() wakes them.
+    if (await this.queue(queue).isPaused()) return null;
     const [first] = (await this.queue(queue).getDelayed(0, 0)) as Job[];
     return first === undefined ? null : new Date(first.timestamp + first.delay);
   }
@@ -510,15 +568,21 @@ export class BullMQTaskStore implements TaskStore {
     };
   }
 
+  /**
+   * The jobs of a queue in `states` (default every one; a paused queue keeps
+   * its waiting jobs in BullMQ's `paused` list); with `max`, at most the
+   * newest `max` of each state; with `withLocks`, a running job's lock token.
+   */
   private async jobsOf(
     queue: string,
-    withLocks = false,
-    states: readonly JobType[] = ['active', 'completed', 'failed', 'wait', 'prioritized', 'delayed'],
+    { withLocks = false, max, states = ['active', 'completed', 'failed', 'wait', 'paused', 'prioritized', 'delayed'] }: JobsOfOptions = {},
   ): Promise<{ job: Job<TaskData>; state: string; lock: string | null }[]> {
     const q = this.queue(queue);
     const out: { job: Job<TaskData>; state: string; lock: string | null }[] = [];
     for (const state of states) {
-      const jobs = ((await q.getJobs([state], 0, -1)) as (Job<TaskData> | undefined)[]).filter((j): j is Job<TaskData> => j !== undefined);
+      const jobs = ((await q.getJobs([state], 0, max === undefined ? -1 : max - 1)) as (Job<TaskData> | undefined)[]).filter(
+        (j): j is Job<TaskData> => j !== undefined,
+      );
       const locks =
         withLocks && state === 'active' && jobs.length > 0 ? await this.redis.mget(jobs.map((j) => this.lockKey(q, j.id as string))) : [];
       jobs.forEach((job, i) => {
@@ -536,7 +600,7 @@ export class BullMQTaskStore implements TaskStore {
       const direct = await this.queue(queue).getJobCounts('active', 'completed');
       if ((direct.active ?? 0) > 0) counts.set(`${queue}\u0000running`, direct.active ?? 0);
       if ((direct.completed ?? 0) > 0) counts.set(`${queue}\u0000success`, direct.completed ?? 0);
-      for (const { job, state } of await this.jobsOf(queue, false, ['failed', 'wait', 'prioritized', 'delayed'])) {
+      for (const { job, state } of await this.jobsOf(queue, { states: ['failed', 'wait', 'paused', 'prioritized', 'delayed'] })) {
         const key = `${queue}\u0000${this.toRecord(job, state).state}`;
         counts.set(key, (counts.get(key) ?? 0) + 1);
       }
@@ -549,15 +613,63 @@ export class BullMQTaskStore implements TaskStore {
       .sort((a, b) => a.queue.localeCompare(b.queue) || a.state.localeCompare(b.state));
   }
 
-  async list(filter: { readonly queue?: string; readonly state?: TaskState; readonly limit?: number }): Promise<TaskRecord[]> {
+  /** Tasks matching a filter, newest first, from a scan of at most scanMax jobs per state and queue. */
+  private async matching(filter: TaskFilter): Promise<TaskRecord[]> {
     const queues = filter.queue === undefined ? await this.knownQueues() : [filter.queue];
+    const needle = filter.errorContains?.toLowerCase() ?? '';
     const records: TaskRecord[] = [];
-    for (const queue of queues)
-      for (const { job, state, lock } of await this.jobsOf(queue, true)) records.push(this.toRecord(job, state, lock));
-    return records
-      .filter((r) => filter.state === undefined || r.state === filter.state)
-      .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())
-      .slice(0, filter.limit ?? 100);
+    for (const queue of queues) {
+      for (const { job, state, lock } of await this.jobsOf(queue, { withLocks: true, max: this.scanMax })) {
+        const r = this.toRecord(job, state, lock);
+        if (filter.state !== undefined && r.state !== filter.state) continue;
+        if (filter.name !== undefined && r.name !== filter.name) continue;
+        if (needle !== '' && !(r.lastError ?? '').toLowerCase().includes(needle)) continue;
+        records.push(r);
+      }
+    }
+    return records.sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime());
+  }
+
+  async list(filter: TaskListFilter): Promise<TaskRecord[]> {
+    const offset = filter.offset ?? 0;
+    return (await this.matching(filter)).slice(offset, offset + (filter.limit ?? 100));
+  }
+
+  async countWhere(filter: TaskFilter): Promise<number> {
+    return (await this.matching(filter)).length;
+  }
+
+  async retryWhere(filter: TaskFilter): Promise<number> {
+    const ids = (await this.matching(filter)).filter((r) => RETRYABLE_STATES.includes(r.state)).map((r) => r.id);
+    return (await this.retry(ids)).length;
+  }
+
+  async cancelWhere(filter: TaskFilter): Promise<number> {
+    const ids = (await this.matching(filter)).filter((r) => r.state === 'waiting').map((r) => r.id);
+    return (await this.cancel(ids)).length;
+  }
+
+  async attempts(id: string): Promise<TaskAttempt[]> {
+    const where = BullMQTaskStore.split(id);
+    if (where === undefined) return [];
+    const job = (await Job.fromId(this.queue(where.queue), where.jobId)) as Job<TaskData> | undefined;
+    if (job === undefined) return [];
+    return (taskData(job.data).attempts ?? []).map((a) => ({ ...a, finishedAt: new Date(a.finishedAt) }));
+  }
+
+  async pause(queue: string): Promise<void> {
+    await this.queue(queue).pause();
+  }
+
+  async resume(queue: string): Promise<void> {
+    await this.queue(queue).resume();
+    await this.redis.publish(`${this.prefix}:stagefabric-enqueued`, queue);
+  }
+
+  async paused(): Promise<string[]> {
+    const out: string[] = [];
+    for (const queue of await this.knownQueues()) if (await this.queue(queue).isPaused()) out.push(queue);
+    return out;
   }
 
   async get(id: string): Promise<TaskRecord | null> {

@@ -4,8 +4,11 @@ import type {
   ClaimedTask,
   EnqueueResult,
   NewTask,
+  TaskAttempt,
   TaskClaim,
   TaskCount,
+  TaskFilter,
+  TaskListFilter,
   TaskOutcomeRecord,
   TaskRecord,
   TaskState,
@@ -28,6 +31,9 @@ export interface SqlTaskStoreOptions {
   readonly schema?: string;
   readonly maxPayloadBytes?: number;
 }
+
+/** A task's page shows this many of its latest attempts at most. */
+const ATTEMPTS_SHOWN = 100;
 
 interface TaskRow {
   id: string;
@@ -208,6 +214,7 @@ export class SqlTaskStore implements TaskStore {
       outcomes.map((o) => o.status),
       outcomes.map((o) => (o.status === 'success' ? null : o.error)),
       outcomes.map((o) => (o.status !== 'success' && o.retryAt !== undefined ? o.retryAt.toISOString() : null)),
+      outcomes.map((o) => (o.durationMs === undefined ? null : Math.min(2_147_483_647, Math.max(0, Math.round(o.durationMs))))),
     ]);
     return rows.map((r) => r.id);
   }
@@ -274,9 +281,34 @@ export class SqlTaskStore implements TaskStore {
     return this.driver.query<TaskCount>(this.s(sql.COUNTS));
   }
 
-  async list(filter: { readonly queue?: string; readonly state?: TaskState; readonly limit?: number }): Promise<TaskRecord[]> {
-    const rows = await this.driver.query<TaskRow>(this.s(sql.LIST), [filter.queue ?? null, filter.state ?? null, filter.limit ?? 100]);
+  async list(filter: TaskListFilter): Promise<TaskRecord[]> {
+    const rows = await this.driver.query<TaskRow>(this.s(sql.LIST), [...sql.filterParams(filter), filter.limit ?? 100, filter.offset ?? 0]);
     return rows.map(toRecord);
+  }
+
+  async countWhere(filter: TaskFilter): Promise<number> {
+    const [row] = await this.driver.query<{ count: number }>(this.s(sql.COUNT_WHERE), sql.filterParams(filter));
+    return row?.count ?? 0;
+  }
+
+  async attempts(id: string): Promise<TaskAttempt[]> {
+    if (!/^\d{1,19}$/.test(id)) return [];
+    const rows = await this.driver.query<{
+      attempt: number;
+      outcome: TaskAttempt['outcome'];
+      error: string | null;
+      duration_ms: number | null;
+      owner: string | null;
+      finished_at: Date;
+    }>(this.s(sql.ATTEMPTS), [id, ATTEMPTS_SHOWN]);
+    return rows.reverse().map((r) => ({
+      attempt: r.attempt,
+      outcome: r.outcome,
+      error: r.error,
+      durationMs: r.duration_ms,
+      owner: r.owner,
+      finishedAt: new Date(r.finished_at),
+    }));
   }
 
   async get(id: string): Promise<TaskRecord | null> {
@@ -293,6 +325,31 @@ export class SqlTaskStore implements TaskStore {
 
   async cancel(ids: readonly string[]): Promise<string[]> {
     return (await this.driver.query<{ id: string }>(this.s(sql.CANCEL), [ids])).map((r) => r.id);
+  }
+
+  async retryWhere(filter: TaskFilter): Promise<number> {
+    const rows = await this.driver.query<{ queue: string; count: number }>(this.s(sql.RETRY_WHERE), sql.filterParams(filter));
+    await this.notify(rows.map((r) => r.queue));
+    return rows.reduce((n, r) => n + r.count, 0);
+  }
+
+  async cancelWhere(filter: TaskFilter): Promise<number> {
+    const rows = await this.driver.query<{ queue: string; count: number }>(this.s(sql.CANCEL_WHERE), sql.filterParams(filter));
+    return rows.reduce((n, r) => n + r.count, 0);
+  }
+
+  async pause(queue: string): Promise<void> {
+    await this.driver.query(this.s(sql.PAUSE), [queue]);
+  }
+
+  async resume(queue: string): Promise<void> {
+    await this.driver.query(this.s(sql.RESUME), [queue]);
+    // Producers with demand on the queue stopped looking for work: wake them.
+    await this.notify([queue]);
+  }
+
+  async paused(): Promise<string[]> {
+    return (await this.driver.query<{ name: string }>(this.s(sql.PAUSED))).map((r) => r.name);
   }
 
   close(): Promise<void> {

@@ -325,13 +325,20 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
       const { task, claim } = held;
       const who = { id: claim.id, attempt: claim.attempt, claimant: claim.claimant };
       let result: TaskOutcomeRecord;
-      if (outcome.status === 'success') result = { ...who, status: 'success' };
+      const { durationMs } = outcome;
+      if (outcome.status === 'success') result = { ...who, status: 'success', durationMs };
       else {
         const error = outcome.status === 'timeout' ? `timed out after ${task.timeoutMs} ms` : errorText(outcome.error);
         const retry = task.attempt < task.maxAttempts;
         result = retry
-          ? { ...who, status: outcome.status, error, retryAt: new Date(clock.now() + backoffDelayMs(task.attempt, options.backoff)) }
-          : { ...who, status: outcome.status, error };
+          ? {
+              ...who,
+              status: outcome.status,
+              error,
+              retryAt: new Date(clock.now() + backoffDelayMs(task.attempt, options.backoff)),
+              durationMs,
+            }
+          : { ...who, status: outcome.status, error, durationMs };
       }
       // The handler's transaction recorded its success with its effects: nothing more to write.
       if (result.status === 'success' && held.succeededWithin) {

@@ -78,7 +78,44 @@ export type TaskOutcomeRecord = TaskClaim &
     | { readonly status: 'success' }
     /** `retryAt` set: back to waiting for another attempt; unset: failed for good. */
     | { readonly status: 'error' | 'timeout'; readonly error: string; readonly retryAt?: Date }
-  );
+  ) & {
+    /** How long the attempt ran, as its runner measured it; kept in the task's attempt history. */
+    readonly durationMs?: number;
+  };
+
+/** One finished attempt of a task, as its history keeps it. */
+export interface TaskAttempt {
+  /** The task's attempt number when it ran (an operator's retry starts the count again at 1). */
+  readonly attempt: number;
+  /** `lost`: its lease expired (its node stopped or stalled) before it recorded an outcome. */
+  readonly outcome: 'success' | 'error' | 'timeout' | 'lost';
+  readonly error: string | null;
+  /** Null when the runner did not say (a lost lease, a success recorded inside the handler's transaction). */
+  readonly durationMs: number | null;
+  /** The lease owner that ran it (node/nonce). */
+  readonly owner: string | null;
+  readonly finishedAt: Date;
+}
+
+/** Which tasks an operator means: every given field must match. */
+export interface TaskFilter {
+  readonly queue?: string;
+  readonly state?: TaskState;
+  /** The handler's name, exactly. */
+  readonly name?: string;
+  /** Text the last error contains, case-insensitively. */
+  readonly errorContains?: string;
+}
+
+export interface TaskListFilter extends TaskFilter {
+  /** Default 100. */
+  readonly limit?: number;
+  /** Tasks to skip, newest first, for paging. Default 0. */
+  readonly offset?: number;
+}
+
+/** States `retry` and `retryWhere` change: failed or cancelled. */
+export const RETRYABLE_STATES: readonly TaskState[] = ['error', 'timeout', 'cancelled'];
 
 export interface TaskRecord {
   readonly id: string;
@@ -143,11 +180,26 @@ export interface TaskStore {
   /** Calls `listener` soon after tasks are enqueued in `queue`; returns an unsubscribe function. */
   onEnqueued(queue: string, listener: () => void): Promise<() => Promise<void>>;
   counts(): Promise<TaskCount[]>;
-  list(filter: { readonly queue?: string; readonly state?: TaskState; readonly limit?: number }): Promise<TaskRecord[]>;
+  /** Tasks matching the filter, newest first. */
+  list(filter: TaskListFilter): Promise<TaskRecord[]>;
   get(id: string): Promise<TaskRecord | null>;
+  /** A task's finished attempts, oldest first (a bounded number of the latest). */
+  attempts(id: string): Promise<TaskAttempt[]>;
   /** Failed or cancelled tasks back to waiting, attempts reset; returns the ids changed. */
   retry(ids: readonly string[]): Promise<string[]>;
   /** Waiting tasks to cancelled; returns the ids changed. */
   cancel(ids: readonly string[]): Promise<string[]>;
+  /** How many tasks match the filter. */
+  countWhere(filter: TaskFilter): Promise<number>;
+  /** `retry` for every failed or cancelled task matching the filter; returns how many changed. */
+  retryWhere(filter: TaskFilter): Promise<number>;
+  /** `cancel` for every waiting task matching the filter; returns how many changed. */
+  cancelWhere(filter: TaskFilter): Promise<number>;
+  /** Claims of `queue` return nothing until it is resumed; tasks already claimed run on. Idempotent. */
+  pause(queue: string): Promise<void>;
+  /** Claims of `queue` go on; producers waiting on it are woken. Idempotent. */
+  resume(queue: string): Promise<void>;
+  /** The queues paused now, sorted. */
+  paused(): Promise<string[]>;
   close(): Promise<void>;
 }

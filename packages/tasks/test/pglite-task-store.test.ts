@@ -1,3 +1,4 @@
+import { expect, it } from 'vitest';
 import { PGliteTaskStore } from '../src/pglite-task-store.js';
 import { taskStoreConformance } from './task-store.conformance.js';
 
@@ -11,3 +12,15 @@ taskStoreConformance(
   },
   async (store) => store,
 );
+
+it('lists newest first by id, also past id 9 (the SQL stores)', async () => {
+  const store = new PGliteTaskStore();
+  await store.migrate();
+  try {
+    await store.enqueue(Array.from({ length: 12 }, (_, n) => ({ name: 't', args: n })));
+    expect((await store.list({ limit: 5 })).map((t) => t.id)).toEqual(['12', '11', '10', '9', '8']);
+    expect((await store.list({ limit: 5, offset: 5 })).map((t) => t.id)).toEqual(['7', '6', '5', '4', '3']);
+  } finally {
+    await store.close();
+  }
+});

@@ -246,6 +246,98 @@ export function taskStoreConformance(name: string, make: () => Promise<TaskStore
       expect(await store.get('not-an-id')).toBeNull();
     });
 
+    it('a paused queue gives nothing to claims until it is resumed; other queues go on; resume wakes its producers', async () => {
+      const store = await fresh();
+      await store.enqueue([{ name: 'a' }, { name: 'b' }, { name: 'o', options: { queue: 'other' } }]);
+      await store.pause('default');
+      await store.pause('default');
+      expect(await store.paused()).toEqual(['default']);
+      expect(await store.claim('default', 10, 'me', 10_000)).toEqual([]);
+      // No wake-up time either: a producer with demand does not spin on a paused queue.
+      expect(await store.nextRunAt('default')).toBeNull();
+      expect((await store.claim('other', 10, 'me', 10_000)).map((t) => t.name)).toEqual(['o']);
+      let woken = 0;
+      const stop = await store.onEnqueued('default', () => woken++);
+      await store.resume('default');
+      await store.resume('default');
+      expect(await store.paused()).toEqual([]);
+      await waitFor(() => woken >= 1, 'resume to wake the queue');
+      expect((await store.claim('default', 10, 'me', 10_000)).map((t) => t.name)).toEqual(['a', 'b']);
+      await stop();
+    });
+
+    it('filters by state, queue, name and error text (case-insensitive, % and _ taken literally), pages, and acts by filter', async () => {
+      const store = await fresh();
+      await store.enqueue([
+        { name: 'mail', args: { n: 1 } },
+        { name: 'mail', args: { n: 2 } },
+        { name: 'thumb', args: { n: 3 } },
+        { name: 'mail', args: { n: 4 }, options: { queue: 'other' } },
+      ]);
+      const claimed = await store.claim('default', 3, 'me', 10_000);
+      const task = (n: number) => claimOf(claimed.find((t) => (t.args as { n: number }).n === n));
+      const id = (n: number) => task(n).id;
+      await store.complete([
+        { ...task(1), status: 'error', error: 'SMTP 550: Mailbox_Full' },
+        { ...task(2), status: 'success' },
+        { ...task(3), status: 'error', error: 'disk 100% full' },
+      ]);
+      const args = (tasks: readonly { args: unknown }[]) => tasks.map((t) => (t.args as { n: number }).n).sort();
+      expect(args(await store.list({ name: 'mail' }))).toEqual([1, 2, 4]);
+      expect(args(await store.list({ errorContains: 'mailbox_full' }))).toEqual([1]);
+      expect(args(await store.list({ errorContains: '_' }))).toEqual([1]);
+      expect(args(await store.list({ errorContains: '100%' }))).toEqual([3]);
+      expect(args(await store.list({ errorContains: 'FULL', state: 'error', name: 'thumb' }))).toEqual([3]);
+      expect(args(await store.list({ queue: 'other' }))).toEqual([4]);
+      const first = await store.list({ limit: 3 });
+      const rest = await store.list({ limit: 3, offset: 3 });
+      expect(first).toHaveLength(3);
+      expect(args([...first, ...rest])).toEqual([1, 2, 3, 4]);
+      expect(await store.countWhere({})).toBe(4);
+      expect(await store.countWhere({ state: 'error' })).toBe(2);
+      expect(await store.countWhere({ name: 'mail', errorContains: 'smtp' })).toBe(1);
+      // Only waiting tasks are cancelled, only failed or cancelled ones retried: the rest of the match is left alone.
+      expect(await store.cancelWhere({ name: 'mail' })).toBe(1);
+      expect(await store.list({ queue: 'other' })).toMatchObject([{ state: 'cancelled' }]);
+      expect(await store.retryWhere({ name: 'mail' })).toBe(2);
+      expect(await store.countWhere({ name: 'mail', state: 'waiting' })).toBe(2);
+      expect(await store.get(id(2))).toMatchObject({ state: 'success' });
+      expect(await store.get(id(3))).toMatchObject({ state: 'error', lastError: 'disk 100% full' });
+      expect(await store.retryWhere({ name: 'mail' })).toBe(0);
+    });
+
+    it('keeps each finished attempt: its number, outcome, error, duration and owner, a lost lease too', async () => {
+      const store = await fresh();
+      await store.enqueue([{ name: 'flaky', options: { maxAttempts: 3 } }]);
+      const [t1] = await store.claim('default', 1, 'node-a', 200);
+      const id = t1?.id as string;
+      // The first attempt's node dies: its lease lapses.
+      await waitFor(async () => (await store.recoverExpired()) === 1, 'the lease to expire');
+      let t2: Awaited<ReturnType<TaskStore['claim']>>[number] | undefined;
+      await waitFor(async () => {
+        [t2] = await store.claim('default', 1, 'node-b', 10_000);
+        return t2 !== undefined;
+      }, 'the second attempt');
+      await store.complete([
+        { ...claimOf(t2), status: 'error', error: 'first <b>failure</b>', retryAt: new Date(Date.now() + 20), durationMs: 12 },
+      ]);
+      let t3: Awaited<ReturnType<TaskStore['claim']>>[number] | undefined;
+      await waitFor(async () => {
+        [t3] = await store.claim('default', 1, 'node-c', 10_000);
+        return t3 !== undefined;
+      }, 'the retry to come due');
+      await store.complete([{ ...claimOf(t3), status: 'success', durationMs: 7 }]);
+      const attempts = await store.attempts(id);
+      expect(attempts).toMatchObject([
+        { attempt: 1, outcome: 'lost', durationMs: null },
+        { attempt: 2, outcome: 'error', error: 'first <b>failure</b>', durationMs: 12, owner: 'node-b' },
+        { attempt: 3, outcome: 'success', error: null, durationMs: 7, owner: 'node-c' },
+      ]);
+      expect(attempts[0]?.error).toMatch(/lease of node-a expired/);
+      for (const a of attempts) expect(a.finishedAt).toBeInstanceOf(Date);
+      expect(await store.attempts('not-an-id')).toEqual([]);
+    });
+
     it('refuses bad input at enqueue with an error naming the task and the problem, storing nothing', async () => {
       const store = await fresh();
       const cyclic: Record<string, unknown> = { a: 1 };

@@ -1,5 +1,5 @@
-import type { SubscribeOptions } from '../types.js';
-import type { Dispatcher, SendEvents } from './dispatcher.js';
+import type { StageRef, SubscribeOptions } from '../types.js';
+import { type Dispatcher, type DispatcherHost, NOTHING_LEFT } from './dispatcher.js';
 
 interface Entry {
   readonly id: number;
@@ -13,14 +13,21 @@ interface Entry {
  */
 export class DemandDispatcher<T> implements Dispatcher<T> {
   private entries: Entry[] = [];
+  /**
+   * Demand that cancelled subscriptions had forwarded to the producer and
+   * that no event has met yet. The producer still owes those events, so the
+   * next asks are cut by it; and each event that goes to the buffer (nobody
+   * wants it) meets one of it, as GenStage's max(pending - to_buffer, 0).
+   */
+  private pendingDemand = 0;
 
-  constructor(private readonly send: SendEvents<T>) {}
+  constructor(private readonly host: DispatcherHost<T>) {}
 
-  private total = 0;
-  /** Demand of cancelled subscriptions already forwarded to the producer. */
-  private pending = 0;
+  get pending(): number {
+    return this.pendingDemand;
+  }
 
-  subscribe(subscriptionId: number, _options: SubscribeOptions): number {
+  subscribe(subscriptionId: number, _options: SubscribeOptions, _consumer?: StageRef): number {
     this.entries.push({ id: subscriptionId, demand: 0 });
     return 0;
   }
@@ -29,10 +36,7 @@ export class DemandDispatcher<T> implements Dispatcher<T> {
     const i = this.entries.findIndex((e) => e.id === subscriptionId);
     if (i < 0) return 0;
     const [entry] = this.entries.splice(i, 1);
-    if (entry !== undefined) {
-      this.pending += entry.demand;
-      this.total -= entry.demand;
-    }
+    if (entry !== undefined) this.pendingDemand += entry.demand;
     return 0;
   }
 
@@ -40,14 +44,13 @@ export class DemandDispatcher<T> implements Dispatcher<T> {
     const i = this.entries.findIndex((e) => e.id === subscriptionId);
     if (i < 0) return 0;
     (this.entries[i] as Entry).demand += count;
-    this.total += count;
     this.moveForward(i);
-    const alreadySent = Math.min(this.pending, count);
-    this.pending -= alreadySent;
+    const alreadySent = Math.min(this.pendingDemand, count);
+    this.pendingDemand -= alreadySent;
     return count - alreadySent;
   }
 
-  dispatch(events: T[]): T[] {
+  dispatch(events: T[]): readonly T[] {
     let offset = 0;
     while (offset < events.length) {
       const first = this.entries[0];
@@ -56,19 +59,17 @@ export class DemandDispatcher<T> implements Dispatcher<T> {
       const batch = offset === 0 && n === events.length ? events : events.slice(offset, offset + n);
       offset += n;
       first.demand -= n;
-      this.total -= n;
       this.moveBack(0);
-      this.send(first.id, batch);
+      this.host.send(first.id, batch);
     }
+    if (offset === events.length) return NOTHING_LEFT;
+    const toBuffer = events.length - offset;
+    this.pendingDemand = Math.max(this.pendingDemand - toBuffer, 0);
     return offset === 0 ? events : events.slice(offset);
   }
 
-  refill(): number {
-    return 0;
-  }
-
-  available(): number {
-    return this.total;
+  info(message: unknown): void {
+    this.host.info(message);
   }
 
   demands(): ReadonlyMap<number, number> {
@@ -76,10 +77,6 @@ export class DemandDispatcher<T> implements Dispatcher<T> {
   }
 
   held(): number {
-    return 0;
-  }
-
-  takeDropped(): number {
     return 0;
   }
 

@@ -1,16 +1,33 @@
+import { type BufferKeep, EventBuffer } from '../buffer.js';
 import { describeValue, FabricError } from '../errors.js';
-import type { SubscribeOptions } from '../types.js';
-import type { Dispatcher, SendEvents } from './dispatcher.js';
+import type { StageRef, SubscribeOptions } from '../types.js';
+import { type Dispatcher, type DispatcherHost, NOTHING_LEFT } from './dispatcher.js';
 
 type PartitionName = string | number;
 
 interface Partition<T> {
   readonly name: PartitionName;
   subscriber: number | undefined;
-  /** Events asked for by the subscriber and not yet sent. */
+  /** Demand mode (queue undefined): events the subscriber asked for and was not sent. */
   demand: number;
-  /** Events for this partition that arrived before its subscriber asked. */
-  held: T[];
+  /**
+   * Queue mode: events that reached this partition beyond its subscriber's
+   * demand (or before it had a subscriber), with info markers among them.
+   */
+  queue: EventBuffer<T> | undefined;
+  /**
+   * Events at the front of the queue that a cancel already asked the
+   * producer to replace: a kept queue is handed back once, not at every cancel.
+   */
+  handedBack: number;
+  /** Events for this partition in the dispatch under way. */
+  batch: T[] | undefined;
+}
+
+/** An info message waiting until every partition queued in front of it has passed it. */
+interface InfoWait {
+  readonly message: unknown;
+  left: number;
 }
 
 /** FNV-1a over the event's text: stable across processes, so every host partitions alike. */
@@ -26,35 +43,57 @@ export function hashEvent(event: unknown): number {
 
 /**
  * Splits events among named partitions by a hash (GenStage.PartitionDispatcher).
- * Each partition has one subscriber and its own demand; events for a partition
- * without demand wait in that partition's queue, which is bounded.
+ *
+ * As in GenStage the producer has one demand counter, `waiting`: an ask
+ * forwards what was not forwarded yet, and a dispatch places events only up
+ * to what is waiting; the rest goes back to the producer's buffer. The
+ * producer never learns which partition asked, so a partition may receive
+ * more than its subscriber asked for: the excess waits in that partition's
+ * queue until the subscriber asks. Unlike GenStage those queues are capped
+ * (maxHeldPerPartition, by the producer's bufferKeep, reported), and a
+ * cancelled partition keeps its queue for its next subscriber.
  */
 export class PartitionDispatcher<T> implements Dispatcher<T> {
   private readonly partitions = new Map<PartitionName, Partition<T>>();
   private readonly bySubscriber = new Map<number, Partition<T>>();
   private readonly hash: (event: T) => PartitionName | undefined;
-  /** Demand forwarded to the producer and not yet produced. */
-  private waiting = 0;
-  private dropped = 0;
-  private heldCount = 0;
+  /** Demand forwarded to the producer that no dispatched event has met yet. */
+  private waitingDemand = 0;
+  /** Demand of cancelled subscribers, forwarded and still owed by the producer: later asks are cut by it. */
+  private pendingDemand = 0;
+  /** Partitions that got events in the dispatch under way (reused, so a dispatch allocates no list). */
+  private readonly touched: Partition<T>[] = [];
 
   constructor(
     names: readonly PartitionName[],
     hash: ((event: T) => PartitionName | undefined) | undefined,
     private readonly maxHeldPerPartition: number,
-    private readonly send: SendEvents<T>,
+    private readonly keep: BufferKeep,
+    private readonly host: DispatcherHost<T>,
   ) {
-    for (const name of names) this.partitions.set(name, { name, subscriber: undefined, demand: 0, held: [] });
+    for (const name of names) {
+      this.partitions.set(name, { name, subscriber: undefined, demand: 0, queue: undefined, handedBack: 0, batch: undefined });
+    }
     this.hash = hash ?? ((event: T) => names[hashEvent(event) % names.length]);
   }
 
-  subscribe(subscriptionId: number, options: SubscribeOptions): number {
+  get waiting(): number {
+    return this.waitingDemand;
+  }
+
+  get pending(): number {
+    return this.pendingDemand;
+  }
+
+  subscribe(subscriptionId: number, options: SubscribeOptions, _consumer?: StageRef): number {
     const name = options.partition;
     const partition = name === undefined ? undefined : this.partitions.get(name);
     if (partition === undefined) {
       throw new FabricError(
         'SF_BAD_OPTION',
-        `subscription option partition = ${describeValue(name)}: must be one of ${[...this.partitions.keys()].map((k) => describeValue(k)).join(', ')}`,
+        name === undefined
+          ? 'subscription option partition is required when subscribing to a producer with a partition dispatcher'
+          : `subscription option partition = ${describeValue(name)}: must be one of ${[...this.partitions.keys()].map((k) => describeValue(k)).join(', ')}`,
       );
     }
     if (partition.subscriber !== undefined) {
@@ -70,85 +109,146 @@ export class PartitionDispatcher<T> implements Dispatcher<T> {
     if (partition === undefined) return 0;
     this.bySubscriber.delete(subscriptionId);
     partition.subscriber = undefined;
-    partition.demand = 0;
-    return 0;
+    const queue = partition.queue;
+    if (queue === undefined) {
+      this.pendingDemand += partition.demand;
+      partition.demand = 0;
+      return 0;
+    }
+    // Infos wait for no partition without a subscriber.
+    for (const item of queue.takeAllMarkers()) this.passInfo(item as InfoWait);
+    // The queued events used up demand that other partitions asked for: ask the producer for as many again,
+    // as GenStage does. GenStage drops the queue; it stays here, for the partition's next subscriber.
+    const length = queue.length;
+    const replace = length - partition.handedBack;
+    partition.handedBack = length;
+    if (length === 0) partition.queue = undefined;
+    this.waitingDemand += replace;
+    return replace;
   }
 
   ask(subscriptionId: number, count: number): number {
     const partition = this.bySubscriber.get(subscriptionId);
     if (partition === undefined) return 0;
-    partition.demand += count;
-    this.sendHeld(partition);
-    return this.refill();
+    if (partition.queue === undefined) partition.demand += count;
+    else this.sendFromQueue(partition, partition.queue, count);
+    const alreadySent = Math.min(this.pendingDemand, count);
+    const demand = count - alreadySent;
+    this.pendingDemand -= alreadySent;
+    this.waitingDemand += demand;
+    return demand;
   }
 
-  dispatch(events: T[]): T[] {
-    this.waiting = Math.max(0, this.waiting - events.length);
-    const batches = new Map<Partition<T>, T[]>();
-    for (const event of events) {
-      const name = this.hash(event);
-      if (name === undefined) continue; // the hash discarded it
-      const partition = this.partitions.get(name);
-      if (partition === undefined) {
-        throw new FabricError('SF_BAD_RETURN', `partition hash returned ${describeValue(name)}, not one of the partitions`);
+  dispatch(events: T[]): readonly T[] {
+    let counter = this.waitingDemand;
+    if (counter === 0) return events;
+    const touched = this.touched;
+    let i = 0;
+    try {
+      for (; i < events.length && counter > 0; i++) {
+        const event = events[i] as T;
+        const name = this.hash(event);
+        if (name === undefined) continue; // the hash discarded it; it meets no demand
+        const partition = this.partitions.get(name);
+        if (partition === undefined) {
+          throw new FabricError(
+            'SF_BAD_RETURN',
+            `partition hash returned ${describeValue(name)} for event ${describeValue(event)}, not one of the partitions ${[...this.partitions.keys()].map((k) => describeValue(k)).join(', ')}`,
+          );
+        }
+        if (partition.batch === undefined) {
+          partition.batch = [event];
+          touched.push(partition);
+        } else {
+          partition.batch.push(event);
+        }
+        counter--;
       }
-      if (partition.subscriber !== undefined && partition.demand > 0 && partition.held.length === 0) {
-        partition.demand--;
-        const batch = batches.get(partition);
-        if (batch === undefined) batches.set(partition, [event]);
-        else batch.push(event);
-      } else {
-        this.hold(partition, event);
-      }
+      this.waitingDemand = counter;
+      for (const partition of touched) this.place(partition, partition.batch as T[]);
+    } finally {
+      for (const partition of touched) partition.batch = undefined;
+      touched.length = 0;
     }
-    for (const [partition, batch] of batches) this.send(partition.subscriber as number, batch);
-    return [];
+    return i === events.length ? NOTHING_LEFT : events.slice(i);
   }
 
-  /** Demand no produced or held event will meet; the producer is asked for it. */
-  refill(): number {
-    let unmet = 0;
-    for (const p of this.bySubscriber.values()) unmet += p.demand;
-    const more = unmet - this.waiting;
-    if (more <= 0) return 0;
-    this.waiting += more;
-    return more;
-  }
-
-  available(): number {
-    return Number.MAX_SAFE_INTEGER;
+  info(message: unknown): void {
+    const wait: InfoWait = { message, left: 0 };
+    for (const partition of this.partitions.values()) {
+      if (partition.queue === undefined) continue;
+      partition.queue.pushMarker(wait, true);
+      wait.left++;
+    }
+    if (wait.left === 0) this.host.info(message);
   }
 
   demands(): ReadonlyMap<number, number> {
-    return new Map([...this.bySubscriber].map(([id, p]) => [id, p.demand]));
+    return new Map([...this.bySubscriber].map(([id, p]) => [id, p.queue === undefined ? p.demand : 0]));
   }
 
   held(): number {
-    return this.heldCount;
-  }
-
-  takeDropped(): number {
-    const n = this.dropped;
-    this.dropped = 0;
+    let n = 0;
+    for (const p of this.partitions.values()) n += p.queue?.length ?? 0;
     return n;
   }
 
-  private hold(partition: Partition<T>, event: T): void {
-    partition.held.push(event);
-    this.heldCount++;
-    if (partition.held.length > this.maxHeldPerPartition) {
-      partition.held.shift();
-      this.heldCount--;
-      this.dropped++;
+  /** Events a partition got in one dispatch: to its subscriber within its demand, the rest to its queue. */
+  private place(partition: Partition<T>, batch: T[]): void {
+    const queue = partition.queue;
+    if (queue !== undefined) {
+      this.enqueue(partition, queue, batch);
+      return;
+    }
+    const demand = partition.demand;
+    if (batch.length < demand) {
+      partition.demand = demand - batch.length;
+      this.host.send(partition.subscriber as number, batch);
+      return;
+    }
+    // Demand met exactly or exceeded: the partition turns to its queue, even empty, as GenStage's does.
+    partition.demand = 0;
+    const created = new EventBuffer<T>(this.maxHeldPerPartition, this.keep);
+    partition.queue = created;
+    if (demand > 0) this.host.send(partition.subscriber as number, batch.length === demand ? batch : batch.slice(0, demand));
+    if (batch.length > demand) this.enqueue(partition, created, demand === 0 ? batch : batch.slice(demand));
+  }
+
+  private enqueue(partition: Partition<T>, queue: EventBuffer<T>, events: T[]): void {
+    const dropped = queue.push(events, (item) => this.passInfo(item as InfoWait));
+    if (dropped === 0) return;
+    // keep 'last' drops from the front, where the events already handed back are.
+    if (this.keep === 'last') partition.handedBack = Math.max(0, partition.handedBack - dropped);
+    this.host.overflow(partition.name, dropped, this.maxHeldPerPartition);
+  }
+
+  /** GenStage's send_from_queue: up to `count` queued events, infos passed as they are reached. */
+  private sendFromQueue(partition: Partition<T>, queue: EventBuffer<T>, count: number): void {
+    const subscriber = partition.subscriber as number;
+    let left = count;
+    while (left > 0) {
+      const events = queue.take(left);
+      if (events.length > 0) {
+        left -= events.length;
+        partition.handedBack = Math.max(0, partition.handedBack - events.length);
+        this.host.send(subscriber, events);
+      }
+      const infos = queue.takeMarker();
+      if (infos !== undefined) {
+        for (const item of infos) this.passInfo(item as InfoWait);
+      } else if (events.length === 0) {
+        break; // the queue is empty
+      }
+    }
+    if (left > 0) {
+      // The queue ran dry: back to demand mode with what is left of the ask.
+      partition.queue = undefined;
+      partition.handedBack = 0;
+      partition.demand = left;
     }
   }
 
-  private sendHeld(partition: Partition<T>): void {
-    const n = Math.min(partition.demand, partition.held.length);
-    if (n === 0 || partition.subscriber === undefined) return;
-    const batch = partition.held.splice(0, n);
-    this.heldCount -= n;
-    partition.demand -= n;
-    this.send(partition.subscriber, batch);
+  private passInfo(wait: InfoWait): void {
+    if (--wait.left === 0) this.host.info(wait.message);
   }
 }

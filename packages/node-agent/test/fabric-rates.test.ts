@@ -1,6 +1,6 @@
 import type { FabricStatus } from '@stagefabric/fabric';
 import { describe, expect, it } from 'vitest';
-import { topRows } from '../src/top.js';
+import { fabricRates } from '../src/fabric-rates.js';
 
 type Stage = FabricStatus['nodes'][number]['stages'][number];
 
@@ -18,32 +18,37 @@ function sample(at: number, eventsIn: number, inboxes: Record<string, number>, d
       node('b', [stage('double', 'producer_consumer', eventsIn, doubleDownstream)]),
       node('c', [stage('recorder', 'consumer', eventsIn)]),
     ],
-    subscriptions: [],
+    subscriptions: [{ producer: 'counter@a', consumer: 'double@b', asked: 1000, sent: eventsIn, outstandingDemand: 1000 - eventsIn }],
     inboxes: Object.entries(inboxes).map(([inbox, entries]) => ({ inbox, entries, pending: entries })),
   };
   return { at, status };
 }
 
-describe('stagectl top', () => {
+describe('fabric rates (stagectl top, the console)', () => {
   it('rates per stage between two samples', () => {
-    const { rows } = topRows(sample(0, 100, {}, []), sample(2000, 300, {}, []));
-    expect(rows.map((r) => [r.stage, r.inPerS])).toEqual([
+    const { stages } = fabricRates(sample(0, 100, {}, []), sample(2000, 300, {}, []));
+    expect(stages.map((r) => [r.stage, r.inPerS])).toEqual([
       ['counter', 0],
       ['double', 100],
       ['recorder', 100],
     ]);
   });
 
+  it('events per second and outstanding demand per subscription', () => {
+    const { subscriptions } = fabricRates(sample(0, 100, {}, []), sample(2000, 300, {}, []));
+    expect(subscriptions).toEqual([{ producer: 'counter@a', consumer: 'double@b', outstandingDemand: 700, perS: 100 }]);
+  });
+
   it('marks the slow consumer, not the producer_consumer whose backlog waits on its demand', () => {
     // double holds more unhandled entries than recorder, but recorder has asked for nothing more: double waits on it.
     const waiting = [{ consumer: 'recorder@c', asked: 500, sent: 500 }];
-    const { bottleneck } = topRows(sample(0, 0, {}, waiting), sample(1000, 10, { 'double@b': 40, 'recorder@c': 3 }, waiting));
+    const { bottleneck } = fabricRates(sample(0, 0, {}, waiting), sample(1000, 10, { 'double@b': 40, 'recorder@c': 3 }, waiting));
     expect(bottleneck).toBe('recorder@c');
   });
 
   it('marks the producer_consumer when its consumers wait for events it has not produced', () => {
     const asking = [{ consumer: 'recorder@c', asked: 510, sent: 500 }];
-    const { bottleneck } = topRows(sample(0, 0, {}, asking), sample(1000, 10, { 'double@b': 40, 'recorder@c': 3 }, asking));
+    const { bottleneck } = fabricRates(sample(0, 0, {}, asking), sample(1000, 10, { 'double@b': 40, 'recorder@c': 3 }, asking));
     expect(bottleneck).toBe('double@b');
   });
 });
