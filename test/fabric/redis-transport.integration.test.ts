@@ -12,8 +12,10 @@ afterAll(async () => {
 
 transportConformance('redis streams', () => {
   const namespace = `conf${randomUUID().slice(0, 8)}`;
+  const keys = redisKeys(namespace);
   return {
-    make: (node) => new RedisTransport({ url, node, namespace, blockMs: 100 }),
-    writeRaw: async (inbox, bytes) => void (await raw.xadd(redisKeys(namespace).inbox(inbox), '*', 'm', bytes)),
+    make: (node, options = {}) => new RedisTransport({ url, node, namespace, blockMs: 100, ...options }),
+    writeRaw: async (inbox, bytes) => void (await raw.xadd(keys.inbox(inbox), '*', 'm', bytes)),
+    writeHeartbeat: async (node, value, ttlMs) => void (await raw.set(keys.heartbeat(node), value, 'PX', ttlMs)),
   };
 });
