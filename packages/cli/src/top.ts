@@ -1,4 +1,5 @@
 import type { FabricStatus } from '@stagefabric/fabric';
+import { escapeControl } from './status.js';
 
 interface Sample {
   readonly at: number;
@@ -54,8 +55,8 @@ export function topRows(before: Sample, after: Sample): { rows: TopRow[]; bottle
 export function renderTop(rows: readonly TopRow[], bottleneck: string | undefined, namespace: string): string {
   const header = ['STAGE', 'NODE', 'KIND', 'IN/S', 'OUT/S', 'BACKLOG', 'BUFFER', ''];
   const cells = rows.map((r) => [
-    r.stage,
-    r.node,
+    escapeControl(r.stage),
+    escapeControl(r.node),
     r.kind,
     String(r.inPerS),
     String(r.outPerS),
@@ -69,5 +70,5 @@ export function renderTop(rows: readonly TopRow[], bottleneck: string | undefine
       .map((x, i) => x.padEnd(widths[i] ?? 0))
       .join('  ')
       .trimEnd();
-  return `stagefabric top — namespace ${namespace} — ${new Date().toISOString()}\n\n${[header, ...cells].map(line).join('\n')}\n`;
+  return `stagefabric top — namespace ${escapeControl(namespace)} — ${new Date().toISOString()}\n\n${[header, ...cells].map(line).join('\n')}\n`;
 }

@@ -1,6 +1,7 @@
 import type { FabricStatus } from '@stagefabric/fabric';
 import { describe, expect, it } from 'vitest';
-import { topRows } from '../src/top.js';
+import { renderStatus } from '../src/status.js';
+import { renderTop, topRows } from '../src/top.js';
 
 type Stage = FabricStatus['nodes'][number]['stages'][number];
 
@@ -20,6 +21,7 @@ function sample(at: number, eventsIn: number, inboxes: Record<string, number>, d
     ],
     subscriptions: [],
     inboxes: Object.entries(inboxes).map(([inbox, entries]) => ({ inbox, entries, pending: entries })),
+    malformed: [],
   };
   return { at, status };
 }
@@ -45,5 +47,22 @@ describe('stagectl top', () => {
     const asking = [{ consumer: 'recorder@c', asked: 510, sent: 500 }];
     const { bottleneck } = topRows(sample(0, 0, {}, asking), sample(1000, 10, { 'double@b': 40, 'recorder@c': 3 }, asking));
     expect(bottleneck).toBe('double@b');
+  });
+
+  it('prints node and stage names with control characters escaped, in top and in status', () => {
+    const evil = sample(0, 0, {}, []);
+    const nodes = evil.status.nodes.map((n) => ({
+      ...n,
+      node: `${n.node}\u001b[2J`,
+      stages: n.stages.map((st) => ({ ...st, name: `${st.name}\u0007` })),
+    }));
+    const status = { ...evil.status, nodes };
+    const { rows } = topRows({ at: 0, status }, { at: 1000, status });
+    for (const text of [renderTop(rows, undefined, 'ns\u001b]0;x'), renderStatus(status)]) {
+      expect(text).toContain('a\\x1b[2J');
+      expect(text).toContain('counter\\x07');
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: none may reach the terminal.
+      expect(text).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f]/);
+    }
   });
 });
