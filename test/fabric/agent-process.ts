@@ -16,8 +16,8 @@ export class AgentProcess {
   stderr = '';
   readonly exited: Promise<number | null>;
 
-  constructor(topology: string, node: string, env: Record<string, string>) {
-    this.child = spawn(process.execPath, [STAGECTL, 'up', topology, '--node', node], {
+  constructor(topology: string, node: string, env: Record<string, string>, args: readonly string[] = []) {
+    this.child = spawn(process.execPath, [STAGECTL, 'up', topology, '--node', node, ...args], {
       cwd: ROOT,
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -71,8 +71,8 @@ export async function testFabric(redisUrl: string) {
       await writeFile(path, yaml);
       return path;
     },
-    agent(topology: string, node: string, env: Record<string, string> = {}): AgentProcess {
-      return new AgentProcess(topology, node, { REDIS_URL: redisUrl, STAGEFABRIC_NAMESPACE: namespace, LOG_LEVEL: 'info', ...env });
+    agent(topology: string, node: string, env: Record<string, string> = {}, args: readonly string[] = []): AgentProcess {
+      return new AgentProcess(topology, node, { REDIS_URL: redisUrl, STAGEFABRIC_NAMESPACE: namespace, LOG_LEVEL: 'info', ...env }, args);
     },
   };
 }
