@@ -184,12 +184,26 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
     );
   }
 
-  /** Local stages are up: handle the control messages held during boot, latest subscription per key only. */
-  ready(): void {
-    this.booting = false;
+  /**
+   * Local stages are up: handle the control messages held during boot,
+   * latest subscription per key only. The beats of the nodes that
+   * subscribed are read first, so every subscribe held is taken (or
+   * refused) before the caller lets producers serve demand: a broadcast
+   * subscriber sees events from the start.
+   */
+  async ready(): Promise<void> {
     const latest = new Map<string, number>();
+    const subscribers = new Set<string>();
     for (const { message } of this.deferred)
-      if (message.t === 'subscribe') latest.set(message.key, Math.max(latest.get(message.key) ?? 0, message.epoch));
+      if (message.t === 'subscribe') {
+        latest.set(message.key, Math.max(latest.get(message.key) ?? 0, message.epoch));
+        subscribers.add(splitInstance(message.consumer).node);
+      }
+    if (subscribers.size > 0) {
+      const readings = await this.transport.heartbeats([...subscribers]).catch(() => new Map<string, HeartbeatReading>());
+      for (const node of subscribers) this.observe(node, readings.get(node));
+    }
+    this.booting = false;
     for (const entry of this.deferred.splice(0)) {
       const newest = latest.get(entry.message.key);
       if (newest !== undefined && entry.message.epoch < newest) this.transport.ack(entry.inbox, [entry.entryId]);

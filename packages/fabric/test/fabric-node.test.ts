@@ -35,7 +35,7 @@ async function producerNode(fabric: MemoryFabric, options: { maxEntryBytes?: num
   node.on('event', (e) => events.push(e));
   await node.open(['counter']);
   await system.start(options.spec ?? counter, { size: 1 }, { name: 'counter' });
-  node.ready();
+  await node.ready();
   closing.push(async () => {
     await node.close();
     await system.shutdown('shutdown');
@@ -177,7 +177,7 @@ describe('a fabric node refuses what breaks the fabric’s terms', () => {
     expect(node.stats.heldBytes).toBeLessThanOrEqual(30_000);
     expect(node.stats.heldEvents).toBe(2);
     // No stage of this node subscribes to p@m: once a heartbeat's life has passed, what is held is dead-lettered.
-    node.ready();
+    await node.ready();
     await waitFor(() => fabric.deadLetters.length === 2, 'the held events dead-lettered');
     expect(fabric.deadLetters.map((d) => d.kind)).toEqual(['refused', 'refused']);
     expect(node.stats.heldBytes).toBe(0);

@@ -231,7 +231,7 @@ export class Agent {
     this.fabric?.on('event', (event) => this.logFabric(event));
     await this.fabric?.open(children.map((c) => c.id));
     this.supervisor = await Supervisor.start(this.system, children, topology.supervisor);
-    this.fabric?.ready();
+    await this.fabric?.ready();
     booting = false;
     for (const name of heldProducers) if (this.system.whereis(name)) this.system.setDemandMode(name, 'forward');
     this.supervisor.on('event', (event) => {

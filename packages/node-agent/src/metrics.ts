@@ -118,7 +118,8 @@ export class AgentMetrics {
             const key = JSON.stringify(labels);
             const before = last.get(key) ?? 0;
             const delta = value >= before ? value - before : value;
-            if (delta > 0) this.inc(labels, delta);
+            // inc(0) too: a labelled series exists from the first scrape, so rate() over it is 0, not absent.
+            this.inc(labels, delta);
             last.set(key, value);
           }
         },
