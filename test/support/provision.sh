@@ -4,7 +4,8 @@
 # loopback ports unless REDIS_URL / DATABASE_URL name running servers),
 # prometheus (promtool checks the agents' metrics; the dashboard test scrapes
 # live agents), kubectl (renders the Kubernetes manifests for their offline
-# validation) and iproute2 (the chaos run's network namespaces).
+# validation), iproute2 (the chaos run's network namespaces) and openssl
+# (certificates for the TLS Redis the connection tests start).
 # Prints one line saying what it installed, or that nothing was missing.
 set -euo pipefail
 
@@ -15,9 +16,10 @@ command -v psql >/dev/null || missing+=(postgresql-client)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v kubectl >/dev/null || missing+=(kubectl)
 command -v ip >/dev/null || missing+=(iproute2)
+command -v openssl >/dev/null || missing+=(openssl)
 
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "test dependencies: redis-server, postgresql, prometheus, kubectl, iproute2 present; nothing to install"
+  echo "test dependencies: redis-server, postgresql, prometheus, kubectl, iproute2, openssl present; nothing to install"
   exit 0
 fi
 
