@@ -3,9 +3,18 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 
-export const ROOT = resolve(import.meta.dirname, '../..');
+/** The repository, found from here whether this runs from source or compiled (the fuzz script runs it from test/chaos/dist). */
+export const ROOT = (() => {
+  let dir = import.meta.dirname;
+  while (!existsSync(join(dir, 'turbo.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error(`no repository root above ${import.meta.dirname}`);
+    dir = up;
+  }
+  return dir;
+})();
 const STAGECTL = join(ROOT, 'packages/cli/dist/main.js');
 export const STAGES = join(ROOT, 'test/fabric/stages.mjs');
 

@@ -578,7 +578,8 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
    * has died (a node never seen stays awaited). A value this node does not
    * take, or a beat of an earlier incarnation than the one seen, is no news:
    * a stray write never passes for a restart. A beat of a later incarnation
-   * is a restart.
+   * is a restart, as is another incarnation's once the one taken has not
+   * been read for a heartbeat's life (it was not the node's own).
    */
   private observe(node: string, reading: HeartbeatReading | undefined): void {
     const known = this.accepted.get(node);
@@ -603,7 +604,8 @@ export class FabricNode extends EventEmitter<{ event: [FabricEvent] }> implement
       this.emit('event', { type: 'node-up', node });
     } else if (reading.incarnation === known.beat.incarnation) {
       this.accepted.set(node, { beat: reading, readAtMs });
-    } else if (reading.startedAtMs > known.beat.startedAtMs) {
+    } else if (reading.startedAtMs > known.beat.startedAtMs || readAtMs - known.readAtMs > this.heartbeatMs * this.missedBeats) {
+      // A later start is a restart; so is any other incarnation once the one taken has not been read for a heartbeat's life.
       this.accepted.set(node, { beat: reading, readAtMs });
       this.nodeDown(node, 'restarted', reading.incarnation);
     } else {

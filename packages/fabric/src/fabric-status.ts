@@ -81,9 +81,16 @@ export async function readFabricStatus(url: string, namespace: string, options: 
   try {
     await redis.connect();
     const now = Date.now();
-    const names = (await redis.zrangebyscore(keys.nodes, now - 86_400_000, '+inf')).sort();
-    const snapshots = names.length === 0 ? [] : await redis.mget(...names.map((n) => keys.status(n)));
     const malformed: { node: string; problem: string }[] = [];
+    let names: string[] = [];
+    try {
+      names = (await redis.zrangebyscore(keys.nodes, now - 86_400_000, '+inf')).sort();
+    } catch (error) {
+      // The registry overwritten with something else (WRONGTYPE): say so, and show what can be shown, nothing here.
+      if (!/WRONGTYPE/.test((error as Error).message)) throw error;
+      malformed.push({ node: '(the node registry)', problem: `${keys.nodes} is not a sorted set` });
+    }
+    const snapshots = names.length === 0 ? [] : await redis.mget(...names.map((n) => keys.status(n)));
     const statuses: NodeStatus[] = [];
     names.forEach((node, i) => {
       const text = snapshots[i];
