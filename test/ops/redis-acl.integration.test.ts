@@ -39,12 +39,12 @@ describe('the README’s Redis ACL rule confines one namespace’s agents to the
     const out = f.file('out.jsonl');
     const topology = await f.topology(`
 stages:
-  counter: { module: ${STAGES}, args: { limit: 500 }, nodes: [a] }
+  counter: { module: ${STAGES}, args: { limit: 1000000000 }, nodes: [a] }
   recorder: { module: ${STAGES}, args: { file: ${out} }, nodes: [b], subscribe: [{ to: counter, maxDemand: 10 }] }
 `);
     const agents = [f.agent(topology, 'a', { REDIS_URL: url }), f.agent(topology, 'b', { REDIS_URL: url })];
-    await waitFor(() => handled(out).length >= 500, 'every event, under the namespace’s user', 30_000);
-    expect(handled(out)).toEqual(Array.from({ length: 500 }, (_, i) => i));
+    await waitFor(() => handled(out).length >= 500, '500 events, under the namespace’s user', 30_000);
+    expect(handled(out).slice(0, 500)).toEqual(Array.from({ length: 500 }, (_, i) => i));
     for (const a of agents) expect(a.stderr).not.toMatch(/NOPERM/);
     const status = () => {
       const r = spawnSync(process.execPath, [join(ROOT, 'packages/cli/dist/main.js'), 'status', '--json', '--namespace', f.namespace], {

@@ -120,9 +120,14 @@ stages:
     } finally {
       db3.disconnect();
     }
-    const status = await stagectl(['status', '--json', '--namespace', f.namespace], { REDIS_URL: tlsUrl(3), ...tlsEnv() });
-    expect(status.code).toBe(0);
-    expect((JSON.parse(status.out) as { nodes: { node: string }[] }).nodes.map((n) => n.node)).toEqual(['a', 'b']);
+    // Each node publishes its status with a beat; the producer's node may have finished (its stage did) by then.
+    const nodes = async () => {
+      const status = await stagectl(['status', '--json', '--namespace', f.namespace], { REDIS_URL: tlsUrl(3), ...tlsEnv() });
+      expect(status.code, status.out).toBe(0);
+      return (JSON.parse(status.out) as { nodes: { node: string }[] }).nodes.map((n) => n.node);
+    };
+    await waitFor(async () => (await nodes()).length === 2, 'both nodes in stagectl status, over TLS');
+    expect(await nodes()).toEqual(['a', 'b']);
     for (const a of agents) expectNoCredential(a.stderr);
   });
 
