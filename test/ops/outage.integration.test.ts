@@ -79,6 +79,23 @@ stages:
     });
   }
 
+  it('while the agent boots against a frozen Redis, /healthz answers, /readyz and /metrics say 503 starting; SIGTERM ends it', async () => {
+    const proxy = await proxyTo(redisUrl);
+    proxy.blackhole();
+    const f = await testFabric(proxy.via(redisUrl));
+    const topology = await f.topology(`
+stages:
+  counter: { module: ${STAGES}, args: { limit: 10 }, nodes: [a] }
+`);
+    const port = await freePort();
+    const agent = f.agent(topology, 'a', { STAGEFABRIC_METRICS_PORT: String(port), STAGEFABRIC_STOP_TIMEOUT_MS: String(STOP_TIMEOUT_MS) });
+    await waitFor(() => agent.logs('serving /metrics, /healthz and /readyz').length === 1, 'the endpoints to listen');
+    expect((await getWithinASecond(port, '/healthz')).status).toBe(200);
+    expect(await getWithinASecond(port, '/readyz')).toMatchObject({ status: 503, body: 'not ready: starting\n' });
+    expect((await getWithinASecond(port, '/metrics')).status).toBe(503);
+    expect(await stopTime(agent)).toBeLessThan(STOP_TIMEOUT_MS + 2000);
+  });
+
   it('PostgreSQL frozen: /metrics answers within a second with the task store reported down; SIGTERM stops within the grace period', async () => {
     const proxy = await proxyTo(databaseUrl);
     const url = proxy.via(databaseUrl);
@@ -112,7 +129,10 @@ stages:
         'the metrics to report the task store down',
       );
       expect((await getWithinASecond(port, '/readyz')).status).toBeLessThan(600);
+      // Handing back held tasks waits on the frozen server: the grace period ends the stop, and the agent says so.
       expect(await stopTime(agent)).toBeLessThan(STOP_TIMEOUT_MS + 2000);
+      expect(agent.child.exitCode).toBe(1);
+      expect(agent.logs('stop did not finish within its grace period: dropping the connections and what is left')).toHaveLength(1);
     } finally {
       await store.close();
       const admin = new pg.Client({ connectionString: databaseUrl });

@@ -1,4 +1,4 @@
-import { isFabricError, producer, StageSystem } from '@stagefabric/runtime';
+import { consumer, isFabricError, producer, StageSystem } from '@stagefabric/runtime';
 import { afterEach, describe, expect, it } from 'vitest';
 import { waitFor } from '../../../test/support/wait-for.js';
 import { type FabricEvent, FabricNode, MemoryFabric, MemoryTransport, type WireMessage } from '../src/index.js';
@@ -82,6 +82,56 @@ describe('a fabric node refuses what breaks the fabric’s terms', () => {
     b.ask(1, 20);
     await waitFor(() => b.received(1) === 20, 'ten more, within demand');
     expect(fabric.deadLetters).toHaveLength(1);
+  });
+
+  it('a manual-demand consumer that asks beyond maxDemand gets every event; the wire never carries an ask beyond it', async () => {
+    const fabric = new MemoryFabric();
+    const a = await producerNode(fabric);
+    let nodeB: FabricNode | undefined;
+    const system = new StageSystem({ resolve: (name) => nodeB?.resolve(name) });
+    nodeB = new FabricNode({ node: 'b', transport: new MemoryTransport({ fabric }), system, heartbeatMs: 50 });
+    const b = nodeB;
+    closing.push(async () => {
+      await b.close();
+      await system.shutdown('shutdown');
+    });
+    await b.open(['greedy']);
+    const seen: string[] = [];
+    await system.start(
+      consumer<null, string>({
+        init: () => ({ state: null, subscribeTo: [{ to: 'counter@a', maxDemand: 10 }] }),
+        handleSubscribe(_side, _options, subscription, _state, ctx) {
+          ctx.ask(subscription, 55);
+          return { demand: 'manual' };
+        },
+        handleEvents(events) {
+          seen.push(...events);
+        },
+      }),
+      undefined,
+      { name: 'greedy' },
+    );
+    await b.ready();
+    await waitFor(() => seen.length === 55, 'the 55 events asked for');
+    expect(seen).toEqual(Array.from({ length: 55 }, (_, i) => String(i)));
+    expect(a.node.stats.refusedAsks).toBe(0);
+    expect(a.letters()).toEqual([]);
+  });
+
+  it('a late ask for a subscription that ended, from a node still alive, is dropped without a dead letter', async () => {
+    const fabric = new MemoryFabric();
+    const a = await producerNode(fabric);
+    const b = await consumerSide(fabric);
+    b.subscribe(1);
+    b.ask(1, 10);
+    await waitFor(() => b.received(1) === 10, 'ten events');
+    b.transport.send('counter@a', { t: 'cancel', key: b.key, epoch: 1, from: 'consumer', kind: 'cancel', reason: 'normal' });
+    b.ask(1, 20);
+    // A refused message after them: once it is dead-lettered, the inbox has been handled up to it.
+    b.transport.send('counter@a', { t: 'ask', key: 'recorder@b>other@a', epoch: 1, hwm: 1 });
+    await waitFor(() => a.letters().length === 1, 'the marker refused');
+    expect(a.letters()[0]?.reason).toMatch(/recorder@b>other@a/);
+    expect(b.received(1)).toBe(10);
   });
 
   it('a subscribe is taken only from a node beating as the incarnation that subscribed', async () => {
