@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { FabricError, type RedisConnectionOptions, redactError, redisConnectionOptions, redisPassword } from '@stagefabric/runtime';
 import { Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { checkTasks, TASK_DEFAULTS } from './task-input.js';
@@ -28,6 +29,8 @@ export interface BullMQTaskStoreOptions {
    * Default 10 000.
    */
   readonly scanMax?: number;
+  /** Background failures of its connections (a lost connection, a refused password), credentials removed. */
+  readonly onError?: (error: Error) => void;
 }
 
 /** What a job's data keeps of each finished attempt (JSON: dates as Unix milliseconds). */
@@ -94,29 +97,32 @@ export class BullMQTaskStore implements TaskStore {
   private readonly listeners = new Map<string, Set<() => void>>();
   private readonly maxPayloadBytes: number;
   private readonly scanMax: number;
+  /** The URL read once, as the fabric reads it (TLS for rediss://, the database, the ACL user, %-decoded credentials). */
+  private readonly connectionOptions: RedisConnectionOptions;
+  private lastError: Error | undefined;
+  private readonly onError = (error: Error) => {
+    this.lastError = redactError(error, redisPassword(this.options.url));
+    this.options.onError?.(this.lastError);
+  };
 
   constructor(private readonly options: BullMQTaskStoreOptions) {
     this.prefix = options.prefix ?? 'bull';
-    this.redis = new Redis(options.url, { maxRetriesPerRequest: null });
+    this.connectionOptions = redisConnectionOptions(options.url, 'the BullMQ task store URL');
+    this.redis = new Redis({ ...this.connectionOptions, maxRetriesPerRequest: null });
+    this.redis.on('error', this.onError);
     this.maxPayloadBytes = options.maxPayloadBytes ?? TASK_DEFAULTS.maxPayloadBytes;
     this.scanMax = options.scanMax ?? 10_000;
   }
 
   private get connection() {
-    const { hostname, port, password, username } = new URL(this.options.url);
-    return {
-      host: hostname,
-      port: Number(port || 6379),
-      ...(password ? { password } : {}),
-      ...(username ? { username } : {}),
-      maxRetriesPerRequest: null,
-    };
+    return { ...this.connectionOptions, maxRetriesPerRequest: null };
   }
 
   private queue(name: string): Queue {
     let q = this.queues.get(name);
     if (q === undefined) {
       q = new Queue(name, { connection: this.connection, prefix: this.prefix });
+      q.on('error', this.onError);
       this.queues.set(name, q);
     }
     return q;
@@ -136,6 +142,7 @@ export class BullMQTaskStore implements TaskStore {
         maxStalledCount: 1_000_000,
         skipLockRenewal: true,
       });
+      w.on('error', this.onError);
       this.workers.set(key, w);
     }
     return w;
@@ -150,8 +157,24 @@ export class BullMQTaskStore implements TaskStore {
     return slash <= 0 ? undefined : { queue: id.slice(0, slash), jobId: id.slice(slash + 1) };
   }
 
-  async migrate(): Promise<void> {
-    await this.redis.ping();
+  /**
+   * Checks that Redis answers. Commands wait across reconnects (an agent
+   * outlives a Redis restart), so this is the one place that gives up:
+   * after `connectTimeoutMs` (default 10 s), naming Redis's last error.
+   */
+  async migrate(connectTimeoutMs = 10_000): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const why = this.lastError === undefined ? 'no answer' : this.lastError.message;
+        reject(new FabricError('SF_CALL_TIMEOUT', `the BullMQ task store's Redis did not answer within ${connectTimeoutMs} ms: ${why}`));
+      }, connectTimeoutMs);
+    });
+    try {
+      await Promise.race([this.redis.ping(), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async enqueue(tasks: readonly NewTask[]): Promise<EnqueueResult[]> {
@@ -354,6 +377,7 @@ export class BullMQTaskStore implements TaskStore {
   async onEnqueued(queue: string, listener: () => void): Promise<() => Promise<void>> {
     if (this.subscriber === undefined) {
       this.subscriber = this.redis.duplicate();
+      this.subscriber.on('error', this.onError);
       await this.subscriber.subscribe(`${this.prefix}:stagefabric-enqueued`);
       this.subscriber.on('message', (_channel: string, q: string) => {
         for (const l of this.listeners.get(q) ?? []) l();
