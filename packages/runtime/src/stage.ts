@@ -7,6 +7,7 @@ import { Mailbox } from './mailbox.js';
 import { checkBufferSize, checkOneOf, PRODUCER_DEFAULTS, resolveSubscription } from './options.js';
 import { isThenable, type ReadResult, type ResultRules, readResult } from './result.js';
 import type { AnyStageSpec, ProducerSpec, StageContext } from './spec.js';
+import { isStagePeer, type MailboxMessage, type StagePeer } from './stage-protocol.js';
 import type { StageSystem } from './system.js';
 import {
   type CallFrom,
@@ -54,32 +55,6 @@ type PcQueued =
 /** What an accumulating producer holds back (GenStage's `events` list). */
 type Accumulated = { readonly demand: number } | { readonly events: unknown[] };
 
-type Message =
-  | { readonly t: 'subscribe'; readonly subscription: Subscription; readonly consumer: StagePeer; readonly options: SubscribeOptions }
-  | { readonly t: 'ask'; readonly id: number; readonly count: number }
-  /** To a producer, from itself: demand its dispatcher gives back to a subscription (broadcast selector). */
-  | { readonly t: 'reask'; readonly id: number; readonly count: number }
-  | { readonly t: 'events'; readonly id: number; readonly events: unknown[] }
-  /** To a producer peer that asked for it: the consumer finished handling `count` events of the subscription. */
-  | { readonly t: 'handled'; readonly id: number; readonly count: number }
-  | { readonly t: 'cancel-up'; readonly id: number; readonly info: CancelInfo }
-  | { readonly t: 'cancel-down'; readonly id: number; readonly info: CancelInfo }
-  | { readonly t: 'call'; readonly message: unknown; readonly from: CallFrom }
-  | { readonly t: 'cast'; readonly message: unknown }
-  | { readonly t: 'info'; readonly message: unknown }
-  /** GenStage.sync_info/async_info: handleInfo once the events emitted so far are dispatched. */
-  | { readonly t: 'info-after-events'; readonly message: unknown; readonly done?: (error?: unknown) => void }
-  | {
-      readonly t: 'subscribe-to';
-      readonly options: SubscribeOptions;
-      readonly done?: (error: unknown, subscription?: Subscription) => void;
-    }
-  | { readonly t: 'cancel-sub'; readonly id: number; readonly reason: unknown }
-  | { readonly t: 'ask-sub'; readonly id: number; readonly count: number }
-  | { readonly t: 'demand-mode'; readonly mode: 'forward' | 'accumulate' }
-  | { readonly t: 'demand'; readonly count: number }
-  | { readonly t: 'stop'; readonly reason: ExitReason };
-
 export type StageStatus = 'starting' | 'running' | 'exited';
 
 /** A snapshot of one stage, for metrics, status and tests. */
@@ -125,18 +100,6 @@ function rulesFor(kind: StageKind) {
  * side (dispatcher, buffer, demand mode). Callbacks may be sync or async;
  * the next message waits until the current callback has returned.
  */
-/**
- * Whatever a stage exchanges subscription messages with: another local
- * stage, or a proxy for a stage on another node that carries the messages
- * over the wire.
- */
-export interface StagePeer extends StageRef {
-  readonly alive: boolean;
-  /** A proxy that acknowledges delivery once events are handled sets this. */
-  readonly wantsHandled?: boolean;
-  deliver(message: Message): void;
-}
-
 export class Stage implements StagePeer {
   readonly id: number;
   readonly name: string | undefined;
@@ -146,7 +109,7 @@ export class Stage implements StagePeer {
   exitReason: ExitReason | undefined;
 
   private state: unknown;
-  private readonly mailbox = new Mailbox<Message>();
+  private readonly mailbox = new Mailbox<MailboxMessage>();
   private pumping = false;
   private readonly rules: ReturnType<typeof rulesFor>;
   readonly ctx: StageContext;
@@ -283,7 +246,7 @@ export class Stage implements StagePeer {
     return subscribeTo;
   }
 
-  deliver(message: Message): void {
+  deliver(message: MailboxMessage): void {
     if (this.status === 'exited') {
       this.bounce(message);
       return;
@@ -324,7 +287,7 @@ export class Stage implements StagePeer {
   }
 
   /** Answers a message that reached a stage that has exited, as a dead process would. */
-  private bounce(message: Message): void {
+  private bounce(message: MailboxMessage): void {
     if (message.t === 'subscribe') {
       message.consumer.deliver({ t: 'cancel-down', id: message.subscription.id, info: { kind: 'down', reason: 'noproc' } });
     } else if (message.t === 'call') {
@@ -338,7 +301,7 @@ export class Stage implements StagePeer {
     }
   }
 
-  private handle(message: Message): Promise<void> | undefined {
+  private handle(message: MailboxMessage): Promise<void> | undefined {
     switch (message.t) {
       case 'ask':
         return this.onAsk(message.id, message.count);
@@ -377,8 +340,6 @@ export class Stage implements StagePeer {
         return undefined;
       case 'demand-mode':
         return this.setDemandMode(message.mode);
-      case 'demand':
-        return this.serveDemand(message.count);
       case 'stop':
         return this.exit(message.reason);
     }
@@ -1007,12 +968,6 @@ export class Stage implements StagePeer {
   upstreamSubscriptions(): Subscription[] {
     return [...this.upstream.values()].map((l) => l.subscription);
   }
-}
-
-export type { Message as StageMessage };
-
-function isStagePeer(ref: StageRef): ref is StagePeer {
-  return 'deliver' in ref;
 }
 
 export function isStageRef(value: unknown): value is StageRef {
