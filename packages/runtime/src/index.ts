@@ -34,7 +34,8 @@ export {
   producerConsumer,
   type StageContext,
 } from './spec.js';
-export type { StageMessage, StagePeer, StageStats } from './stage.js';
+export type { StageStats } from './stage.js';
+export type { StageMessage, StagePeer } from './stage-protocol.js';
 export {
   type ChildSpec,
   type RestartPolicy,
