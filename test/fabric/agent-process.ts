@@ -93,13 +93,15 @@ export interface Recorded {
   readonly started?: number;
 }
 
-/** What a recorder stage wrote to its file. */
+/**
+ * What a recorder stage wrote to its file: its complete lines. A line without
+ * its newline yet is one an agent is writing as this reads; it is read next time.
+ */
 export function readRecords(file: string): Recorded[] {
   if (!existsSync(file)) return [];
-  return readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((l) => l !== '')
-    .map((l) => JSON.parse(l) as Recorded);
+  const lines = readFileSync(file, 'utf8').split('\n');
+  lines.pop();
+  return lines.filter((l) => l !== '').map((l) => JSON.parse(l) as Recorded);
 }
 
 export function handled(file: string): number[] {
