@@ -230,6 +230,8 @@ describe('web console in a browser (chromium), served by an agent', () => {
     };
     await redis.set(keys.heartbeat(node), 'i1', 'PX', 60_000);
     await redis.set(keys.status(node), JSON.stringify({ node, incarnation: 'i1', at: Date.now(), stages: [stage] }), 'PX', 60_000);
+    // Where a node registers as it beats, so status readers find it.
+    await redis.zadd(keys.nodes, Date.now(), node);
     try {
       const task = await open(operator, `/task?id=${evil?.id}`);
       await expect(task.locator('#task-args').textContent()).resolves.toContain(`"note": "${EVIL.replaceAll('"', '\\"')}"`);
@@ -246,6 +248,7 @@ describe('web console in a browser (chromium), served by an agent', () => {
       for (const p of [task, list, fabric]) await p.close();
     } finally {
       await redis.del(keys.heartbeat(node), keys.status(node));
+      await redis.zrem(keys.nodes, node);
       redis.disconnect();
     }
   });

@@ -3,9 +3,18 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 
-export const ROOT = resolve(import.meta.dirname, '../..');
+/** The repository, found from here whether this runs from source or compiled (the fuzz script runs it from test/chaos/dist). */
+export const ROOT = (() => {
+  let dir = import.meta.dirname;
+  while (!existsSync(join(dir, 'turbo.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error(`no repository root above ${import.meta.dirname}`);
+    dir = up;
+  }
+  return dir;
+})();
 const STAGECTL = join(ROOT, 'packages/cli/dist/main.js');
 export const STAGES = join(ROOT, 'test/fabric/stages.mjs');
 
@@ -16,8 +25,8 @@ export class AgentProcess {
   stderr = '';
   readonly exited: Promise<number | null>;
 
-  constructor(topology: string, node: string, env: Record<string, string>) {
-    this.child = spawn(process.execPath, [STAGECTL, 'up', topology, '--node', node], {
+  constructor(topology: string, node: string, env: Record<string, string>, args: readonly string[] = []) {
+    this.child = spawn(process.execPath, [STAGECTL, 'up', topology, '--node', node, ...args], {
       cwd: ROOT,
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -71,8 +80,8 @@ export async function testFabric(redisUrl: string) {
       await writeFile(path, yaml);
       return path;
     },
-    agent(topology: string, node: string, env: Record<string, string> = {}): AgentProcess {
-      return new AgentProcess(topology, node, { REDIS_URL: redisUrl, STAGEFABRIC_NAMESPACE: namespace, LOG_LEVEL: 'info', ...env });
+    agent(topology: string, node: string, env: Record<string, string> = {}, args: readonly string[] = []): AgentProcess {
+      return new AgentProcess(topology, node, { REDIS_URL: redisUrl, STAGEFABRIC_NAMESPACE: namespace, LOG_LEVEL: 'info', ...env }, args);
     },
   };
 }
@@ -84,13 +93,15 @@ export interface Recorded {
   readonly started?: number;
 }
 
-/** What a recorder stage wrote to its file. */
+/**
+ * What a recorder stage wrote to its file: its complete lines. A line without
+ * its newline yet is one an agent is writing as this reads; it is read next time.
+ */
 export function readRecords(file: string): Recorded[] {
   if (!existsSync(file)) return [];
-  return readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((l) => l !== '')
-    .map((l) => JSON.parse(l) as Recorded);
+  const lines = readFileSync(file, 'utf8').split('\n');
+  lines.pop();
+  return lines.filter((l) => l !== '').map((l) => JSON.parse(l) as Recorded);
 }
 
 export function handled(file: string): number[] {

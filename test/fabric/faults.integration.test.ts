@@ -159,14 +159,21 @@ stages:
     await waitFor(() => handled(out).length >= 50, 'the stream to start');
     const inbox = `sf:${f.namespace}:inbox:recorder@b`;
     const packr = new Packr({ useRecords: false });
-    const good = packr.pack({ t: 'events', key: 'x', epoch: 1, seq: 0, events: [1, 2, 3] });
+    const good = packr.pack({ t: 'events', key: 'recorder@b>counter@a', epoch: 1, seq: 0, events: [1, 2, 3] });
     await redis.xadd(inbox, '*', 'm', packr.pack({ t: 'events', key: 42, epoch: 'one', events: 'no' }));
     await redis.xadd(inbox, '*', 'm', good.subarray(0, good.length - 4));
-    await redis.xadd(inbox, '*', 'm', packr.pack({ t: 'events', key: 'x', epoch: 1, seq: 0, events: new Array(100_001).fill(0) }));
+    await redis.xadd(
+      inbox,
+      '*',
+      'm',
+      packr.pack({ t: 'events', key: 'recorder@b>counter@a', epoch: 1, seq: 0, events: new Array(100_001).fill(0) }),
+    );
     await redis.xadd(inbox, '*', 'other', 'field');
-    await waitFor(() => consumer.logs('malformed inbox entry moved to the dead-letter stream').length === 4, 'four dead letters logged');
-    const reasons = consumer.logs('malformed inbox entry moved to the dead-letter stream').map((l) => String(l.reason));
-    expect(reasons[0]).toMatch(/key must be a non-empty string/);
+    await waitFor(() => consumer.logs('inbox entry moved to the dead-letter stream').length === 4, 'four dead letters logged');
+    const letters = consumer.logs('inbox entry moved to the dead-letter stream');
+    expect(letters.map((l) => l.kind)).toEqual(['malformed', 'malformed', 'malformed', 'malformed']);
+    const reasons = letters.map((l) => String(l.reason));
+    expect(reasons[0]).toMatch(/key must be a subscription key/);
     expect(reasons[1]).toMatch(/undecodable msgpack|malformed/);
     expect(reasons[2]).toMatch(/a batch of 100001 events exceeds the limit of 100000/);
     expect(reasons[3]).toBe('entry has no field "m"');

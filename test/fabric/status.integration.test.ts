@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import { handled, killAll, ROOT, STAGES, testFabric, waitFor } from './agent-process.js';
 
@@ -79,6 +80,68 @@ stages:
       ['b', true],
       ['c', false],
     ]);
+  });
+
+  it('survives malformed status entries and prints names with control characters escaped', async () => {
+    const f = await testFabric(redisUrl);
+    const topology = await f.topology(`
+stages:
+  counter: { module: ${STAGES}, args: { limit: 100000000 }, nodes: [a] }
+`);
+    f.agent(topology, 'a', FAST_BEATS);
+    await waitFor(() => status(f.namespace).nodes.some((n) => n.node === 'a' && n.up), 'node a up');
+    const raw = new Redis(redisUrl);
+    try {
+      const now = Date.now();
+      const evil = 'x\u001b[2J\u0007';
+      const bad: [string, string][] = [
+        ['broken', '{"node": "broken", '],
+        ['wrong', JSON.stringify({ node: 'wrong', stages: 'none' })],
+        ['huge', JSON.stringify({ node: 'huge', incarnation: 'i', at: now, stages: [{ name: 7 }] })],
+        [
+          evil,
+          JSON.stringify({
+            node: evil,
+            incarnation: 'i',
+            at: now,
+            stages: [
+              {
+                name: 'st\u001b]0;owned\u0007',
+                kind: 'producer',
+                eventsIn: 0,
+                eventsOut: 0,
+                mailbox: 0,
+                bufferLength: 0,
+                bufferCapacity: 1,
+                downstream: [],
+                upstream: [],
+              },
+            ],
+          }),
+        ],
+      ];
+      for (const [node, value] of bad) {
+        await raw.set(`sf:${f.namespace}:status:${node}`, value);
+        await raw.zadd(`sf:${f.namespace}:nodes`, now, node);
+      }
+      const r = spawnSync(process.execPath, [join(ROOT, 'packages/cli/dist/main.js'), 'status', '--namespace', f.namespace], {
+        env: { ...process.env, REDIS_URL: redisUrl },
+        encoding: 'utf8',
+      });
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/^a\s+up/m);
+      // Escaped, never written raw to the terminal.
+      expect(r.stdout).toContain('x\\x1b[2J\\x07');
+      expect(r.stdout).toContain('st\\x1b]0;owned\\x07');
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: none may reach the terminal.
+      expect(r.stdout + r.stderr).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f]/);
+      // Each malformed entry is named, the rest is shown.
+      for (const node of ['broken', 'wrong', 'huge']) expect(r.stderr).toMatch(new RegExp(`status of node ${node} is malformed`));
+      const json = status(f.namespace);
+      expect(json.nodes.map((n) => n.node).sort()).toEqual(['a', evil].sort());
+    } finally {
+      raw.disconnect();
+    }
   });
 
   it('exits 2 with a clear message when REDIS_URL is not set', () => {

@@ -166,6 +166,12 @@ describe('the Grafana dashboard on live data', () => {
       METRIC_NAMES.transportRedeliveries,
       METRIC_NAMES.transportDeadLetters,
       METRIC_NAMES.transportMessages,
+      METRIC_NAMES.fabricRefusedAsks,
+      METRIC_NAMES.fabricAuthFailures,
+      METRIC_NAMES.fabricHeartbeatsRefused,
+      METRIC_NAMES.transportSendRetries,
+      METRIC_NAMES.transportSendFailures,
+      METRIC_NAMES.metricsSourceUp,
       'stagefabric_nodejs_eventloop_lag',
     ]) {
       expect(exprs, `a dashboard panel queries ${name}`).toContain(name);

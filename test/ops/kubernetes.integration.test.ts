@@ -46,7 +46,7 @@ interface K8sObject {
 interface EnvVar {
   name: string;
   value?: string;
-  valueFrom?: { fieldRef?: { fieldPath: string }; secretKeyRef?: { name: string; key: string } };
+  valueFrom?: { fieldRef?: { fieldPath: string }; secretKeyRef?: { name: string; key: string; optional?: boolean } };
 }
 interface Probe {
   httpGet?: { path: string; port: number | string };
@@ -150,7 +150,15 @@ describe('Kubernetes manifests', () => {
       // The drain on SIGTERM: tasks get 30 s to finish, then acknowledgements and cancels.
       expect(pod.spec.terminationGracePeriodSeconds).toBe(60);
       const container = pod.spec.containers[0] as Container;
-      expect(container.args).toEqual(['up', '/etc/stagefabric/topology.yaml', '--metrics-port', String(METRICS_PORT)]);
+      // Listening on every interface of the pod: the default, 127.0.0.1, is out of Prometheus' and the kubelet's reach.
+      expect(container.args).toEqual([
+        'up',
+        '/etc/stagefabric/topology.yaml',
+        '--metrics-port',
+        String(METRICS_PORT),
+        '--metrics-host',
+        '0.0.0.0',
+      ]);
 
       // The node name is the pod's name, which a StatefulSet keeps across restarts of the same pod.
       const node = container.env?.find((e) => e.name === 'STAGEFABRIC_NODE');
@@ -182,6 +190,9 @@ describe('Kubernetes manifests', () => {
         expect(ref?.name, variable).toBe(example.metadata.name);
         expect(Object.keys(example.stringData ?? {}), variable).toContain(ref?.key);
       }
+      // The shared secret, from the same Secret when it has one: optional, so a Secret without it still starts the agents.
+      const secretRef = container.env?.find((e) => e.name === 'STAGEFABRIC_SECRET')?.valueFrom?.secretKeyRef;
+      expect(secretRef).toEqual({ name: example.metadata.name, key: 'fabric-secret', optional: true });
 
       const headless = one<ServiceObject>(objects, 'Service', agent.spec.serviceName);
       expect(headless.spec.clusterIP).toBe('None');

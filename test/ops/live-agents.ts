@@ -40,12 +40,17 @@ export interface LiveAgents {
 }
 
 /** Starts `kitchen` and `packing` on `topology`, each serving /metrics on a free port of its own. */
-export async function startTwoAgents(redisUrl: string, topologyYaml: string, env: Record<string, string> = {}): Promise<LiveAgents> {
+export async function startTwoAgents(
+  redisUrl: string,
+  topologyYaml: string,
+  env: Record<string, string> = {},
+  args: { readonly kitchen?: readonly string[]; readonly packing?: readonly string[] } = {},
+): Promise<LiveAgents> {
   const fabric = await testFabric(redisUrl);
   const topology = await fabric.topology(topologyYaml);
   const ports = [await freePort(), await freePort()] as const;
-  const kitchen = fabric.agent(topology, 'kitchen', { ...env, STAGEFABRIC_METRICS_PORT: String(ports[0]) });
-  const packing = fabric.agent(topology, 'packing', { ...env, STAGEFABRIC_METRICS_PORT: String(ports[1]) });
+  const kitchen = fabric.agent(topology, 'kitchen', { ...env, STAGEFABRIC_METRICS_PORT: String(ports[0]) }, args.kitchen);
+  const packing = fabric.agent(topology, 'packing', { ...env, STAGEFABRIC_METRICS_PORT: String(ports[1]) }, args.packing);
   return { kitchen, packing, ports };
 }
 

@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { networkInterfaces } from 'node:os';
 import { METRIC_NAMES } from '@stagefabric/node-agent';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import { killAll, waitFor } from '../fabric/agent-process.js';
@@ -58,5 +59,30 @@ describe('agent operator endpoints', () => {
     const packingMetrics = (await httpGet(ports[1], '/metrics')).body;
     expect(packingMetrics).toMatch(/^stagefabric_subscription_outstanding_demand_events\{producer="wrapper",consumer="boxer(@packing)?"/m);
     expect(packingMetrics).toMatch(/^stagefabric_stage_handle_duration_seconds_bucket\{[^}]*stage="boxer"/m);
+  });
+
+  it('the endpoints listen on 127.0.0.1 unless --metrics-host says otherwise', async () => {
+    const { kitchen, packing, ports } = await startTwoAgents(
+      redisUrl,
+      chocolatesTopology(),
+      {},
+      { packing: ['--metrics-host', '0.0.0.0'] },
+    );
+    for (const [agent, port] of [
+      [kitchen, ports[0]],
+      [packing, ports[1]],
+    ] as const)
+      await waitReady(agent, port);
+    const served = (agent: typeof kitchen) => agent.logs('serving /metrics, /healthz and /readyz')[0]?.address as { address: string };
+    expect(served(kitchen).address).toBe('127.0.0.1');
+    expect(served(packing).address).toBe('0.0.0.0');
+    // From another address of this host, only the agent told to listen there answers.
+    const lan = Object.values(networkInterfaces())
+      .flat()
+      .find((i) => i !== undefined && i.family === 'IPv4' && !i.internal)?.address;
+    if (lan !== undefined) {
+      await expect(fetch(`http://${lan}:${ports[0]}/healthz`)).rejects.toThrow();
+      expect((await fetch(`http://${lan}:${ports[1]}/healthz`)).status).toBe(200);
+    }
   });
 });

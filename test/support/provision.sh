@@ -4,8 +4,9 @@
 # loopback ports unless REDIS_URL / DATABASE_URL name running servers),
 # prometheus (promtool checks the agents' metrics; the dashboard test scrapes
 # live agents), kubectl (renders the Kubernetes manifests for their offline
-# validation), iproute2 (the chaos run's network namespaces) and chromium (the
-# web console's browser tests drive it through playwright-core).
+# validation), iproute2 (the chaos run's network namespaces), openssl
+# (certificates for the TLS Redis the connection tests start) and chromium
+# (the web console's browser tests drive it through playwright-core).
 # Prints one line saying what it installed, or that nothing was missing.
 set -euo pipefail
 
@@ -16,10 +17,11 @@ command -v psql >/dev/null || missing+=(postgresql-client)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v kubectl >/dev/null || missing+=(kubectl)
 command -v ip >/dev/null || missing+=(iproute2)
+command -v openssl >/dev/null || missing+=(openssl)
 command -v chromium >/dev/null || missing+=(chromium)
 
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "test dependencies: redis-server, postgresql, prometheus, kubectl, iproute2, chromium present; nothing to install"
+  echo "test dependencies: redis-server, postgresql, prometheus, kubectl, iproute2, openssl, chromium present; nothing to install"
   exit 0
 fi
 

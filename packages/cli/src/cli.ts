@@ -3,11 +3,13 @@ import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { RedisTransport, readFabricStatus } from '@stagefabric/fabric';
+import { checkName, FabricSecret, RedisTransport, readFabricStatus, SECRET_ENV } from '@stagefabric/fabric';
 import {
+  AGENT_DEFAULTS,
   Agent,
   createLogger,
   fabricRates,
+  HTTP_DEFAULTS,
   loadStageSpec,
   loadTopology,
   startConsole,
@@ -15,10 +17,10 @@ import {
   topologyJsonSchema,
   type WebConsole,
 } from '@stagefabric/node-agent';
-import { FabricError } from '@stagefabric/runtime';
+import { FabricError, redactCredentials, redisConnectionOptions, redisPassword } from '@stagefabric/runtime';
 import { openTaskStore, type TaskCount } from '@stagefabric/tasks';
 import { consoleCommand, consolePort } from './console-command.js';
-import { renderStatus } from './status.js';
+import { escapeControl, renderStatus } from './status.js';
 import { enqueueCommand, migrateCommand, tasksCommand, UsageError } from './tasks-commands.js';
 import { renderTop } from './top.js';
 
@@ -59,15 +61,26 @@ gracefully (consumers first, then producers); a second one exits at once.
 The agent exits 0 by itself once every stage has finished.
 
 Options:
-  --node NAME        this node's name (default: STAGEFABRIC_NODE, else the host name)
+  --node NAME        this node's name (default: STAGEFABRIC_NODE, else the host name); refused
+                     (exit 2) while a live node of the fabric has it
   --namespace NS     separates fabrics sharing one Redis (default: STAGEFABRIC_NAMESPACE, else default)
+                     Names: 1 to 63 letters, digits, _ . or -, a letter or digit first.
   --heartbeat-ms N   heartbeat period; a node missing 3 beats is dead (default: STAGEFABRIC_HEARTBEAT_MS, else 1000)
   --metrics-port N   serve /metrics, /healthz and /readyz on this port (default: STAGEFABRIC_METRICS_PORT, else none)
+  --metrics-host H   the address they listen on (default: STAGEFABRIC_METRICS_HOST, else 127.0.0.1;
+                     0.0.0.0 for every interface, as in a pod scraped by Prometheus)
+  --stop-timeout-ms N  grace period of a stop: past it, connections are dropped and the agent exits 1
+                     (default: STAGEFABRIC_STOP_TIMEOUT_MS, else 45000)
   --demand-audit F   append, every heartbeat, what each remote subscription asked for and received
                      to file F as JSON lines (default: STAGEFABRIC_DEMAND_AUDIT, else none)
   --console-port N   serve the web console on this port (default: STAGEFABRIC_CONSOLE_PORT, else none);
                      actions need STAGEFABRIC_CONSOLE_TOKEN, read-only without it
-  --console-host H   the console's address (default 127.0.0.1: this host only)`,
+  --console-host H   the console's address (default 127.0.0.1: this host only)
+
+Environment: REDIS_URL (redis:// or rediss://, with user, password and
+database), DATABASE_URL, STAGEFABRIC_SECRET (a secret of 16 characters or
+more shared by every node of the fabric: each message and heartbeat is
+authenticated with it, and those that are not are refused).`,
   console: `Usage: stagectl console [--port N] [--host H] [--namespace NS] [store options]
 
 Serves the web console: the fabric at REDIS_URL (nodes, the topology graph
@@ -141,6 +154,37 @@ async function topologyPath(arg: string | undefined, command: string): Promise<s
   return info?.isDirectory() ? join(path, 'topology.yaml') : path;
 }
 
+/** REDIS_URL, checked as every Redis client reads it; absent or empty: undefined. A URL that does not parse exits 2, without its password. */
+function redisUrlFromEnv(): string | undefined {
+  const url = process.env.REDIS_URL || undefined;
+  if (url !== undefined) redisConnectionOptions(url, 'REDIS_URL');
+  return url;
+}
+
+/** The fabric's shared secret from the environment, checked; undefined when unset. */
+function secretFromEnv(namespace: string): string | undefined {
+  const secret = process.env[SECRET_ENV] || undefined;
+  if (secret !== undefined) new FabricSecret(secret, namespace);
+  return secret;
+}
+
+/** Every credential the environment holds, for masking in what stagectl prints. */
+function credentials(): string[] {
+  const database = (() => {
+    try {
+      const password = new URL(process.env.DATABASE_URL ?? '').password;
+      return password === '' ? [] : [decodeURIComponent(password)];
+    } catch {
+      return [];
+    }
+  })();
+  return [...redisPassword(process.env.REDIS_URL || undefined), ...database, ...(process.env[SECRET_ENV] ? [process.env[SECRET_ENV]] : [])];
+}
+
+function fromEnvOrOption(option: string, value: string | undefined, env: string, fallback: () => string): string {
+  return checkName(value === undefined && process.env[env] !== undefined ? env : `--${option}`, value ?? process.env[env] ?? fallback());
+}
+
 async function up(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
@@ -150,6 +194,8 @@ async function up(args: string[]): Promise<number> {
       namespace: { type: 'string' },
       'heartbeat-ms': { type: 'string' },
       'metrics-port': { type: 'string' },
+      'metrics-host': { type: 'string' },
+      'stop-timeout-ms': { type: 'string' },
       'demand-audit': { type: 'string' },
       'console-port': { type: 'string' },
       'console-host': { type: 'string' },
@@ -157,11 +203,13 @@ async function up(args: string[]): Promise<number> {
     },
   });
   if (values.help) return help('up');
+  const redisUrl = redisUrlFromEnv();
+  const node = fromEnvOrOption('node', values.node, 'STAGEFABRIC_NODE', () => (redisUrl === undefined ? 'local' : hostname()));
+  const namespace = fromEnvOrOption('namespace', values.namespace, 'STAGEFABRIC_NAMESPACE', () => 'default');
+  const secret = secretFromEnv(namespace);
   const consoleAt = consolePort('--console-port', values['console-port'] ?? process.env.STAGEFABRIC_CONSOLE_PORT);
   const file = await topologyPath(positionals[0], 'up');
   const topology = await loadTopology(file);
-  const redisUrl = process.env.REDIS_URL || undefined;
-  const node = values.node ?? process.env.STAGEFABRIC_NODE ?? (redisUrl === undefined ? 'local' : hostname());
   const heartbeatMs = Number(values['heartbeat-ms'] ?? process.env.STAGEFABRIC_HEARTBEAT_MS ?? 1000);
   if (!Number.isInteger(heartbeatMs) || heartbeatMs < 10) {
     throw new UsageError(`--heartbeat-ms must be an integer of at least 10, got ${values['heartbeat-ms']}`);
@@ -171,7 +219,13 @@ async function up(args: string[]): Promise<number> {
   if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) {
     throw new UsageError(`--metrics-port must be a port number, got ${metricsPort}`);
   }
-  const logger = createLogger({ node });
+  const metricsHost = values['metrics-host'] ?? process.env.STAGEFABRIC_METRICS_HOST ?? HTTP_DEFAULTS.host;
+  const stopTimeout = values['stop-timeout-ms'] ?? process.env.STAGEFABRIC_STOP_TIMEOUT_MS;
+  const stopTimeoutMs = stopTimeout === undefined ? undefined : Number(stopTimeout);
+  if (stopTimeoutMs !== undefined && (!Number.isInteger(stopTimeoutMs) || stopTimeoutMs < 100)) {
+    throw new UsageError(`--stop-timeout-ms must be an integer of at least 100, got ${stopTimeout}`);
+  }
+  const logger = createLogger({ node, secrets: credentials() });
   // Signals are handled from the start: one arriving while the agent boots stops it as soon as it is up.
   let agent: Agent | undefined;
   let stopRequested = false;
@@ -184,47 +238,61 @@ async function up(args: string[]): Promise<number> {
     }
     logger.info({ signal }, 'signal: stopping gracefully');
     stopRequested = true;
-    void agent?.stop();
+    if (agent !== undefined) void agent.stop();
+    else {
+      // Still booting (waiting for Redis or PostgreSQL, say): it stops once up, or the grace period ends it.
+      setTimeout(() => {
+        logger.error('the agent did not finish booting within the grace period of the stop: exiting');
+        process.exit(EXIT.failure);
+      }, stopTimeoutMs ?? AGENT_DEFAULTS.stopTimeoutMs).unref();
+    }
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
-  // With REDIS_URL this node joins the fabric; without it, every stage runs here.
-  const namespace = values.namespace ?? process.env.STAGEFABRIC_NAMESPACE ?? 'default';
-  const transport = redisUrl === undefined ? undefined : new RedisTransport({ url: redisUrl, node, namespace });
-  const databaseUrl = process.env.DATABASE_URL;
-  agent = await Agent.start({
-    topology,
-    logger,
-    node,
-    heartbeatMs,
-    databaseUrl,
-    redisUrl,
-    demandAudit: values['demand-audit'] ?? process.env.STAGEFABRIC_DEMAND_AUDIT,
-    ...(transport === undefined ? {} : { transport }),
-  });
-  if (stopRequested) void agent.stop();
-  const http = port === undefined ? undefined : await startHttpServer({ port, agent });
+  // Health answers while the agent boots (it may wait for its servers): readiness and metrics say it is starting.
+  const http = port === undefined ? undefined : await startHttpServer({ port, host: metricsHost, agent: () => agent });
   if (http !== undefined) logger.info({ address: http.address() }, 'serving /metrics, /healthz and /readyz');
-  const running = agent;
-  const web: WebConsole | undefined =
-    consoleAt === undefined
-      ? undefined
-      : await startConsole({
-          port: consoleAt,
-          ...(values['console-host'] === undefined ? {} : { host: values['console-host'] }),
-          redisUrl,
-          namespace,
-          store: running.tasks?.store,
-          logger,
-          onAction: (action, outcome) => running.metrics.consoleAction(action, outcome),
-        });
-  const reason = await agent.done;
-  await web?.close();
-  await agent.stop();
-  http?.close();
-  process.off('SIGTERM', onSignal);
-  process.off('SIGINT', onSignal);
-  return reason === 'normal' || reason === 'shutdown' ? EXIT.ok : EXIT.failure;
+  let web: WebConsole | undefined;
+  try {
+    // With REDIS_URL this node joins the fabric; without it, every stage runs here.
+    const transport = redisUrl === undefined ? undefined : new RedisTransport({ url: redisUrl, node, namespace, secret });
+    const databaseUrl = process.env.DATABASE_URL;
+    agent = await Agent.start({
+      topology,
+      logger,
+      node,
+      heartbeatMs,
+      databaseUrl,
+      redisUrl,
+      demandAudit: values['demand-audit'] ?? process.env.STAGEFABRIC_DEMAND_AUDIT,
+      ...(transport === undefined ? {} : { transport }),
+      ...(stopTimeoutMs === undefined ? {} : { stopTimeoutMs }),
+    });
+    if (stopRequested) void agent.stop();
+    const running = agent;
+    web =
+      consoleAt === undefined
+        ? undefined
+        : await startConsole({
+            port: consoleAt,
+            ...(values['console-host'] === undefined ? {} : { host: values['console-host'] }),
+            redisUrl,
+            namespace,
+            store: running.tasks?.store,
+            logger,
+            onAction: (action, outcome) => running.metrics.consoleAction(action, outcome),
+          });
+    const reason = await agent.done;
+    await web?.close();
+    await agent.stop();
+    if (agent.stopTimedOut) return EXIT.failure;
+    return reason === 'normal' || reason === 'shutdown' ? EXIT.ok : EXIT.failure;
+  } finally {
+    await web?.close();
+    http?.close();
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+  }
 }
 
 async function validate(args: string[]): Promise<number> {
@@ -244,10 +312,12 @@ async function status(args: string[]): Promise<number> {
     options: { json: { type: 'boolean' }, namespace: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) return help('status');
-  const url = process.env.REDIS_URL;
+  const url = redisUrlFromEnv();
   if (url === undefined) throw new UsageError('status reads the fabric from Redis: set REDIS_URL');
-  const namespace = values.namespace ?? process.env.STAGEFABRIC_NAMESPACE ?? 'default';
-  const fabric = await readFabricStatus(url, namespace);
+  const namespace = fromEnvOrOption('namespace', values.namespace, 'STAGEFABRIC_NAMESPACE', () => 'default');
+  const fabric = await readFabricStatus(url, namespace, { secret: secretFromEnv(namespace) });
+  for (const { node, problem } of fabric.malformed)
+    process.stderr.write(`stagectl: the status of node ${escapeControl(node)} is malformed (${escapeControl(problem)}): left out\n`);
   // With DATABASE_URL, the task store's counts by queue and state too.
   const databaseUrl = process.env.DATABASE_URL;
   let tasks: TaskCount[] | undefined;
@@ -271,13 +341,14 @@ async function top(args: string[]): Promise<number> {
     },
   });
   if (values.help) return help('top');
-  const url = process.env.REDIS_URL;
-  if (url === undefined || url === '') throw new UsageError('top reads the fabric from Redis: set REDIS_URL');
+  const url = redisUrlFromEnv();
+  if (url === undefined) throw new UsageError('top reads the fabric from Redis: set REDIS_URL');
   const intervalMs = Number(values['interval-ms'] ?? 1000);
   if (!Number.isInteger(intervalMs) || intervalMs < 100)
     throw new UsageError(`--interval-ms must be an integer of at least 100, got ${values['interval-ms']}`);
-  const namespace = values.namespace ?? process.env.STAGEFABRIC_NAMESPACE ?? 'default';
-  const sample = async () => ({ at: Date.now(), status: await readFabricStatus(url, namespace) });
+  const namespace = fromEnvOrOption('namespace', values.namespace, 'STAGEFABRIC_NAMESPACE', () => 'default');
+  const secret = secretFromEnv(namespace);
+  const sample = async () => ({ at: Date.now(), status: await readFabricStatus(url, namespace, { secret }) });
   let before = await sample();
   for (;;) {
     await new Promise((r) => setTimeout(r, intervalMs));
@@ -338,15 +409,17 @@ export async function main(argv: string[]): Promise<number> {
         throw new UsageError(`unknown command "${command}"\n\n${HELP.main}`);
     }
   } catch (error) {
+    // Whatever failed, nothing stagectl prints carries a credential or a terminal control sequence.
+    const print = (text: string) => process.stderr.write(`stagectl: ${escapeControl(redactCredentials(text, credentials()), true)}\n`);
     if (error instanceof FabricError && error.isInputError) {
-      process.stderr.write(`stagectl: ${error.message}\n`);
+      print(error.message);
       return EXIT.usage;
     }
     if (error instanceof TypeError && (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      process.stderr.write(`stagectl: ${error.message}\n`);
+      print(error.message);
       return EXIT.usage;
     }
-    process.stderr.write(`stagectl: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    print(error instanceof Error ? (error.stack ?? error.message) : String(error));
     return EXIT.failure;
   }
 }

@@ -1,11 +1,12 @@
 import type { StageRate } from '@stagefabric/node-agent';
+import { escapeControl } from './status.js';
 
 /** One frame of `stagectl top`: the rates of fabricRates as a table, the bottleneck marked. */
 export function renderTop(rows: readonly StageRate[], bottleneck: string | undefined, namespace: string): string {
   const header = ['STAGE', 'NODE', 'KIND', 'IN/S', 'OUT/S', 'BACKLOG', 'BUFFER', ''];
   const cells = rows.map((r) => [
-    r.stage,
-    r.up ? r.node : `${r.node} (down)`,
+    escapeControl(r.stage),
+    escapeControl(r.up ? r.node : `${r.node} (down)`),
     r.kind,
     String(r.inPerS),
     String(r.outPerS),
@@ -19,5 +20,5 @@ export function renderTop(rows: readonly StageRate[], bottleneck: string | undef
       .map((x, i) => x.padEnd(widths[i] ?? 0))
       .join('  ')
       .trimEnd();
-  return `stagefabric top — namespace ${namespace} — ${new Date().toISOString()}\n\n${[header, ...cells].map(line).join('\n')}\n`;
+  return `stagefabric top — namespace ${escapeControl(namespace)} — ${new Date().toISOString()}\n\n${[header, ...cells].map(line).join('\n')}\n`;
 }

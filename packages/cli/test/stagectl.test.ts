@@ -101,6 +101,52 @@ describe('stagectl', () => {
     expect(u.stderr).toContain(`${file}:8:20:`);
   });
 
+  it('a YAML alias bomb, deep nesting or several documents exit 2 with FILE:LINE:COLUMN, never an uncaught error', async () => {
+    const bomb = await topologyFile(
+      [
+        'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
+        'b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]',
+        'c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]',
+        'd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]',
+        'e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]',
+        'stages:',
+        '  x: { module: ./x.js, args: *e }',
+        '',
+      ].join('\n'),
+    );
+    const deep = await topologyFile(`stages:\n  x: { module: ./x.js, args: ${'['.repeat(20_000)}${']'.repeat(20_000)} }\n`);
+    const several = await topologyFile('stages:\n  x: { module: ./x.js }\n---\nstages: {}\n');
+    for (const [file, problem] of [
+      [bomb, /alias/i],
+      [deep, /YAML/],
+      [several, /multiple documents/],
+    ] as const) {
+      for (const command of ['validate', 'up']) {
+        const r = await stagectl(command, file);
+        expect(r.code, r.stderr).toBe(2);
+        expect(r.stderr).toMatch(new RegExp(`^stagectl: ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+:\\d+: `));
+        expect(r.stderr).toMatch(problem);
+        expect(r.stderr).not.toMatch(/\n\s+at /);
+      }
+    }
+  });
+
+  it('--node and --namespace must be names: anything else exits 2 naming the option and the rule', async () => {
+    for (const [option, value] of [
+      ['--node', 'a b'],
+      ['--node', 'x\u001b[2J'],
+      ['--node', 'a@b'],
+      ['--node', ''],
+      ['--namespace', 'prod:*'],
+      ['--namespace', 'a'.repeat(100)],
+    ] as const) {
+      const r = await stagectl('up', 'examples/counter', option, value);
+      expect(r.code, `${option} ${JSON.stringify(value)}: ${r.stderr}`).toBe(2);
+      expect(r.stderr).toContain(`${option} `);
+      expect(r.stderr).toMatch(/letters, digits/);
+    }
+  });
+
   it('validate checks the stage modules too: a missing export is named', async () => {
     const file = await topologyFile(['stages:', '  counter:', '    module: ./stages.mjs', ''].join('\n'), {
       'stages.mjs': 'export const count = { kind: "producer", init: () => ({ state: 0 }) };\n',

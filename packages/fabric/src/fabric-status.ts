@@ -1,5 +1,9 @@
-import { Redis } from 'ioredis';
+import { describeValue } from '@stagefabric/runtime';
 import type { NodeStatus } from './fabric-node.js';
+import { FabricSecret } from './fabric-secret.js';
+import { decodeHeartbeat, isRefused } from './heartbeat.js';
+import { checkName } from './names.js';
+import { openRedis, safeRedisError } from './redis-connection.js';
 import { INBOX_GROUP, redisKeys } from './redis-keys.js';
 
 export interface FabricStatus {
@@ -14,27 +18,94 @@ export interface FabricStatus {
     readonly outstandingDemand: number;
   }[];
   readonly inboxes: readonly { readonly inbox: string; readonly entries: number; readonly pending: number }[];
+  /** Status entries that could not be read, each with why: they are left out of the rest. */
+  readonly malformed: readonly { readonly node: string; readonly problem: string }[];
 }
 
-/** Reads what every node of a fabric last published, which of them beat now, and their inboxes. */
-export async function readFabricStatus(url: string, namespace: string): Promise<FabricStatus> {
+export interface ReadFabricStatusOptions {
+  /** The fabric's shared secret: a node is shown up only while it beats with a heartbeat signed with it. */
+  readonly secret?: string | undefined;
+  /** Longest the whole read may take. Default 10 000 ms. */
+  readonly timeoutMs?: number;
+}
+
+const MAX_STAGES = 10_000;
+
+/** Checks one published snapshot; returns why it is not a NodeStatus of `node`, or the snapshot. */
+function checkSnapshot(node: string, text: string): NodeStatus | string {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    return `not JSON (${(error as Error).message})`;
+  }
+  const isMap = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  const isCount = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
+  if (!isMap(value)) return 'not a map';
+  if (value.node !== node) return `names node ${describeValue(value.node, 60)}`;
+  if (typeof value.incarnation !== 'string' || !isCount(value.at)) return 'no incarnation or time';
+  if (!Array.isArray(value.stages) || value.stages.length > MAX_STAGES) return 'stages is not a list';
+  for (const [i, st] of value.stages.entries()) {
+    if (!isMap(st) || typeof st.name !== 'string' || typeof st.kind !== 'string') return `stages[${i}] has no name or kind`;
+    for (const f of ['eventsIn', 'eventsOut', 'mailbox', 'bufferLength', 'bufferCapacity'])
+      if (!isCount(st[f])) return `stages[${i}].${f} is not a number`;
+    if (!Array.isArray(st.downstream) || !Array.isArray(st.upstream)) return `stages[${i}] has no downstream or upstream list`;
+    for (const d of st.downstream)
+      if (!isMap(d) || typeof d.consumer !== 'string' || !isCount(d.asked) || !isCount(d.sent))
+        return `stages[${i}].downstream is malformed`;
+    for (const u of st.upstream)
+      if (!isMap(u) || typeof u.producer !== 'string' || !isCount(u.pending)) return `stages[${i}].upstream is malformed`;
+  }
+  return value as unknown as NodeStatus;
+}
+
+/**
+ * Reads what every node of a fabric last published, which of them beat now,
+ * and their inboxes. Nothing read is trusted: a snapshot that is not one is
+ * named in `malformed` and left out.
+ */
+export async function readFabricStatus(url: string, namespace: string, options: ReadFabricStatusOptions = {}): Promise<FabricStatus> {
+  checkName('namespace', namespace);
   const keys = redisKeys(namespace);
-  const redis = new Redis(url, { maxRetriesPerRequest: 1, retryStrategy: () => null, lazyConnect: true });
+  const secret = options.secret === undefined || options.secret === '' ? undefined : new FabricSecret(options.secret, namespace);
+  const redis = openRedis(url, {
+    maxRetriesPerRequest: 1,
+    retryStrategy: () => null,
+    lazyConnect: true,
+    commandTimeout: options.timeoutMs ?? 10_000,
+  });
+  let lastError: Error | undefined;
+  redis.on('error', (error: Error) => {
+    lastError = error;
+  });
   try {
     await redis.connect();
-    const statusKeys: string[] = [];
-    let cursor = '0';
-    do {
-      const [next, found] = await redis.scan(cursor, 'MATCH', keys.statusPattern, 'COUNT', 500);
-      cursor = next;
-      statusKeys.push(...found);
-    } while (cursor !== '0');
-    const snapshots = statusKeys.length === 0 ? [] : await redis.mget(...statusKeys);
-    const statuses = snapshots.filter((s): s is string => s !== null).map((s) => JSON.parse(s) as NodeStatus);
-    statuses.sort((a, b) => a.node.localeCompare(b.node));
-    const beats = statuses.length === 0 ? [] : await redis.mget(...statuses.map((s) => keys.heartbeat(s.node)));
     const now = Date.now();
-    const nodes = statuses.map((s, i) => ({ ...s, up: beats[i] === s.incarnation, lastBeatAgeMs: now - s.at }));
+    const malformed: { node: string; problem: string }[] = [];
+    let names: string[] = [];
+    try {
+      names = (await redis.zrangebyscore(keys.nodes, now - 86_400_000, '+inf')).sort();
+    } catch (error) {
+      // The registry overwritten with something else (WRONGTYPE): say so, and show what can be shown, nothing here.
+      if (!/WRONGTYPE/.test((error as Error).message)) throw error;
+      malformed.push({ node: '(the node registry)', problem: `${keys.nodes} is not a sorted set` });
+    }
+    const snapshots = names.length === 0 ? [] : await redis.mget(...names.map((n) => keys.status(n)));
+    const statuses: NodeStatus[] = [];
+    names.forEach((node, i) => {
+      const text = snapshots[i];
+      if (text === null || text === undefined) return;
+      const checked = checkSnapshot(node, text);
+      if (typeof checked === 'string') malformed.push({ node, problem: checked });
+      else statuses.push(checked);
+    });
+    const beats = statuses.length === 0 ? [] : await redis.mget(...statuses.map((s) => keys.heartbeat(s.node)));
+    const nodes = statuses.map((s, i) => {
+      const beat = beats[i];
+      const reading = typeof beat === 'string' ? decodeHeartbeat(s.node, beat, secret) : undefined;
+      const up = reading !== undefined && !isRefused(reading) && reading.incarnation === s.incarnation;
+      return { ...s, up, lastBeatAgeMs: now - s.at };
+    });
     const qualify = (name: string, node: string) => (name.includes('@') ? name : `${name}@${node}`);
     const subscriptions = nodes.flatMap((n) =>
       n.stages.flatMap((stage) =>
@@ -57,10 +128,13 @@ export async function readFabricStatus(url: string, namespace: string): Promise<
       return {
         inbox,
         entries: lenError === null ? Number(len) : 0,
-        pending: pendingError === null ? Number((pending as unknown[])[0] ?? 0) : 0,
+        pending: pendingError === null && Array.isArray(pending) ? Number(pending[0] ?? 0) : 0,
       };
     });
-    return { namespace, nodes, subscriptions, inboxes };
+    return { namespace, nodes, subscriptions, inboxes, malformed };
+  } catch (error) {
+    // The connection's own error says more than "Connection is closed."; neither carries a credential once made safe.
+    throw safeRedisError(lastError !== undefined && /closed|ECONN|timed out/i.test((error as Error).message) ? lastError : error, url);
   } finally {
     redis.disconnect();
   }

@@ -6,6 +6,8 @@ export interface RedisKeys {
   status(node: string): string;
   /** Pattern matching every status key of the namespace. */
   readonly statusPattern: string;
+  /** Sorted set of the namespace's node names by last beat (ms): how `stagectl status` finds nodes without SCAN. */
+  readonly nodes: string;
   readonly deadLetters: string;
 }
 
@@ -17,6 +19,7 @@ export function redisKeys(namespace: string): RedisKeys {
     heartbeat: (node) => `${base}:hb:${node}`,
     status: (node) => `${base}:status:${node}`,
     statusPattern: `${base}:status:*`,
+    nodes: `${base}:nodes`,
     deadLetters: `${base}:dead`,
   };
 }

@@ -30,6 +30,8 @@ export class RemoteConsumer implements StagePeer {
     readonly producer: StagePeer,
     readonly subscriptionId: number,
     private readonly onEnd: (proxy: RemoteConsumer) => void,
+    /** The subscription's maxDemand: the most the consumer may have asked for and not been sent. */
+    readonly maxDemand: number,
   ) {
     this.name = consumerInbox;
     this.label = consumerInbox;
@@ -55,13 +57,20 @@ export class RemoteConsumer implements StagePeer {
     }
   }
 
-  /** A wire message from the consumer for this subscription. */
-  receive(message: WireMessage): void {
-    if (!this.active || message.epoch !== this.epoch) return;
+  /**
+   * A wire message from the consumer for this subscription; returns why it
+   * is refused, if it is: an ask beyond the subscription's maxDemand (demand
+   * is bounded by the subscription's own terms, as Reactive Streams asks).
+   */
+  receive(message: WireMessage): string | undefined {
+    if (!this.active || message.epoch !== this.epoch) return undefined;
     if (message.t === 'ask') {
       // Cumulative: a repeated or reordered ask adds nothing.
       const more = message.hwm - this.hwm;
-      if (more <= 0) return;
+      if (more <= 0) return undefined;
+      if (message.hwm - this.nextSeq > this.maxDemand) {
+        return `ask of ${message.key} for ${message.hwm - this.nextSeq} events beyond the subscription's maxDemand of ${this.maxDemand} (hwm ${message.hwm}, ${this.nextSeq} sent)`;
+      }
       this.hwm = message.hwm;
       this.producer.deliver({ t: 'ask', id: this.subscriptionId, count: more });
     } else if (message.t === 'cancel' && message.from === 'consumer') {
@@ -72,6 +81,7 @@ export class RemoteConsumer implements StagePeer {
         info: { kind: message.kind, reason: fromWireReason(message.reason) },
       });
     }
+    return undefined;
   }
 
   /**

@@ -1,4 +1,4 @@
-import type { CancelInfo, StageMessage, StagePeer, Subscription } from '@stagefabric/runtime';
+import { type CancelInfo, type StageMessage, type StagePeer, SUBSCRIPTION_DEFAULTS, type Subscription } from '@stagefabric/runtime';
 import type { Transport } from './transport.js';
 import { fromWireReason, toWireReason, type WireMessage, type WireSubscribeOptions } from './wire.js';
 
@@ -11,6 +11,8 @@ export interface HeldEntry {
   delivered: number;
   /** Reported handled by it; the entry is acknowledged when all are. */
   handled: number;
+  /** The entry's size on the wire, for the bound on what is held. */
+  readonly bytes: number;
 }
 
 interface RemoteSubscription {
@@ -25,6 +27,8 @@ interface RemoteSubscription {
   hwm: number;
   /** Events received on the wire this epoch. */
   received: number;
+  /** The most this subscription may have asked for and not received: the producer refuses asks beyond it. */
+  readonly maxDemand: number;
   readonly entries: HeldEntry[];
   /**
    * The producer cancelled (or exited) while events it sent before were
@@ -156,13 +160,13 @@ export class RemoteProducer implements StagePeer {
    * entry is acknowledged later (once its events are handled), 'done' when it
    * can be acknowledged now, 'unknown' when no live subscription has the key.
    */
-  receive(message: WireMessage, inbox: string, entryId: string): 'held' | 'done' | 'unknown' {
+  receive(message: WireMessage, inbox: string, entryId: string, bytes: number): 'held' | 'done' | 'unknown' {
     const sub = [...this.subs.values()].find((s) => s.key === message.key);
     if (sub === undefined) return 'unknown';
     if (message.t === 'events' && message.epoch < sub.epoch) {
       // Sent to an earlier subscription of this key and read only now (this node was stalled or cut off while they
       // were on the wire, and subscribed again first): the producer counts them sent, so this one takes them, as orphans.
-      sub.entries.push({ inbox, entryId, events: message.events, delivered: 0, handled: 0 });
+      sub.entries.push({ inbox, entryId, events: message.events, delivered: 0, handled: 0, bytes });
       this.flush(sub);
       return 'held';
     }
@@ -173,10 +177,12 @@ export class RemoteProducer implements StagePeer {
       if (skip >= message.events.length) return 'done';
       const events = skip === 0 ? message.events : message.events.slice(skip);
       sub.received += events.length;
-      sub.entries.push({ inbox, entryId, events, delivered: 0, handled: 0 });
+      sub.entries.push({ inbox, entryId, events, delivered: 0, handled: 0, bytes });
       // More than was asked for means a producer broke the protocol; held, never handed on beyond demand.
       if (sub.received > sub.hwm) this.host.reportExcess(sub.key, sub.received - sub.hwm);
       this.flush(sub);
+      // What arrived makes room under maxDemand for demand held back (a manual consumer may ask beyond it).
+      this.askWire(sub);
       return 'held';
     }
     if (message.t === 'cancel' && message.from === 'producer') {
@@ -200,6 +206,19 @@ export class RemoteProducer implements StagePeer {
     }
   }
 
+  /**
+   * A message of this subscription could not be sent (after its retries):
+   * the subscription ends as `noconnection`, and the producer is told, so
+   * the consumer subscribes anew as its cancel mode says.
+   */
+  endSubscription(key: string, epoch: number): void {
+    const sub = [...this.subs.values()].find((s) => s.key === key && s.epoch === epoch);
+    if (sub === undefined) return;
+    this.send({ t: 'cancel', key, epoch, from: 'consumer', kind: 'down', reason: 'noconnection' });
+    this.end(sub);
+    sub.consumer.deliver({ t: 'cancel-down', id: sub.id, info: { kind: 'down', reason: 'noconnection' } });
+  }
+
   /** Asked and received of every live subscription. */
   demand(): DemandRecord[] {
     return [...this.subs.values()].map(demandRecord);
@@ -221,6 +240,7 @@ export class RemoteProducer implements StagePeer {
       owed: 0,
       hwm: 0,
       received: 0,
+      maxDemand: options.maxDemand ?? SUBSCRIPTION_DEFAULTS.maxDemand,
       entries: this.takeOrphans(key),
       cancelled: undefined,
     };
@@ -246,6 +266,7 @@ export class RemoteProducer implements StagePeer {
       events: e.handled === 0 ? e.events : e.events.slice(e.handled),
       delivered: 0,
       handled: 0,
+      bytes: e.bytes,
     }));
   }
 
@@ -267,11 +288,17 @@ export class RemoteProducer implements StagePeer {
     }
   }
 
-  /** Asks the producer for what neither the wire nor the held entries will cover. */
+  /**
+   * Asks the producer for what neither the wire nor the held entries will
+   * cover, never more than maxDemand outstanding on the wire: the producer
+   * refuses asks beyond it. What is held back is asked as events arrive.
+   */
   private askWire(sub: RemoteSubscription): void {
     const coming = sub.hwm - sub.received + this.undelivered(sub);
-    if (sub.owed <= coming) return;
-    sub.hwm += sub.owed - coming;
+    const room = sub.maxDemand - (sub.hwm - sub.received);
+    const more = Math.min(sub.owed - coming, room);
+    if (more <= 0) return;
+    sub.hwm += more;
     this.send({ t: 'ask', key: sub.key, epoch: sub.epoch, hwm: sub.hwm });
   }
 

@@ -1,4 +1,5 @@
 import { describeValue, FabricError } from '@stagefabric/runtime';
+import { isInstance, splitKey } from './names.js';
 
 /**
  * Messages between stage instances on different nodes. Each names its
@@ -41,15 +42,39 @@ export interface WireSubscribeOptions {
 /** Exit and cancel reasons cross the wire as plain data. */
 export type WireReason = string | { readonly error: string; readonly code?: string } | { readonly shutdown: unknown };
 
+/** Bounds every wire message is held to, whoever wrote it. */
+export const WIRE_LIMITS = {
+  /** Largest maxDemand a subscription may ask for across hosts (demand is credit: it must stay far below what memory holds). */
+  maxDemand: 10_000_000,
+  /** Longest key, address, incarnation or partition name. */
+  maxStringChars: 512,
+  /** Longest reason text a cancel may carry. */
+  maxReasonChars: 4096,
+} as const;
+
 export function toWireReason(reason: unknown): WireReason {
-  if (typeof reason === 'string') return reason;
+  if (typeof reason === 'string') return bounded(reason);
   if (reason instanceof Error) {
     const code = (reason as { code?: unknown }).code;
-    return typeof code === 'string' ? { error: reason.message, code } : { error: reason.message };
+    return typeof code === 'string' ? { error: bounded(reason.message), code: code.slice(0, 128) } : { error: bounded(reason.message) };
   }
-  if (typeof reason === 'object' && reason !== null && 'shutdown' in reason)
-    return { shutdown: (reason as { shutdown: unknown }).shutdown };
-  return describeValue(reason);
+  if (typeof reason === 'object' && reason !== null && 'shutdown' in reason) {
+    const inner = (reason as { shutdown: unknown }).shutdown;
+    return { shutdown: isPlainReason(inner) ? inner : describeValue(inner, WIRE_LIMITS.maxReasonChars) };
+  }
+  return describeValue(reason, WIRE_LIMITS.maxReasonChars);
+}
+
+const bounded = (text: string) => (text.length > WIRE_LIMITS.maxReasonChars ? `${text.slice(0, WIRE_LIMITS.maxReasonChars - 1)}…` : text);
+
+/** What `{ shutdown: x }` may carry on the wire: a short string, a number, a boolean or null. */
+function isPlainReason(value: unknown): value is string | number | boolean | null {
+  return (
+    value === null ||
+    typeof value === 'boolean' ||
+    (typeof value === 'number' && Number.isFinite(value)) ||
+    (typeof value === 'string' && value.length <= WIRE_LIMITS.maxReasonChars)
+  );
 }
 
 export function fromWireReason(reason: WireReason): unknown {
@@ -59,44 +84,108 @@ export function fromWireReason(reason: WireReason): unknown {
   return reason;
 }
 
-const isString = (v: unknown): v is string => typeof v === 'string' && v.length > 0 && v.length <= 512;
+const isString = (v: unknown): v is string => typeof v === 'string' && v.length > 0 && v.length <= WIRE_LIMITS.maxStringChars;
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+const isMap = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array) && !(v instanceof Date);
 
-/** Checks a decoded entry; the error says which field is wrong, for the dead-letter record. */
+function checkReason(value: unknown): { readonly reason: WireReason } | { readonly problem: string } {
+  const problem = (what: string) => ({ problem: `cancel reason must be a string, { error, code? } or { shutdown }: ${what}` });
+  if (typeof value === 'string')
+    return value.length <= WIRE_LIMITS.maxReasonChars ? { reason: value } : problem(`a string of ${value.length} chars`);
+  if (!isMap(value)) return problem(`got ${describeValue(value, 80)}`);
+  const keys = Object.keys(value);
+  if ('error' in value) {
+    if (typeof value.error !== 'string' || value.error.length > WIRE_LIMITS.maxReasonChars) return problem('error must be a short string');
+    if (value.code !== undefined && (typeof value.code !== 'string' || value.code.length > 128))
+      return problem('code must be a short string');
+    if (keys.some((k) => k !== 'error' && k !== 'code')) return problem(`unexpected fields ${describeValue(keys, 80)}`);
+    return { reason: typeof value.code === 'string' ? { error: value.error, code: value.code } : { error: value.error } };
+  }
+  if ('shutdown' in value && keys.length === 1) {
+    return isPlainReason(value.shutdown)
+      ? { reason: { shutdown: value.shutdown } }
+      : problem('shutdown must be a short string, number, boolean or null');
+  }
+  return problem(`got ${describeValue(value, 80)}`);
+}
+
+/**
+ * Checks a decoded entry in full and returns a copy holding only the
+ * message's own fields, so nothing a foreign writer added reaches a stage.
+ * The error says which field is wrong, for the dead-letter record.
+ */
 export function checkWireMessage(value: unknown, maxEvents: number): WireMessage {
   const fail = (what: string): never => {
     throw new FabricError('SF_BAD_WIRE_MESSAGE', `malformed wire message: ${what}`);
   };
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return fail(`expected a map, got ${describeValue(value, 80)}`);
-  const m = value as Record<string, unknown>;
-  if (!isString(m.key)) fail(`key must be a non-empty string, got ${describeValue(m.key, 80)}`);
+  if (!isMap(value)) return fail(`expected a map, got ${describeValue(value, 80)}`);
+  const m = value;
+  if (!isString(m.key) || splitKey(m.key) === undefined)
+    fail(`key must be a subscription key consumer@node>producer@node, got ${describeValue(m.key, 80)}`);
   if (!isCount(m.epoch)) fail(`epoch must be a non-negative integer, got ${describeValue(m.epoch, 80)}`);
+  const key = m.key as string;
+  const epoch = m.epoch as number;
   switch (m.t) {
     case 'subscribe': {
-      if (!isString(m.consumer) || !m.consumer.includes('@'))
+      if (!isString(m.consumer) || !isInstance(m.consumer))
         fail(`consumer must be an instance address stage@node, got ${describeValue(m.consumer, 80)}`);
+      if (splitKey(key)?.consumer !== m.consumer)
+        fail(`key ${describeValue(key, 80)} does not start with its consumer ${describeValue(m.consumer, 80)}`);
       if (!isString(m.incarnation)) fail(`incarnation must be a non-empty string, got ${describeValue(m.incarnation, 80)}`);
       const o = m.options;
-      if (typeof o !== 'object' || o === null || Array.isArray(o)) return fail('subscribe options must be a map');
-      const opts = o as Record<string, unknown>;
-      for (const k of ['maxDemand', 'minDemand'] as const)
-        if (opts[k] !== undefined && !isCount(opts[k])) fail(`options.${k} must be a count`);
-      return m as unknown as WireMessage;
+      if (!isMap(o)) return fail('subscribe options must be a map');
+      const options: { -readonly [K in keyof WireSubscribeOptions]: WireSubscribeOptions[K] } = {};
+      for (const k of Object.keys(o))
+        if (!['maxDemand', 'minDemand', 'cancel', 'partition'].includes(k)) fail(`unknown subscribe option ${describeValue(k, 40)}`);
+      if (o.maxDemand !== undefined) {
+        if (!isCount(o.maxDemand) || o.maxDemand < 1 || o.maxDemand > WIRE_LIMITS.maxDemand)
+          fail(`options.maxDemand must be an integer from 1 to ${WIRE_LIMITS.maxDemand}, got ${describeValue(o.maxDemand, 40)}`);
+        options.maxDemand = o.maxDemand as number;
+      }
+      if (o.minDemand !== undefined) {
+        if (!isCount(o.minDemand) || o.minDemand >= (options.maxDemand ?? WIRE_LIMITS.maxDemand))
+          fail(`options.minDemand must be an integer from 0 to maxDemand - 1, got ${describeValue(o.minDemand, 40)}`);
+        options.minDemand = o.minDemand as number;
+      }
+      if (o.cancel !== undefined) {
+        if (o.cancel !== 'permanent' && o.cancel !== 'transient' && o.cancel !== 'temporary')
+          fail(`options.cancel must be permanent, transient or temporary, got ${describeValue(o.cancel, 40)}`);
+        options.cancel = o.cancel as 'permanent' | 'transient' | 'temporary';
+      }
+      if (o.partition !== undefined) {
+        if (!isString(o.partition) && !Number.isSafeInteger(o.partition))
+          fail(`options.partition must be a short string or an integer, got ${describeValue(o.partition, 40)}`);
+        options.partition = o.partition as string | number;
+      }
+      return { t: 'subscribe', key, epoch, consumer: m.consumer as string, incarnation: m.incarnation as string, options };
     }
     case 'ask':
       if (!isCount(m.hwm)) fail(`ask hwm must be a non-negative integer, got ${describeValue(m.hwm, 80)}`);
-      return m as unknown as WireMessage;
+      return { t: 'ask', key, epoch, hwm: m.hwm as number };
     case 'events':
       if (!isCount(m.seq)) fail(`events seq must be a non-negative integer, got ${describeValue(m.seq, 80)}`);
       if (!Array.isArray(m.events)) fail(`events must be an array, got ${describeValue(m.events, 80)}`);
+      if ((m.events as unknown[]).length === 0) fail('events must not be empty');
       if ((m.events as unknown[]).length > maxEvents)
         fail(`a batch of ${(m.events as unknown[]).length} events exceeds the limit of ${maxEvents}`);
-      return m as unknown as WireMessage;
-    case 'cancel':
+      if (!Number.isSafeInteger((m.seq as number) + (m.events as unknown[]).length)) fail('events seq overflows');
+      return { t: 'events', key, epoch, seq: m.seq as number, events: m.events as unknown[] };
+    case 'cancel': {
       if (m.from !== 'consumer' && m.from !== 'producer')
         fail(`cancel from must be consumer or producer, got ${describeValue(m.from, 80)}`);
       if (m.kind !== 'cancel' && m.kind !== 'down') fail(`cancel kind must be cancel or down, got ${describeValue(m.kind, 80)}`);
-      return m as unknown as WireMessage;
+      const checked = checkReason(m.reason);
+      if ('problem' in checked) return fail(checked.problem);
+      return {
+        t: 'cancel',
+        key,
+        epoch,
+        from: m.from as 'consumer' | 'producer',
+        kind: m.kind as 'cancel' | 'down',
+        reason: checked.reason,
+      };
+    }
     default:
       return fail(`unknown message type ${describeValue(m.t, 80)}`);
   }

@@ -6,8 +6,9 @@ transportConformance('in-process', () => {
   const clock = new FakeClock(1_000_000);
   const fabric = new MemoryFabric(() => clock.now());
   return {
-    make: () => new MemoryTransport({ fabric }),
+    make: (_node, options = {}) => new MemoryTransport({ fabric, ...options }),
     writeRaw: async (inbox, bytes) => void fabric.appendRaw(inbox, bytes),
     elapse: (ms) => clock.advance(ms),
+    writeHeartbeat: async (node, value, ttlMs) => fabric.writeHeartbeat(node, value, ttlMs),
   };
 });

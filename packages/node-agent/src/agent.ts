@@ -38,6 +38,32 @@ export interface AgentOptions {
   readonly clock?: Clock;
   /** Appends what each remote subscription asked for and received to this file every heartbeat (see demandAuditFile). */
   readonly demandAudit?: string | undefined;
+  /** The grace period of stop(): past it, what is left is dropped and the stop ends. Default 45 000 ms. */
+  readonly stopTimeoutMs?: number;
+}
+
+export const AGENT_DEFAULTS = {
+  /** Within Kubernetes' 60 s grace period, with the task drain's 30 s inside it. */
+  stopTimeoutMs: 45_000,
+  /** Longest /readyz waits for Redis before it answers 503. */
+  readinessTimeoutMs: 500,
+} as const;
+
+/** Whether `promise` settled within `ms` (it goes on regardless). */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  const settled = promise.then(
+    () => true as const,
+    () => true as const,
+  );
+  try {
+    return await Promise.race([settled, late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** The name of replica `index` of a stage: the stage name itself when it has one replica. */
@@ -106,6 +132,8 @@ export class Agent {
   private supervisor: Supervisor | undefined;
   readonly fabric: FabricNode | undefined;
   private stopping: Promise<void> | undefined;
+  /** Set when stop() ran past its grace period and dropped what was left. */
+  stopTimedOut = false;
 
   private constructor(
     private readonly options: AgentOptions,
@@ -142,7 +170,13 @@ export class Agent {
 
   static async start(options: AgentOptions): Promise<Agent> {
     const agent = new Agent(options, options.node ?? hostname());
-    await agent.boot();
+    try {
+      await agent.boot();
+    } catch (error) {
+      // What boot opened goes, within the grace period: a failed start leaves no connection retrying behind it.
+      await agent.stop();
+      throw error;
+    }
     return agent;
   }
 
@@ -205,7 +239,7 @@ export class Agent {
     this.fabric?.on('event', (event) => this.logFabric(event));
     await this.fabric?.open(children.map((c) => c.id));
     this.supervisor = await Supervisor.start(this.system, children, topology.supervisor);
-    this.fabric?.ready();
+    await this.fabric?.ready();
     booting = false;
     for (const name of heldProducers) if (this.system.whereis(name)) this.system.setDemandMode(name, 'forward');
     this.supervisor.on('event', (event) => {
@@ -261,8 +295,29 @@ export class Agent {
         return;
       case 'dead-letter':
         logger.error(
-          { inbox: event.letter.inbox, entry: event.letter.entryId, reason: event.letter.reason },
-          'malformed inbox entry moved to the dead-letter stream',
+          { inbox: event.letter.inbox, entry: event.letter.entryId, kind: event.letter.kind, reason: event.letter.reason },
+          'inbox entry moved to the dead-letter stream',
+        );
+        return;
+      case 'heartbeat-refused':
+        logger.warn({ peer: event.node, reason: event.reason, unauthentic: event.unauthentic }, 'heartbeat refused');
+        return;
+      case 'name-conflict':
+        logger.error({ incarnation: event.incarnation }, 'another node beats under this node’s name');
+        return;
+      case 'name-wait':
+        logger.warn(
+          { incarnation: event.incarnation, waitMs: event.waitMs },
+          'an earlier beat holds this node’s name: waiting to see whether it is renewed',
+        );
+        return;
+      case 'send-retry':
+        logger.warn({ inbox: event.inbox, err: event.error }, 'send failed; retrying');
+        return;
+      case 'send-failed':
+        logger.error(
+          { inbox: event.inbox, subscription: event.key, err: event.error },
+          'send given up: its subscription is ended and made anew',
         );
         return;
       case 'excess-events':
@@ -313,26 +368,52 @@ export class Agent {
     if (this.system.list().length === 0) this.resolveDone('normal');
   }
 
-  /** Ready: booted, not stopping, and (on a fabric) Redis answering. Names what is missing. */
+  /** Ready: booted, not stopping, and (on a fabric) Redis answering within half a second. Names what is missing. */
   async readiness(): Promise<{ ready: boolean; missing: string[] }> {
     const missing: string[] = [];
     if (!this.booted) missing.push('stages not started');
     if (this.stopping !== undefined) missing.push('stopping');
-    if (this.fabric !== undefined) {
-      const seen = await this.fabric.transport.alive([this.node]).catch(() => undefined);
-      if (seen?.get(this.node) !== this.fabric.incarnation) missing.push('redis: heartbeat not readable');
+    const fabric = this.fabric;
+    if (fabric !== undefined) {
+      let seen: Map<string, string> | undefined | 'late';
+      const read = fabric.transport.alive([this.node]).then(
+        (alive) => {
+          seen = alive;
+        },
+        () => {
+          seen = undefined;
+        },
+      );
+      if (!(await settlesWithin(read, AGENT_DEFAULTS.readinessTimeoutMs))) seen = 'late';
+      if (seen === 'late') missing.push(`redis: no answer within ${AGENT_DEFAULTS.readinessTimeoutMs} ms`);
+      else if (seen?.get(this.node) !== fabric.incarnation) missing.push('redis: heartbeat not readable');
     }
     return { ready: missing.length === 0, missing };
   }
 
-  /** Graceful stop: consumers first (the reverse of start order), then producers. Idempotent. */
+  /**
+   * Graceful stop: consumers first (the reverse of start order), then
+   * producers, then the fabric and the task store. Idempotent. It ends within
+   * its grace period (`stopTimeoutMs`) whatever Redis or PostgreSQL do: past
+   * it, connections are dropped and what was left is logged.
+   */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
-      this.options.logger.info('agent stopping');
-      await this.supervisor?.stop('shutdown');
-      await this.system.shutdown('shutdown');
-      await this.fabric?.close();
-      await this.tasks?.close();
+      const { logger } = this.options;
+      const graceMs = this.options.stopTimeoutMs ?? AGENT_DEFAULTS.stopTimeoutMs;
+      logger.info({ graceMs }, 'agent stopping');
+      const graceful = (async () => {
+        await this.supervisor?.stop('shutdown');
+        await this.system.shutdown('shutdown');
+        await this.fabric?.close();
+        await this.tasks?.close();
+      })();
+      if (!(await settlesWithin(graceful, graceMs))) {
+        this.stopTimedOut = true;
+        logger.error({ graceMs }, 'stop did not finish within its grace period: dropping the connections and what is left');
+        // Each of these bounds its own wait; together, one second more at most.
+        await settlesWithin(Promise.allSettled([this.fabric?.close(), this.tasks?.close()]), 1000);
+      }
       this.resolveDone('shutdown');
     })();
     return this.stopping;

@@ -1,3 +1,4 @@
+import { redactCredentials, redactError } from '@stagefabric/runtime';
 import { type Logger, type LoggerOptions, pino } from 'pino';
 import pretty from 'pino-pretty';
 
@@ -13,16 +14,14 @@ export interface CreateLoggerOptions {
   readonly destination?: NodeJS.WritableStream;
   /** 'json' (pino's lines) or 'pretty' (for a person). Default: pretty on a terminal, json otherwise; LOG_FORMAT overrides. */
   readonly format?: 'json' | 'pretty';
-}
-
-/** Masks the password of any URL in a log message (redis://user:secret@host). */
-function maskUrls(text: string): string {
-  return text.replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^:/@\s]*:)[^@\s]+@/gi, '$1[redacted]@');
+  /** Credentials (passwords, the fabric's secret) masked wherever they appear in a message or an error. */
+  readonly secrets?: readonly string[];
 }
 
 /** The agent's pino logger, bound to its node; log lines about a stage carry `{ stage }`. */
 export function createLogger(options: CreateLoggerOptions): Logger {
   const destination = options.destination ?? process.stderr;
+  const secrets = options.secrets ?? [];
   const envFormat = process.env.LOG_FORMAT;
   const format =
     options.format ??
@@ -31,9 +30,11 @@ export function createLogger(options: CreateLoggerOptions): Logger {
     level: options.level ?? process.env.LOG_LEVEL ?? 'info',
     base: { node: options.node },
     redact: { paths: REDACT, censor: '[redacted]' },
+    // An error's message and stack lose any credential, and a Redis client's command its arguments (AUTH's are a password).
+    serializers: { err: (error: unknown) => pino.stdSerializers.err(redactError(error, secrets)) },
     hooks: {
       logMethod(args, method) {
-        method.apply(this, args.map((a) => (typeof a === 'string' ? maskUrls(a) : a)) as Parameters<typeof method>);
+        method.apply(this, args.map((a) => (typeof a === 'string' ? redactCredentials(a, secrets) : a)) as Parameters<typeof method>);
       },
     },
   };

@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module';
-import type { FabricNode } from '@stagefabric/fabric';
+import { DEAD_LETTER_KINDS, type FabricNode } from '@stagefabric/fabric';
 import type { StageObserver, StageSystem } from '@stagefabric/runtime';
 import type { ClaimedTask, LeaseLossPhase, RefusalReason, TaskOutcomeRecord, TaskStore } from '@stagefabric/tasks';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
@@ -25,6 +25,15 @@ export const METRIC_NAMES = {
   transportRedeliveries: 'stagefabric_transport_redeliveries_total',
   transportDeadLetters: 'stagefabric_transport_dead_letters_total',
   transportReconnects: 'stagefabric_transport_reconnects_total',
+  transportSendRetries: 'stagefabric_transport_send_retries_total',
+  transportSendFailures: 'stagefabric_transport_send_failures_total',
+  fabricRefusedAsks: 'stagefabric_fabric_refused_asks_total',
+  fabricAuthFailures: 'stagefabric_fabric_auth_failures_total',
+  fabricHeartbeatsRefused: 'stagefabric_fabric_heartbeats_refused_total',
+  fabricHeldEvents: 'stagefabric_fabric_held_events',
+  fabricHeldBytes: 'stagefabric_fabric_held_bytes',
+  fabricHeldDropped: 'stagefabric_fabric_held_events_dropped_total',
+  metricsSourceUp: 'stagefabric_metrics_source_up',
   inboxEntries: 'stagefabric_inbox_entries',
   inboxPending: 'stagefabric_inbox_pending_entries',
   nodeUp: 'stagefabric_node_up',
@@ -44,6 +53,27 @@ export const METRIC_NAMES = {
 
 /** This package's version, as its package.json says (dist/ and src/ both sit one level below it). */
 export const VERSION: string = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
+
+/** Longest a scrape waits for Redis (inbox lengths) or the task store (task counts): /metrics answers within a second in an outage. */
+export const METRICS_SOURCE_TIMEOUT_MS = 400;
+
+/** Resolves with `promise`'s value, or rejects once `ms` have passed. */
+function within<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** What a scrape read from Redis and the task store, each read bounded in time. */
+interface Sources {
+  readonly inboxEntries: [Record<string, string>, number][];
+  readonly inboxPending: [Record<string, string>, number][];
+  readonly tasks: [Record<string, string>, number][];
+  /** Per source (redis, task_store): whether it answered in time. Absent sources are not used by this agent. */
+  readonly up: [Record<string, string>, number][];
+}
 
 export interface AgentMetricsOptions {
   readonly node: string;
@@ -71,8 +101,9 @@ export class AgentMetrics {
   private readonly leasesRecovered: Counter;
   private readonly eventsDropped: Counter;
   private readonly consoleActions: Counter;
+  private sources: Sources = { inboxEntries: [], inboxPending: [], tasks: [], up: [] };
 
-  constructor(options: AgentMetricsOptions) {
+  constructor(private readonly options: AgentMetricsOptions) {
     const r = this.registry;
     r.setDefaultLabels({ node: options.node });
     collectDefaultMetrics({ register: r, prefix: 'stagefabric_' });
@@ -97,7 +128,8 @@ export class AgentMetrics {
             const key = JSON.stringify(labels);
             const before = last.get(key) ?? 0;
             const delta = value >= before ? value - before : value;
-            if (delta > 0) this.inc(labels, delta);
+            // inc(0) too: a labelled series exists from the first scrape, so rate() over it is 0, not absent.
+            this.inc(labels, delta);
             last.set(key, value);
           }
         },
@@ -185,9 +217,58 @@ export class AgentMetrics {
     );
     mirrored(
       METRIC_NAMES.transportDeadLetters,
-      'Malformed inbox entries moved to the dead-letter stream.',
+      'Inbox entries moved to the dead-letter stream, by reason: malformed, oversized, unauthentic, trimmed, refused, failed.',
+      ['reason'],
+      () => {
+        const s = transport();
+        return s === undefined ? [] : DEAD_LETTER_KINDS.map((kind) => [{ reason: kind }, s.deadLettersByKind.get(kind) ?? 0]);
+      },
+    );
+    mirrored(
+      METRIC_NAMES.transportSendRetries,
+      'Sends Redis refused (out of memory, a lost connection) that were tried again.',
       [],
-      scalar((s) => s.deadLetters),
+      scalar((s) => s.sendRetries),
+    );
+    mirrored(
+      METRIC_NAMES.transportSendFailures,
+      'Messages given up on after their retries; each ended its subscription, made anew.',
+      [],
+      scalar((s) => s.sendFailures),
+    );
+    const fabricStats = () => options.fabric()?.stats;
+    mirrored(METRIC_NAMES.fabricRefusedAsks, "Asks refused for going beyond their subscription's maxDemand.", [], () => {
+      const f = fabricStats();
+      return f === undefined ? [] : [[{}, f.refusedAsks]];
+    });
+    mirrored(
+      METRIC_NAMES.fabricHeartbeatsRefused,
+      'Heartbeat readings not taken, by reason: malformed, unauthentic, stale (an earlier incarnation).',
+      ['reason'],
+      () => {
+        const f = fabricStats();
+        return f === undefined
+          ? []
+          : (['malformed', 'unauthentic', 'stale'] as const).map((k) => [{ reason: k }, f.heartbeatsRefused.get(k) ?? 0]);
+      },
+    );
+    mirrored(METRIC_NAMES.fabricAuthFailures, "Inbox entries and heartbeats without a valid MAC for the fabric's secret.", ['what'], () => {
+      const f = fabricStats();
+      const s = transport();
+      if (f === undefined || s === undefined) return [];
+      return [
+        [{ what: 'message' }, s.deadLettersByKind.get('unauthentic') ?? 0],
+        [{ what: 'heartbeat' }, f.heartbeatsRefused.get('unauthentic') ?? 0],
+      ];
+    });
+    mirrored(
+      METRIC_NAMES.fabricHeldDropped,
+      'Events held for consumers that had not subscribed again, dropped as the hold was full.',
+      [],
+      () => {
+        const f = fabricStats();
+        return f === undefined ? [] : [[{}, f.orphanEventsDropped]];
+      },
     );
     mirrored(
       METRIC_NAMES.transportReconnects,
@@ -195,34 +276,28 @@ export class AgentMetrics {
       [],
       scalar((s) => s.reconnects),
     );
-    const inboxes = async (
-      read: (t: FabricNode['transport'], inbox: string) => Promise<number>,
-    ): Promise<[Record<string, string>, number][]> => {
-      const fabric = options.fabric();
-      if (fabric === undefined) return [];
-      return Promise.all(
-        options
-          .inboxes()
-          .map(async (inbox): Promise<[Record<string, string>, number]> => [{ inbox }, await read(fabric.transport, inbox).catch(() => 0)]),
-      );
-    };
-    gauge(METRIC_NAMES.inboxEntries, 'Entries in a local inbox stream, pending ones included.', ['inbox'], () =>
-      inboxes((t, i) => t.inboxLength(i)),
+    gauge(METRIC_NAMES.inboxEntries, 'Entries in a local inbox stream, pending ones included.', ['inbox'], () => this.sources.inboxEntries);
+    gauge(METRIC_NAMES.inboxPending, 'Entries of a local inbox read and not yet acknowledged.', ['inbox'], () => this.sources.inboxPending);
+    gauge(
+      METRIC_NAMES.metricsSourceUp,
+      'Whether a source of this scrape (redis, task_store) answered in time; its series are left out when it did not.',
+      ['source'],
+      () => this.sources.up,
     );
-    gauge(METRIC_NAMES.inboxPending, 'Entries of a local inbox read and not yet acknowledged.', ['inbox'], () =>
-      inboxes((t, i) => t.inboxPending(i)),
-    );
+    gauge(METRIC_NAMES.fabricHeldEvents, 'Events held for consumers that have not subscribed again yet.', [], () => {
+      const f = fabricStats();
+      return f === undefined ? [] : [[{}, f.heldEvents]];
+    });
+    gauge(METRIC_NAMES.fabricHeldBytes, 'Bytes (as on the wire) of the events held so.', [], () => {
+      const f = fabricStats();
+      return f === undefined ? [] : [[{}, f.heldBytes]];
+    });
     gauge(METRIC_NAMES.nodeUp, 'This agent is running.', [], () => [[{}, 1]]);
     gauge(METRIC_NAMES.nodeHeartbeat, 'When this agent last beat (Unix seconds).', [], () => {
       const at = options.fabric()?.lastBeatAtMs;
       return at === undefined ? [] : [[{}, at / 1000]];
     });
-    gauge(METRIC_NAMES.tasks, 'Tasks in the store by queue and state.', ['queue', 'state'], async () => {
-      const store = options.taskStore();
-      if (store === undefined) return [];
-      const counts = await store.counts().catch(() => []);
-      return counts.map((c): [Record<string, string>, number] => [{ queue: c.queue, state: c.state }, c.count]);
-    });
+    gauge(METRIC_NAMES.tasks, 'Tasks in the store by queue and state.', ['queue', 'state'], () => this.sources.tasks);
     this.started = new Counter({
       name: METRIC_NAMES.tasksStarted,
       help: 'Tasks this node started.',
@@ -317,8 +392,51 @@ export class AgentMetrics {
     this.consoleActions.inc({ action, outcome });
   }
 
-  render(): Promise<string> {
+  /** The exposition; what it reads from Redis and the task store is waited for METRICS_SOURCE_TIMEOUT_MS at most. */
+  async render(): Promise<string> {
+    this.sources = await this.readSources();
     return this.registry.metrics();
+  }
+
+  private async readSources(): Promise<Sources> {
+    const up: [Record<string, string>, number][] = [];
+    const fabric = this.options.fabric();
+    let inboxEntries: [Record<string, string>, number][] = [];
+    let inboxPending: [Record<string, string>, number][] = [];
+    const reads: Promise<void>[] = [];
+    if (fabric !== undefined) {
+      const inboxes = this.options.inboxes();
+      reads.push(
+        within(
+          Promise.all(
+            inboxes.map(async (inbox) => [await fabric.transport.inboxLength(inbox), await fabric.transport.inboxPending(inbox)] as const),
+          ),
+          METRICS_SOURCE_TIMEOUT_MS,
+        ).then(
+          (counts) => {
+            inboxEntries = counts.map(([entries], i) => [{ inbox: inboxes[i] as string }, entries]);
+            inboxPending = counts.map(([, pending], i) => [{ inbox: inboxes[i] as string }, pending]);
+            up.push([{ source: 'redis' }, 1]);
+          },
+          () => void up.push([{ source: 'redis' }, 0]),
+        ),
+      );
+    }
+    let tasks: [Record<string, string>, number][] = [];
+    const store = this.options.taskStore();
+    if (store !== undefined) {
+      reads.push(
+        within(store.counts(), METRICS_SOURCE_TIMEOUT_MS).then(
+          (counts) => {
+            tasks = counts.map((c): [Record<string, string>, number] => [{ queue: c.queue, state: c.state }, c.count]);
+            up.push([{ source: 'task_store' }, 1]);
+          },
+          () => void up.push([{ source: 'task_store' }, 0]),
+        ),
+      );
+    }
+    await Promise.all(reads);
+    return { inboxEntries, inboxPending, tasks, up };
   }
 
   get contentType(): string {

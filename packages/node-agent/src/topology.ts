@@ -1,13 +1,15 @@
 import { readFile } from 'node:fs/promises';
+import { NAME_RULE, WIRE_LIMITS } from '@stagefabric/fabric';
 import { FabricError } from '@stagefabric/runtime';
-import { LineCounter, parseDocument } from 'yaml';
+import { isAlias, isCollection, isPair, LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 
 const NAME = /^[A-Za-z][A-Za-z0-9_.-]*$/;
 
 const subscriptionSchema = z.strictObject({
   to: z.string().regex(NAME, 'must be a stage name (a letter, then letters, digits, _ . -)'),
-  maxDemand: z.number().int().positive().optional(),
+  // Demand is credit on the wire too: bounded as every node bounds what it accepts.
+  maxDemand: z.number().int().positive().max(WIRE_LIMITS.maxDemand).optional(),
   minDemand: z.number().int().nonnegative().optional(),
   cancel: z.enum(['permanent', 'transient', 'temporary']).optional(),
   partition: z.union([z.string(), z.number().int()]).optional(),
@@ -25,7 +27,10 @@ const stageSchema = z.strictObject({
   subscribe: z.array(z.preprocess((entry) => (typeof entry === 'string' ? { to: entry } : entry), subscriptionSchema)).default([]),
   restart: z.enum(['permanent', 'transient', 'temporary']).default('permanent'),
   /** The nodes that run this stage (each runs `replicas` of it). Absent: every node. Ignored when running in one process. */
-  nodes: z.array(z.string().regex(NAME, 'must be a node name')).min(1).optional(),
+  nodes: z
+    .array(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, `a node name ${NAME_RULE}`))
+    .min(1)
+    .optional(),
 });
 
 const topologySchema = z.strictObject({
@@ -98,6 +103,22 @@ function formatPath(path: readonly PropertyKey[]): string {
   return out;
 }
 
+/** yaml's own default; stated here because the error message names it. */
+const MAX_ALIAS_COUNT = 100;
+
+/** The first alias node of a document, for where an alias bomb is reported. */
+function firstAlias(node: unknown): { range?: [number, number, number] } | undefined {
+  const stack: unknown[] = [node];
+  while (stack.length > 0) {
+    const n = stack.pop();
+    if (n === null || typeof n !== 'object') continue;
+    if (isAlias(n)) return n as { range?: [number, number, number] };
+    if (isCollection(n)) stack.push(...[...n.items].reverse());
+    else if (isPair(n)) stack.push(n.value, n.key);
+  }
+  return undefined;
+}
+
 /** Parses and checks a topology document; throws TopologyError naming file, line and path of each mistake. */
 export function parseTopology(text: string, file: string): Topology {
   const lineCounter = new LineCounter();
@@ -111,6 +132,18 @@ export function parseTopology(text: string, file: string): Topology {
       }),
     );
   }
+  // Aliases are expanded by toJS: a few lines can expand to billions of nodes (a "billion laughs"), so their count is capped.
+  let value: unknown;
+  try {
+    value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (error) {
+    const alias = firstAlias(doc.contents);
+    const pos = at(alias?.range?.[0] ?? 0);
+    const message = /alias/i.test((error as Error).message)
+      ? `YAML: aliases expand to too much (more than ${MAX_ALIAS_COUNT} per alias); write the values out`
+      : `YAML: ${(error as Error).message.split('\n')[0]}`;
+    throw new TopologyError([{ file, line: pos.line, column: pos.col, path: '', message }]);
+  }
   /** The line of the deepest node that exists along `path`. */
   const locate = (path: readonly PropertyKey[]) => {
     for (let n = path.length; n >= 0; n--) {
@@ -119,7 +152,7 @@ export function parseTopology(text: string, file: string): Topology {
     }
     return { line: 1, col: 1 };
   };
-  const parsed = topologySchema.safeParse(doc.toJS());
+  const parsed = topologySchema.safeParse(value);
   if (!parsed.success) {
     throw new TopologyError(
       parsed.error.issues.map((issue) => {

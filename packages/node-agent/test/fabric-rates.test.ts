@@ -20,6 +20,7 @@ function sample(at: number, eventsIn: number, inboxes: Record<string, number>, d
     ],
     subscriptions: [{ producer: 'counter@a', consumer: 'double@b', asked: 1000, sent: eventsIn, outstandingDemand: 1000 - eventsIn }],
     inboxes: Object.entries(inboxes).map(([inbox, entries]) => ({ inbox, entries, pending: entries })),
+    malformed: [],
   };
   return { at, status };
 }

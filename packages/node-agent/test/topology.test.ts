@@ -109,4 +109,23 @@ describe('topology files', () => {
     const schema = topologyJsonSchema() as { properties: Record<string, unknown> };
     expect(Object.keys(schema.properties)).toEqual(expect.arrayContaining(['stages', 'supervisor', 'version']));
   });
+
+  it('bounds maxDemand as the wire does, and node names to plain names', () => {
+    const issues = issuesOf(
+      [
+        'stages:',
+        '  counter:',
+        '    module: ./stages.js',
+        '    nodes: [kitchen, "bad node"]',
+        '  printer:',
+        '    module: ./stages.js',
+        '    subscribe: [{ to: counter, maxDemand: 10000001 }]',
+        '',
+      ].join('\n'),
+    );
+    expect(issues.map((i) => [i.line, i.path, i.message])).toEqual([
+      [4, 'stages.counter.nodes[1]', expect.stringMatching(/a node name must be 1 to 63 letters, digits/)],
+      [7, 'stages.printer.subscribe[0].maxDemand', expect.stringMatching(/10000000/)],
+    ]);
+  });
 });

@@ -15,6 +15,7 @@ export const ERROR_CODES = {
   SF_BAD_USAGE: { input: true, meaning: 'a command line that stagectl cannot run' },
   SF_BAD_WIRE_MESSAGE: { input: true, meaning: 'a fabric message that is malformed, oversized or not authentic; it is dead-lettered' },
   SF_NO_HANDLER: { input: true, meaning: 'a task names a handler that is not registered' },
+  SF_NODE_NAME_TAKEN: { input: true, meaning: 'a live node of the fabric already has this node name: give the agent another --node' },
   SF_NO_STAGE: { input: false, meaning: 'no running stage has that name or ref' },
   SF_NAME_TAKEN: { input: false, meaning: 'a stage of that name is already running' },
   SF_ALREADY_SUBSCRIBED: { input: true, meaning: 'a consumer subscribed a second time to the same broadcast producer' },

@@ -17,6 +17,14 @@ export { describeValue, ERROR_CODES, FabricError, type FabricErrorCode, type Fab
 export { fromIterable, type PipelineStep, pipeline, type ToAsyncIterableOptions, toAsyncIterable } from './interop.js';
 export { PRODUCER_DEFAULTS, SUBSCRIPTION_DEFAULTS } from './options.js';
 export {
+  type RedisConnectionOptions,
+  redactCredentials,
+  redactError,
+  redactUrl,
+  redisConnectionOptions,
+  redisPassword,
+} from './redis-url.js';
+export {
   type AnyStageSpec,
   type ConsumerSpec,
   consumer,
@@ -26,7 +34,8 @@ export {
   producerConsumer,
   type StageContext,
 } from './spec.js';
-export type { StageMessage, StagePeer, StageStats } from './stage.js';
+export type { StageStats } from './stage.js';
+export type { StageMessage, StagePeer } from './stage-protocol.js';
 export {
   type ChildSpec,
   type RestartPolicy,

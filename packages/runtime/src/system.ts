@@ -2,7 +2,8 @@ import { EventEmitter } from 'node:events';
 import { type Clock, systemClock, type TimerHandle } from './clock.js';
 import { describeValue, FabricError } from './errors.js';
 import type { AnyStageSpec } from './spec.js';
-import { isStageRef, Stage, type StagePeer, type StageStats } from './stage.js';
+import { isStageRef, Stage, type StageStats } from './stage.js';
+import { isStagePeer, type StagePeer } from './stage-protocol.js';
 import type { CallFrom, ExitReason, StageAddress, StageRef, SubscribeOptions, Subscription } from './types.js';
 import { isCleanExit } from './types.js';
 
@@ -263,7 +264,7 @@ export class StageSystem extends EventEmitter<StageSystemEvents> {
     const local = this.local(address);
     if (local !== undefined) return local;
     if (typeof address === 'string') return this.resolveRemote?.(address);
-    return isStageRef(address) && 'deliver' in address ? (address as StagePeer) : undefined;
+    return isStageRef(address) && isStagePeer(address) ? address : undefined;
   }
 
   private require(address: StageAddress): Stage {

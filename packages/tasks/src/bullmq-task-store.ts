@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { FabricError, type RedisConnectionOptions, redactError, redisConnectionOptions, redisPassword } from '@stagefabric/runtime';
 import { Job, type JobType, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { checkTasks, TASK_DEFAULTS } from './task-input.js';
@@ -32,6 +33,8 @@ export interface BullMQTaskStoreOptions {
    * Default 10 000.
    */
   readonly scanMax?: number;
+  /** Background failures of its connections (a lost connection, a refused password), credentials removed. */
+  readonly onError?: (error: Error) => void;
 }
 
 /** What a job's data keeps of each finished attempt (JSON: dates as Unix milliseconds). */
@@ -153,33 +156,36 @@ export class BullMQTaskStore implements TaskStore {
   private readonly listeners = new Map<string, Set<() => void>>();
   private readonly maxPayloadBytes: number;
   private readonly scanMax: number;
+  /** The URL read once, as the fabric reads it (TLS for rediss://, the database, the ACL user, %-decoded credentials). */
+  private readonly connectionOptions: RedisConnectionOptions;
+  private lastError: Error | undefined;
+  private readonly onError = (error: Error) => {
+    this.lastError = redactError(error, redisPassword(this.options.url));
+    this.options.onError?.(this.lastError);
+  };
 
   constructor(private readonly options: BullMQTaskStoreOptions) {
     this.prefix = options.prefix ?? 'bull';
-    const redis = new Redis(options.url, { maxRetriesPerRequest: null });
+    this.connectionOptions = redisConnectionOptions(options.url, 'the BullMQ task store URL');
+    const redis = new Redis({ ...this.connectionOptions, maxRetriesPerRequest: null });
     redis.defineCommand('sfRelock', { numberOfKeys: 3, lua: RELOCK });
     redis.defineCommand('sfUpdateIfHeld', { numberOfKeys: 2, lua: UPDATE_IF_HELD });
     // defineCommand adds the methods at run time; LockScripts names them for the compiler.
     this.redis = redis as Redis & LockScripts;
+    this.redis.on('error', this.onError);
     this.maxPayloadBytes = options.maxPayloadBytes ?? TASK_DEFAULTS.maxPayloadBytes;
     this.scanMax = options.scanMax ?? 10_000;
   }
 
   private get connection() {
-    const { hostname, port, password, username } = new URL(this.options.url);
-    return {
-      host: hostname,
-      port: Number(port || 6379),
-      ...(password ? { password } : {}),
-      ...(username ? { username } : {}),
-      maxRetriesPerRequest: null,
-    };
+    return { ...this.connectionOptions, maxRetriesPerRequest: null };
   }
 
   private queue(name: string): Queue {
     let q = this.queues.get(name);
     if (q === undefined) {
       q = new Queue(name, { connection: this.connection, prefix: this.prefix });
+      q.on('error', this.onError);
       this.queues.set(name, q);
     }
     return q;
@@ -199,6 +205,7 @@ export class BullMQTaskStore implements TaskStore {
         maxStalledCount: STALLED_LIMIT,
         skipLockRenewal: true,
       });
+      w.on('error', this.onError);
       this.workers.set(key, w);
     }
     return w;
@@ -214,8 +221,24 @@ export class BullMQTaskStore implements TaskStore {
     return slash <= 0 || slash === id.length - 1 ? undefined : { queue: id.slice(0, slash), jobId: id.slice(slash + 1) };
   }
 
-  async migrate(): Promise<void> {
-    await this.redis.ping();
+  /**
+   * Checks that Redis answers. Commands wait across reconnects (an agent
+   * outlives a Redis restart), so this is the one place that gives up:
+   * after `connectTimeoutMs` (default 10 s), naming Redis's last error.
+   */
+  async migrate(connectTimeoutMs = 10_000): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const why = this.lastError === undefined ? 'no answer' : this.lastError.message;
+        reject(new FabricError('SF_CALL_TIMEOUT', `the BullMQ task store's Redis did not answer within ${connectTimeoutMs} ms: ${why}`));
+      }, connectTimeoutMs);
+    });
+    try {
+      await Promise.race([this.redis.ping(), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async enqueue(tasks: readonly NewTask[]): Promise<EnqueueResult[]> {
@@ -508,6 +531,7 @@ export class BullMQTaskStore implements TaskStore {
   async onEnqueued(queue: string, listener: () => void): Promise<() => Promise<void>> {
     if (this.subscriber === undefined) {
       this.subscriber = this.redis.duplicate();
+      this.subscriber.on('error', this.onError);
       await this.subscriber.subscribe(`${this.prefix}:stagefabric-enqueued`);
       this.subscriber.on('message', (_channel: string, q: string) => {
         for (const l of this.listeners.get(q) ?? []) l();

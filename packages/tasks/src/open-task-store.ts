@@ -83,10 +83,20 @@ export async function openTaskStore(options: OpenTaskStoreOptions): Promise<Task
     // Each store's driver is an optional peer dependency: loaded only when that store is asked for.
     const { BullMQTaskStore } = await import('./bullmq-task-store.js');
     const store = Object.assign(
-      new BullMQTaskStore({ url: options.redisUrl, ...(options.prefix === undefined ? {} : { prefix: options.prefix }) }),
+      new BullMQTaskStore({
+        url: options.redisUrl,
+        ...(options.prefix === undefined ? {} : { prefix: options.prefix }),
+        ...(options.onError === undefined ? {} : { onError: options.onError }),
+      }),
       { kind: 'bullmq' as const },
     );
-    await store.migrate();
+    try {
+      // One-shot commands give up soon; an agent waits as long as it would for PostgreSQL.
+      await store.migrate(Math.max(5000, options.connectTimeoutMs ?? 0));
+    } catch (error) {
+      await store.close().catch(() => {});
+      throw error;
+    }
     return store;
   }
   if (options.kind === 'postgres' && (options.databaseUrl === undefined || options.databaseUrl === '')) {

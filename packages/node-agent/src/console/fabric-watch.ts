@@ -56,7 +56,10 @@ export class FabricWatch {
       });
       await this.reading;
     }
-    const last = this.last ?? { at: Date.now(), status: { namespace: this.namespace, nodes: [], subscriptions: [], inboxes: [] } };
+    const last = this.last ?? {
+      at: Date.now(),
+      status: { namespace: this.namespace, nodes: [], subscriptions: [], inboxes: [], malformed: [] },
+    };
     return { sample: last, rates: fabricRates(this.previous ?? last, last), error: this.error };
   }
 
