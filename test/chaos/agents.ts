@@ -65,6 +65,9 @@ export class ChaosAgent {
       this.host.name,
       '--metrics-port',
       String(this.config.metricsPort),
+      // Metrics listen on loopback unless told: the harness reads each agent's heap at its host's address.
+      '--metrics-host',
+      this.host.address,
       '--demand-audit',
       this.auditFile,
     ]);

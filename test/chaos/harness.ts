@@ -54,16 +54,18 @@ const BOUNDS = { heapBytes: 256 * 1024 * 1024, redisBytes: 256 * 1024 * 1024 };
 function topology(schema: string): string {
   const stages = join(ROOT, 'test/chaos/stages.mjs');
   const handlers = join(ROOT, 'test/chaos/handlers.mjs');
-  return `# The chaos run: the chocolates pipeline across the three hosts, and a task drain on each.
+  return `# The chaos run: the chocolates pipeline across the three hosts, and a task drain whose
+# producer claims on h1 for runners on h2 and h3, so every task crosses hosts.
 tasks: { handlers: ${handlers}, schema: ${schema} }
 stages:
   maker: { module: ${stages}, args: { redeliverMs: 15000 }, nodes: [h1] }
   wrapper: { module: ${stages}, nodes: [h2], subscribe: [{ to: maker, maxDemand: 200, minDemand: 100 }] }
   packer: { module: ${stages}, nodes: [h3], subscribe: [{ to: wrapper, maxDemand: 200, minDemand: 100 }] }
-  tasks: { module: stagefabric:task-producer, args: { pollIntervalMs: 500, leaseMs: ${LEASE_MS} } }
+  tasks: { module: stagefabric:task-producer, args: { pollIntervalMs: 500, leaseMs: ${LEASE_MS} }, nodes: [h1] }
   runner:
     module: stagefabric:task-runner
     args: { leaseMs: ${LEASE_MS}, concurrency: 20 }
+    nodes: [h2, h3]
     subscribe: [{ to: tasks, maxDemand: 40, minDemand: 20 }]
 `;
 }

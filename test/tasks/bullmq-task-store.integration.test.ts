@@ -5,9 +5,18 @@ import { taskStoreConformance } from '../../packages/tasks/test/task-store.confo
 
 const url = inject('redisUrl');
 
+const prefixOf = new WeakMap<object, string>();
+
 // A key prefix per store: each test sees only its own queues.
-taskStoreConformance('Redis through BullMQ', async () => {
-  const store = new BullMQTaskStore({ url, prefix: `sfbull${randomUUID().slice(0, 8)}` });
-  await store.migrate();
-  return store;
-});
+taskStoreConformance(
+  'Redis through BullMQ',
+  async () => {
+    const prefix = `sfbull${randomUUID().slice(0, 8)}`;
+    const store = new BullMQTaskStore({ url, prefix });
+    prefixOf.set(store, prefix);
+    await store.migrate();
+    return store;
+  },
+  // Another node: a store of its own on the same queues, sharing nothing in memory.
+  async (store) => new BullMQTaskStore({ url, prefix: prefixOf.get(store) as string }),
+);

@@ -7,13 +7,21 @@ import { taskStoreConformance } from '../../packages/tasks/test/task-store.confo
 const url = inject('databaseUrl');
 const schemas: string[] = [];
 
-taskStoreConformance('PostgreSQL', async () => {
-  const schema = `sf_c${randomUUID().slice(0, 8)}`;
-  schemas.push(schema);
-  const store = new PostgresTaskStore({ url, schema });
-  await store.migrate();
-  return store;
-});
+const schemaOf = new WeakMap<object, string>();
+
+taskStoreConformance(
+  'PostgreSQL',
+  async () => {
+    const schema = `sf_c${randomUUID().slice(0, 8)}`;
+    schemas.push(schema);
+    const store = new PostgresTaskStore({ url, schema });
+    schemaOf.set(store, schema);
+    await store.migrate();
+    return store;
+  },
+  // Another node: a store of its own on the same schema.
+  async (store) => new PostgresTaskStore({ url, schema: schemaOf.get(store) as string }),
+);
 
 afterAll(async () => {
   const admin = new pg.Client({ connectionString: url });

@@ -233,22 +233,22 @@ describe('task store on PostgreSQL', () => {
       const [second] = await store.claim('default', 1, 'node-b', 60_000);
       if (stalled === undefined || second === undefined) throw new Error('claims returned nothing');
       expect(second.attempt).toBe(2);
-      const attempt = async (task: typeof stalled, owner: string, commit: boolean) => {
+      const attempt = async (task: typeof stalled, commit: boolean) => {
         await client.query('BEGIN');
         await query(`INSERT INTO ${schema}.effects VALUES ($1, $2)`, [task.id, task.attempt]);
-        const held = await store.succeedWith(query, task, owner);
+        const held = await store.succeedWith(query, task);
         await client.query(held && commit ? 'COMMIT' : 'ROLLBACK');
         return held;
       };
-      expect(await attempt(stalled, 'node-a', true)).toBe(false);
+      expect(await attempt(stalled, true)).toBe(false);
       // Rolled back after succeeding: neither the effect nor the success happened.
-      expect(await attempt(second, 'node-b', false)).toBe(true);
+      expect(await attempt(second, false)).toBe(true);
       expect((await store.get(id))?.state).toBe('running');
-      expect(await attempt(second, 'node-b', true)).toBe(true);
+      expect(await attempt(second, true)).toBe(true);
       expect((await store.get(id))?.state).toBe('success');
       expect((await client.query(`SELECT task_id::text, attempt FROM ${schema}.effects`)).rows).toEqual([{ task_id: id, attempt: 2 }]);
       // The runner's own outcome write, arriving later, changes nothing.
-      expect(await store.complete([{ id, status: 'success' }], 'node-b')).toEqual([]);
+      expect(await store.complete([{ id, attempt: second.attempt, claimant: second.claimant, status: 'success' }])).toEqual([]);
     } finally {
       await client.end();
       await store.close();

@@ -191,6 +191,10 @@ export class Agent {
       ...(this.options.taskStore === undefined ? {} : { store: this.options.taskStore }),
       onStarted: (task) => this.metrics.taskStarted(task),
       onRecorded: (task, outcome, ms) => this.metrics.taskRecorded(task, outcome, ms),
+      onOutcomeRefused: (task, reason) => this.metrics.taskOutcomeRefused(task, reason),
+      onLeaseLost: (task, phase) => this.metrics.taskLeaseLost(task, phase),
+      onDropped: () => this.metrics.taskEventDropped(),
+      onRecovered: (count) => this.metrics.taskLeasesRecovered(count),
     });
     const builtins = this.tasks?.builtins ?? new Map();
     const specs = new Map<string, AnyStageSpec>();
@@ -251,7 +255,7 @@ export class Agent {
     const tasks = this.tasks;
     if (tasks?.onStart !== undefined) {
       Promise.resolve()
-        .then(() => tasks.onStart?.({ store: tasks.store, stop: () => this.stop() }))
+        .then(() => tasks.onStart?.({ store: tasks.store, stop: () => this.stop(), node: this.node, stages: children.map((c) => c.id) }))
         .catch((error: Error) => logger.error({ err: error }, 'tasks onStart failed'));
     }
   }

@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import { DEAD_LETTER_KINDS, type FabricNode } from '@stagefabric/fabric';
 import type { StageObserver, StageSystem } from '@stagefabric/runtime';
-import type { ClaimedTask, TaskOutcomeRecord, TaskStore } from '@stagefabric/tasks';
+import type { ClaimedTask, LeaseLossPhase, RefusalReason, TaskOutcomeRecord, TaskStore } from '@stagefabric/tasks';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 /**
@@ -44,6 +44,10 @@ export const METRIC_NAMES = {
   tasksFinished: 'stagefabric_tasks_finished_total',
   taskRunDuration: 'stagefabric_task_run_duration_seconds',
   taskQueueWait: 'stagefabric_task_queue_wait_seconds',
+  taskOutcomesRefused: 'stagefabric_task_outcomes_refused_total',
+  taskLeasesLost: 'stagefabric_task_leases_lost_total',
+  taskLeasesRecovered: 'stagefabric_task_leases_recovered_total',
+  taskEventsDropped: 'stagefabric_task_events_dropped_total',
   consoleActions: 'stagefabric_console_actions_total',
 } as const;
 
@@ -92,6 +96,10 @@ export class AgentMetrics {
   private readonly finished: Counter;
   private readonly runDuration: Histogram;
   private readonly queueWait: Histogram;
+  private readonly refused: Counter;
+  private readonly leasesLost: Counter;
+  private readonly leasesRecovered: Counter;
+  private readonly eventsDropped: Counter;
   private readonly consoleActions: Counter;
   private sources: Sources = { inboxEntries: [], inboxPending: [], tasks: [], up: [] };
 
@@ -317,6 +325,28 @@ export class AgentMetrics {
       buckets: taskBuckets,
       registers: [r],
     });
+    this.refused = new Counter({
+      name: METRIC_NAMES.taskOutcomesRefused,
+      help: 'Task outcomes the store refused because the run no longer held the task, by reason (lease-lost, finished, not-found).',
+      labelNames: ['queue', 'reason'],
+      registers: [r],
+    });
+    this.leasesLost = new Counter({
+      name: METRIC_NAMES.taskLeasesLost,
+      help: "Tasks in this node's hands whose lease the store no longer honoured, by phase (handover, prefetched: not run; running: aborted).",
+      labelNames: ['queue', 'phase'],
+      registers: [r],
+    });
+    this.leasesRecovered = new Counter({
+      name: METRIC_NAMES.taskLeasesRecovered,
+      help: "Tasks whose lease lapsed that this node's producer put back to waiting or failed on their last attempt.",
+      registers: [r],
+    });
+    this.eventsDropped = new Counter({
+      name: METRIC_NAMES.taskEventsDropped,
+      help: 'Events a task runner dropped without running: not a claimed task, or a claim it already held.',
+      registers: [r],
+    });
     this.consoleActions = new Counter({
       name: METRIC_NAMES.consoleActions,
       help: 'Actions asked of the web console (retry, cancel, pause, resume, sign-in), done or refused.',
@@ -339,6 +369,22 @@ export class AgentMetrics {
     const label = outcome.status !== 'success' && outcome.retryAt !== undefined ? 'retry' : outcome.status;
     this.finished.inc({ queue: task.queue, outcome: label });
     this.runDuration.observe({ queue: task.queue }, durationMs / 1000);
+  }
+
+  taskOutcomeRefused(task: ClaimedTask, reason: RefusalReason): void {
+    this.refused.inc({ queue: task.queue, reason });
+  }
+
+  taskLeaseLost(task: ClaimedTask, phase: LeaseLossPhase): void {
+    this.leasesLost.inc({ queue: task.queue, phase });
+  }
+
+  taskLeasesRecovered(count: number): void {
+    this.leasesRecovered.inc(count);
+  }
+
+  taskEventDropped(): void {
+    this.eventsDropped.inc();
   }
 
   /** An action asked of the console served by this agent; `action` is one of a fixed set. */

@@ -1,8 +1,11 @@
 import { randomUUID } from 'node:crypto';
+import { describeValue } from '@stagefabric/runtime';
 import {
   type BackoffOptions,
   type ClaimedTask,
+  type LeaseLossPhase,
   openTaskStore,
+  type RefusalReason,
   type TaskOutcomeRecord,
   TaskRegistry,
   type TaskStore,
@@ -25,13 +28,25 @@ export interface TaskHostOptions {
   readonly store?: TaskStore;
   readonly onStarted?: (task: ClaimedTask) => void;
   readonly onRecorded?: (task: ClaimedTask, outcome: TaskOutcomeRecord, durationMs: number) => void;
+  /** For metrics; each is logged here too. */
+  readonly onOutcomeRefused?: (task: ClaimedTask, reason: RefusalReason) => void;
+  readonly onLeaseLost?: (task: ClaimedTask, phase: LeaseLossPhase) => void;
+  readonly onDropped?: () => void;
+  readonly onRecovered?: (count: number) => void;
 }
 
 /** How long an agent's boot waits for a PostgreSQL task store it cannot reach before it gives up. */
 export const TASK_STORE_CONNECT_TIMEOUT_MS = 60_000;
 
 /** What a handlers module may export besides handlers: called once the agent runs. */
-export type OnStart = (context: { readonly store: TaskStore; readonly stop: () => Promise<void> }) => unknown;
+export type OnStart = (context: {
+  readonly store: TaskStore;
+  readonly stop: () => Promise<void>;
+  /** This agent's node name. */
+  readonly node: string;
+  /** The stage instances this agent runs (on a fabric, those placed on this node). */
+  readonly stages: readonly string[];
+}) => unknown;
 
 interface ProducerArgs {
   readonly queue?: string;
@@ -52,7 +67,12 @@ interface RunnerArgs {
  * `stagefabric:task-producer` and `stagefabric:task-runner` bound to both.
  */
 export class TaskHost {
-  /** Lease owner for this agent run: node name plus a nonce, so a restarted node never mistakes old leases for its own. */
+  /**
+   * Lease owner for this agent run: node name plus a nonce, so a restarted
+   * node never mistakes old leases for its own. Its producers claim under
+   * it, its runners take over tasks claimed on other nodes under it, and at
+   * a graceful stop it hands back what it still holds.
+   */
   readonly owner: string;
   readonly builtins: ReadonlyMap<string, BuiltinStage>;
 
@@ -64,17 +84,48 @@ export class TaskHost {
     private readonly options: TaskHostOptions,
   ) {
     this.owner = `${options.node}/${randomUUID().slice(0, 8)}`;
-    const onError = (error: Error) => options.logger.warn({ err: error }, 'task store error; retrying');
+    const { logger } = options;
+    const onError = (error: Error) => logger.warn({ err: error }, 'task store error; retrying');
     const asObject = (args: unknown, stage: string) => {
       if (args !== undefined && (typeof args !== 'object' || args === null)) throw new StageLoadError(`${stage}: args must be a map`);
       return (args ?? {}) as Record<string, unknown>;
+    };
+    // Nothing about a lease or an outcome fails silently: each is a log line here and a metric through the agent.
+    const onRecovered = (count: number) => {
+      logger.warn({ tasks: count }, 'tasks whose leases lapsed went back to waiting, or failed on their last attempt');
+      options.onRecovered?.(count);
+    };
+    const onOutcomeRefused = (task: ClaimedTask, outcome: TaskOutcomeRecord, reason: RefusalReason) => {
+      logger.warn(
+        { task: task.id, queue: task.queue, name: task.name, attempt: task.attempt, outcome: outcome.status, reason },
+        'task outcome refused: this run no longer holds the task',
+      );
+      options.onOutcomeRefused?.(task, reason);
+    };
+    const onLeaseLost = (task: ClaimedTask, phase: LeaseLossPhase) => {
+      logger.warn(
+        {
+          task: task.id,
+          queue: task.queue,
+          name: task.name,
+          attempt: task.attempt,
+          phase,
+          result: phase === 'running' ? 'run aborted' : 'not run',
+        },
+        'task lease lost',
+      );
+      options.onLeaseLost?.(task, phase);
+    };
+    const onDropped = (event: unknown, problem: string) => {
+      logger.error({ event: describeValue(event), problem }, 'task event dropped: not a task this runner can run');
+      options.onDropped?.();
     };
     this.builtins = new Map<string, BuiltinStage>([
       [
         'stagefabric:task-producer',
         (args) => {
           const a = asObject(args, 'stagefabric:task-producer') as ProducerArgs;
-          return taskProducer({ store, owner: this.owner, onError, ...a });
+          return taskProducer({ store, owner: this.owner, onError, onRecovered, ...a });
         },
       ],
       [
@@ -87,6 +138,9 @@ export class TaskHost {
             owner: this.owner,
             subscribeTo: [],
             onError,
+            onOutcomeRefused,
+            onLeaseLost,
+            onDropped,
             ...(a.leaseMs === undefined ? {} : { leaseMs: a.leaseMs }),
             ...(a.concurrency === undefined ? {} : { concurrency: a.concurrency }),
             ...(a.backoff === undefined ? {} : { backoff: a.backoff }),
@@ -118,6 +172,7 @@ export class TaskHost {
         redisUrl: options.redisUrl,
         databaseUrl: options.databaseUrl,
         schema: config.schema,
+        prefix: config.prefix,
         onError: (e) => options.logger.warn({ err: e }, 'task store error'),
         // An agent outlives a database restart; so does its boot, as its Redis clients wait for Redis.
         connectTimeoutMs: TASK_STORE_CONNECT_TIMEOUT_MS,
@@ -128,8 +183,10 @@ export class TaskHost {
 
   /**
    * Once the node's stages have exited: every task it still holds goes back
-   * to waiting, for other nodes at once rather than when its lease lapses;
-   * then the store it opened closes.
+   * to waiting, for other nodes at once rather than when its lease lapses
+   * (claimed by its producer and not taken over by a runner, prefetched,
+   * aborted at the end of the drain); tasks runners on other nodes took over
+   * stay theirs. Then the store it opened closes.
    */
   async close(): Promise<void> {
     const { logger } = this.options;

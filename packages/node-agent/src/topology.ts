@@ -56,6 +56,11 @@ const topologySchema = z.strictObject({
         .string()
         .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case identifier')
         .optional(),
+      /** bullmq: the Redis key prefix of the queues. Default bull, BullMQ's own. */
+      prefix: z
+        .string()
+        .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'must be letters, digits, _ . - (at most 64)')
+        .optional(),
     })
     .optional(),
 });

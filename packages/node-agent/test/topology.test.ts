@@ -53,6 +53,24 @@ describe('topology files', () => {
     expect(issues[0]?.message).toMatch(/expected number/);
   });
 
+  it('tasks.prefix names the BullMQ key prefix; a prefix Redis keys should not hold is refused with its line', () => {
+    const ok = parseTopology(
+      [
+        'tasks: { handlers: ./h.js, store: bullmq, prefix: jobs-eu.1 }',
+        'stages:',
+        '  runner: { module: stagefabric:task-runner }',
+        '',
+      ].join('\n'),
+      '/x/topo.yaml',
+    );
+    expect(ok.tasks).toMatchObject({ store: 'bullmq', prefix: 'jobs-eu.1' });
+    const issues = issuesOf(
+      ['tasks:', '  handlers: ./h.js', '  prefix: "bull:jobs"', 'stages:', '  runner: { module: stagefabric:task-runner }', ''].join('\n'),
+    );
+    expect(issues).toHaveLength(1);
+    expect(issues[0]).toMatchObject({ line: 3, path: 'tasks.prefix', message: 'must be letters, digits, _ . - (at most 64)' });
+  });
+
   it('rejects unknown keys, missing modules and subscriptions to stages that do not exist', () => {
     const issues = issuesOf(
       ['stages:', '  counter:', '    modul: ./stages.js', '  printer:', '    module: ./p.js', '    subscribe: [countr]', ''].join('\n'),

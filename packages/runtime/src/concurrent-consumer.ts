@@ -49,20 +49,31 @@ interface Running<In> {
   timer: TimerHandle | undefined;
   /** Settles with the task's end, for a drain that can no longer receive messages. */
   settled: Promise<Finished<In, unknown>> | undefined;
+  /** Its outcome was reported: at its end, or at its timeout while the handler may still run. */
+  reported: boolean;
+  /** Its handler returned: its concurrency slot is free. */
+  returned: boolean;
+  /** Its outcome was recorded: once its handler returned too, its demand is asked for again. */
+  recorded: boolean;
 }
 
+/** The handler returned (or threw). */
 interface Finished<In, R> {
   readonly kind: '$task-finished';
   readonly task: Running<In>;
-  readonly status: TaskStatus;
+  readonly status: 'success' | 'error';
   readonly value?: R;
   readonly error?: unknown;
 }
 
-interface Recorded {
+interface TimedOut<In> {
+  readonly kind: '$task-timeout';
+  readonly task: Running<In>;
+}
+
+interface Recorded<In> {
   readonly kind: '$task-recorded';
-  readonly subscription: Subscription;
-  readonly seq: number;
+  readonly task: Running<In>;
 }
 
 /** Per subscription: which received events are done, so they are reported handled in the order they came. */
@@ -81,6 +92,7 @@ interface RecordFailed {
 }
 
 export interface ConcurrentConsumerState<In> {
+  /** Handlers that have not returned, timed out ones included: never more than `concurrency`. */
   readonly running: Set<Running<In>>;
   /** Received, waiting for a free slot (bounded by the subscriptions' demand). */
   readonly queued: { readonly event: In; readonly subscription: Subscription; readonly seq: number }[];
@@ -156,12 +168,15 @@ export function concurrentConsumer<In, R = unknown>(
       startedAt: ctx.clock.now(),
       timer: undefined,
       settled: undefined,
+      reported: false,
+      returned: false,
+      recorded: false,
     };
     state.running.add(task);
     task.timer = ctx.clock.setTimeout(() => {
       task.timer = undefined;
       task.controller.abort(new FabricError('SF_TASK_TIMEOUT', `task timed out after ${timeoutOf(event)} ms`));
-      finish(ctx, { kind: '$task-finished', task, status: 'timeout' });
+      ctx.send(ctx.self, { kind: '$task-timeout', task } satisfies TimedOut<In>);
     }, timeoutOf(event));
     let result: R | Promise<R>;
     try {
@@ -176,6 +191,42 @@ export function concurrentConsumer<In, R = unknown>(
       (error: unknown): Finished<In, R> => ({ kind: '$task-finished', task, status: 'error', error }),
     );
     void task.settled.then((done) => finish(ctx, done as Finished<In, R>));
+  };
+
+  /** Reports a task's outcome; its record, once done, comes back as `$task-recorded`. */
+  const report = (task: Running<In>, ended: Pick<TaskOutcome<In, R>, 'status' | 'value' | 'error'>, ctx: StageContext) => {
+    task.reported = true;
+    const outcome: TaskOutcome<In, R> = { event: task.event, durationMs: ctx.clock.now() - task.startedAt, ...ended };
+    if (options.onOutcome === undefined) {
+      task.recorded = true;
+      return;
+    }
+    // Recorded concurrently, so outcomes finishing together can be stored together; the slot waits for its record.
+    const onOutcome = options.onOutcome;
+    Promise.resolve()
+      .then(() => onOutcome(outcome))
+      .then(
+        () => ctx.send(ctx.self, { kind: '$task-recorded', task } satisfies Recorded<In>),
+        (error: unknown) => ctx.send(ctx.self, { kind: '$record-failed', error }),
+      );
+  };
+
+  /**
+   * A task's concurrency slot is free once its handler returned, even when
+   * its timeout was reported long before (a handler that ignores its signal
+   * keeps its slot); once its outcome is recorded too, its event is done
+   * (reported handled) and its demand asked for again.
+   */
+  const releaseSlot = (state: ConcurrentConsumerState<In>, task: Running<In>, ctx: StageContext) => {
+    if (!task.returned) return;
+    if (state.running.delete(task)) {
+      const next = state.queued.shift();
+      if (next !== undefined) start(state, next.event, next.subscription, next.seq, ctx);
+    }
+    if (task.recorded) {
+      settle(state, task.subscription, task.seq, ctx);
+      freeSlot(state, task.subscription, ctx);
+    }
   };
 
   return consumer<ConcurrentConsumerState<In>, In>({
@@ -213,42 +264,27 @@ export function concurrentConsumer<In, R = unknown>(
       }
     },
     handleInfo(message, state, ctx) {
-      const m = message as Finished<In, R> | Recorded | RecordFailed;
+      const m = message as Finished<In, R> | TimedOut<In> | Recorded<In> | RecordFailed;
       if (typeof m !== 'object' || m === null) return undefined;
-      if (m.kind === '$task-recorded') {
-        settle(state, m.subscription, m.seq, ctx);
-        freeSlot(state, m.subscription, ctx);
-        return undefined;
-      }
       if (m.kind === '$record-failed') return { stop: m.error instanceof Error ? m.error : new Error(String(m.error)) };
-      if (m.kind !== '$task-finished') return undefined;
-      const { task } = m;
-      // A task that timed out may still settle later; its slot was already freed.
-      if (!state.running.delete(task)) return undefined;
-      const next = state.queued.shift();
-      if (next !== undefined) start(state, next.event, next.subscription, next.seq, ctx);
-      if (task.timer !== undefined) ctx.clock.clearTimeout(task.timer);
-      const outcome: TaskOutcome<In, R> = {
-        event: task.event,
-        status: m.status,
-        durationMs: ctx.clock.now() - task.startedAt,
-        ...(m.status === 'success' ? { value: m.value as R } : {}),
-        ...(m.status === 'error' ? { error: m.error } : {}),
-        ...(m.status === 'timeout' ? { error: task.controller.signal.reason } : {}),
-      };
-      if (options.onOutcome === undefined) {
-        settle(state, task.subscription, task.seq, ctx);
-        freeSlot(state, task.subscription, ctx);
+      if (m.kind === '$task-recorded') {
+        m.task.recorded = true;
+        releaseSlot(state, m.task, ctx);
         return undefined;
       }
-      // Recorded concurrently, so outcomes finishing together can be stored together; the slot waits for its record.
-      const onOutcome = options.onOutcome;
-      Promise.resolve()
-        .then(() => onOutcome(outcome))
-        .then(
-          () => ctx.send(ctx.self, { kind: '$task-recorded', subscription: task.subscription, seq: task.seq }),
-          (error: unknown) => ctx.send(ctx.self, { kind: '$record-failed', error }),
-        );
+      if (m.kind === '$task-timeout') {
+        if (!m.task.reported && state.running.has(m.task))
+          report(m.task, { status: 'timeout', error: m.task.controller.signal.reason }, ctx);
+        return undefined;
+      }
+      if (m.kind !== '$task-finished' || !state.running.has(m.task)) return undefined;
+      const { task } = m;
+      task.returned = true;
+      if (task.timer !== undefined) ctx.clock.clearTimeout(task.timer);
+      // A task that timed out had its outcome reported then; its late result is not.
+      if (!task.reported)
+        report(task, m.status === 'success' ? { status: 'success', value: m.value as R } : { status: 'error', error: m.error }, ctx);
+      releaseSlot(state, task, ctx);
       return undefined;
     },
     handleCancel(_info, subscription, state) {
@@ -259,7 +295,8 @@ export function concurrentConsumer<In, R = unknown>(
     },
     async terminate(reason, state) {
       // Stop taking work first: nothing new arrives while running tasks finish.
-      for (const subscription of state.subscriptions.values()) state.ctx?.cancel(subscription, 'shutdown');
+      const ctx = state.ctx;
+      for (const subscription of state.subscriptions.values()) ctx?.cancel(subscription, 'shutdown');
       const queued = state.queued.splice(0);
       if (queued.length > 0 && options.onRelease !== undefined) {
         const onRelease = options.onRelease;
@@ -270,24 +307,26 @@ export function concurrentConsumer<In, R = unknown>(
             () => false,
           );
         // Handed back to their owner, they are done here; unreleased ones stay unacknowledged for the next run.
-        const ctx = state.ctx;
         if (released && ctx !== undefined) for (const q of queued) settle(state, q.subscription, q.seq, ctx);
       }
       const drainMs = options.drainMs ?? 0;
-      if (drainMs > 0 && isCleanExit(reason) && state.running.size > 0) {
-        let timer: NodeJS.Timeout | undefined;
+      if (drainMs > 0 && isCleanExit(reason) && state.running.size > 0 && ctx !== undefined) {
+        const { clock } = ctx;
+        let timer: TimerHandle | undefined;
         const deadline = new Promise<undefined>((resolve) => {
-          timer = setTimeout(() => resolve(undefined), drainMs);
+          timer = clock.setTimeout(() => resolve(undefined), drainMs);
         });
         await Promise.all(
           [...state.running].map(async (task) => {
             const done = await Promise.race([task.settled, deadline]);
             if (done === undefined || !state.running.delete(task)) return;
+            // A task whose timeout was reported already has its outcome on the way.
+            if (task.reported) return;
             if (options.onOutcome !== undefined) {
               const outcome: TaskOutcome<In, R> = {
                 event: task.event,
                 status: done.status,
-                durationMs: Date.now() - task.startedAt,
+                durationMs: clock.now() - task.startedAt,
                 ...(done.status === 'success' ? { value: done.value as R } : { error: done.error }),
               };
               const recorded = await Promise.resolve(options.onOutcome(outcome)).then(
@@ -296,10 +335,10 @@ export function concurrentConsumer<In, R = unknown>(
               );
               if (!recorded) return;
             }
-            if (state.ctx !== undefined) settle(state, task.subscription, task.seq, state.ctx);
+            settle(state, task.subscription, task.seq, ctx);
           }),
         );
-        clearTimeout(timer);
+        if (timer !== undefined) clock.clearTimeout(timer);
       }
       for (const task of state.running) {
         task.controller.abort(new FabricError('SF_STAGE_EXITED', 'the consumer running this task stopped'));

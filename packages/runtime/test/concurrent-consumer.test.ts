@@ -171,7 +171,7 @@ describe('concurrentConsumer', () => {
     expect(tasks.resolvers.size).toBe(5);
   });
 
-  it('a task that outlives its timeout is reported as timeout, its signal aborts and its slot is freed', async () => {
+  it('a task that outlives its timeout is reported as timeout and its signal aborts; its slot is freed once its handler returns', async () => {
     const clock = new FakeClock();
     const sys = new StageSystem({ clock });
     const tasks = controllable();
@@ -195,14 +195,58 @@ describe('concurrentConsumer', () => {
     await sys.idle();
     expect(outcomes.map((o) => [o.event, o.status, o.durationMs])).toEqual([[0, 'timeout', 1000]]);
     expect(tasks.resolvers.get(0)?.signal.aborted).toBe(true);
-    expect([...tasks.resolvers.keys()]).toEqual([0, 1]);
-    // A late result of the timed-out task is ignored.
+    // The handler has not returned: it still holds the one slot, so nothing new starts.
+    clock.advance(5000);
+    await sys.idle();
+    expect([...tasks.resolvers.keys()]).toEqual([0]);
+    // Its late result is not reported; its slot serves the next task.
     tasks.resolvers.get(0)?.resolve('late');
+    await sys.idle();
+    expect([...tasks.resolvers.keys()]).toEqual([0, 1]);
     tasks.resolvers.get(1)?.resolve('ok');
     await sys.idle();
     expect(outcomes.map((o) => [o.event, o.status])).toEqual([
       [0, 'timeout'],
       [1, 'success'],
+    ]);
+  });
+
+  it('concurrency bounds running handlers: handlers that ignore their timeout keep their slots', async () => {
+    const clock = new FakeClock();
+    const sys = new StageSystem({ clock });
+    const tasks = controllable();
+    const outcomes: TaskOutcome<number, string>[] = [];
+    await sys.start(counter({ limit: 10 }), 0, { name: 'jobs' });
+    await sys.start(
+      concurrentConsumer<number, string>({
+        subscribeTo: [{ to: 'jobs', maxDemand: 6 }],
+        concurrency: 2,
+        run: tasks.run,
+        timeoutMs: 100,
+        onOutcome: (o) => void outcomes.push(o),
+      }),
+      undefined,
+    );
+    await sys.idle();
+    expect([...tasks.resolvers.keys()]).toEqual([0, 1]);
+    clock.advance(100);
+    await sys.idle();
+    expect(outcomes.map((o) => [o.event, o.status])).toEqual([
+      [0, 'timeout'],
+      [1, 'timeout'],
+    ]);
+    // Both timed out, both still running: the four prefetched events wait.
+    expect([...tasks.resolvers.keys()]).toEqual([0, 1]);
+    tasks.resolvers.get(1)?.resolve('late');
+    await sys.idle();
+    expect([...tasks.resolvers.keys()]).toEqual([0, 1, 2]);
+    tasks.resolvers.get(2)?.resolve('two');
+    await sys.idle();
+    expect([...tasks.resolvers.keys()]).toEqual([0, 1, 2, 3]);
+    expect(outcomes.map((o) => [o.event, o.status])).toEqual([
+      [0, 'timeout'],
+      [1, 'timeout'],
+      [2, 'success'],
     ]);
   });
 

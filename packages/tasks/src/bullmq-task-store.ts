@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { FabricError, type RedisConnectionOptions, redactError, redisConnectionOptions, redisPassword } from '@stagefabric/runtime';
-import { Job, Queue, Worker } from 'bullmq';
+import { Job, type JobType, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { checkTasks, TASK_DEFAULTS } from './task-input.js';
 import {
@@ -9,6 +9,7 @@ import {
   type NewTask,
   RETRYABLE_STATES,
   type TaskAttempt,
+  type TaskClaim,
   type TaskCount,
   type TaskFilter,
   type TaskListFilter,
@@ -17,6 +18,9 @@ import {
   type TaskState,
   type TaskStore,
 } from './task-store.js';
+
+const lapsedOnLastAttempt = (holder: string, attempt: number, maxAttempts: number): string =>
+  `lease of ${holder} expired on its last attempt (${attempt} of ${maxAttempts}): its node stopped or stalled`;
 
 export interface BullMQTaskStoreOptions {
   readonly url: string;
@@ -80,20 +84,75 @@ function taskData(data: unknown): TaskData {
 const PRIORITY_OFFSET = 1_000_001;
 
 /**
+ * The store's Workers' maxStalledCount. BullMQ's stalled-job check fails a
+ * job once its stalledCounter passes this; each claim sets the counter so
+ * that happens exactly when the attempt whose lease lapsed was the task's
+ * last, as on the SQL stores.
+ */
+const STALLED_LIMIT = 1_000_000;
+
+/** A lock token names its claimant's owner, then a nonce unique to the claim: `owner:uuid`. */
+const NONCE_CHARS = 37;
+const tokenFor = (owner: string): string => `${owner}:${randomUUID()}`;
+const ownerOf = (token: string): string => (token.length > NONCE_CHARS ? token.slice(0, -NONCE_CHARS) : token);
+
+/**
+ * Moves a lock from one token to another (or the same: an extension) while
+ * the claim holds it (its token, its attempt), like BullMQ's extendLock;
+ * records who holds it, so a lapsed lease can name its holder.
+ * KEYS: lock, stalled set, job hash. ARGV: token, new token, lease ms, job id, holder ('' keeps it), attempt.
+ */
+const RELOCK = `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[3], 'sfAttempt') ~= ARGV[6] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('SREM', KEYS[2], ARGV[4])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], 'sfHolder', ARGV[5]) end
+return 1`;
+
+/** Replaces a job's data only while the claim's token holds its lock. KEYS: lock, job hash. ARGV: token, data JSON. */
+const UPDATE_IF_HELD = `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], 'data', ARGV[2])
+return 1`;
+
+interface LockScripts {
+  sfRelock(
+    lock: string,
+    stalled: string,
+    job: string,
+    token: string,
+    next: string,
+    leaseMs: number,
+    jobId: string,
+    holder: string,
+    attempt: string,
+  ): Promise<number>;
+  sfUpdateIfHeld(lock: string, job: string, token: string, data: string): Promise<number>;
+}
+
+interface JobsOfOptions {
+  readonly withLocks?: boolean;
+  readonly max?: number;
+  readonly states?: readonly JobType[];
+}
+
+/** The attempt a job's current run is, counted from the last operator retry. */
+const attemptOf = (job: Job<TaskData>): number => job.attemptsStarted - (taskData(job.data).attemptBase ?? 0);
+
+/**
  * The task store on Redis through BullMQ: tasks are BullMQ jobs of a queue
  * per task queue, claimed by demand (Worker.getNextJob, no processing loop of
  * BullMQ's own), locks as leases, BullMQ's stalled-job check as lease
  * recovery. Outcomes, retries and their backoff are the task runner's, so
- * jobs are added with one BullMQ attempt. Task ids are `queue/jobId`.
+ * jobs are added with one BullMQ attempt. Task ids are `queue/jobId`. A
+ * claim's claimant is its lock token, so any process of the fabric can
+ * extend, complete or release it: nothing of a claim lives in this process.
  */
 export class BullMQTaskStore implements TaskStore {
   private readonly prefix: string;
-  private readonly redis: Redis;
+  private readonly redis: Redis & LockScripts;
   private subscriber: Redis | undefined;
   private readonly queues = new Map<string, Queue>();
   private readonly workers = new Map<string, Worker>();
-  /** Lease tokens of the tasks this process claimed: BullMQ unlocks with the token, the contract with the owner. */
-  private readonly leases = new Map<string, { readonly owner: string; readonly token: string; readonly job: Job<TaskData> }>();
   private readonly listeners = new Map<string, Set<() => void>>();
   private readonly maxPayloadBytes: number;
   private readonly scanMax: number;
@@ -108,7 +167,11 @@ export class BullMQTaskStore implements TaskStore {
   constructor(private readonly options: BullMQTaskStoreOptions) {
     this.prefix = options.prefix ?? 'bull';
     this.connectionOptions = redisConnectionOptions(options.url, 'the BullMQ task store URL');
-    this.redis = new Redis({ ...this.connectionOptions, maxRetriesPerRequest: null });
+    const redis = new Redis({ ...this.connectionOptions, maxRetriesPerRequest: null });
+    redis.defineCommand('sfRelock', { numberOfKeys: 3, lua: RELOCK });
+    redis.defineCommand('sfUpdateIfHeld', { numberOfKeys: 2, lua: UPDATE_IF_HELD });
+    // defineCommand adds the methods at run time; LockScripts names them for the compiler.
+    this.redis = redis as Redis & LockScripts;
     this.redis.on('error', this.onError);
     this.maxPayloadBytes = options.maxPayloadBytes ?? TASK_DEFAULTS.maxPayloadBytes;
     this.scanMax = options.scanMax ?? 10_000;
@@ -139,7 +202,7 @@ export class BullMQTaskStore implements TaskStore {
         autorun: false,
         lockDuration: leaseMs,
         stalledInterval: Math.max(50, Math.floor(leaseMs / 2)),
-        maxStalledCount: 1_000_000,
+        maxStalledCount: STALLED_LIMIT,
         skipLockRenewal: true,
       });
       w.on('error', this.onError);
@@ -153,8 +216,9 @@ export class BullMQTaskStore implements TaskStore {
   }
 
   private static split(id: string): { queue: string; jobId: string } | undefined {
+    if (typeof id !== 'string') return undefined;
     const slash = id.lastIndexOf('/');
-    return slash <= 0 ? undefined : { queue: id.slice(0, slash), jobId: id.slice(slash + 1) };
+    return slash <= 0 || slash === id.length - 1 ? undefined : { queue: id.slice(0, slash), jobId: id.slice(slash + 1) };
   }
 
   /**
@@ -213,49 +277,123 @@ export class BullMQTaskStore implements TaskStore {
 
   async claim(queue: string, limit: number, owner: string, leaseMs: number): Promise<ClaimedTask[]> {
     const worker = this.worker(queue, leaseMs);
+    const q = this.queue(queue);
     // Ask only for what is there: waiting jobs, and a few probes when delayed ones may have come due.
-    const counts = await this.queue(queue).getJobCounts('wait', 'prioritized', 'delayed');
+    const counts = await q.getJobCounts('wait', 'prioritized', 'delayed');
     const ready = (counts.wait ?? 0) + (counts.prioritized ?? 0) + ((counts.delayed ?? 0) > 0 ? 10 : 0);
     const wanted = Math.min(limit, ready);
     // Each fetch is one atomic script; sent together on one connection, Redis runs them in order,
     // so the results keep priority order.
     const fetched = await Promise.all(
       Array.from({ length: wanted }, async () => {
-        const token = `${owner}:${randomUUID()}`;
+        const token = tokenFor(owner);
         const job = (await worker.getNextJob(token, { block: false })) as Job<TaskData> | undefined;
         return job === undefined || job === null ? undefined : { job, token };
       }),
     );
     const claimed: ClaimedTask[] = [];
+    const marks: Promise<unknown>[] = [];
     for (const got of fetched) {
       if (got === undefined) continue;
       const { job, token } = got;
       job.data = taskData(job.data);
       const id = `${queue}/${job.id}`;
+      const attempt = attemptOf(job);
       if (job.data.cancelled) {
-        await job.updateData({ ...job.data, outcome: 'cancelled' });
-        await job.moveToFailed(new Error('cancelled'), token, false);
+        await this.fail(job, token, id, 'cancelled', 'cancelled');
         continue;
       }
-      this.leases.set(id, { owner, token, job });
+      if (attempt > job.data.maxAttempts) {
+        // Its last attempt's lease lapsed between the stalled check's passes: it ran as often as it may.
+        const holder = (await this.redis.hget(q.toKey(job.id as string), 'sfHolder')) ?? '?';
+        await this.fail(job, token, id, 'error', lapsedOnLastAttempt(holder, attempt - 1, job.data.maxAttempts));
+        continue;
+      }
+      // If this attempt's lease lapses, the stalled check fails the job exactly when it was the last.
+      marks.push(
+        this.redis.hset(
+          q.toKey(job.id as string),
+          'stalledCounter',
+          STALLED_LIMIT - (job.data.maxAttempts - attempt),
+          'sfHolder',
+          owner,
+          'sfAttempt',
+          attempt,
+        ),
+      );
       claimed.push({
         id,
         queue,
         name: job.name,
         args: job.data.args,
-        attempt: job.attemptsStarted - (job.data.attemptBase ?? 0),
+        attempt,
+        claimant: token,
         maxAttempts: job.data.maxAttempts,
         timeoutMs: job.data.timeoutMs,
         enqueuedAt: new Date(job.timestamp),
         leaseExpiresAt: new Date(Date.now() + leaseMs),
       });
     }
+    await Promise.all(marks);
     return claimed;
   }
 
-  private leased(id: string, owner: string): { job: Job<TaskData>; token: string } | undefined {
-    const lease = this.leases.get(id);
-    return lease === undefined || lease.owner !== owner ? undefined : { job: lease.job, token: lease.token };
+  /** Fails a locked job for good with `outcome`. */
+  private async fail(job: Job<TaskData>, token: string, id: string, outcome: TaskState, error: string): Promise<void> {
+    await job.updateData({ ...job.data, lastError: error, outcome });
+    await job.moveToFailed(new Error(error), token, false);
+    await this.releaseKey(job, id);
+  }
+
+  private lockKey(queue: Queue, jobId: string): string {
+    return `${queue.toKey(jobId)}:lock`;
+  }
+
+  /** Moves a claim's lock to `next` while `token` holds it; false when the claim is not current. */
+  private async relock(claim: TaskClaim, next: string, leaseMs: number, holder: string): Promise<boolean> {
+    const where = BullMQTaskStore.split(claim.id);
+    if (where === undefined || typeof claim.claimant !== 'string') return false;
+    const q = this.queue(where.queue);
+    const moved = await this.redis.sfRelock(
+      this.lockKey(q, where.jobId),
+      q.keys.stalled as string,
+      q.toKey(where.jobId),
+      claim.claimant,
+      next,
+      leaseMs,
+      where.jobId,
+      holder,
+      String(claim.attempt),
+    );
+    return moved === 1;
+  }
+
+  async adopt(claims: readonly TaskClaim[], holder: string, leaseMs: number): Promise<TaskClaim[]> {
+    const taken = await Promise.all(
+      claims.map(async (c): Promise<TaskClaim | undefined> => {
+        if (typeof c.claimant === 'string' && ownerOf(c.claimant) === holder) return c;
+        const token = tokenFor(holder);
+        return (await this.relock(c, token, leaseMs, holder)) ? { id: c.id, attempt: c.attempt, claimant: token } : undefined;
+      }),
+    );
+    return taken.filter((c): c is TaskClaim => c !== undefined);
+  }
+
+  /** The job of a claim, as stored now, if it is in the claim's attempt. */
+  private async jobOf(claim: TaskClaim): Promise<{ job: Job<TaskData>; q: Queue } | undefined> {
+    const where = BullMQTaskStore.split(claim.id);
+    if (where === undefined || typeof claim.claimant !== 'string') return undefined;
+    const q = this.queue(where.queue);
+    const job = (await Job.fromId(q, where.jobId)) as Job<TaskData> | undefined;
+    if (job === undefined) return undefined;
+    job.data = taskData(job.data);
+    return attemptOf(job) === claim.attempt ? { job, q } : undefined;
+  }
+
+  /** Replaces a job's data only while the claim holds its lock. */
+  private async updateIfHeld(q: Queue, job: Job<TaskData>, token: string, data: TaskData): Promise<boolean> {
+    const jobId = job.id as string;
+    return (await this.redis.sfUpdateIfHeld(this.lockKey(q, jobId), q.toKey(jobId), token, JSON.stringify(data))) === 1;
   }
 
   private async releaseKey(job: Job<TaskData>, id: string): Promise<void> {
@@ -265,104 +403,120 @@ export class BullMQTaskStore implements TaskStore {
     if ((await this.redis.get(k)) === id) await this.redis.del(k);
   }
 
-  async complete(outcomes: readonly TaskOutcomeRecord[], owner: string): Promise<string[]> {
-    const done = await Promise.all(
-      outcomes.map(async (o) => {
-        const held = this.leased(o.id, owner);
-        if (held === undefined) return undefined;
-        this.leases.delete(o.id);
-        const { job, token } = held;
-        // The history is written just before the move that records the outcome (BullMQ has no transaction spanning both).
-        const data = withAttempt(job.data, {
-          attempt: job.attemptsStarted - (job.data.attemptBase ?? 0),
-          outcome: o.status,
-          error: o.status === 'success' ? null : o.error,
-          durationMs: o.durationMs === undefined ? null : Math.round(o.durationMs),
-          owner,
-          finishedAt: Date.now(),
-        });
-        try {
-          if (o.status === 'success') {
-            await job.updateData(data);
-            await job.moveToCompleted('success', token, false);
-            await this.releaseKey(job, o.id);
-          } else if (o.retryAt !== undefined) {
-            await job.updateData({ ...data, lastError: o.error });
-            await job.moveToDelayed(o.retryAt.getTime(), token);
-          } else {
-            await job.updateData({ ...data, lastError: o.error, outcome: o.status });
-            await job.moveToFailed(new Error(o.error), token, false);
-            await this.releaseKey(job, o.id);
-          }
-          return o.id;
-        } catch {
-          // The lock was lost (lease expired, another node took the task): the outcome does not count.
-          return undefined;
-        }
-      }),
-    );
+  /** The token is unique to its claim, so a lock it holds proves the claim current: BullMQ refuses every move without it. */
+  private async record(o: TaskOutcomeRecord): Promise<boolean> {
+    const found = await this.jobOf(o);
+    if (found === undefined) return false;
+    const { job, q } = found;
+    const token = o.claimant;
+    // The history is written, while the claim holds, just before the move that records the outcome (BullMQ has no transaction spanning both).
+    const data = withAttempt(job.data, {
+      attempt: o.attempt,
+      outcome: o.status,
+      error: o.status === 'success' ? null : o.error,
+      durationMs: o.durationMs === undefined ? null : Math.round(o.durationMs),
+      owner: ownerOf(token),
+      finishedAt: Date.now(),
+    });
+    try {
+      if (o.status === 'success') {
+        if (!(await this.updateIfHeld(q, job, token, data))) return false;
+        await job.moveToCompleted('success', token, false);
+        await this.releaseKey(job, o.id);
+      } else if (o.retryAt !== undefined) {
+        if (!(await this.updateIfHeld(q, job, token, { ...data, lastError: o.error }))) return false;
+        await job.moveToDelayed(o.retryAt.getTime(), token);
+      } else {
+        if (!(await this.updateIfHeld(q, job, token, { ...data, lastError: o.error, outcome: o.status }))) return false;
+        await job.moveToFailed(new Error(o.error), token, false);
+        await this.releaseKey(job, o.id);
+      }
+      return true;
+    } catch {
+      // The lock was lost (lease expired, another node took the task): the outcome does not count.
+      return false;
+    }
+  }
+
+  async complete(outcomes: readonly TaskOutcomeRecord[]): Promise<string[]> {
+    const done = await Promise.all(outcomes.map(async (o) => ((await this.record(o)) ? o.id : undefined)));
     return done.filter((id): id is string => id !== undefined);
   }
 
-  async extendLeases(ids: readonly string[], owner: string, leaseMs: number): Promise<string[]> {
-    const kept = await Promise.all(
-      ids.map(async (id) => {
-        const held = this.leased(id, owner);
-        return held !== undefined && (await held.job.extendLock(held.token, leaseMs)) === 1 ? id : undefined;
-      }),
-    );
+  async extendLeases(claims: readonly TaskClaim[], leaseMs: number): Promise<string[]> {
+    const kept = await Promise.all(claims.map(async (c) => ((await this.relock(c, c.claimant, leaseMs, '')) ? c.id : undefined)));
     return kept.filter((id): id is string => id !== undefined);
   }
 
-  async release(ids: readonly string[], owner: string): Promise<string[]> {
+  async release(claims: readonly TaskClaim[]): Promise<string[]> {
     const released: string[] = [];
-    for (const id of ids) {
-      const held = this.leased(id, owner);
-      if (held === undefined) continue;
+    for (const claim of claims) {
+      const found = await this.jobOf(claim);
+      if (found === undefined) continue;
+      const { job, q } = found;
       // Not counted as an attempt: the base moves with the start BullMQ counted.
-      await held.job.updateData({ ...held.job.data, attemptBase: (held.job.data.attemptBase ?? 0) + 1 });
-      await held.job.moveToDelayed(Date.now(), held.token);
-      this.leases.delete(id);
-      released.push(id);
+      if (!(await this.updateIfHeld(q, job, claim.claimant, { ...job.data, attemptBase: (job.data.attemptBase ?? 0) + 1 }))) continue;
+      try {
+        await job.moveToDelayed(Date.now(), claim.claimant);
+        released.push(claim.id);
+      } catch {
+        // The lock lapsed in between: the stalled check takes the job back, counting the attempt the base no longer counts.
+      }
     }
     return released;
   }
 
-  releaseHeld(owner: string): Promise<string[]> {
-    return this.release(
-      [...this.leases].filter(([, lease]) => lease.owner === owner).map(([id]) => id),
-      owner,
-    );
+  /** Every active job whose lock token names `holder`, in the queues this process has used. */
+  async releaseHeld(holder: string): Promise<string[]> {
+    const held: TaskClaim[] = [];
+    for (const [name, q] of this.queues) {
+      const active = await this.redis.lrange(q.keys.active as string, 0, -1);
+      if (active.length === 0) continue;
+      const tokens = await this.redis.mget(active.map((jobId) => this.lockKey(q, jobId)));
+      const mine = active.flatMap((jobId, i) => {
+        const token = tokens[i];
+        return typeof token === 'string' && ownerOf(token) === holder ? [{ jobId, token }] : [];
+      });
+      const attempts = await Promise.all(mine.map(({ jobId }) => this.redis.hget(q.toKey(jobId), 'sfAttempt')));
+      mine.forEach(({ jobId, token }, i) => {
+        held.push({ id: `${name}/${jobId}`, attempt: Number(attempts[i]), claimant: token });
+      });
+    }
+    return this.release(held);
   }
 
   async recoverExpired(): Promise<number> {
     let recovered = 0;
     for (const [key, worker] of this.workers) {
       const queue = key.slice(0, key.indexOf('\u0000'));
+      const q = this.queue(queue);
       const scripts = (worker as unknown as { scripts: { moveStalledJobsToWait(): Promise<[string[], string[]]> } }).scripts;
-      const [, stalled] = await scripts.moveStalledJobsToWait();
-      for (const jobId of stalled) {
-        const id = `${queue}/${jobId}`;
-        const owner = this.leases.get(id)?.owner ?? '?';
-        this.leases.delete(id);
-        const job = (await Job.fromId(this.queue(queue), jobId)) as Job<TaskData> | undefined;
+      const [failed, stalled] = await scripts.moveStalledJobsToWait();
+      for (const [jobId, last] of [...failed.map((id) => [id, true] as const), ...stalled.map((id) => [id, false] as const)]) {
+        const job = (await Job.fromId(q, jobId)) as Job<TaskData> | undefined;
         if (job === undefined) continue;
-        const data = taskData(job.data);
-        const lastError = `lease of ${owner} expired: its node stopped or stalled`;
-        await job.updateData({
-          ...withAttempt(data, {
-            // BullMQ counted the lost start; the attempt that was lost is the one before the next.
-            attempt: job.attemptsStarted - (data.attemptBase ?? 0),
-            outcome: 'lost',
-            error: lastError,
-            durationMs: null,
-            owner: owner === '?' ? null : owner,
-            finishedAt: Date.now(),
-          }),
-          lastError,
+        job.data = taskData(job.data);
+        const holder = (await this.redis.hget(q.toKey(jobId), 'sfHolder')) ?? '?';
+        const lastError = last
+          ? lapsedOnLastAttempt(holder, attemptOf(job), job.data.maxAttempts)
+          : `lease of ${holder} expired: its node stopped or stalled`;
+        const data = withAttempt(job.data, {
+          // BullMQ counted the lost start: the attempt that was lost is the one it counted.
+          attempt: attemptOf(job),
+          outcome: 'lost',
+          error: lastError,
+          durationMs: null,
+          owner: holder === '?' ? null : holder,
+          finishedAt: Date.now(),
         });
+        if (last) {
+          await job.updateData({ ...data, lastError, outcome: 'error' });
+          await this.releaseKey(job, `${queue}/${jobId}`);
+        } else {
+          await job.updateData({ ...data, lastError });
+        }
       }
-      recovered += stalled.length;
+      recovered += failed.length + stalled.length;
     }
     return recovered;
   }
@@ -403,10 +557,10 @@ export class BullMQTaskStore implements TaskStore {
     return [...names].sort();
   }
 
-  private toRecord(job: Job<TaskData>, state: string): TaskRecord {
+  /** `lock`: the lock token of a running job, which names its holder. */
+  private toRecord(job: Job<TaskData>, state: string, lock: string | null = null): TaskRecord {
     const id = `${job.queueName}/${job.id}`;
     const data = taskData(job.data);
-    const lease = this.leases.get(id);
     const mapped: TaskState =
       state === 'active'
         ? 'running'
@@ -429,7 +583,7 @@ export class BullMQTaskStore implements TaskStore {
       timeoutMs: data.timeoutMs,
       runAt: new Date(job.timestamp + (job.delay ?? 0)),
       uniqueKey: data.uniqueKey,
-      leaseOwner: mapped === 'running' ? (lease?.owner ?? null) : null,
+      leaseOwner: mapped === 'running' && lock !== null ? ownerOf(lock) : null,
       leaseExpiresAt: null,
       lastError: data.lastError ?? null,
       createdAt: new Date(job.timestamp),
@@ -438,39 +592,39 @@ export class BullMQTaskStore implements TaskStore {
     };
   }
 
-  /** The jobs of a queue in every state; with `max`, at most the newest `max` of each state. */
-  private async jobsOf(queue: string, max?: number): Promise<{ job: Job<TaskData>; state: string }[]> {
+  /**
+   * The jobs of a queue in `states` (default every one; a paused queue keeps
+   * its waiting jobs in BullMQ's `paused` list); with `max`, at most the
+   * newest `max` of each state; with `withLocks`, a running job's lock token.
+   */
+  private async jobsOf(
+    queue: string,
+    { withLocks = false, max, states = ['active', 'completed', 'failed', 'wait', 'paused', 'prioritized', 'delayed'] }: JobsOfOptions = {},
+  ): Promise<{ job: Job<TaskData>; state: string; lock: string | null }[]> {
     const q = this.queue(queue);
-    const out: { job: Job<TaskData>; state: string }[] = [];
-    // A paused queue keeps its waiting jobs in BullMQ's `paused` list.
-    for (const state of ['active', 'completed', 'failed', 'wait', 'paused', 'prioritized', 'delayed'] as const) {
-      for (const job of (await q.getJobs([state], 0, max === undefined ? -1 : max - 1)) as Job<TaskData>[])
-        if (job !== undefined) out.push({ job, state });
+    const out: { job: Job<TaskData>; state: string; lock: string | null }[] = [];
+    for (const state of states) {
+      const jobs = ((await q.getJobs([state], 0, max === undefined ? -1 : max - 1)) as (Job<TaskData> | undefined)[]).filter(
+        (j): j is Job<TaskData> => j !== undefined,
+      );
+      const locks =
+        withLocks && state === 'active' && jobs.length > 0 ? await this.redis.mget(jobs.map((j) => this.lockKey(q, j.id as string))) : [];
+      jobs.forEach((job, i) => {
+        out.push({ job, state, lock: locks[i] ?? null });
+      });
     }
     return out;
-  }
-
-  /** Tasks matching a filter, newest first, from a scan of at most scanMax jobs per state and queue. */
-  private async matching(filter: TaskFilter): Promise<TaskRecord[]> {
-    const queues = filter.queue === undefined ? await this.knownQueues() : [filter.queue];
-    const needle = filter.errorContains?.toLowerCase() ?? '';
-    const records: TaskRecord[] = [];
-    for (const queue of queues) {
-      for (const { job, state } of await this.jobsOf(queue, this.scanMax)) {
-        const r = this.toRecord(job, state);
-        if (filter.state !== undefined && r.state !== filter.state) continue;
-        if (filter.name !== undefined && r.name !== filter.name) continue;
-        if (needle !== '' && !(r.lastError ?? '').toLowerCase().includes(needle)) continue;
-        records.push(r);
-      }
-    }
-    return records.sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime());
   }
 
   async counts(): Promise<TaskCount[]> {
     const counts = new Map<string, number>();
     for (const queue of await this.knownQueues()) {
-      for (const { job, state } of await this.jobsOf(queue)) {
+      // Running and succeeded map one to one: counted by BullMQ. Failed and waiting jobs are read,
+      // as their data tells error from timeout, and cancelled from waiting.
+      const direct = await this.queue(queue).getJobCounts('active', 'completed');
+      if ((direct.active ?? 0) > 0) counts.set(`${queue}\u0000running`, direct.active ?? 0);
+      if ((direct.completed ?? 0) > 0) counts.set(`${queue}\u0000success`, direct.completed ?? 0);
+      for (const { job, state } of await this.jobsOf(queue, { states: ['failed', 'wait', 'paused', 'prioritized', 'delayed'] })) {
         const key = `${queue}\u0000${this.toRecord(job, state).state}`;
         counts.set(key, (counts.get(key) ?? 0) + 1);
       }
@@ -481,6 +635,23 @@ export class BullMQTaskStore implements TaskStore {
         return { queue, state, count };
       })
       .sort((a, b) => a.queue.localeCompare(b.queue) || a.state.localeCompare(b.state));
+  }
+
+  /** Tasks matching a filter, newest first, from a scan of at most scanMax jobs per state and queue. */
+  private async matching(filter: TaskFilter): Promise<TaskRecord[]> {
+    const queues = filter.queue === undefined ? await this.knownQueues() : [filter.queue];
+    const needle = filter.errorContains?.toLowerCase() ?? '';
+    const records: TaskRecord[] = [];
+    for (const queue of queues) {
+      for (const { job, state, lock } of await this.jobsOf(queue, { withLocks: true, max: this.scanMax })) {
+        const r = this.toRecord(job, state, lock);
+        if (filter.state !== undefined && r.state !== filter.state) continue;
+        if (filter.name !== undefined && r.name !== filter.name) continue;
+        if (needle !== '' && !(r.lastError ?? '').toLowerCase().includes(needle)) continue;
+        records.push(r);
+      }
+    }
+    return records.sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime());
   }
 
   async list(filter: TaskListFilter): Promise<TaskRecord[]> {
@@ -528,9 +699,11 @@ export class BullMQTaskStore implements TaskStore {
   async get(id: string): Promise<TaskRecord | null> {
     const where = BullMQTaskStore.split(id);
     if (where === undefined) return null;
-    const job = (await Job.fromId(this.queue(where.queue), where.jobId)) as Job<TaskData> | undefined;
+    const q = this.queue(where.queue);
+    const job = (await Job.fromId(q, where.jobId)) as Job<TaskData> | undefined;
     if (job === undefined) return null;
-    return this.toRecord(job, await job.getState());
+    const state = await job.getState();
+    return this.toRecord(job, state, state === 'active' ? await this.redis.get(this.lockKey(q, where.jobId)) : null);
   }
 
   async retry(ids: readonly string[]): Promise<string[]> {

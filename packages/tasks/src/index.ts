@@ -17,7 +17,16 @@ export {
 } from './task-pipeline.js';
 export { TASK_PRODUCER_DEFAULTS, type TaskProducerOptions, taskProducer } from './task-producer.js';
 export { type TaskContext, type TaskHandler, TaskRegistry } from './task-registry.js';
-export { type BackoffOptions, backoffDelayMs, TASK_RUNNER_DEFAULTS, type TaskRunnerOptions, taskRunner } from './task-runner.js';
+export {
+  type BackoffOptions,
+  backoffDelayMs,
+  type LeaseLossPhase,
+  type RefusalReason,
+  TASK_RUNNER_DEFAULTS,
+  type TaskInHand,
+  type TaskRunnerOptions,
+  taskRunner,
+} from './task-runner.js';
 export {
   type ClaimedTask,
   type EnqueueOptions,
@@ -26,6 +35,7 @@ export {
   type NewTask,
   RETRYABLE_STATES,
   type TaskAttempt,
+  type TaskClaim,
   type TaskCount,
   type TaskFilter,
   type TaskListFilter,

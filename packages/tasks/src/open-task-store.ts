@@ -14,6 +14,8 @@ export interface OpenTaskStoreOptions {
   /** PGlite only: a folder to keep tasks in; in memory when absent. */
   readonly dataDir?: string | undefined;
   readonly schema?: string | undefined;
+  /** bullmq: the Redis key prefix of the queues. Default bull. */
+  readonly prefix?: string | undefined;
   readonly onError?: (error: Error) => void;
   /**
    * PostgreSQL: how long to keep trying while the server cannot be reached
@@ -81,7 +83,11 @@ export async function openTaskStore(options: OpenTaskStoreOptions): Promise<Task
     // Each store's driver is an optional peer dependency: loaded only when that store is asked for.
     const { BullMQTaskStore } = await import('./bullmq-task-store.js');
     const store = Object.assign(
-      new BullMQTaskStore({ url: options.redisUrl, ...(options.onError === undefined ? {} : { onError: options.onError }) }),
+      new BullMQTaskStore({
+        url: options.redisUrl,
+        ...(options.prefix === undefined ? {} : { prefix: options.prefix }),
+        ...(options.onError === undefined ? {} : { onError: options.onError }),
+      }),
       { kind: 'bullmq' as const },
     );
     try {

@@ -5,6 +5,7 @@ import type {
   EnqueueResult,
   NewTask,
   TaskAttempt,
+  TaskClaim,
   TaskCount,
   TaskFilter,
   TaskListFilter,
@@ -73,6 +74,15 @@ const toRecord = (r: TaskRow): TaskRecord => ({
   updatedAt: new Date(r.updated_at),
   finishedAt: r.finished_at === null ? null : new Date(r.finished_at),
 });
+
+/** A claim this store could have made: a row id and an integer attempt (a claim from the wire may be anything). */
+const wellFormed = (c: TaskClaim): boolean =>
+  /^\d{1,19}$/.test(c.id) && Number.isInteger(c.attempt) && c.attempt >= 0 && c.attempt <= 2 ** 31 - 1;
+
+/** Claims as the three arrays the statements unnest. */
+function claimArrays(claims: readonly TaskClaim[]): [string[], number[], string[]] {
+  return [claims.map((c) => c.id), claims.map((c) => c.attempt), claims.map((c) => c.claimant)];
+}
 
 /**
  * The task store on SQL: every operation one statement (or one short
@@ -175,6 +185,7 @@ export class SqlTaskStore implements TaskStore {
       name: r.name,
       args: r.args,
       attempt: r.attempt,
+      claimant: owner,
       maxAttempts: r.max_attempts,
       timeoutMs: r.timeout_ms,
       enqueuedAt: new Date(r.created_at),
@@ -182,14 +193,27 @@ export class SqlTaskStore implements TaskStore {
     }));
   }
 
-  async complete(outcomes: readonly TaskOutcomeRecord[], owner: string): Promise<string[]> {
+  async adopt(claims: readonly TaskClaim[], holder: string, leaseMs: number): Promise<TaskClaim[]> {
+    const foreign = claims.filter((c) => c.claimant !== holder && wellFormed(c));
+    const taken =
+      foreign.length === 0
+        ? new Set<string>()
+        : new Set(
+            (await this.driver.query<{ id: string }>(this.s(sql.ADOPT), [...claimArrays(foreign), holder, leaseMs])).map((r) => r.id),
+          );
+    return claims.flatMap((c) =>
+      c.claimant === holder ? [c] : taken.has(c.id) ? [{ id: c.id, attempt: c.attempt, claimant: holder }] : [],
+    );
+  }
+
+  async complete(all: readonly TaskOutcomeRecord[]): Promise<string[]> {
+    const outcomes = all.filter(wellFormed);
     if (outcomes.length === 0) return [];
     const rows = await this.driver.query<{ id: string }>(this.s(sql.COMPLETE), [
-      outcomes.map((o) => o.id),
+      ...claimArrays(outcomes),
       outcomes.map((o) => o.status),
       outcomes.map((o) => (o.status === 'success' ? null : o.error)),
       outcomes.map((o) => (o.status !== 'success' && o.retryAt !== undefined ? o.retryAt.toISOString() : null)),
-      owner,
       outcomes.map((o) => (o.durationMs === undefined ? null : Math.min(2_147_483_647, Math.max(0, Math.round(o.durationMs))))),
     ]);
     return rows.map((r) => r.id);
@@ -198,27 +222,30 @@ export class SqlTaskStore implements TaskStore {
   /**
    * Records a running task's success on the caller's query function, inside
    * their transaction: the handler's own writes and the outcome commit
-   * together or not at all. False when this run no longer holds the task
-   * (its lease lapsed and another run took it, or it finished): the caller
+   * together or not at all. False when this claim is no longer current (its
+   * lease lapsed and another run took the task, or it finished): the caller
    * must then roll back.
    */
-  async succeedWith(query: Query, task: Pick<ClaimedTask, 'id' | 'attempt'>, owner: string): Promise<boolean> {
-    const rows = await query<{ id: string }>(this.s(sql.SUCCEED_WITHIN), [task.id, task.attempt, owner]);
+  async succeedWith(query: Query, claim: TaskClaim): Promise<boolean> {
+    if (!wellFormed(claim)) return false;
+    const rows = await query<{ id: string }>(this.s(sql.SUCCEED_WITHIN), [claim.id, claim.attempt, claim.claimant]);
     return rows.length === 1;
   }
 
-  async extendLeases(ids: readonly string[], owner: string, leaseMs: number): Promise<string[]> {
-    if (ids.length === 0) return [];
-    return (await this.driver.query<{ id: string }>(this.s(sql.EXTEND), [ids, owner, leaseMs])).map((r) => r.id);
+  async extendLeases(all: readonly TaskClaim[], leaseMs: number): Promise<string[]> {
+    const claims = all.filter(wellFormed);
+    if (claims.length === 0) return [];
+    return (await this.driver.query<{ id: string }>(this.s(sql.EXTEND), [...claimArrays(claims), leaseMs])).map((r) => r.id);
   }
 
-  async release(ids: readonly string[], owner: string): Promise<string[]> {
-    if (ids.length === 0) return [];
-    return this.unclaim(sql.RELEASE, [ids, owner]);
+  async release(all: readonly TaskClaim[]): Promise<string[]> {
+    const claims = all.filter(wellFormed);
+    if (claims.length === 0) return [];
+    return this.unclaim(sql.RELEASE, claimArrays(claims));
   }
 
-  async releaseHeld(owner: string): Promise<string[]> {
-    return this.unclaim(sql.RELEASE_HELD, [owner]);
+  async releaseHeld(holder: string): Promise<string[]> {
+    return this.unclaim(sql.RELEASE_HELD, [holder]);
   }
 
   private async unclaim(statement: string, params: unknown[]): Promise<string[]> {

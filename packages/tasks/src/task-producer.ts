@@ -15,6 +15,8 @@ export interface TaskProducerOptions {
   readonly claimMax?: number;
   /** Store failures (the database down): the producer backs off and tries again. */
   readonly onError?: (error: Error) => void;
+  /** Tasks whose leases lapsed (their nodes died or stalled), put back to waiting or failed for good by this producer's poll. */
+  readonly onRecovered?: (count: number) => void;
 }
 
 export const TASK_PRODUCER_DEFAULTS = { queue: 'default', leaseMs: 30_000, pollIntervalMs: 1000, claimMax: 1000 } as const;
@@ -41,7 +43,9 @@ type Info =
  * Answers demand by claiming waiting tasks (never more than asked), keeps
  * unmet demand pending, and claims again when tasks are enqueued
  * (LISTEN/NOTIFY), when scheduled ones come due, or on the poll. The poll
- * also returns tasks whose lease expired to the queue.
+ * also returns tasks whose lease expired to the queue. Claims carry this
+ * producer's owner; a runner on another node takes them over. Time is the
+ * stage system's clock.
  */
 export function taskProducer(options: TaskProducerOptions) {
   const queue = options.queue ?? TASK_PRODUCER_DEFAULTS.queue;
@@ -85,7 +89,11 @@ export function taskProducer(options: TaskProducerOptions) {
       } else if (info === 'poll') {
         ctx.sendAfter(pollIntervalMs, 'poll');
         // Tasks of a node that died come back when their lease runs out.
-        await store.recoverExpired().catch((error: Error) => options.onError?.(error));
+        const recovered = await store.recoverExpired().catch((error: Error) => {
+          options.onError?.(error);
+          return 0;
+        });
+        if (recovered > 0) options.onRecovered?.(recovered);
         claim(state, ctx);
         if (state.pending > 0) watchSchedule(ctx);
       } else if ('claimed' in info) {
@@ -102,8 +110,9 @@ export function taskProducer(options: TaskProducerOptions) {
         options.onError?.(info.failed);
         ctx.sendAfter(backoffMs(state.failures, { baseMs: 100, maxMs: 5000 }), 'wake');
       } else if ('nextRunAt' in info && info.nextRunAt !== null) {
-        const delay = info.nextRunAt - Date.now();
-        if (delay < pollIntervalMs && (state.dueAt === undefined || info.nextRunAt < state.dueAt || state.dueAt < Date.now())) {
+        const now = ctx.clock.now();
+        const delay = info.nextRunAt - now;
+        if (delay < pollIntervalMs && (state.dueAt === undefined || info.nextRunAt < state.dueAt || state.dueAt < now)) {
           state.dueAt = info.nextRunAt;
           ctx.sendAfter(Math.max(0, delay), 'wake');
         }

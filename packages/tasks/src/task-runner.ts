@@ -1,16 +1,19 @@
 import {
   backoffMs,
+  type Clock,
   type ConcurrentConsumerState,
   type ConsumerSpec,
   concurrentConsumer,
   FabricError,
   type StageAddress,
   type SubscribeOptions,
+  systemClock,
   type TaskOutcome,
+  type TimerHandle,
 } from '@stagefabric/runtime';
 import { type Query, SqlTaskStore } from './sql-task-store.js';
 import type { TaskRegistry } from './task-registry.js';
-import type { ClaimedTask, TaskOutcomeRecord, TaskStore } from './task-store.js';
+import { type ClaimedTask, FINAL_STATES, type TaskClaim, type TaskOutcomeRecord, type TaskStore } from './task-store.js';
 
 export interface BackoffOptions {
   /** First retry waits up to this. Default 1000 ms. */
@@ -19,12 +22,22 @@ export interface BackoffOptions {
   readonly maxMs?: number;
 }
 
+/** Why the store refused an outcome: `lease-lost` (its lease lapsed and the task went back or to another run), `finished` (it is final already), `not-found`. */
+export type RefusalReason = 'lease-lost' | 'finished' | 'not-found';
+
+/** Where a task was when its lease was found lost: taken over from another node, waiting for a slot, or running (its run is then aborted). */
+export type LeaseLossPhase = 'handover' | 'prefetched' | 'running';
+
 export interface TaskRunnerOptions {
   readonly store: TaskStore;
   readonly registry: TaskRegistry;
-  /** The same owner the producer claimed with. */
+  /**
+   * This node's lease owner. A task claimed under another owner (a producer
+   * on another node) is taken over under this one before it runs, so this
+   * node extends its lease, records its outcome and hands it back.
+   */
   readonly owner: string;
-  /** Lease length; running tasks' leases are extended every third of it. Default 30 000 ms. */
+  /** Lease length; leases of tasks in hand are extended every third of it. Default 30 000 ms. */
   readonly leaseMs?: number;
   readonly subscribeTo: readonly (StageAddress | SubscribeOptions)[];
   /** Most tasks running at once; the subscription's maxDemand beyond it is prefetch. Default: maxDemand. */
@@ -34,12 +47,18 @@ export interface TaskRunnerOptions {
   readonly backoff?: BackoffOptions;
   /** Outcomes are written together once this many are ready... Default 100. */
   readonly flushSize?: number;
-  /** ...or once the oldest has waited this long. Default 5 ms. */
+  /** ...or once the oldest has waited this long. Default 1 ms. */
   readonly flushMs?: number;
   /** Every task as it starts, for metrics. */
   readonly onStarted?: (task: ClaimedTask) => void;
   /** Every recorded outcome, for metrics and logs. */
   readonly onRecorded?: (task: ClaimedTask, outcome: TaskOutcomeRecord, durationMs: number) => void;
+  /** An outcome the store refused, because this run's claim was no longer current. */
+  readonly onOutcomeRefused?: (task: ClaimedTask, outcome: TaskOutcomeRecord, reason: RefusalReason) => void;
+  /** A task in hand whose claim the store no longer honoured (taking it over or extending its lease): it does not run, or its run is aborted. */
+  readonly onLeaseLost?: (task: ClaimedTask, phase: LeaseLossPhase) => void;
+  /** An event that is not a task to run (malformed, or a claim this runner already holds): dropped, its demand asked for again. */
+  readonly onDropped?: (event: unknown, problem: string) => void;
   readonly onError?: (error: Error) => void;
 }
 
@@ -64,74 +83,218 @@ function errorText(error: unknown): string {
   return typeof error === 'string' ? error : (JSON.stringify(error) ?? String(error));
 }
 
+const isCount = (v: unknown, min: number): v is number => typeof v === 'number' && Number.isInteger(v) && v >= min && v <= 2 ** 31 - 1;
+
+/** What is wrong with an event that should be a claimed task (it may come from the wire), or undefined. */
+export function claimedTaskProblem(value: unknown): string | undefined {
+  if (typeof value !== 'object' || value === null) return 'not an object';
+  const t = value as Record<string, unknown>;
+  for (const field of ['id', 'queue', 'name', 'claimant'] as const)
+    if (typeof t[field] !== 'string' || t[field] === '') return `${field} must be a non-empty string`;
+  if (!isCount(t.attempt, 1)) return 'attempt must be a positive integer';
+  if (!isCount(t.maxAttempts, 1)) return 'maxAttempts must be a positive integer';
+  if (!isCount(t.timeoutMs, 1)) return 'timeoutMs must be a positive integer';
+  if (!(t.enqueuedAt instanceof Date) || !(t.leaseExpiresAt instanceof Date)) return 'enqueuedAt and leaseExpiresAt must be dates';
+  return undefined;
+}
+
+/** A task in a runner's hands, with the claim it holds it by: the events its concurrent consumer runs. */
+export interface TaskInHand {
+  readonly task: ClaimedTask;
+  /** The task's own claim, or the one this node took it over as. */
+  claim: TaskClaim;
+  /** Aborts the run when the lease is lost; the handler sees it through its signal. */
+  readonly controller: AbortController;
+  /** Its claim is not current (lost, or never a task): it does not run, and no outcome is written for it. */
+  lost: boolean;
+  started: boolean;
+  /** Its handler recorded its success inside its own transaction (succeedWith). */
+  succeededWithin: boolean;
+  /** Its outcome is being written: a lease extension refused now means it finished, not that it was lost. */
+  finishing: boolean;
+}
+
+const sleep = (clock: Clock, ms: number) => new Promise<void>((resolve) => clock.setTimeout(resolve, ms));
+
 /**
  * Runs claimed tasks by name, each with its own timeout and AbortSignal, at
- * most maxDemand at once (the runtime's concurrent consumer), and records
+ * most `concurrency` at once (the runtime's concurrent consumer), and records
  * outcomes in batches. A slot is asked for again only once its outcome is
- * stored. Failures retry with backoff until their attempts run out.
+ * stored. Failures retry with backoff until their attempts run out. Tasks a
+ * producer on another node claimed are taken over first; every task in hand
+ * keeps its lease while it waits and runs, and a run whose lease is lost is
+ * aborted. Time is the stage system's clock.
  */
-export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentConsumerState<ClaimedTask>, ClaimedTask, void> {
+export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentConsumerState<TaskInHand>, ClaimedTask, void> {
   const leaseMs = options.leaseMs ?? TASK_RUNNER_DEFAULTS.leaseMs;
   const flushSize = options.flushSize ?? TASK_RUNNER_DEFAULTS.flushSize;
   const flushMs = options.flushMs ?? TASK_RUNNER_DEFAULTS.flushMs;
+  const drainMs = options.drainMs ?? TASK_RUNNER_DEFAULTS.drainMs;
   const { store, registry, owner } = options;
-  const running = new Set<string>();
-  let batch: { record: TaskOutcomeRecord; done: () => void; failed: (e: Error) => void }[] = [];
-  let flushTimer: NodeJS.Timeout | undefined;
-  let leaseTimer: NodeJS.Timeout | undefined;
+  const within = store instanceof SqlTaskStore ? store : undefined;
+  let clock: Clock = systemClock;
+  /** Tasks in hand by id: prefetched or running, their leases extended. */
+  const inHand = new Map<string, TaskInHand>();
+  /** Outcome writes not yet answered, awaited on stop. */
+  const writing = new Set<Promise<unknown>>();
+  let batch: { outcome: TaskOutcomeRecord; done: (recorded: boolean) => void; failed: (e: Error) => void }[] = [];
+  let flushTimer: TimerHandle | undefined;
+  let leaseTimer: TimerHandle | undefined;
+  let stopped = false;
+
+  const forget = (held: TaskInHand) => {
+    if (inHand.get(held.task.id) === held) inHand.delete(held.task.id);
+  };
+
+  const lose = (held: TaskInHand, phase: LeaseLossPhase) => {
+    if (held.lost || held.finishing || held.succeededWithin) return;
+    held.lost = true;
+    forget(held);
+    if (held.started)
+      held.controller.abort(
+        new FabricError('SF_LEASE_LOST', `task ${held.task.id} (attempt ${held.task.attempt}) lost its lease: another run may hold it now`),
+      );
+    options.onLeaseLost?.(held.task, phase);
+  };
 
   const flush = () => {
-    if (flushTimer !== undefined) clearTimeout(flushTimer);
+    if (flushTimer !== undefined) clock.clearTimeout(flushTimer);
     flushTimer = undefined;
     const taken = batch;
     batch = [];
     if (taken.length === 0) return;
-    store
-      .complete(
-        taken.map((t) => t.record),
-        owner,
-      )
-      .then(
-        () => {
-          for (const t of taken) t.done();
-        },
-        (error: Error) => {
-          for (const t of taken) t.failed(error);
-        },
-      );
+    store.complete(taken.map((t) => t.outcome)).then(
+      (ids) => {
+        const recorded = new Set(ids);
+        for (const t of taken) t.done(recorded.has(t.outcome.id));
+      },
+      (error: Error) => {
+        for (const t of taken) t.failed(error);
+      },
+    );
   };
 
-  /** Stores one outcome; resolves once it is written. Retries the write while the store is down. */
-  const record = async (outcome: TaskOutcomeRecord): Promise<void> => {
+  /** Writes one outcome; resolves with whether the store took it. Retries the write while the store is down. */
+  const record = async (outcome: TaskOutcomeRecord): Promise<boolean> => {
     for (let attempt = 0; ; attempt++) {
       try {
-        await new Promise<void>((done, failed) => {
-          batch.push({ record: outcome, done, failed });
+        return await new Promise<boolean>((done, failed) => {
+          // One outcome per task in a batch, so the ids the store returns say which claim each answer is for.
+          if (batch.some((t) => t.outcome.id === outcome.id)) flush();
+          batch.push({ outcome, done, failed });
           if (batch.length >= flushSize) flush();
-          else flushTimer ??= setTimeout(flush, flushMs);
+          else flushTimer ??= clock.setTimeout(flush, flushMs);
         });
-        return;
       } catch (error) {
         options.onError?.(error as Error);
-        await new Promise((r) => setTimeout(r, backoffMs(attempt, { baseMs: 100, maxMs: 5000 })));
+        await sleep(clock, backoffMs(attempt, { baseMs: 100, maxMs: 5000 }));
       }
     }
   };
 
-  const spec = concurrentConsumer<ClaimedTask, unknown>({
+  /** Why the store refused a claim's outcome; undefined when it was this run's own success, recorded inside the handler's transaction. */
+  const refusal = async (held: TaskInHand): Promise<RefusalReason | undefined> => {
+    const now = await store.get(held.task.id).catch(() => undefined);
+    if (now === null) return 'not-found';
+    if (now === undefined || !FINAL_STATES.includes(now.state)) return 'lease-lost';
+    return now.state === 'success' && held.succeededWithin ? undefined : 'finished';
+  };
+
+  /** Takes over the claims of tasks claimed under another owner; tasks whose claims are no longer current are lost. */
+  const takeOver = async (helds: TaskInHand[]): Promise<void> => {
+    const giveUpAt = clock.now() + leaseMs;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const taken = new Map(
+          (
+            await store.adopt(
+              helds.map((h) => h.claim),
+              owner,
+              leaseMs,
+            )
+          ).map((c) => [`${c.id}#${c.attempt}`, c]),
+        );
+        for (const h of helds) {
+          const claim = taken.get(`${h.claim.id}#${h.claim.attempt}`);
+          if (claim === undefined) lose(h, 'handover');
+          else h.claim = claim;
+        }
+        return;
+      } catch (error) {
+        options.onError?.(error as Error);
+        // The store has been away for a whole lease: these claims have lapsed and come back on their own.
+        if (clock.now() >= giveUpAt) {
+          for (const h of helds) lose(h, 'handover');
+          return;
+        }
+        await sleep(clock, backoffMs(attempt, { baseMs: 100, maxMs: 5000 }));
+      }
+    }
+  };
+
+  /** Every task in hand keeps its lease, running or waiting for a slot; a lease the store no longer extends is lost. */
+  const extendLeases = async () => {
+    leaseTimer = undefined;
+    const held = [...inHand.values()].filter((h) => !h.lost && !h.finishing && !h.succeededWithin);
+    if (held.length > 0) {
+      try {
+        const kept = new Set(
+          await store.extendLeases(
+            held.map((h) => h.claim),
+            leaseMs,
+          ),
+        );
+        for (const h of held) if (!kept.has(h.claim.id) && inHand.get(h.task.id) === h) lose(h, h.started ? 'running' : 'prefetched');
+      } catch (error) {
+        options.onError?.(error as Error);
+      }
+    }
+    if (!stopped) leaseTimer = clock.setTimeout(() => void extendLeases(), Math.max(10, Math.floor(leaseMs / 3)));
+  };
+
+  /** Wraps an event as a task in hand; an event that is not a task, or a claim already held, comes back lost. */
+  const hold = (event: unknown): TaskInHand => {
+    const problem = claimedTaskProblem(event);
+    if (problem !== undefined) {
+      options.onDropped?.(event, problem);
+      return { task: standIn(event), claim: standIn(event), controller: new AbortController(), ...DROPPED };
+    }
+    const task = event as ClaimedTask;
+    const held: TaskInHand = {
+      task,
+      claim: task,
+      controller: new AbortController(),
+      lost: false,
+      started: false,
+      succeededWithin: false,
+      finishing: false,
+    };
+    const before = inHand.get(task.id);
+    if (before !== undefined && before.task.attempt >= task.attempt) {
+      options.onDropped?.(event, `task ${task.id} attempt ${task.attempt} arrived while this runner holds attempt ${before.task.attempt}`);
+      return { ...held, ...DROPPED };
+    }
+    // A later attempt of a task in hand: the earlier claim lapsed and was claimed again.
+    if (before !== undefined) lose(before, before.started ? 'running' : 'prefetched');
+    return held;
+  };
+
+  const spec = concurrentConsumer<TaskInHand, unknown>({
     subscribeTo: options.subscribeTo,
     ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }),
-    drainMs: options.drainMs ?? TASK_RUNNER_DEFAULTS.drainMs,
+    drainMs,
     // Prefetched tasks that never started go straight back to waiting, for another node.
-    async onRelease(tasks) {
-      for (const t of tasks) running.delete(t.id);
-      await store.release(
-        tasks.map((t) => t.id),
-        owner,
-      );
+    async onRelease(helds) {
+      const live = helds.filter((h) => !h.lost);
+      for (const h of helds) forget(h);
+      await store.release(live.map((h) => h.claim));
     },
-    timeoutMs: (task) => task.timeoutMs,
-    run(task, { signal }) {
+    timeoutMs: (held) => held.task.timeoutMs,
+    run(held, { signal }) {
+      // Not this runner's to run: its slot comes straight back, with no outcome written.
+      if (held.lost) return undefined;
+      held.started = true;
+      const { task, claim } = held;
       options.onStarted?.(task);
       const handler = registry.get(task.name);
       if (handler === undefined) {
@@ -140,61 +303,118 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
           `no handler registered for task "${task.name}" (registered: ${registry.names().join(', ') || 'none'})`,
         );
       }
-      const within = store instanceof SqlTaskStore ? store : undefined;
       return handler(task.args, {
-        signal,
-        task,
-        ...(within === undefined ? {} : { succeedWith: (query: Query) => within.succeedWith(query, task, owner) }),
+        signal: AbortSignal.any([signal, held.controller.signal]),
+        task: claim === task ? task : { ...task, claimant: claim.claimant },
+        ...(within === undefined
+          ? {}
+          : {
+              succeedWith: async (query: Query) => {
+                const ok = await within.succeedWith(query, held.claim);
+                if (ok) held.succeededWithin = true;
+                return ok;
+              },
+            }),
       });
     },
-    async onOutcome(outcome: TaskOutcome<ClaimedTask, unknown>) {
-      const task = outcome.event;
-      running.delete(task.id);
+    async onOutcome(outcome: TaskOutcome<TaskInHand, unknown>) {
+      const held = outcome.event;
+      // Dropped, or its lease was lost (reported then): whatever it did, the outcome is not this run's to write.
+      if (held.lost) return;
+      held.finishing = true;
+      const { task, claim } = held;
+      const who = { id: claim.id, attempt: claim.attempt, claimant: claim.claimant };
       let result: TaskOutcomeRecord;
       const { durationMs } = outcome;
-      if (outcome.status === 'success') result = { id: task.id, status: 'success', durationMs };
+      if (outcome.status === 'success') result = { ...who, status: 'success', durationMs };
       else {
         const error = outcome.status === 'timeout' ? `timed out after ${task.timeoutMs} ms` : errorText(outcome.error);
         const retry = task.attempt < task.maxAttempts;
         result = retry
           ? {
-              id: task.id,
+              ...who,
               status: outcome.status,
               error,
-              retryAt: new Date(Date.now() + backoffDelayMs(task.attempt, options.backoff)),
+              retryAt: new Date(clock.now() + backoffDelayMs(task.attempt, options.backoff)),
               durationMs,
             }
-          : { id: task.id, status: outcome.status, error, durationMs };
+          : { ...who, status: outcome.status, error, durationMs };
       }
-      await record(result);
-      options.onRecorded?.(task, result, outcome.durationMs);
+      // The handler's transaction recorded its success with its effects: nothing more to write.
+      if (result.status === 'success' && held.succeededWithin) {
+        forget(held);
+        options.onRecorded?.(task, result, outcome.durationMs);
+        return;
+      }
+      const written = record(result);
+      writing.add(written);
+      const recorded = await written.finally(() => writing.delete(written));
+      forget(held);
+      if (recorded) options.onRecorded?.(task, result, outcome.durationMs);
+      else {
+        const reason = await refusal(held);
+        if (reason !== undefined) options.onOutcomeRefused?.(task, result, reason);
+      }
     },
   });
 
   return {
     ...spec,
-    // Every task in hand keeps its lease, running or waiting for a slot.
-    handleEvents(events, from, state, ctx) {
-      for (const task of events) running.add(task.id);
-      return spec.handleEvents(events, from, state, ctx);
+    async handleEvents(events, from, state, ctx) {
+      const seen = new Set<string>();
+      const helds = events.map((event) => {
+        const held = hold(event);
+        if (held.lost) return held;
+        if (!seen.has(held.task.id)) {
+          seen.add(held.task.id);
+          return held;
+        }
+        options.onDropped?.(event, `task ${held.task.id} arrived twice in one batch`);
+        return { ...held, ...DROPPED };
+      });
+      const live = helds.filter((h) => !h.lost);
+      if (live.length > 0) await takeOver(live);
+      // In hand, its lease extended, only once taken over: an extension meanwhile would name the producer's claim.
+      for (const h of live) if (!h.lost) inHand.set(h.task.id, h);
+      return spec.handleEvents(helds, from, state, ctx);
     },
     async init(args, ctx) {
-      // Running tasks keep their leases while they run; a node that dies stops extending them.
-      leaseTimer = setInterval(
-        () => {
-          if (running.size === 0) return;
-          store.extendLeases([...running], owner, leaseMs).catch((error: Error) => options.onError?.(error));
-        },
-        Math.max(10, Math.floor(leaseMs / 3)),
-      );
-      leaseTimer.unref();
+      clock = ctx.clock;
+      stopped = false;
+      inHand.clear();
+      leaseTimer = clock.setTimeout(() => void extendLeases(), Math.max(10, Math.floor(leaseMs / 3)));
       return spec.init(args, ctx);
     },
     async terminate(reason, state) {
-      // Leases stay extended while running tasks drain; their outcomes are written before this returns.
-      await spec.terminate?.(reason, state);
-      if (leaseTimer !== undefined) clearInterval(leaseTimer);
+      // Leases stay extended while running tasks drain and their outcomes are written. A producer
+      // whose node went away (noconnection) takes nothing from the tasks this runner took over:
+      // they drain as on a graceful stop, and the restarted runner subscribes again.
+      await spec.terminate?.(reason === 'noconnection' ? 'shutdown' : reason, state);
       flush();
+      if (writing.size > 0) await Promise.race([Promise.allSettled([...writing]), sleep(clock, drainMs)]);
+      stopped = true;
+      if (leaseTimer !== undefined) clock.clearTimeout(leaseTimer);
+      leaseTimer = undefined;
     },
+  };
+}
+
+const DROPPED = { lost: true, started: false, succeededWithin: false, finishing: false } as const;
+
+/** What a dropped event stands in as: never run, never written, never extended. */
+function standIn(event: unknown): ClaimedTask {
+  const id =
+    typeof event === 'object' && event !== null && typeof (event as { id?: unknown }).id === 'string' ? (event as { id: string }).id : '?';
+  return {
+    id,
+    queue: '?',
+    name: '?',
+    args: null,
+    attempt: 0,
+    claimant: '',
+    maxAttempts: 1,
+    timeoutMs: 1,
+    enqueuedAt: new Date(0),
+    leaseExpiresAt: new Date(0),
   };
 }

@@ -113,7 +113,18 @@ export const CLAIM = `WITH next AS (
   RETURNING t.id::text AS id, t.queue, t.name, t.args, t.attempt, t.max_attempts, t.timeout_ms, t.created_at,
     t.lease_expires_at, t.priority, t.run_at`;
 
-/** One statement for a whole batch; only tasks still running under the owner change. */
+/**
+ * The claims of a statement, one row each: a claim is current while its
+ * task is running in the same attempt under the same claimant.
+ */
+const CLAIMS = `unnest($1::bigint[], $2::integer[], $3::text[]) AS c(id, attempt, claimant)`;
+const CURRENT = `t.id = c.id AND t.attempt = c.attempt AND t.lease_owner = c.claimant AND t.state = 'running'`;
+
+/** Claims made by another node pass to the holder ($4), with a fresh lease. */
+export const ADOPT = `UPDATE $schema.tasks t SET lease_owner = $4, lease_expires_at = now() + $5 * interval '1 millisecond', updated_at = now()
+  FROM ${CLAIMS} WHERE ${CURRENT} RETURNING t.id::text AS id`;
+
+/** One statement for a whole batch; only tasks whose claims are still current change. */
 export const COMPLETE = recordingAttempts(
   `UPDATE $schema.tasks t SET
     state = CASE WHEN o.status = 'success' THEN 'success' WHEN o.retry_at IS NOT NULL THEN 'waiting' ELSE o.status END,
@@ -121,13 +132,14 @@ export const COMPLETE = recordingAttempts(
     last_error = CASE WHEN o.status = 'success' THEN t.last_error ELSE o.error END,
     lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
     finished_at = CASE WHEN o.status = 'success' OR o.retry_at IS NULL THEN now() ELSE NULL END
-  FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $6::integer[]) AS o(id, status, error, retry_at, duration_ms)
-  WHERE t.id = o.id AND t.state = 'running' AND t.lease_owner = $5
-  RETURNING t.id AS task_id, t.attempt, o.status AS outcome, o.error, o.duration_ms, $5::text AS owner`,
+  FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::integer[])
+    AS o(id, attempt, claimant, status, error, retry_at, duration_ms)
+  WHERE t.id = o.id AND t.attempt = o.attempt AND t.lease_owner = o.claimant AND t.state = 'running'
+  RETURNING t.id AS task_id, t.attempt, o.status AS outcome, o.error, o.duration_ms, o.claimant AS owner`,
   'task_id::text AS id',
 );
 
-/** One task's success, inside a transaction of the handler's: only the run that still holds the task's lease succeeds. */
+/** One task's success, inside a transaction of the handler's: only the run whose claim is still current succeeds. */
 export const SUCCEED_WITHIN = recordingAttempts(
   `UPDATE $schema.tasks SET state = 'success', lease_owner = NULL, lease_expires_at = NULL, updated_at = now(), finished_at = now()
   WHERE id = $1::bigint AND attempt = $2 AND state = 'running' AND lease_owner = $3
@@ -135,25 +147,27 @@ export const SUCCEED_WITHIN = recordingAttempts(
   'task_id::text AS id',
 );
 
-export const EXTEND = `UPDATE $schema.tasks SET lease_expires_at = now() + $3 * interval '1 millisecond', updated_at = now()
-  WHERE id = ANY($1::bigint[]) AND state = 'running' AND lease_owner = $2 RETURNING id::text AS id`;
+export const EXTEND = `UPDATE $schema.tasks t SET lease_expires_at = now() + $4 * interval '1 millisecond', updated_at = now()
+  FROM ${CLAIMS} WHERE ${CURRENT} RETURNING t.id::text AS id`;
 
 /** Back to waiting, the attempt not counted. */
-const UNCLAIM = `UPDATE $schema.tasks SET state = 'waiting', attempt = greatest(attempt - 1, 0), lease_owner = NULL,
+const UNCLAIM = `UPDATE $schema.tasks t SET state = 'waiting', attempt = greatest(t.attempt - 1, 0), lease_owner = NULL,
     lease_expires_at = NULL, updated_at = now()`;
 
 export const RELEASE = `${UNCLAIM}
-  WHERE id = ANY($1::bigint[]) AND state = 'running' AND lease_owner = $2 RETURNING id::text AS id, queue`;
+  FROM ${CLAIMS} WHERE ${CURRENT} RETURNING t.id::text AS id, t.queue`;
 
 export const RELEASE_HELD = `${UNCLAIM}
-  WHERE state = 'running' AND lease_owner = $1 RETURNING id::text AS id, queue`;
+  WHERE t.state = 'running' AND t.lease_owner = $1 RETURNING t.id::text AS id, t.queue`;
 
 /** A task whose lease ran out goes back to waiting, unless that was its last attempt; its history says the attempt was lost. */
 export const RECOVER = recordingAttempts(
   `UPDATE $schema.tasks SET
     state = CASE WHEN attempt >= max_attempts THEN 'error' ELSE 'waiting' END,
     finished_at = CASE WHEN attempt >= max_attempts THEN now() ELSE NULL END,
-    last_error = 'lease of ' || coalesce(lease_owner, '?') || ' expired: its node stopped or stalled',
+    last_error = 'lease of ' || coalesce(lease_owner, '?') || ' expired'
+      || CASE WHEN attempt >= max_attempts THEN ' on its last attempt (' || attempt || ' of ' || max_attempts || ')' ELSE '' END
+      || ': its node stopped or stalled',
     lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
   WHERE state = 'running' AND lease_expires_at < now()
   RETURNING queue, id AS task_id, attempt, 'lost'::text AS outcome, last_error AS error, NULL::integer AS duration_ms, NULL::text AS owner`,

@@ -7,7 +7,8 @@
  * back to `waiting` with a later `runAt` (backoff) and `lastError` set; the
  * final failed attempt leaves it in `error` or `timeout` for good. A running
  * task whose lease expired (its node died) is found by `recoverExpired` and
- * goes back to `waiting`. `cancelled` is set by an operator.
+ * goes back to `waiting`, or to `error` when that was its last attempt.
+ * `cancelled` is set by an operator.
  */
 export type TaskState = 'waiting' | 'running' | 'success' | 'error' | 'timeout' | 'cancelled';
 
@@ -42,27 +43,45 @@ export interface EnqueueResult {
   readonly duplicate: boolean;
 }
 
-export interface ClaimedTask {
+/**
+ * One claim of a task: the task, its attempt and its claimant. Plain data
+ * (it crosses the wire with the task), so whichever node runs the task can
+ * extend its lease and record its outcome; a store acts on a claim only
+ * while it is current, so a stale run (an earlier attempt, a node that lost
+ * the lease) can never finish, extend or reschedule a later one.
+ */
+export interface TaskClaim {
   readonly id: string;
+  /** 1 on the first run. */
+  readonly attempt: number;
+  /**
+   * Who holds the claim, as the store proves it: the lease owner on the SQL
+   * stores; on BullMQ the job's lock token, which starts with the owner.
+   * Opaque to everyone else.
+   */
+  readonly claimant: string;
+}
+
+export interface ClaimedTask extends TaskClaim {
   readonly queue: string;
   readonly name: string;
   readonly args: unknown;
-  /** 1 on the first run. */
-  readonly attempt: number;
   readonly maxAttempts: number;
   readonly timeoutMs: number;
   readonly enqueuedAt: Date;
   readonly leaseExpiresAt: Date;
 }
 
-export type TaskOutcomeRecord = (
-  | { readonly id: string; readonly status: 'success' }
-  /** `retryAt` set: back to waiting for another attempt; unset: failed for good. */
-  | { readonly id: string; readonly status: 'error' | 'timeout'; readonly error: string; readonly retryAt?: Date }
-) & {
-  /** How long the attempt ran, as its runner measured it; kept in the task's attempt history. */
-  readonly durationMs?: number;
-};
+/** The outcome of one claim's run. */
+export type TaskOutcomeRecord = TaskClaim &
+  (
+    | { readonly status: 'success' }
+    /** `retryAt` set: back to waiting for another attempt; unset: failed for good. */
+    | { readonly status: 'error' | 'timeout'; readonly error: string; readonly retryAt?: Date }
+  ) & {
+    /** How long the attempt ran, as its runner measured it; kept in the task's attempt history. */
+    readonly durationMs?: number;
+  };
 
 /** One finished attempt of a task, as its history keeps it. */
 export interface TaskAttempt {
@@ -131,20 +150,30 @@ export interface TaskStore {
   enqueue(tasks: readonly NewTask[]): Promise<EnqueueResult[]>;
   /** Claims up to `limit` due waiting tasks of `queue` for `owner`, by priority then runAt, in one round trip. */
   claim(queue: string, limit: number, owner: string, leaseMs: number): Promise<ClaimedTask[]>;
-  /** Records outcomes in one round trip. Only tasks still running under `owner` change; returns the ids that did. */
-  complete(outcomes: readonly TaskOutcomeRecord[], owner: string): Promise<string[]>;
-  /** Extends the leases of tasks `owner` still holds; returns those ids. */
-  extendLeases(ids: readonly string[], owner: string, leaseMs: number): Promise<string[]>;
-  /** Tasks `owner` claimed and never started go back to waiting, their attempt not counted; returns the ids that did. */
-  release(ids: readonly string[], owner: string): Promise<string[]>;
   /**
-   * Every task `owner` still holds goes back to waiting, its attempt not
-   * counted: what a stopping node hands back once its stages have exited
-   * (claimed and never delivered, delivered and never started, aborted at the
-   * end of the drain). Returns the ids that did.
+   * Takes over claims another node made (its producer claimed, this node's
+   * runner will run): each claim still current passes to `holder` with a
+   * fresh lease, so the holder's node is the one that hands it back on a
+   * graceful stop. Returns the claims now held, in input order, leaving out
+   * those no longer current; a claim `holder` already holds comes back as it
+   * is, without a round trip.
    */
-  releaseHeld(owner: string): Promise<string[]>;
-  /** Puts running tasks whose lease expired back to waiting; returns how many. */
+  adopt(claims: readonly TaskClaim[], holder: string, leaseMs: number): Promise<TaskClaim[]>;
+  /** Records outcomes in one round trip. Only a task whose claim is still current changes; returns the ids that did. */
+  complete(outcomes: readonly TaskOutcomeRecord[]): Promise<string[]>;
+  /** Extends the leases of claims still current; returns their ids. */
+  extendLeases(claims: readonly TaskClaim[], leaseMs: number): Promise<string[]>;
+  /** Claimed tasks that never started go back to waiting, their attempt not counted, if their claims are still current; returns the ids that did. */
+  release(claims: readonly TaskClaim[]): Promise<string[]>;
+  /**
+   * Every task `holder` still holds goes back to waiting, its attempt not
+   * counted: what a stopping node hands back once its stages have exited
+   * (claimed and never handed to a runner, delivered and never started,
+   * aborted at the end of the drain). Tasks a runner on another node took
+   * over are that node's, not this one's. Returns the ids that did.
+   */
+  releaseHeld(holder: string): Promise<string[]>;
+  /** Puts running tasks whose lease expired back to waiting, or fails them for good when that was their last attempt; returns how many. */
   recoverExpired(): Promise<number>;
   /** The earliest runAt of a waiting task in `queue`, or null. */
   nextRunAt(queue: string): Promise<Date | null>;

@@ -2,11 +2,16 @@ import { expect, it } from 'vitest';
 import { PGliteTaskStore } from '../src/pglite-task-store.js';
 import { taskStoreConformance } from './task-store.conformance.js';
 
-taskStoreConformance('embedded PGlite', async () => {
-  const store = new PGliteTaskStore();
-  await store.migrate();
-  return store;
-});
+// Embedded: one process holds the database, so another node's view of it is the same instance.
+taskStoreConformance(
+  'embedded PGlite',
+  async () => {
+    const store = new PGliteTaskStore();
+    await store.migrate();
+    return store;
+  },
+  async (store) => store,
+);
 
 it('lists newest first by id, also past id 9 (the SQL stores)', async () => {
   const store = new PGliteTaskStore();

@@ -1,15 +1,30 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { waitFor } from '../../../test/support/wait-for.js';
-import type { TaskStore } from '../src/index.js';
+import type { ClaimedTask, TaskClaim, TaskStore } from '../src/index.js';
 
-/** The contract every task store keeps; `make` returns a fresh, migrated, empty store. */
-export function taskStoreConformance(name: string, make: () => Promise<TaskStore>): void {
+/** A claim as it travels: the task, its attempt, its claimant, nothing else. */
+const claimOf = (t: ClaimedTask | TaskClaim | undefined): TaskClaim => {
+  if (t === undefined) throw new Error('no task was claimed');
+  return { id: t.id, attempt: t.attempt, claimant: t.claimant };
+};
+
+/**
+ * The contract every task store keeps; `make` returns a fresh, migrated,
+ * empty store, and `peer` another instance on the same data, as another
+ * node opens it (the same instance where the store lives in one process).
+ */
+export function taskStoreConformance(name: string, make: () => Promise<TaskStore>, peer: (store: TaskStore) => Promise<TaskStore>): void {
   describe(`task store conformance: ${name}`, () => {
     const stores: TaskStore[] = [];
     const fresh = async () => {
       const s = await make();
       stores.push(s);
       return s;
+    };
+    const peerOf = async (store: TaskStore) => {
+      const p = await peer(store);
+      if (p !== store) stores.push(p);
+      return p;
     };
     afterEach(async () => {
       for (const s of stores.splice(0)) await s.close();
@@ -68,29 +83,95 @@ export function taskStoreConformance(name: string, make: () => Promise<TaskStore
       ]);
       expect(both[1]).toEqual({ id: both[0]?.id, duplicate: true });
       const [claimed] = await store.claim('default', 1, 'me', 10_000);
-      await store.complete([{ id: claimed?.id as string, status: 'success' }], 'me');
+      await store.complete([{ ...claimOf(claimed), status: 'success' }]);
       const [again] = await store.enqueue([{ name: 'u', options: { uniqueKey: 'k1' } }]);
       expect(again?.duplicate).toBe(false);
     });
 
-    it('only the lease owner records an outcome, and success is recorded once', async () => {
+    it('only a current claim records an outcome (same attempt, same claimant), and success is recorded once', async () => {
       const store = await fresh();
       await store.enqueue([{ name: 'x' }]);
       const [task] = await store.claim('default', 1, 'owner-a', 10_000);
-      const id = task?.id as string;
-      expect(await store.complete([{ id, status: 'success' }], 'owner-b')).toEqual([]);
-      expect(await store.complete([{ id, status: 'success' }], 'owner-a')).toEqual([id]);
-      expect(await store.complete([{ id, status: 'success' }], 'owner-a')).toEqual([]);
-      const record = await store.get(id);
+      const claim = claimOf(task);
+      expect(claim.claimant).toContain('owner-a');
+      expect(await store.complete([{ ...claim, claimant: 'owner-b', status: 'success' }])).toEqual([]);
+      expect(await store.complete([{ ...claim, attempt: 2, status: 'success' }])).toEqual([]);
+      expect(await store.complete([{ ...claim, status: 'success' }])).toEqual([claim.id]);
+      expect(await store.complete([{ ...claim, status: 'success' }])).toEqual([]);
+      const record = await store.get(claim.id);
       expect(record).toMatchObject({ state: 'success', attempt: 1, leaseOwner: null });
       expect(record?.finishedAt).toBeInstanceOf(Date);
+    });
+
+    it('a claim travels: another node takes it over, extends it and records its outcome; the claiming node no longer hands it back', async () => {
+      const store = await fresh();
+      const other = await peerOf(store);
+      await store.enqueue([{ name: 'a' }, { name: 'b' }]);
+      const [a, b] = (await store.claim('default', 2, 'node-a', 10_000)).map(claimOf) as [TaskClaim, TaskClaim];
+      const taken = await other.adopt([a, b], 'node-b', 10_000);
+      expect(taken.map((c) => [c.id, c.attempt])).toEqual([
+        [a.id, 1],
+        [b.id, 1],
+      ]);
+      const [a2, b2] = taken as [TaskClaim, TaskClaim];
+      expect(a2.claimant).not.toBe(a.claimant);
+      // The claim it was taken over as holds; the producer's no longer does.
+      expect(await other.adopt([a2], 'node-b', 10_000)).toEqual([a2]);
+      expect(await other.adopt([a], 'node-c', 10_000)).toEqual([]);
+      expect(await store.extendLeases([a], 10_000)).toEqual([]);
+      expect(await store.complete([{ ...a, status: 'success' }])).toEqual([]);
+      expect((await other.extendLeases([a2, b2], 10_000)).sort()).toEqual([a.id, b.id].sort());
+      expect(await store.releaseHeld('node-a')).toEqual([]);
+      expect(await store.get(a.id)).toMatchObject({ state: 'running', leaseOwner: 'node-b' });
+      expect(await other.complete([{ ...a2, status: 'success' }])).toEqual([a.id]);
+      expect(await other.releaseHeld('node-b')).toEqual([b.id]);
+      expect(await store.get(a.id)).toMatchObject({ state: 'success' });
+      expect(await store.get(b.id)).toMatchObject({ state: 'waiting', attempt: 0, leaseOwner: null });
+    });
+
+    it('a stale claim (an earlier attempt of the same node) can neither finish, extend, release nor hand over the later one', async () => {
+      const store = await fresh();
+      await store.enqueue([{ name: 'x' }]);
+      const first = claimOf((await store.claim('default', 1, 'node-a', 200))[0]);
+      await waitFor(async () => (await store.recoverExpired()) === 1, 'the first lease to lapse');
+      let second: TaskClaim | undefined;
+      await waitFor(async () => {
+        second = (await store.claim('default', 1, 'node-a', 10_000)).map(claimOf)[0];
+        return second !== undefined;
+      }, 'the task to be claimed again');
+      expect(second?.attempt).toBe(2);
+      expect(await store.complete([{ ...first, status: 'error', error: 'stale', retryAt: new Date() }])).toEqual([]);
+      expect(await store.extendLeases([first], 10_000)).toEqual([]);
+      expect(await store.release([first])).toEqual([]);
+      expect(await store.adopt([first], 'node-b', 10_000)).toEqual([]);
+      expect(await store.get(first.id)).toMatchObject({ state: 'running', attempt: 2 });
+      expect(await store.complete([{ ...claimOf(second), status: 'success' }])).toEqual([first.id]);
+    });
+
+    it('a task whose lease lapses on its last attempt fails for good; one with attempts left waits again', async () => {
+      const store = await fresh();
+      const [last, more] = await store.enqueue([
+        { name: 'last', options: { maxAttempts: 1, uniqueKey: 'once' } },
+        { name: 'more', options: { maxAttempts: 2 } },
+      ]);
+      expect(await store.claim('default', 2, 'dying-node', 200)).toHaveLength(2);
+      let recovered = 0;
+      await waitFor(async () => {
+        recovered += await store.recoverExpired();
+        return recovered === 2;
+      }, 'both leases to lapse');
+      expect(await store.get(last?.id as string)).toMatchObject({ state: 'error', attempt: 1, leaseOwner: null });
+      expect((await store.get(last?.id as string))?.lastError).toMatch(/lease of dying-node expired on its last attempt \(1 of 1\)/);
+      expect(await store.get(more?.id as string)).toMatchObject({ state: 'waiting', attempt: 1 });
+      // Final: its unique key is free again.
+      expect((await store.enqueue([{ name: 'last', options: { uniqueKey: 'once' } }]))[0]?.duplicate).toBe(false);
     });
 
     it('a failed attempt with retryAt waits again; the last attempt fails for good', async () => {
       const store = await fresh();
       await store.enqueue([{ name: 'flaky', options: { maxAttempts: 2 } }]);
       const [t1] = await store.claim('default', 1, 'me', 10_000);
-      await store.complete([{ id: t1?.id as string, status: 'error', error: 'boom 1', retryAt: new Date(Date.now() + 50) }], 'me');
+      await store.complete([{ ...claimOf(t1), status: 'error', error: 'boom 1', retryAt: new Date(Date.now() + 50) }]);
       expect(await store.get(t1?.id as string)).toMatchObject({ state: 'waiting', attempt: 1, lastError: 'boom 1' });
       let t2: Awaited<ReturnType<TaskStore['claim']>>[number] | undefined;
       await waitFor(async () => {
@@ -98,7 +179,7 @@ export function taskStoreConformance(name: string, make: () => Promise<TaskStore
         return t2 !== undefined;
       }, 'the retry to come due');
       expect(t2?.attempt).toBe(2);
-      await store.complete([{ id: t2?.id as string, status: 'timeout', error: 'timed out after 10 ms' }], 'me');
+      await store.complete([{ ...claimOf(t2), status: 'timeout', error: 'timed out after 10 ms' }]);
       expect(await store.get(t2?.id as string)).toMatchObject({ state: 'timeout', attempt: 2, lastError: 'timed out after 10 ms' });
     });
 
@@ -106,29 +187,30 @@ export function taskStoreConformance(name: string, make: () => Promise<TaskStore
       const store = await fresh();
       await store.enqueue([{ name: 'kept' }, { name: 'lost' }]);
       const claimed = await store.claim('default', 2, 'dying-node', 200);
-      const kept = claimed.find((t) => t.name === 'kept')?.id as string;
-      const lost = claimed.find((t) => t.name === 'lost')?.id as string;
+      const kept = claimOf(claimed.find((t) => t.name === 'kept'));
+      const lost = claimOf(claimed.find((t) => t.name === 'lost'));
       await waitFor(async () => {
-        expect(await store.extendLeases([kept], 'dying-node', 10_000)).toEqual([kept]);
+        expect(await store.extendLeases([kept], 10_000)).toEqual([kept.id]);
         return (await store.recoverExpired()) === 1;
       }, 'the lease to expire');
-      expect(await store.get(lost)).toMatchObject({ state: 'waiting', leaseOwner: null });
-      expect((await store.get(lost))?.lastError).toMatch(/lease of dying-node expired/);
-      expect(await store.get(kept)).toMatchObject({ state: 'running', leaseOwner: 'dying-node' });
-      expect(await store.extendLeases([lost], 'dying-node', 10_000)).toEqual([]);
+      expect(await store.get(lost.id)).toMatchObject({ state: 'waiting', leaseOwner: null });
+      expect((await store.get(lost.id))?.lastError).toMatch(/lease of dying-node expired: its node stopped or stalled/);
+      expect(await store.get(kept.id)).toMatchObject({ state: 'running', leaseOwner: 'dying-node' });
+      expect(await store.extendLeases([lost], 10_000)).toEqual([]);
     });
 
-    it('release and releaseHeld hand tasks of their owner back to waiting, the attempt not counted, and no other tasks', async () => {
+    it('release and releaseHeld hand tasks of their holder back to waiting, the attempt not counted, and no other tasks', async () => {
       const store = await fresh();
       await store.enqueue([{ name: 'a' }, { name: 'b' }, { name: 'c' }, { name: 'd' }]);
-      const mine = (await store.claim('default', 3, 'me', 10_000)).map((t) => t.id);
-      const [theirs] = await store.claim('default', 1, 'other', 10_000);
-      const [first, ...rest] = mine as [string, ...string[]];
-      expect(await store.release([first, theirs?.id as string], 'me')).toEqual([first]);
-      expect((await store.releaseHeld('me')).sort()).toEqual(rest.sort());
+      const mine = (await store.claim('default', 3, 'me', 10_000)).map(claimOf);
+      const theirs = claimOf((await store.claim('default', 1, 'other', 10_000))[0]);
+      const [first, ...rest] = mine as [TaskClaim, ...TaskClaim[]];
+      // A claim that names the wrong claimant releases nothing.
+      expect(await store.release([first, { ...theirs, claimant: first.claimant }])).toEqual([first.id]);
+      expect((await store.releaseHeld('me')).sort()).toEqual(rest.map((c) => c.id).sort());
       expect(await store.releaseHeld('me')).toEqual([]);
-      for (const id of mine) expect(await store.get(id)).toMatchObject({ state: 'waiting', attempt: 0, leaseOwner: null });
-      expect(await store.get(theirs?.id as string)).toMatchObject({ state: 'running', leaseOwner: 'other' });
+      for (const { id } of mine) expect(await store.get(id)).toMatchObject({ state: 'waiting', attempt: 0, leaseOwner: null });
+      expect(await store.get(theirs.id)).toMatchObject({ state: 'running', leaseOwner: 'other' });
       let again: Awaited<ReturnType<TaskStore['claim']>> = [];
       await waitFor(async () => {
         again = [...again, ...(await store.claim('default', 3, 'next', 10_000))];
@@ -151,7 +233,7 @@ export function taskStoreConformance(name: string, make: () => Promise<TaskStore
       const store = await fresh();
       const [a, b] = await store.enqueue([{ name: 'a' }, { name: 'b', args: { deep: [1, { x: 'é' }] } }]);
       const [claimed] = await store.claim('default', 1, 'me', 10_000);
-      await store.complete([{ id: claimed?.id as string, status: 'error', error: 'no' }], 'me');
+      await store.complete([{ ...claimOf(claimed), status: 'error', error: 'no' }]);
       expect(await store.counts()).toEqual([
         { queue: 'default', state: 'error', count: 1 },
         { queue: 'default', state: 'waiting', count: 1 },
@@ -193,15 +275,13 @@ export function taskStoreConformance(name: string, make: () => Promise<TaskStore
         { name: 'mail', args: { n: 4 }, options: { queue: 'other' } },
       ]);
       const claimed = await store.claim('default', 3, 'me', 10_000);
-      const id = (n: number) => claimed.find((t) => (t.args as { n: number }).n === n)?.id as string;
-      await store.complete(
-        [
-          { id: id(1), status: 'error', error: 'SMTP 550: Mailbox_Full' },
-          { id: id(2), status: 'success' },
-          { id: id(3), status: 'error', error: 'disk 100% full' },
-        ],
-        'me',
-      );
+      const task = (n: number) => claimOf(claimed.find((t) => (t.args as { n: number }).n === n));
+      const id = (n: number) => task(n).id;
+      await store.complete([
+        { ...task(1), status: 'error', error: 'SMTP 550: Mailbox_Full' },
+        { ...task(2), status: 'success' },
+        { ...task(3), status: 'error', error: 'disk 100% full' },
+      ]);
       const args = (tasks: readonly { args: unknown }[]) => tasks.map((t) => (t.args as { n: number }).n).sort();
       expect(args(await store.list({ name: 'mail' }))).toEqual([1, 2, 4]);
       expect(args(await store.list({ errorContains: 'mailbox_full' }))).toEqual([1]);
@@ -238,16 +318,15 @@ export function taskStoreConformance(name: string, make: () => Promise<TaskStore
         [t2] = await store.claim('default', 1, 'node-b', 10_000);
         return t2 !== undefined;
       }, 'the second attempt');
-      await store.complete(
-        [{ id, status: 'error', error: 'first <b>failure</b>', retryAt: new Date(Date.now() + 20), durationMs: 12 }],
-        'node-b',
-      );
+      await store.complete([
+        { ...claimOf(t2), status: 'error', error: 'first <b>failure</b>', retryAt: new Date(Date.now() + 20), durationMs: 12 },
+      ]);
       let t3: Awaited<ReturnType<TaskStore['claim']>>[number] | undefined;
       await waitFor(async () => {
         [t3] = await store.claim('default', 1, 'node-c', 10_000);
         return t3 !== undefined;
       }, 'the retry to come due');
-      await store.complete([{ id, status: 'success', durationMs: 7 }], 'node-c');
+      await store.complete([{ ...claimOf(t3), status: 'success', durationMs: 7 }]);
       const attempts = await store.attempts(id);
       expect(attempts).toMatchObject([
         { attempt: 1, outcome: 'lost', durationMs: null },

@@ -21,6 +21,7 @@
  * restarted), shutdown: :infinity.
  */
 import { describe, expect, it } from 'vitest';
+import { waitFor } from '../../../../test/support/wait-for.js';
 import { concurrentConsumer, FabricError, FakeClock, fromIterable, type StageSystem, type TaskOutcome } from '../../src/index.js';
 import { Counter, Inbox, newSystem, tagged } from './stages.js';
 
@@ -327,7 +328,8 @@ describe('ConsumerSupervisorTest (consumer_supervisor_test.exs)', () => {
     });
 
     it('terminates children with expired integer shutdown (drainMs: tasks still running when it expires are aborted)', async () => {
-      const sys = newSystem({ clock: new FakeClock() });
+      const clock = new FakeClock();
+      const sys = newSystem({ clock });
       const inbox = new Inbox();
       const h = harness(inbox, { drainMs: 1 });
       const p = await sys.start(Counter(), new Inbox());
@@ -336,8 +338,10 @@ describe('ConsumerSupervisorTest (consumer_supervisor_test.exs)', () => {
       await sys.call(p, ['queue', ['ok2', 'ok2', 'ok2']]);
       await inbox.assertReceive(['child_started', 3]);
       const stopped = sys.stop(sup, 'shutdown');
-      // Child 2 ends in time; 1 and 3 do not.
+      // Child 2 ends in time; 1 and 3 do not. The drain's deadline is on the stage's clock: it passes once 2 is recorded.
       h.children.get(2)?.end();
+      await waitFor(() => h.outcomes.length === 1, 'child 2 to be recorded');
+      clock.advance(1);
       await stopped;
       await inbox.assertReceive((m: unknown) => Array.isArray(m) && m[0] === 'child_down' && m[1] === 1);
       await inbox.assertReceive((m: unknown) => Array.isArray(m) && m[0] === 'child_down' && m[1] === 3);
