@@ -119,7 +119,14 @@ try {
   for (const consumers of CONSUMER_COUNTS) {
     const rate = await scaling(redis, consumers, SCALING_EVENTS);
     const settings = { events: SCALING_EVENTS, producers: 1, consumers, maxDemand: MAX_DEMAND, dispatcher: 'demand' };
-    emitFigure(json, { bench: 'fabric-load', figure: `fabric_${consumers}_consumers_events_per_s`, value: rate, unit: 'events/s', subject: 'stagefabric', settings });
+    emitFigure(json, {
+      bench: 'fabric-load',
+      figure: `fabric_${consumers}_consumers_events_per_s`,
+      value: rate,
+      unit: 'events/s',
+      subject: 'stagefabric',
+      settings,
+    });
     emitPoint(json, {
       bench: 'fabric-load',
       chart: 'fabric-scaling',
@@ -150,8 +157,16 @@ try {
   fig('slow_consumer_producer_heap_growth_per_million_events_bytes', perMillion(troughGrowth((s) => s.producer)), 'bytes');
   fig('slow_consumer_consumer_heap_growth_per_million_events_bytes', perMillion(troughGrowth((s) => s.consumer)), 'bytes');
   fig('slow_consumer_redis_memory_growth_per_million_events_bytes', perMillion(last.redis - first.redis), 'bytes');
-  fig('slow_consumer_producer_heap_peak_bytes', peak((s) => s.producer), 'bytes');
-  fig('slow_consumer_consumer_heap_peak_bytes', peak((s) => s.consumer), 'bytes');
+  fig(
+    'slow_consumer_producer_heap_peak_bytes',
+    peak((s) => s.producer),
+    'bytes',
+  );
+  fig(
+    'slow_consumer_consumer_heap_peak_bytes',
+    peak((s) => s.consumer),
+    'bytes',
+  );
   fig('slow_consumer_redis_memory_peak_above_start_bytes', peak((s) => s.redis) - first.redis, 'bytes');
   for (const s of samples) {
     emitPoint(json, {

@@ -156,5 +156,9 @@ fig('node_streams_events_per_s', Math.round(TOTAL / streams.seconds), 'events/s'
   events: TOTAL,
   highWaterMark: 16,
 });
-fig('array_loop_events_per_s', Math.round(TOTAL / loop.seconds), 'events/s', 'plain loop', { events: TOTAL, arrayLength: 1000, best_of_rounds: ROUNDS });
+fig('array_loop_events_per_s', Math.round(TOTAL / loop.seconds), 'events/s', 'plain loop', {
+  events: TOTAL,
+  arrayLength: 1000,
+  best_of_rounds: ROUNDS,
+});
 fig('pipeline_heap_growth_bytes', heapGrowth, 'bytes', 'stagefabric');

@@ -26,7 +26,7 @@ function label(v: number): string {
   return `${+v.toPrecision(3)}`;
 }
 
-const escape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+const escapeXml = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
 export function drawLineChart(title: string, points: readonly ChartPoint[]): string {
   if (points.length === 0) throw new Error(`chart ${title}: no points to draw`);
@@ -45,7 +45,7 @@ export function drawLineChart(title: string, points: readonly ChartPoint[]): str
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${HEIGHT}" viewBox="0 0 ${WIDTH} ${HEIGHT}" font-family="sans-serif" font-size="12">`,
     `<rect width="${WIDTH}" height="${HEIGHT}" fill="white"/>`,
-    `<text x="${MARGIN.left}" y="22" font-size="15" font-weight="bold">${escape(title)}</text>`,
+    `<text x="${MARGIN.left}" y="22" font-size="15" font-weight="bold">${escapeXml(title)}</text>`,
   ];
   for (let x = 0; x <= xTop + xStep / 2; x += xStep) {
     out.push(
@@ -62,8 +62,8 @@ export function drawLineChart(title: string, points: readonly ChartPoint[]): str
   out.push(
     `<line x1="${MARGIN.left}" y1="${py(0)}" x2="${MARGIN.left + plotW}" y2="${py(0)}" stroke="black"/>`,
     `<line x1="${MARGIN.left}" y1="${MARGIN.top}" x2="${MARGIN.left}" y2="${py(0)}" stroke="black"/>`,
-    `<text x="${MARGIN.left + plotW / 2}" y="${HEIGHT - 15}" text-anchor="middle">${escape(first.xLabel)}</text>`,
-    `<text x="18" y="${MARGIN.top + plotH / 2}" text-anchor="middle" transform="rotate(-90 18 ${MARGIN.top + plotH / 2})">${escape(first.yLabel)}</text>`,
+    `<text x="${MARGIN.left + plotW / 2}" y="${HEIGHT - 15}" text-anchor="middle">${escapeXml(first.xLabel)}</text>`,
+    `<text x="18" y="${MARGIN.top + plotH / 2}" text-anchor="middle" transform="rotate(-90 18 ${MARGIN.top + plotH / 2})">${escapeXml(first.yLabel)}</text>`,
   );
   series.forEach((name, i) => {
     const colour = COLOURS[i % COLOURS.length] as string;
@@ -76,7 +76,7 @@ export function drawLineChart(title: string, points: readonly ChartPoint[]): str
     const lx = MARGIN.left + plotW + 15;
     out.push(
       `<line x1="${lx}" y1="${ly}" x2="${lx + 20}" y2="${ly}" stroke="${colour}" stroke-width="2"/>`,
-      `<text x="${lx + 26}" y="${ly + 4}">${escape(name)}</text>`,
+      `<text x="${lx + 26}" y="${ly + 4}">${escapeXml(name)}</text>`,
     );
   });
   out.push('</svg>');

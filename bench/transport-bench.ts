@@ -69,7 +69,6 @@ async function rawPing(url: string): Promise<number[]> {
   return rtts;
 }
 
-
 const redis: BenchRedis = await startRedis();
 const { url, dir } = redis;
 try {
