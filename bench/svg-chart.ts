@@ -43,7 +43,8 @@ export function drawLineChart(title: string, points: readonly ChartPoint[]): str
   const px = (x: number) => MARGIN.left + (x / xTop) * plotW;
   const py = (y: number) => MARGIN.top + plotH - (y / yTop) * plotH;
   const out: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${HEIGHT}" viewBox="0 0 ${WIDTH} ${HEIGHT}" font-family="sans-serif" font-size="12">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${HEIGHT}" viewBox="0 0 ${WIDTH} ${HEIGHT}" font-family="sans-serif" font-size="12" role="img">`,
+    `<title>${escapeXml(`${title}: ${first.yLabel} by ${first.xLabel}`)}</title>`,
     `<rect width="${WIDTH}" height="${HEIGHT}" fill="white"/>`,
     `<text x="${MARGIN.left}" y="22" font-size="15" font-weight="bold">${escapeXml(title)}</text>`,
   ];

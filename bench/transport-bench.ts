@@ -6,6 +6,8 @@
  * process XADDs batches of 500 events per entry, as the fabric's asks do, another reads them with
  * XREADGROUP COUNT and XACKs); then one-event round trips through the fabric
  * (maxDemand 1: every event waits for its ask) and through a bare stream pair.
+ * The throughput pair runs again at ten times the batching (maxDemand 10 000,
+ * entries of 5000 events on both sides).
  */
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -19,20 +21,21 @@ const TOTAL = eventsArg >= 0 ? Number(args[eventsArg + 1]) : 2_000_000;
 const PINGS = 300;
 /** Events per stream entry, for both: the fabric's consumer asks again every maxDemand − minDemand (1000 − 500) events. */
 const BATCH = 500;
+const LARGE = 5000;
 const STAGES = join(ROOT, 'bench/transport-stages.mjs');
 const PEER = join(ROOT, 'bench/raw-redis-peer.mjs');
 
 /** Runs a producer agent and a consumer agent; returns the sink's report. */
-async function fabricRun(url: string, dir: string, limit: number, subscribe: string, gaps: boolean) {
+async function fabricRun(url: string, dir: string, tag: string, limit: number, subscribe: string, gaps: boolean) {
   const topology = writeTopology(
     dir,
-    `topology-${limit}-${gaps}`,
+    `topology-${tag}`,
     `stages:
   source: { module: ${STAGES}, args: { limit: ${limit} }, nodes: [a] }
   sink: { module: ${STAGES}, args: { limit: ${limit}, gaps: ${gaps} }, nodes: [b], restart: transient, subscribe: [{ to: source, ${subscribe} }] }
 `,
   );
-  const env = { REDIS_URL: url, STAGEFABRIC_NAMESPACE: `bench${limit}${gaps}` };
+  const env = { REDIS_URL: url, STAGEFABRIC_NAMESPACE: `bench${tag}` };
   const consumer = startAgent(topology, 'b', env);
   const producer = startAgent(topology, 'a', env);
   const line = (await consumer.output).trim().split('\n').at(-1) as string;
@@ -41,10 +44,10 @@ async function fabricRun(url: string, dir: string, limit: number, subscribe: str
   return JSON.parse(line) as { count: number; ms: number; times: number[] };
 }
 
-async function rawRun(url: string, total: number) {
-  const consumer = run([PEER, 'consume', url, 'raw:bench', String(total)]);
+async function rawRun(url: string, stream: string, total: number, batch: number) {
+  const consumer = run([PEER, 'consume', url, stream, String(total)]);
   await new Promise((r) => setTimeout(r, 200));
-  const producer = run([PEER, 'produce', url, 'raw:bench', String(total), String(BATCH)]);
+  const producer = run([PEER, 'produce', url, stream, String(total), String(batch)]);
   await producer.output;
   return JSON.parse((await consumer.output).trim()) as { count: number; ms: number };
 }
@@ -73,10 +76,13 @@ const redis: BenchRedis = await startRedis();
 const { url, dir } = redis;
 try {
   const before = await redis.usedMemory();
-  const fabric = await fabricRun(url, dir, TOTAL, 'maxDemand: 1000', false);
+  const fabric = await fabricRun(url, dir, 'main', TOTAL, 'maxDemand: 1000', false);
   const after = await redis.usedMemory();
-  const raw = await rawRun(url, TOTAL);
-  const ping = await fabricRun(url, dir, PINGS, 'maxDemand: 1, minDemand: 0', true);
+  const raw = await rawRun(url, 'raw:bench', TOTAL, BATCH);
+  // Ten times the batching on both sides: what the window of asks in flight costs.
+  const fabricLarge = await fabricRun(url, dir, 'large', TOTAL, `maxDemand: ${LARGE * 2}, minDemand: ${LARGE}`, false);
+  const rawLarge = await rawRun(url, 'raw:large', TOTAL, LARGE);
+  const ping = await fabricRun(url, dir, 'ping', PINGS, 'maxDemand: 1, minDemand: 0', true);
   const pingGaps = ping.times.slice(1).map((t, i) => t - (ping.times[i] as number));
   const rawRtts = await rawPing(url);
   const peak = Number(/used_memory_peak:(\d+)/.exec(await redis.admin.info('memory'))?.[1]);
@@ -86,6 +92,16 @@ try {
     emitFigure(json, { bench: 'transport', figure, value, unit, subject, settings });
   fig('fabric_events_per_s', Math.round(fabric.count / (fabric.ms / 1000)), 'events/s', 'stagefabric', fabricSettings);
   fig('bare_streams_events_per_s', Math.round(raw.count / (raw.ms / 1000)), 'events/s', 'bare redis streams', rawSettings);
+  fig('fabric_events_per_s_5000_per_entry', Math.round(fabricLarge.count / (fabricLarge.ms / 1000)), 'events/s', 'stagefabric', {
+    ...fabricSettings,
+    maxDemand: LARGE * 2,
+    minDemand: LARGE,
+    eventsPerEntry: LARGE,
+  });
+  fig('bare_streams_events_per_s_5000_per_entry', Math.round(rawLarge.count / (rawLarge.ms / 1000)), 'events/s', 'bare redis streams', {
+    ...rawSettings,
+    eventsPerEntry: LARGE,
+  });
   fig('fabric_round_trip_p50_ms', Number(p50(pingGaps).toFixed(3)), 'ms', 'stagefabric', { pings: PINGS, maxDemand: 1, minDemand: 0 });
   fig('bare_stream_ping_p50_ms', Number(p50(rawRtts).toFixed(3)), 'ms', 'bare redis streams', { pings: PINGS, echo: 'XREAD BLOCK + XADD' });
   fig('fabric_redis_memory_growth_bytes', after - before, 'bytes', 'stagefabric', fabricSettings);
