@@ -7,7 +7,9 @@
  * collects their figure and chart-point lines, prints them (as they came with
  * `--json`, as a table without), checks the ratios against the targets
  * (bench/targets.ts) and draws each chart into bench/charts/<chart>.svg. The
- * run's lines are also kept in bench/charts/last-run.jsonl.
+ * run's lines are also kept in bench/charts/last-run.jsonl. `npm run bench` sends
+ * the build's output to stderr, so with `--json` stdout is the JSON lines (after npm's
+ * own two-line banner; `npm run -s bench -- --json` leaves that out).
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';

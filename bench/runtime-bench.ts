@@ -122,7 +122,7 @@ await stages(WARMUP, 1000);
 await nodeStreams(Math.floor(WARMUP / 10));
 arrayLoop(WARMUP);
 
-const ROUNDS = 2;
+const ROUNDS = 3;
 let big = { seconds: Number.POSITIVE_INFINITY, sum: 0 };
 let loop = { seconds: Number.POSITIVE_INFINITY, sum: 0 };
 let heapGrowth = 0;
