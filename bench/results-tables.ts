@@ -31,7 +31,12 @@ for (const bench of [...new Set(figures.map((f) => f.bench))]) {
   console.log('| figure | value | subject | settings |');
   console.log('| --- | --- | --- | --- |');
   for (const f of figures.filter((x) => x.bench === bench)) {
-    const settings = f.settings === undefined ? '' : JSON.stringify(f.settings).replace(/^\{|\}$/g, '').replace(/"/g, '');
+    const settings =
+      f.settings === undefined
+        ? ''
+        : JSON.stringify(f.settings)
+            .replace(/^\{|\}$/g, '')
+            .replace(/"/g, '');
     console.log(`| \`${f.figure}\` | ${show(f.value, f.unit)} | ${cell(f.subject)} | ${cell(settings)} |`);
   }
 }
