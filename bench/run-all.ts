@@ -13,6 +13,7 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type ChartPoint, emitFigure, type Figure } from './figures.js';
@@ -133,7 +134,23 @@ function runBench(bench: Bench): Promise<void> {
   );
 }
 
+/** The machine's load beside the figures: other work on a shared machine moves absolute rates, not ratios. */
+function machine(when: string): void {
+  take(
+    'machine',
+    JSON.stringify({
+      kind: 'figure',
+      bench: 'machine',
+      figure: `load_average_1m_${when}`,
+      value: Number((loadavg()[0] as number).toFixed(2)),
+      unit: 'runnable',
+      subject: `${cpus().length} cores, node ${process.versions.node}`,
+    }),
+  );
+}
+
 const started = performance.now();
+machine('start');
 for (const bench of BENCHES) {
   if (only && !only.includes(bench.name)) continue;
   if (!existsSync(join(DIST, bench.script))) {
@@ -145,6 +162,7 @@ for (const bench of BENCHES) {
   console.error(`bench ${bench.name}: ${((performance.now() - t0) / 1000).toFixed(0)} s`);
 }
 
+machine('end');
 for (const r of checkTargets(figures)) {
   const { target } = r;
   const f: Figure = {
