@@ -82,9 +82,7 @@ export function checkTargets(figures: readonly Figure[]): TargetResult[] {
   // a later benchmark may re-measure a pair); otherwise the last figure of each name.
   const benches = [...new Set(figures.map((f) => f.bench))].reverse();
   const last = (names: readonly string[], bench?: string) =>
-    names
-      .map((n) => figures.findLast((f) => f.figure === n && (bench === undefined || f.bench === bench)))
-      .find((f) => f !== undefined);
+    names.map((n) => figures.findLast((f) => f.figure === n && (bench === undefined || f.bench === bench))).find((f) => f !== undefined);
   return TARGETS.map((target) => {
     const bench = benches.find((b) => last(target.numerator, b) && last(target.denominator, b));
     const numerator = last(target.numerator, bench);
