@@ -532,7 +532,8 @@ export class BullMQTaskStore implements TaskStore {
     const done = await Promise.all(
       valid.map(async ({ o, q, jobId }, i) => {
         const [err, got] = fields[i] ?? [new Error('no reply'), null];
-        const [ats, stacktrace] = o.status === 'success' ? [got as string | null, null] : ((got as (string | null)[] | null) ?? [null, null]);
+        const [ats, stacktrace] =
+          o.status === 'success' ? [got as string | null, null] : ((got as (string | null)[] | null) ?? [null, null]);
         if (err !== null || ats !== String(o.attempt)) return undefined;
         const record: StoredAttempt = {
           attempt: o.attempt,
@@ -551,7 +552,11 @@ export class BullMQTaskStore implements TaskStore {
             const opts: JobsOptions =
               o.retryAt === undefined
                 ? { attempts: 1, stackTraceLimit: ATTEMPTS_KEPT }
-                : { attempts: 2, stackTraceLimit: ATTEMPTS_KEPT, backoff: { type: 'fixed', delay: Math.max(0, o.retryAt.getTime() - Date.now()) } };
+                : {
+                    attempts: 2,
+                    stackTraceLimit: ATTEMPTS_KEPT,
+                    backoff: { type: 'fixed', delay: Math.max(0, o.retryAt.getTime() - Date.now()) },
+                  };
             const job = new Job<TaskData>(q, 'task', {} as TaskData, opts, jobId);
             job.stacktrace = parseStacktrace(stacktrace);
             const error = new Error(o.error);
