@@ -324,7 +324,7 @@ export class BullMQTaskStore implements TaskStore {
   constructor(private readonly options: BullMQTaskStoreOptions) {
     this.prefix = options.prefix ?? 'bull';
     this.connectionOptions = redisConnectionOptions(options.url, 'the BullMQ task store URL');
-    const redis = new Redis({ ...this.connectionOptions, maxRetriesPerRequest: null });
+    const redis = new Redis(this.connection);
     redis.defineCommand('sfRelock', { numberOfKeys: 2, lua: RELOCK });
     redis.defineCommand('sfRelease', { numberOfKeys: 6, lua: RELEASE });
     redis.defineCommand('sfRecover', { numberOfKeys: 5, lua: RECOVER });
@@ -336,8 +336,12 @@ export class BullMQTaskStore implements TaskStore {
     this.scanMax = options.scanMax ?? 10_000;
   }
 
+  /**
+   * Commands issued in one turn of the event loop go out as one write: a
+   * claim's fetches and a batch's outcomes are many small scripts at once.
+   */
   private get connection() {
-    return { ...this.connectionOptions, maxRetriesPerRequest: null };
+    return { ...this.connectionOptions, maxRetriesPerRequest: null, enableAutoPipelining: true };
   }
 
   private queue(name: string): Queue {
