@@ -158,8 +158,22 @@ const peer = `bullmq ${BULLMQ_VERSION}`;
 const storeSettings = { concurrency: CONCURRENCY, maxDemand: 500, minDemand: 250, tasks: N, runs: RUNS, keepsCompleted: true };
 const workerSettings = { concurrency: CONCURRENCY, tasks: N, runs: RUNS, removeOnComplete: false };
 const removingSettings = { ...workerSettings, removeOnComplete: true };
-emitFigure(json, { bench: 'bullmq', figure: 'bullmq_store_tasks_per_s', value: best.store.processPerS, unit: 'tasks/s', subject: 'stagefabric', settings: storeSettings });
-emitFigure(json, { bench: 'bullmq', figure: 'bullmq_worker_tasks_per_s', value: best.worker.processPerS, unit: 'tasks/s', subject: peer, settings: workerSettings });
+emitFigure(json, {
+  bench: 'bullmq',
+  figure: 'bullmq_store_tasks_per_s',
+  value: best.store.processPerS,
+  unit: 'tasks/s',
+  subject: 'stagefabric',
+  settings: storeSettings,
+});
+emitFigure(json, {
+  bench: 'bullmq',
+  figure: 'bullmq_worker_tasks_per_s',
+  value: best.worker.processPerS,
+  unit: 'tasks/s',
+  subject: peer,
+  settings: workerSettings,
+});
 emitFigure(json, {
   bench: 'bullmq',
   figure: 'bullmq_worker_removing_tasks_per_s',
@@ -184,8 +198,22 @@ emitFigure(json, {
   subject: 'stagefabric',
   settings: { peer, ...removingSettings },
 });
-emitFigure(json, { bench: 'bullmq', figure: 'bullmq_store_enqueue_per_s', value: best.store.enqueuePerS, unit: 'tasks/s', subject: 'stagefabric', settings: { batch: BATCH } });
-emitFigure(json, { bench: 'bullmq', figure: 'bullmq_queue_addbulk_per_s', value: best.worker.enqueuePerS, unit: 'tasks/s', subject: peer, settings: { batch: BATCH } });
+emitFigure(json, {
+  bench: 'bullmq',
+  figure: 'bullmq_store_enqueue_per_s',
+  value: best.store.enqueuePerS,
+  unit: 'tasks/s',
+  subject: 'stagefabric',
+  settings: { batch: BATCH },
+});
+emitFigure(json, {
+  bench: 'bullmq',
+  figure: 'bullmq_queue_addbulk_per_s',
+  value: best.worker.enqueuePerS,
+  unit: 'tasks/s',
+  subject: peer,
+  settings: { batch: BATCH },
+});
 emitFigure(json, {
   bench: 'bullmq',
   figure: 'bullmq_store_vs_addbulk_enqueue_ratio',

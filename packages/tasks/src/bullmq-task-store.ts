@@ -237,7 +237,102 @@ releaseUnique(ARGV[3], KEYS[1], id)
 redis.call('XADD', KEYS[7], 'MAXLEN', '~', 10000, '*', 'event', 'failed', 'jobId', id, 'failedReason', 'cancelled', 'prev', 'waiting')
 return 1`;
 
+/**
+ * A claim of up to ARGV[4] jobs in one step, as BullMQ's move to active
+ * takes one (promotes due delayed jobs, then the wait list, then by
+ * priority; a lock per job with its own token, processedOn, processedBy,
+ * the start counted, an 'active' event). A queue BullMQ limits (rate
+ * limiter, global concurrency) returns -1: BullMQ's own fetch serves it.
+ * KEYS: wait, active, prioritized, delayed, meta, events, pc, marker.
+ * ARGV: queue key prefix, now ms, lease ms, count, owner, then one token per job.
+ * Returns per job: id, name, data, timestamp, ats, token.
+ */
+const CLAIM = `local prefix = ARGV[1]
+local now = tonumber(ARGV[2])
+local meta = redis.call('HMGET', KEYS[5], 'paused', 'concurrency', 'max')
+if meta[1] then return {} end
+if meta[2] or meta[3] then return -1 end
+local due = redis.call('ZRANGEBYSCORE', KEYS[4], 0, (now + 1) * 0x1000 - 1, 'LIMIT', 0, 1000)
+if #due > 0 then
+  redis.call('ZREM', KEYS[4], unpack(due))
+  for _, id in ipairs(due) do
+    local priority = tonumber(redis.call('HGET', prefix .. id, 'priority')) or 0
+    if priority == 0 then
+      redis.call('LPUSH', KEYS[1], id)
+    else
+      redis.call('ZADD', KEYS[3], priority * 0x100000000 + redis.call('INCR', KEYS[7]) % 0x100000000, id)
+    end
+    redis.call('XADD', KEYS[6], '*', 'event', 'waiting', 'jobId', id, 'prev', 'delayed')
+    redis.call('HSET', prefix .. id, 'delay', 0)
+  end
+end
+local out = {}
+for i = 1, tonumber(ARGV[4]) do
+  local id = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])
+  if id and string.sub(id, 1, 2) == '0:' then
+    redis.call('LREM', KEYS[2], 1, id)
+    id = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])
+  end
+  if not id then
+    local top = redis.call('ZPOPMIN', KEYS[3])
+    if #top > 0 then
+      id = top[1]
+      redis.call('LPUSH', KEYS[2], id)
+    end
+  end
+  if not id then break end
+  local jobKey = prefix .. id
+  local token = ARGV[5 + i]
+  redis.call('SET', jobKey .. ':lock', token, 'PX', ARGV[3])
+  redis.call('XADD', KEYS[6], '*', 'event', 'active', 'jobId', id, 'prev', 'waiting')
+  redis.call('HSET', jobKey, 'processedOn', now, 'pb', ARGV[5])
+  local ats = redis.call('HINCRBY', jobKey, 'ats', 1)
+  local f = redis.call('HMGET', jobKey, 'name', 'data', 'timestamp')
+  table.insert(out, { id, f[1] or '', f[2] or '{}', f[3] or '0', ats, token })
+end
+if #out > 0 then redis.call('ZADD', KEYS[8], 0, '0') end
+return out`;
+
+/**
+ * Successes in one step each, a batch in one call, as BullMQ's move to
+ * completed records one: while the claim holds the lock in its attempt, the
+ * lock goes, the job leaves active for completed (finishedOn, returnvalue:
+ * the attempt's record, attemptsMade), its unique key is released and a
+ * 'completed' event is added. A job BullMQ must finish itself (a flow
+ * child, a deduplicated next job waiting on it) answers 2.
+ * KEYS: active, completed, events, stalled. ARGV: queue key prefix, now ms, then per job: id, token, attempt, record JSON.
+ * Returns per job: 1 recorded, 0 not current, 2 left to BullMQ.
+ */
+const COMPLETE = `${APPEND_ENTRY}
+local prefix = ARGV[1]
+local now = ARGV[2]
+local out = {}
+for i = 3, #ARGV, 4 do
+  local id, token, attempt, record = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local jobKey = prefix .. id
+  local f = redis.call('HMGET', jobKey, 'ats', 'parentKey', 'parent', 'deid')
+  local result = 0
+  if redis.call('GET', jobKey .. ':lock') == token and f[1] == attempt then
+    if f[2] or f[3] or (f[4] and redis.call('EXISTS', prefix .. 'dn:' .. f[4]) == 1) then
+      result = 2
+    elseif redis.call('LREM', KEYS[1], -1, id) == 1 then
+      redis.call('DEL', jobKey .. ':lock')
+      redis.call('SREM', KEYS[4], id)
+      redis.call('ZADD', KEYS[2], now, id)
+      redis.call('HSET', jobKey, 'returnvalue', record, 'finishedOn', now)
+      redis.call('HINCRBY', jobKey, 'atm', 1)
+      releaseUnique(prefix, jobKey, id)
+      redis.call('XADD', KEYS[3], 'MAXLEN', '~', 10000, '*', 'event', 'completed', 'jobId', id, 'returnvalue', record, 'prev', 'active')
+      result = 1
+    end
+  end
+  table.insert(out, result)
+end
+return out`;
+
 interface StoreScripts {
+  sfClaim(...args: (string | number)[]): Promise<(string | number)[][] | -1>;
+  sfComplete(...args: (string | number)[]): Promise<number[]>;
   sfRelock(lock: string, job: string, token: string, next: string, leaseMs: number, holder: string, attempt: string): Promise<number>;
   sfRelease(
     lock: string,
@@ -329,6 +424,8 @@ export class BullMQTaskStore implements TaskStore {
     redis.defineCommand('sfRelease', { numberOfKeys: 6, lua: RELEASE });
     redis.defineCommand('sfRecover', { numberOfKeys: 5, lua: RECOVER });
     redis.defineCommand('sfCancel', { numberOfKeys: 7, lua: CANCEL });
+    redis.defineCommand('sfClaim', { numberOfKeys: 8, lua: CLAIM });
+    redis.defineCommand('sfComplete', { numberOfKeys: 4, lua: COMPLETE });
     // defineCommand adds the methods at run time; StoreScripts names them for the compiler.
     this.redis = redis as Redis & StoreScripts;
     this.redis.on('error', this.onError);
@@ -445,7 +542,42 @@ export class BullMQTaskStore implements TaskStore {
     return results;
   }
 
+  /** Claims up to `limit` jobs in one script (CLAIM); a queue BullMQ limits is served by BullMQ's own fetch. */
   async claim(queue: string, limit: number, owner: string, leaseMs: number): Promise<ClaimedTask[]> {
+    if (limit <= 0) return [];
+    const q = this.queue(queue);
+    const k = q.keys as Record<string, string>;
+    const tokens = Array.from({ length: limit }, () => tokenFor(owner));
+    const now = Date.now();
+    const got = await this.redis.sfClaim(
+      ...[k.wait, k.active, k.prioritized, k.delayed, k.meta, k.events, k.pc, k.marker].map((key) => key as string),
+      k[''] as string,
+      now,
+      leaseMs,
+      limit,
+      owner,
+      ...tokens,
+    );
+    if (got === -1) return this.claimByBullMQ(queue, limit, owner, leaseMs);
+    return got.map(([id, name, data, timestamp, ats, token]) => {
+      const task = taskData(JSON.parse(String(data)));
+      return {
+        id: `${queue}/${id}`,
+        queue,
+        name: String(name),
+        args: task.args,
+        attempt: Number(ats),
+        claimant: String(token),
+        maxAttempts: task.maxAttempts,
+        timeoutMs: task.timeoutMs,
+        enqueuedAt: new Date(Number(timestamp)),
+        leaseExpiresAt: new Date(now + leaseMs),
+      };
+    });
+  }
+
+  /** A claim through BullMQ's Worker.getNextJob, one job per call: for queues with a rate limit or a global concurrency. */
+  private async claimByBullMQ(queue: string, limit: number, owner: string, leaseMs: number): Promise<ClaimedTask[]> {
     const worker = this.worker(queue, leaseMs, owner);
     const q = this.queue(queue);
     // Ask only for what is there: waiting jobs, and a few probes when delayed ones may have come due.
@@ -515,58 +647,94 @@ export class BullMQTaskStore implements TaskStore {
   }
 
   /**
-   * Records outcomes: one pipelined read of each claim's attempt (and, for a
-   * failure, its history), then each outcome as one BullMQ move, which
-   * checks the claim's lock token and, for a final outcome, releases the
-   * unique key in the same script. The attempt's record travels with the
-   * move: a success's as its returnvalue, a failure's as its stacktrace entry.
+   * Records outcomes. Successes: one COMPLETE script per queue for the
+   * batch (each job's check, move and key release one step); a job only
+   * BullMQ may finish goes through its own move. Failures: a pipelined read
+   * of each claim's attempt and history, then BullMQ's move to failed, or to
+   * delayed for a retry, which checks the lock token and writes the attempt's
+   * record in the same script.
    */
   async complete(outcomes: readonly TaskOutcomeRecord[]): Promise<string[]> {
     const valid = outcomes.flatMap((o) => {
       const where = BullMQTaskStore.split(o.id);
       return where === undefined || typeof o.claimant !== 'string' ? [] : [{ o, q: this.queue(where.queue), jobId: where.jobId }];
     });
-    if (valid.length === 0) return [];
+    const recordOf = (o: TaskOutcomeRecord): StoredAttempt => ({
+      attempt: o.attempt,
+      outcome: o.status,
+      error: o.status === 'success' ? null : o.error,
+      durationMs: o.durationMs === undefined ? null : Math.round(o.durationMs),
+      owner: ownerOf(o.claimant),
+      finishedAt: Date.now(),
+    });
+    const byQueue = new Map<Queue, typeof valid>();
+    for (const v of valid) if (v.o.status === 'success') byQueue.set(v.q, [...(byQueue.get(v.q) ?? []), v]);
+    const [succeeded, failed] = await Promise.all([
+      Promise.all(
+        [...byQueue].map(async ([q, list]) => {
+          const k = q.keys as Record<string, string>;
+          const now = Date.now();
+          const results = await this.redis.sfComplete(
+            k.active as string,
+            k.completed as string,
+            k.events as string,
+            k.stalled as string,
+            k[''] as string,
+            now,
+            ...list.flatMap(({ o, jobId }) => [jobId, o.claimant, String(o.attempt), JSON.stringify(recordOf(o))]),
+          );
+          return Promise.all(
+            list.map(async ({ o, q, jobId }, i) => {
+              if (results[i] === 1) return o.id;
+              if (results[i] !== 2) return undefined;
+              try {
+                const job = new Job<TaskData>(q, 'task', {} as TaskData, { attempts: 1, stackTraceLimit: ATTEMPTS_KEPT }, jobId);
+                await job.moveToCompleted(recordOf(o), o.claimant, false);
+                return o.id;
+              } catch {
+                return undefined;
+              }
+            }),
+          );
+        }),
+      ),
+      this.fail(
+        valid.filter((v) => v.o.status !== 'success'),
+        recordOf,
+      ),
+    ]);
+    return [...succeeded.flat(), ...failed].filter((id): id is string => id !== undefined);
+  }
+
+  private async fail(
+    list: readonly { o: TaskOutcomeRecord; q: Queue; jobId: string }[],
+    recordOf: (o: TaskOutcomeRecord) => StoredAttempt,
+  ): Promise<(string | undefined)[]> {
+    if (list.length === 0) return [];
     const read = this.redis.pipeline();
-    for (const { o, q, jobId } of valid) {
-      if (o.status === 'success') read.hget(q.toKey(jobId), 'ats');
-      else read.hmget(q.toKey(jobId), 'ats', 'stacktrace');
-    }
+    for (const { q, jobId } of list) read.hmget(q.toKey(jobId), 'ats', 'stacktrace');
     const fields = (await read.exec()) ?? [];
-    const done = await Promise.all(
-      valid.map(async ({ o, q, jobId }, i) => {
+    return Promise.all(
+      list.map(async ({ o, q, jobId }, i) => {
+        if (o.status === 'success') return undefined;
         const [err, got] = fields[i] ?? [new Error('no reply'), null];
-        const [ats, stacktrace] =
-          o.status === 'success' ? [got as string | null, null] : ((got as (string | null)[] | null) ?? [null, null]);
+        const [ats, stacktrace] = (got as (string | null)[] | null) ?? [null, null];
         if (err !== null || ats !== String(o.attempt)) return undefined;
-        const record: StoredAttempt = {
-          attempt: o.attempt,
-          outcome: o.status,
-          error: o.status === 'success' ? null : o.error,
-          durationMs: o.durationMs === undefined ? null : Math.round(o.durationMs),
-          owner: ownerOf(o.claimant),
-          finishedAt: Date.now(),
-        };
+        // A retry is BullMQ's own: attempts left and a fixed backoff of the runner's delay move it to delayed.
+        const opts: JobsOptions =
+          o.retryAt === undefined
+            ? { attempts: 1, stackTraceLimit: ATTEMPTS_KEPT }
+            : {
+                attempts: 2,
+                stackTraceLimit: ATTEMPTS_KEPT,
+                backoff: { type: 'fixed', delay: Math.max(0, o.retryAt.getTime() - Date.now()) },
+              };
+        const job = new Job<TaskData>(q, 'task', {} as TaskData, opts, jobId);
+        job.stacktrace = parseStacktrace(stacktrace);
+        const error = new Error(o.error);
+        error.stack = JSON.stringify(recordOf(o));
         try {
-          if (o.status === 'success') {
-            const job = new Job<TaskData>(q, 'task', {} as TaskData, { attempts: 1, stackTraceLimit: ATTEMPTS_KEPT }, jobId);
-            await job.moveToCompleted(record, o.claimant, false);
-          } else {
-            // A retry is BullMQ's own: attempts left and a fixed backoff of the runner's delay move it to delayed.
-            const opts: JobsOptions =
-              o.retryAt === undefined
-                ? { attempts: 1, stackTraceLimit: ATTEMPTS_KEPT }
-                : {
-                    attempts: 2,
-                    stackTraceLimit: ATTEMPTS_KEPT,
-                    backoff: { type: 'fixed', delay: Math.max(0, o.retryAt.getTime() - Date.now()) },
-                  };
-            const job = new Job<TaskData>(q, 'task', {} as TaskData, opts, jobId);
-            job.stacktrace = parseStacktrace(stacktrace);
-            const error = new Error(o.error);
-            error.stack = JSON.stringify(record);
-            await job.moveToFailed(error, o.claimant, false);
-          }
+          await job.moveToFailed(error, o.claimant, false);
           return o.id;
         } catch {
           // The lock was lost (lease expired, another node took the task): the outcome does not count.
@@ -574,7 +742,6 @@ export class BullMQTaskStore implements TaskStore {
         }
       }),
     );
-    return done.filter((id): id is string => id !== undefined);
   }
 
   async extendLeases(claims: readonly TaskClaim[], leaseMs: number): Promise<string[]> {
