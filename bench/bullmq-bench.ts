@@ -9,14 +9,17 @@
  * runs 50 at once and records each outcome with its attempt history. The
  * peer is BullMQ's own processing loop at concurrency 50, keeping its
  * completed jobs as the store does (and, as a second row, removing them).
- * Prints each figure and the store/Worker ratio (target >= 1).
+ * Prints each figure and the store/Worker ratio (target >= 1). A third
+ * side runs the same producer and runner on a store that costs nothing
+ * (tasks made up in memory, outcomes taken at once): the pipeline's own
+ * ceiling on this machine, so the store/free ratio says what the store costs.
  * REDIS_URL names the server (default a local one).
  */
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { StageSystem } from '@stagefabric/runtime';
-import { startTaskPipeline, TaskRegistry } from '@stagefabric/tasks';
+import { type ClaimedTask, startTaskPipeline, TaskRegistry, type TaskStore } from '@stagefabric/tasks';
 import { BullMQTaskStore } from '@stagefabric/tasks/bullmq';
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -107,6 +110,66 @@ function store(prefix: string): Side {
   };
 }
 
+/**
+ * The same pipeline on a store that costs nothing: claims make tasks up in
+ * memory, every outcome is taken at once. Only what the pipeline calls is
+ * there; anything else it called would throw.
+ */
+function freeStore(): Side {
+  let queued = 0;
+  let made = 0;
+  let system: StageSystem | undefined;
+  const store: Partial<TaskStore> = {
+    async claim(queue, limit, owner, leaseMs) {
+      const out: ClaimedTask[] = [];
+      for (; out.length < limit && made < queued; made++) {
+        out.push({
+          id: `${queue}/${made}`,
+          queue,
+          name: 'noop',
+          args: null,
+          attempt: 1,
+          claimant: `${owner}:free`,
+          maxAttempts: 5,
+          timeoutMs: 30_000,
+          enqueuedAt: new Date(),
+          leaseExpiresAt: new Date(Date.now() + leaseMs),
+        });
+      }
+      return out;
+    },
+    complete: async (outcomes) => outcomes.map((o) => o.id),
+    extendLeases: async (claims) => claims.map((c) => c.id),
+    adopt: async (claims) => [...claims],
+    release: async () => [],
+    releaseHeld: async () => [],
+    recoverExpired: async () => 0,
+    nextRunAt: async () => null,
+    onEnqueued: async () => async () => {},
+    get: async () => null,
+  };
+  return {
+    async enqueue(count) {
+      queued += count;
+    },
+    async start(onTask) {
+      system = new StageSystem();
+      await startTaskPipeline(system, {
+        store: store as TaskStore,
+        registry: new TaskRegistry().register('noop', onTask),
+        owner: 'bench',
+        pollIntervalMs: 1000,
+        concurrency: CONCURRENCY,
+        maxDemand: 500,
+        minDemand: 250,
+      });
+    },
+    async stop() {
+      await system?.shutdown();
+    },
+  };
+}
+
 /** BullMQ's own Worker loop at the same concurrency. */
 function worker(prefix: string, removeOnComplete: boolean): Side {
   const { hostname, port } = new URL(REDIS_URL);
@@ -130,11 +193,13 @@ const sides = {
   store: (p: string) => store(p),
   worker: (p: string) => worker(p, false),
   workerRemoving: (p: string) => worker(p, true),
+  freeStore: (_p: string) => freeStore(),
 };
 const best: Record<keyof typeof sides, Measured> = {
   store: { enqueuePerS: 0, processPerS: 0 },
   worker: { enqueuePerS: 0, processPerS: 0 },
   workerRemoving: { enqueuePerS: 0, processPerS: 0 },
+  freeStore: { enqueuePerS: 0, processPerS: 0 },
 };
 // In turn, so a slow moment of the machine falls on every side alike.
 for (let run = 0; run < RUNS; run++) {
