@@ -76,4 +76,25 @@ describe('task runner on the Redis (BullMQ) store', () => {
       await producer.close();
     }
   });
+
+  it('a queue capped by BullMQ global concurrency gives claims no more than the cap, as BullMQ gives its own workers', async () => {
+    const prefix = `sfbr${randomUUID().slice(0, 8)}`;
+    const store = new BullMQTaskStore({ url, prefix });
+    const { hostname, port } = new URL(url);
+    const queue = new Queue('default', { prefix, connection: { host: hostname, port: Number(port) } });
+    try {
+      await store.enqueue(Array.from({ length: 5 }, (_, n) => ({ name: 'capped', args: n })));
+      await queue.setGlobalConcurrency(2);
+      const first = await store.claim('default', 5, 'node-1', 10_000);
+      expect(first).toHaveLength(2);
+      expect(await store.claim('default', 5, 'node-1', 10_000)).toEqual([]);
+      const [done] = first;
+      if (done === undefined) throw new Error('nothing was claimed');
+      expect(await store.complete([{ id: done.id, attempt: done.attempt, claimant: done.claimant, status: 'success' }])).toEqual([done.id]);
+      expect(await store.claim('default', 5, 'node-1', 10_000)).toHaveLength(1);
+    } finally {
+      await queue.close();
+      await store.close();
+    }
+  });
 });
