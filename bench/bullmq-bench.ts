@@ -275,6 +275,30 @@ emitFigure(json, {
 });
 emitFigure(json, {
   bench: 'bullmq',
+  figure: 'tasks_pipeline_free_store_tasks_per_s',
+  value: best.freeStore.processPerS,
+  unit: 'tasks/s',
+  subject: 'stagefabric',
+  settings: { ...storeSettings, store: 'none (in memory, free)' },
+});
+emitFigure(json, {
+  bench: 'bullmq',
+  figure: 'bullmq_store_vs_free_store_ratio',
+  value: Number((best.store.processPerS / best.freeStore.processPerS).toFixed(2)),
+  unit: 'x',
+  subject: 'stagefabric',
+  settings: { what: 'the share of the pipeline ceiling the BullMQ store keeps' },
+});
+emitFigure(json, {
+  bench: 'bullmq',
+  figure: 'tasks_pipeline_free_store_vs_worker_ratio',
+  value: Number((best.freeStore.processPerS / best.worker.processPerS).toFixed(2)),
+  unit: 'x',
+  subject: 'stagefabric',
+  settings: { what: 'the highest store/Worker ratio the pipeline allows on this machine', peer, ...workerSettings },
+});
+emitFigure(json, {
+  bench: 'bullmq',
   figure: 'bullmq_store_enqueue_per_s',
   value: best.store.enqueuePerS,
   unit: 'tasks/s',
