@@ -668,7 +668,12 @@ export class BullMQTaskStore implements TaskStore {
       finishedAt: Date.now(),
     });
     const byQueue = new Map<Queue, typeof valid>();
-    for (const v of valid) if (v.o.status === 'success') byQueue.set(v.q, [...(byQueue.get(v.q) ?? []), v]);
+    for (const v of valid) {
+      if (v.o.status !== 'success') continue;
+      const list = byQueue.get(v.q) ?? [];
+      byQueue.set(v.q, list);
+      list.push(v);
+    }
     const [succeeded, failed] = await Promise.all([
       Promise.all(
         [...byQueue].map(async ([q, list]) => {
@@ -683,19 +688,21 @@ export class BullMQTaskStore implements TaskStore {
             now,
             ...list.flatMap(({ o, jobId }) => [jobId, o.claimant, String(o.attempt), JSON.stringify(recordOf(o))]),
           );
-          return Promise.all(
-            list.map(async ({ o, q, jobId }, i) => {
-              if (results[i] === 1) return o.id;
-              if (results[i] !== 2) return undefined;
-              try {
-                const job = new Job<TaskData>(q, 'task', {} as TaskData, { attempts: 1, stackTraceLimit: ATTEMPTS_KEPT }, jobId);
-                await job.moveToCompleted(recordOf(o), o.claimant, false);
-                return o.id;
-              } catch {
-                return undefined;
-              }
-            }),
+          const recorded = list.filter((_, i) => results[i] === 1).map(({ o }) => o.id);
+          const byBullMQ = await Promise.all(
+            list
+              .filter((_, i) => results[i] === 2)
+              .map(async ({ o, q, jobId }) => {
+                try {
+                  const job = new Job<TaskData>(q, 'task', {} as TaskData, { attempts: 1, stackTraceLimit: ATTEMPTS_KEPT }, jobId);
+                  await job.moveToCompleted(recordOf(o), o.claimant, false);
+                  return o.id;
+                } catch {
+                  return undefined;
+                }
+              }),
           );
+          return [...recorded, ...byBullMQ];
         }),
       ),
       this.fail(
