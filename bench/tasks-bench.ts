@@ -281,7 +281,14 @@ function graphile(mode: 'best' | 'default'): System {
   const schema = `gw_bench_${randomUUID().slice(0, 8)}`;
   const settings =
     mode === 'best'
-      ? { concurrentJobs: 24, maxPoolSize: 25, localQueue: { size: 500 }, completeJobBatchDelay: 0, failJobBatchDelay: 0, pollInterval: 1000 }
+      ? {
+          concurrentJobs: 24,
+          maxPoolSize: 25,
+          localQueue: { size: 500 },
+          completeJobBatchDelay: 0,
+          failJobBatchDelay: 0,
+          pollInterval: 1000,
+        }
       : { concurrentJobs: 24, maxPoolSize: 25, pollInterval: 1000 };
   let utils: Awaited<ReturnType<typeof makeWorkerUtils>>;
   let runner: Awaited<ReturnType<typeof run>> | undefined;
@@ -332,11 +339,19 @@ function pgBoss(): System {
       await boss.start();
       await boss.createQueue('noop', { notify: settings.queueNotify });
     },
-    enqueue: async (count) => void (await boss.insert('noop', Array.from({ length: count }, () => ({ data: {} })))),
+    enqueue: async (count) =>
+      void (await boss.insert(
+        'noop',
+        Array.from({ length: count }, () => ({ data: {} })),
+      )),
     async startWorkers() {
       await boss.work(
         'noop',
-        { batchSize: settings.batchSize, burstWhenBatchFull: settings.burstWhenBatchFull, pollingIntervalSeconds: settings.pollingIntervalSeconds },
+        {
+          batchSize: settings.batchSize,
+          burstWhenBatchFull: settings.burstWhenBatchFull,
+          pollingIntervalSeconds: settings.pollingIntervalSeconds,
+        },
         async (jobs) => {
           for (const _ of jobs) onTask();
         },
