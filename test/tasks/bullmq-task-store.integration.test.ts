@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { BullMQTaskStore } from '@stagefabric/tasks/bullmq';
 import { inject } from 'vitest';
+import { scheduleStoreConformance } from '../../packages/tasks/test/schedule-store.conformance.js';
 import { taskStoreConformance } from '../../packages/tasks/test/task-store.conformance.js';
 
 const url = inject('redisUrl');
@@ -9,6 +10,19 @@ const prefixOf = new WeakMap<object, string>();
 
 // A key prefix per store: each test sees only its own queues.
 taskStoreConformance(
+  'Redis through BullMQ',
+  async () => {
+    const prefix = `sfbull${randomUUID().slice(0, 8)}`;
+    const store = new BullMQTaskStore({ url, prefix });
+    prefixOf.set(store, prefix);
+    await store.migrate();
+    return store;
+  },
+  // Another node: a store of its own on the same queues, sharing nothing in memory.
+  async (store) => new BullMQTaskStore({ url, prefix: prefixOf.get(store) as string }),
+);
+
+scheduleStoreConformance(
   'Redis through BullMQ',
   async () => {
     const prefix = `sfbull${randomUUID().slice(0, 8)}`;

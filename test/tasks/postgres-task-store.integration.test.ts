@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { PostgresTaskStore } from '@stagefabric/tasks/postgres';
 import pg from 'pg';
 import { afterAll, inject } from 'vitest';
+import { scheduleStoreConformance } from '../../packages/tasks/test/schedule-store.conformance.js';
 import { taskStoreConformance } from '../../packages/tasks/test/task-store.conformance.js';
 
 const url = inject('databaseUrl');
@@ -10,6 +11,20 @@ const schemas: string[] = [];
 const schemaOf = new WeakMap<object, string>();
 
 taskStoreConformance(
+  'PostgreSQL',
+  async () => {
+    const schema = `sf_c${randomUUID().slice(0, 8)}`;
+    schemas.push(schema);
+    const store = new PostgresTaskStore({ url, schema });
+    schemaOf.set(store, schema);
+    await store.migrate();
+    return store;
+  },
+  // Another node: a store of its own on the same schema.
+  async (store) => new PostgresTaskStore({ url, schema: schemaOf.get(store) as string }),
+);
+
+scheduleStoreConformance(
   'PostgreSQL',
   async () => {
     const schema = `sf_c${randomUUID().slice(0, 8)}`;

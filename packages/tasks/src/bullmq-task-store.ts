@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { FabricError, type RedisConnectionOptions, redactError, redisConnectionOptions, redisPassword } from '@stagefabric/runtime';
 import { Job, type JobType, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
+import { checkSchedule, type ScheduleDefinition, type ScheduleRecord } from './schedules.js';
 import { checkTasks, TASK_DEFAULTS } from './task-input.js';
 import {
   type ClaimedTask,
@@ -114,7 +115,22 @@ const UPDATE_IF_HELD = `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 e
 redis.call('HSET', KEYS[2], 'data', ARGV[2])
 return 1`;
 
+/** Whether a schedule still exists and has not fired at or after this time. KEYS: definitions, fires. ARGV: name, fire ms. */
+const FIRE_DUE = `if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+local last = redis.call('HGET', KEYS[2], ARGV[1])
+if last and tonumber(last) >= tonumber(ARGV[2]) then return 0 end
+return 1`;
+
+/** Moves a schedule's last fire forward to this time, only forward. KEYS: definitions, fires. ARGV: name, fire ms. */
+const FIRE = `if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+local last = redis.call('HGET', KEYS[2], ARGV[1])
+if last and tonumber(last) >= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1`;
+
 interface LockScripts {
+  sfFireDue(definitions: string, fires: string, name: string, fireMs: number): Promise<number>;
+  sfFire(definitions: string, fires: string, name: string, fireMs: number): Promise<number>;
   sfRelock(
     lock: string,
     stalled: string,
@@ -170,6 +186,8 @@ export class BullMQTaskStore implements TaskStore {
     const redis = new Redis({ ...this.connectionOptions, maxRetriesPerRequest: null });
     redis.defineCommand('sfRelock', { numberOfKeys: 3, lua: RELOCK });
     redis.defineCommand('sfUpdateIfHeld', { numberOfKeys: 2, lua: UPDATE_IF_HELD });
+    redis.defineCommand('sfFireDue', { numberOfKeys: 2, lua: FIRE_DUE });
+    redis.defineCommand('sfFire', { numberOfKeys: 2, lua: FIRE });
     // defineCommand adds the methods at run time; LockScripts names them for the compiler.
     this.redis = redis as Redis & LockScripts;
     this.redis.on('error', this.onError);
@@ -241,15 +259,20 @@ export class BullMQTaskStore implements TaskStore {
     }
   }
 
-  async enqueue(tasks: readonly NewTask[]): Promise<EnqueueResult[]> {
+  enqueue(tasks: readonly NewTask[]): Promise<EnqueueResult[]> {
+    return this.add(tasks);
+  }
+
+  /** Enqueue with the given job ids (a schedule's fire has one of its own), random ones where absent. */
+  private async add(tasks: readonly NewTask[], jobIds: readonly string[] = []): Promise<EnqueueResult[]> {
     const checked = checkTasks(tasks, this.maxPayloadBytes);
     const results: EnqueueResult[] = [];
     const byQueue = new Map<
       string,
       { name: string; data: TaskData; opts: { jobId: string; priority: number; delay: number; attempts: number } }[]
     >();
-    for (const t of checked) {
-      const jobId = randomUUID();
+    for (const [i, t] of checked.entries()) {
+      const jobId = jobIds[i] ?? randomUUID();
       const id = `${t.queue}/${jobId}`;
       if (t.uniqueKey !== null) {
         // Refused while a task with the key is pending: the key is held until that task reaches a final state.
@@ -740,6 +763,81 @@ export class BullMQTaskStore implements TaskStore {
       changed.push(id);
     }
     return changed;
+  }
+
+  /** Schedules: definitions, creation times and last fires, each a hash by schedule name. */
+  private scheduleKeys(): [definitions: string, created: string, fires: string] {
+    return [
+      `${this.prefix}:stagefabric-schedules`,
+      `${this.prefix}:stagefabric-schedules-created`,
+      `${this.prefix}:stagefabric-schedule-fires`,
+    ];
+  }
+
+  async defineSchedules(schedules: readonly ScheduleDefinition[]): Promise<void> {
+    const checked = schedules.map((s, i) => checkSchedule(s, `schedule ${i}`));
+    if (checked.length === 0) return;
+    const [definitions, created] = this.scheduleKeys();
+    const now = Date.now();
+    const multi = this.redis.multi();
+    for (const s of checked) {
+      multi.hset(definitions, s.name, JSON.stringify({ cron: s.cron, tz: s.tz, task: s.task, backfill: s.backfill }));
+      // A replaced schedule keeps when it was first made, so its fires go on from its last.
+      multi.hsetnx(created, s.name, now);
+    }
+    await multi.exec();
+  }
+
+  async schedules(): Promise<ScheduleRecord[]> {
+    const [definitionsKey, createdKey, firesKey] = this.scheduleKeys();
+    const [definitions, created, fires] = await Promise.all([
+      this.redis.hgetall(definitionsKey),
+      this.redis.hgetall(createdKey),
+      this.redis.hgetall(firesKey),
+    ]);
+    return Object.entries(definitions)
+      .map(([name, json]): ScheduleRecord => {
+        const d = JSON.parse(json) as Pick<ScheduleRecord, 'cron' | 'tz' | 'task' | 'backfill'>;
+        const last = fires[name];
+        return {
+          name,
+          ...d,
+          lastFireAt: last === undefined ? null : new Date(Number(last)),
+          createdAt: new Date(Number(created[name] ?? 0)),
+        };
+      })
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  async removeSchedule(name: string): Promise<boolean> {
+    const [definitions, created, fires] = this.scheduleKeys();
+    const result = await this.redis.multi().hdel(definitions, name).hdel(created, name).hdel(fires, name).exec();
+    return result?.[0]?.[1] === 1;
+  }
+
+  /**
+   * Redis has no transaction spanning BullMQ's add and the last fire's move,
+   * so the fire's job has an id of its own (`schedule-NAME-FIREMS`) and is
+   * added before the move: schedulers racing on a fire add the same job,
+   * which BullMQ adds once, and one of them moves the last fire. One that
+   * stops in between leaves the fire to the next pass, which adds the same
+   * job again, as a no-op.
+   */
+  async fireSchedule(name: string, fireAt: Date, task?: NewTask): Promise<EnqueueResult | 'skipped' | null> {
+    const [definitions, , fires] = this.scheduleKeys();
+    const fireMs = fireAt.getTime();
+    let fired: EnqueueResult | undefined;
+    if (task !== undefined) {
+      if ((await this.redis.sfFireDue(definitions, fires, name, fireMs)) !== 1) return null;
+      const jobId = `schedule-${name}-${fireMs}`;
+      const [result] = await this.add([task], [jobId]);
+      if (result === undefined) return null;
+      const own = `${task.options?.queue ?? TASK_DEFAULTS.queue}/${jobId}`;
+      // The same job added by another scheduler racing on this fire is this fire's, not a duplicate.
+      fired = result.duplicate && result.id === own ? { id: own, duplicate: false } : result;
+    }
+    if ((await this.redis.sfFire(definitions, fires, name, fireMs)) !== 1) return null;
+    return fired ?? 'skipped';
   }
 
   async close(): Promise<void> {

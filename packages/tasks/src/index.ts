@@ -5,6 +5,17 @@ export {
   TaskStoreConfigError,
   type TaskStoreKind,
 } from './open-task-store.js';
+export {
+  checkSchedule,
+  nextFire,
+  planFires,
+  SCHEDULE_DEFAULTS,
+  type ScheduleDefinition,
+  ScheduleError,
+  type ScheduleRecord,
+  type ScheduleStore,
+  taskForFire,
+} from './schedules.js';
 export { type Query, type SqlDriver, SqlTaskStore, type SqlTaskStoreOptions } from './sql-task-store.js';
 export { checkTasks, TASK_DEFAULTS, TaskInputError } from './task-input.js';
 export {
@@ -27,6 +38,12 @@ export {
   type TaskRunnerOptions,
   taskRunner,
 } from './task-runner.js';
+export {
+  startTaskScheduler,
+  TASK_SCHEDULER_DEFAULTS,
+  type TaskScheduler,
+  type TaskSchedulerOptions,
+} from './task-scheduler.js';
 export {
   type ClaimedTask,
   type EnqueueOptions,

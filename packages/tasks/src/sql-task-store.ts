@@ -1,3 +1,4 @@
+import { checkSchedule, type ScheduleDefinition, type ScheduleRecord } from './schedules.js';
 import { checkTasks, TASK_DEFAULTS } from './task-input.js';
 import * as sql from './task-sql.js';
 import type {
@@ -350,6 +351,53 @@ export class SqlTaskStore implements TaskStore {
 
   async paused(): Promise<string[]> {
     return (await this.driver.query<{ name: string }>(this.s(sql.PAUSED))).map((r) => r.name);
+  }
+
+  async defineSchedules(schedules: readonly ScheduleDefinition[]): Promise<void> {
+    const checked = schedules.map((s, i) => checkSchedule(s, `schedule ${i}`));
+    if (checked.length === 0) return;
+    await this.driver.query(this.s(sql.DEFINE_SCHEDULES), [
+      checked.map((s) => s.name),
+      checked.map((s) => s.cron),
+      checked.map((s) => s.tz),
+      checked.map((s) => JSON.stringify(s.task)),
+      checked.map((s) => s.backfill),
+    ]);
+  }
+
+  async schedules(): Promise<ScheduleRecord[]> {
+    const rows = await this.driver.query<{
+      name: string;
+      cron: string;
+      tz: string;
+      task: ScheduleRecord['task'];
+      backfill: number;
+      last_fire_at: Date | null;
+      created_at: Date;
+    }>(this.s(sql.SCHEDULES));
+    return rows.map((r) => ({
+      name: r.name,
+      cron: r.cron,
+      tz: r.tz,
+      task: r.task,
+      backfill: r.backfill,
+      lastFireAt: r.last_fire_at === null ? null : new Date(r.last_fire_at),
+      createdAt: new Date(r.created_at),
+    }));
+  }
+
+  async removeSchedule(name: string): Promise<boolean> {
+    return (await this.driver.query(this.s(sql.REMOVE_SCHEDULE), [name])).length === 1;
+  }
+
+  async fireSchedule(name: string, fireAt: Date, task?: NewTask): Promise<EnqueueResult | 'skipped' | null> {
+    return this.driver.transaction(async (query) => {
+      const moved = await query(this.s(sql.FIRE_SCHEDULE), [name, fireAt.toISOString()]);
+      if (moved.length === 0) return null;
+      if (task === undefined) return 'skipped';
+      const [result] = await this.enqueueWith(query, [task]);
+      return result ?? null;
+    });
   }
 
   close(): Promise<void> {

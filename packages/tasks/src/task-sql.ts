@@ -47,6 +47,17 @@ export const MIGRATIONS: readonly string[] = [
      paused boolean NOT NULL DEFAULT false,
      updated_at timestamptz NOT NULL DEFAULT now()
    );`,
+  // Recurring schedules: last_fire_at only moves forward, in the statement that enqueues that fire's task.
+  `CREATE TABLE $schema.schedules (
+     name text PRIMARY KEY,
+     cron text NOT NULL,
+     tz text NOT NULL,
+     task jsonb NOT NULL,
+     backfill integer NOT NULL DEFAULT 0 CHECK (backfill >= 0),
+     last_fire_at timestamptz,
+     created_at timestamptz NOT NULL DEFAULT now(),
+     updated_at timestamptz NOT NULL DEFAULT now()
+   );`,
 ];
 
 export const PREPARE = `CREATE SCHEMA IF NOT EXISTS $schema;
@@ -228,3 +239,18 @@ export function quoteSchema(schema: string): string {
 export function inSchema(sql: string, schema: string): string {
   return sql.replaceAll('$schema', quoteSchema(schema));
 }
+
+/** Creates or replaces schedules by name; a replaced one keeps its last fire. */
+export const DEFINE_SCHEDULES = `INSERT INTO $schema.schedules (name, cron, tz, task, backfill)
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::integer[])
+  ON CONFLICT (name) DO UPDATE SET cron = excluded.cron, tz = excluded.tz, task = excluded.task, backfill = excluded.backfill,
+    updated_at = now()`;
+export const SCHEDULES = `SELECT name, cron, tz, task, backfill, last_fire_at, created_at FROM $schema.schedules ORDER BY name`;
+export const REMOVE_SCHEDULE = `DELETE FROM $schema.schedules WHERE name = $1 RETURNING name`;
+/**
+ * The atomic step of a fire: the row lock orders schedulers racing on one
+ * schedule, and only the one that moves last_fire_at forward to this fire
+ * enqueues its task (in the same transaction).
+ */
+export const FIRE_SCHEDULE = `UPDATE $schema.schedules SET last_fire_at = $2, updated_at = now()
+  WHERE name = $1 AND (last_fire_at IS NULL OR last_fire_at < $2) RETURNING name`;

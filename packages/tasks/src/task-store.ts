@@ -1,3 +1,5 @@
+import type { ScheduleStore } from './schedules.js';
+
 /**
  * The contract every task store keeps (Postgres, embedded PGlite, Redis via
  * BullMQ). One conformance suite runs against each implementation.
@@ -143,7 +145,8 @@ export interface TaskCount {
   readonly count: number;
 }
 
-export interface TaskStore {
+/** Schedules are part of the contract: see ScheduleStore in schedules.ts. */
+export interface TaskStore extends ScheduleStore {
   /** Creates or upgrades the schema; safe to call from many agents at once. */
   migrate(): Promise<void>;
   /** Adds tasks in one round trip; all or nothing. */
