@@ -6,15 +6,18 @@ import {
   type LeaseLossPhase,
   openTaskStore,
   type RefusalReason,
+  type ScheduleRecord,
+  startTaskScheduler,
   type TaskOutcomeRecord,
   TaskRegistry,
+  type TaskScheduler,
   type TaskStore,
   taskProducer,
   taskRunner,
 } from '@stagefabric/tasks';
 import type { Logger } from './logger.js';
 import { type BuiltinStage, importModule, StageLoadError } from './stage-loader.js';
-import type { Topology } from './topology.js';
+import { scheduleDefinition, type Topology } from './topology.js';
 
 export interface TaskHostOptions {
   readonly topology: Topology;
@@ -33,6 +36,10 @@ export interface TaskHostOptions {
   readonly onLeaseLost?: (task: ClaimedTask, phase: LeaseLossPhase) => void;
   readonly onDropped?: () => void;
   readonly onRecovered?: (count: number) => void;
+  /** A schedule's fire this node's scheduler enqueued (`duplicate`: the task's uniqueKey was still held). */
+  readonly onScheduleFired?: (schedule: ScheduleRecord, duplicate: boolean) => void;
+  /** Missed fires beyond a schedule's backfill that this node's scheduler skipped. */
+  readonly onScheduleSkipped?: (schedule: ScheduleRecord, count: number) => void;
 }
 
 /** How long an agent's boot waits for a PostgreSQL task store it cannot reach before it gives up. */
@@ -75,6 +82,8 @@ export class TaskHost {
    */
   readonly owner: string;
   readonly builtins: ReadonlyMap<string, BuiltinStage>;
+  /** Fires the store's schedules (the topology's and the API's); one per agent, each fire enqueued once among them. */
+  private scheduler: TaskScheduler | undefined;
 
   private constructor(
     readonly store: TaskStore,
@@ -178,7 +187,43 @@ export class TaskHost {
         connectTimeoutMs: TASK_STORE_CONNECT_TIMEOUT_MS,
         onUnreachable: (e, retryInMs) => options.logger.warn({ err: e.message, retryInMs }, 'task store unreachable; trying again'),
       }));
-    return new TaskHost(store, registry, onStart as OnStart | undefined, options.store === undefined, options);
+    const host = new TaskHost(store, registry, onStart as OnStart | undefined, options.store === undefined, options);
+    try {
+      await host.startSchedules();
+    } catch (error) {
+      await host.close();
+      throw error;
+    }
+    return host;
+  }
+
+  /** Declares the topology's schedules (replacing those of the same name) and starts this node's scheduler. */
+  private async startSchedules(): Promise<void> {
+    const { logger, topology } = this.options;
+    const declared = Object.entries(topology.tasks?.schedules ?? {});
+    for (const [name, schedule] of declared) {
+      if (this.registry.get(schedule.task) === undefined)
+        throw new StageLoadError(`tasks.schedules.${name}.task: no handler "${schedule.task}" in ${topology.tasks?.handlers}`);
+    }
+    await this.store.defineSchedules(declared.map(([name, schedule]) => scheduleDefinition(name, schedule)));
+    this.scheduler = startTaskScheduler({
+      store: this.store,
+      onFired: (schedule, fireAt, result) => {
+        logger.info(
+          { schedule: schedule.name, fireAt: fireAt.toISOString(), task: result.id, duplicate: result.duplicate },
+          result.duplicate ? 'schedule fired: its task is still pending, nothing added' : 'schedule fired: task enqueued',
+        );
+        this.options.onScheduleFired?.(schedule, result.duplicate);
+      },
+      onSkipped: (schedule, count, upTo) => {
+        logger.warn(
+          { schedule: schedule.name, skipped: count, upTo: upTo.toISOString(), backfill: schedule.backfill },
+          'schedule fires missed while no agent ran, beyond its backfill: skipped',
+        );
+        this.options.onScheduleSkipped?.(schedule, count);
+      },
+      onError: (error) => logger.warn({ err: error }, 'schedule pass failed; trying again next pass'),
+    });
   }
 
   /**
@@ -190,6 +235,7 @@ export class TaskHost {
    */
   async close(): Promise<void> {
     const { logger } = this.options;
+    await this.scheduler?.stop();
     try {
       const released = await this.store.releaseHeld(this.owner);
       if (released.length > 0) logger.info({ released: released.length }, 'held tasks handed back to waiting');
