@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import { resolveRetention } from '@stagefabric/tasks';
 import { BullMQTaskStore } from '@stagefabric/tasks/bullmq';
-import { inject } from 'vitest';
+import { expect, inject, it } from 'vitest';
+import { retentionStoreConformance } from '../../packages/tasks/test/retention-store.conformance.js';
 import { scheduleStoreConformance } from '../../packages/tasks/test/schedule-store.conformance.js';
 import { taskStoreConformance } from '../../packages/tasks/test/task-store.conformance.js';
 
@@ -22,6 +24,14 @@ taskStoreConformance(
   async (store) => new BullMQTaskStore({ url, prefix: prefixOf.get(store) as string }),
 );
 
+retentionStoreConformance('Redis through BullMQ', async () => {
+  const prefix = `sfbull${randomUUID().slice(0, 8)}`;
+  const store = new BullMQTaskStore({ url, prefix });
+  prefixOf.set(store, prefix);
+  await store.migrate();
+  return store;
+});
+
 scheduleStoreConformance(
   'Redis through BullMQ',
   async () => {
@@ -34,3 +44,16 @@ scheduleStoreConformance(
   // Another node: a store of its own on the same queues, sharing nothing in memory.
   async (store) => new BullMQTaskStore({ url, prefix: prefixOf.get(store) as string }),
 );
+
+it('BullMQ refuses retention with different rules for error, timeout and cancelled (one failed set), naming why', async () => {
+  const store = new BullMQTaskStore({ url, prefix: `sfbull${randomUUID().slice(0, 8)}` });
+  try {
+    const policy = resolveRetention({ error: { maxAgeMs: 1000 }, timeout: { maxAgeMs: 2000 } });
+    await expect(store.pruneFinished(policy, 10)).rejects.toMatchObject({
+      code: 'SF_BAD_OPTION',
+      message: expect.stringMatching(/error, timeout and cancelled tasks in one failed set/),
+    });
+  } finally {
+    await store.close();
+  }
+});

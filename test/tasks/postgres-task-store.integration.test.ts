@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { PostgresTaskStore } from '@stagefabric/tasks/postgres';
 import pg from 'pg';
 import { afterAll, inject } from 'vitest';
+import { retentionStoreConformance } from '../../packages/tasks/test/retention-store.conformance.js';
 import { scheduleStoreConformance } from '../../packages/tasks/test/schedule-store.conformance.js';
 import { taskStoreConformance } from '../../packages/tasks/test/task-store.conformance.js';
 
@@ -23,6 +24,15 @@ taskStoreConformance(
   // Another node: a store of its own on the same schema.
   async (store) => new PostgresTaskStore({ url, schema: schemaOf.get(store) as string }),
 );
+
+retentionStoreConformance('PostgreSQL', async () => {
+  const schema = `sf_c${randomUUID().slice(0, 8)}`;
+  schemas.push(schema);
+  const store = new PostgresTaskStore({ url, schema });
+  schemaOf.set(store, schema);
+  await store.migrate();
+  return store;
+});
 
 scheduleStoreConformance(
   'PostgreSQL',

@@ -50,6 +50,7 @@ export const METRIC_NAMES = {
   taskEventsDropped: 'stagefabric_task_events_dropped_total',
   consoleActions: 'stagefabric_console_actions_total',
   scheduleFires: 'stagefabric_schedule_fires_total',
+  tasksPruned: 'stagefabric_tasks_pruned_total',
   scheduleFiresSkipped: 'stagefabric_schedule_fires_skipped_total',
 } as const;
 
@@ -104,6 +105,7 @@ export class AgentMetrics {
   private readonly eventsDropped: Counter;
   private readonly consoleActions: Counter;
   private readonly scheduleFires: Counter;
+  private readonly tasksPruned: Counter;
   private readonly scheduleFiresSkipped: Counter;
   private sources: Sources = { inboxEntries: [], inboxPending: [], tasks: [], up: [] };
 
@@ -357,6 +359,12 @@ export class AgentMetrics {
       labelNames: ['action', 'outcome'],
       registers: [r],
     });
+    this.tasksPruned = new Counter({
+      name: METRIC_NAMES.tasksPruned,
+      help: "Finished tasks this node's retention deleted, by state (error+timeout+cancelled together on BullMQ).",
+      labelNames: ['state'],
+      registers: [r],
+    });
     this.scheduleFires = new Counter({
       name: METRIC_NAMES.scheduleFires,
       help: "Schedule fires this node's scheduler enqueued, by result (enqueued; duplicate: the task's uniqueKey was still held).",
@@ -401,6 +409,10 @@ export class AgentMetrics {
 
   taskEventDropped(): void {
     this.eventsDropped.inc();
+  }
+
+  tasksPrunedBy(states: readonly string[], count: number): void {
+    this.tasksPruned.inc({ state: states.join('+') }, count);
   }
 
   scheduleFired(schedule: string, duplicate: boolean): void {

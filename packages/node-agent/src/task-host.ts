@@ -5,11 +5,15 @@ import {
   type ClaimedTask,
   type LeaseLossPhase,
   openTaskStore,
+  type PruneCount,
   type RefusalReason,
+  type RetentionPolicy,
   type ScheduleRecord,
+  startTaskRetention,
   startTaskScheduler,
   type TaskOutcomeRecord,
   TaskRegistry,
+  type TaskRetention,
   type TaskScheduler,
   type TaskStore,
   taskProducer,
@@ -38,6 +42,8 @@ export interface TaskHostOptions {
   readonly onRecovered?: (count: number) => void;
   /** A schedule's fire this node's scheduler enqueued (`duplicate`: the task's uniqueKey was still held). */
   readonly onScheduleFired?: (schedule: ScheduleRecord, duplicate: boolean) => void;
+  /** Finished tasks this node's retention deleted, one batch. */
+  readonly onPruned?: (pruned: PruneCount) => void;
   /** Missed fires beyond a schedule's backfill that this node's scheduler skipped. */
   readonly onScheduleSkipped?: (schedule: ScheduleRecord, count: number) => void;
 }
@@ -84,6 +90,8 @@ export class TaskHost {
   readonly builtins: ReadonlyMap<string, BuiltinStage>;
   /** Fires the store's schedules (the topology's and the API's); one per agent, each fire enqueued once among them. */
   private scheduler: TaskScheduler | undefined;
+  /** Deletes finished tasks by the topology's retention (on by default). */
+  private retention: TaskRetention | undefined;
 
   private constructor(
     readonly store: TaskStore,
@@ -190,11 +198,30 @@ export class TaskHost {
     const host = new TaskHost(store, registry, onStart as OnStart | undefined, options.store === undefined, options);
     try {
       await host.startSchedules();
+      host.startRetention();
     } catch (error) {
       await host.close();
       throw error;
     }
     return host;
+  }
+
+  private startRetention(): void {
+    const { logger, topology } = this.options;
+    const config = topology.tasks?.retention;
+    if (config === false) return;
+    const { intervalMs, batchSize, ...rules } = config ?? {};
+    this.retention = startTaskRetention({
+      store: this.store,
+      policy: Object.fromEntries(Object.entries(rules).filter(([, r]) => r !== undefined)) as RetentionPolicy,
+      ...(intervalMs === undefined ? {} : { intervalMs }),
+      ...(batchSize === undefined ? {} : { batchSize }),
+      onPruned: (pruned) => {
+        logger.info({ states: pruned.states, pruned: pruned.count }, 'finished tasks pruned by retention');
+        this.options.onPruned?.(pruned);
+      },
+      onError: (error) => logger.warn({ err: error }, 'retention pass failed; trying again next pass'),
+    });
   }
 
   /** Declares the topology's schedules (replacing those of the same name) and starts this node's scheduler. */
@@ -236,6 +263,7 @@ export class TaskHost {
   async close(): Promise<void> {
     const { logger } = this.options;
     await this.scheduler?.stop();
+    await this.retention?.stop();
     try {
       const released = await this.store.releaseHeld(this.owner);
       if (released.length > 0) logger.info({ released: released.length }, 'held tasks handed back to waiting');

@@ -34,6 +34,14 @@ const stageSchema = z.strictObject({
     .optional(),
 });
 
+/** How long finished tasks of one state are kept: false keeps them all. */
+const retentionRuleSchema = z.union([
+  z.literal(false),
+  z
+    .strictObject({ maxAgeMs: z.number().int().nonnegative().optional(), maxCount: z.number().int().nonnegative().optional() })
+    .refine((r) => r.maxAgeMs !== undefined || r.maxCount !== undefined, 'give maxAgeMs, maxCount or both (or false to keep every task)'),
+]);
+
 /** A recurring schedule under tasks.schedules, keyed by its name. */
 const scheduleSchema = z.strictObject({
   /** Five fields (minute first) or six (second first). */
@@ -85,6 +93,25 @@ const topologySchema = z.strictObject({
       prefix: z
         .string()
         .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'must be letters, digits, _ . - (at most 64)')
+        .optional(),
+      /**
+       * Finished tasks deleted after an age or beyond a count per state (on by default: successes kept a day,
+       * the rest a week); false keeps every task. Each agent prunes in small batches.
+       */
+      retention: z
+        .union([
+          z.literal(false),
+          z.strictObject({
+            success: retentionRuleSchema.optional(),
+            error: retentionRuleSchema.optional(),
+            timeout: retentionRuleSchema.optional(),
+            cancelled: retentionRuleSchema.optional(),
+            /** Time between passes. Default 60 000. */
+            intervalMs: z.number().int().min(10).optional(),
+            /** Tasks deleted per statement. Default 1000. */
+            batchSize: z.number().int().min(1).max(100_000).optional(),
+          }),
+        ])
         .optional(),
       /** Recurring schedules by name; every agent's scheduler fires them, each fire once. */
       schedules: z

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { FabricError, type RedisConnectionOptions, redactError, redisConnectionOptions, redisPassword } from '@stagefabric/runtime';
 import { Job, type JobType, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
+import type { PruneCount, RetentionPolicy, RetentionRule } from './retention.js';
 import { checkSchedule, type ScheduleDefinition, type ScheduleRecord } from './schedules.js';
 import { checkTasks, TASK_DEFAULTS } from './task-input.js';
 import {
@@ -763,6 +764,43 @@ export class BullMQTaskStore implements TaskStore {
       changed.push(id);
     }
     return changed;
+  }
+
+  /**
+   * Retention through BullMQ's own clean (oldest first, at most the batch
+   * per call). BullMQ keeps error, timeout and cancelled jobs in one failed
+   * set, so they share one rule (refused otherwise); `maxCount` holds per
+   * queue here, across queues on the SQL stores.
+   */
+  async pruneFinished(policy: Required<RetentionPolicy>, batchSize: number): Promise<PruneCount[]> {
+    const same = (a: RetentionRule | false, b: RetentionRule | false) => JSON.stringify(a) === JSON.stringify(b);
+    if (!same(policy.error, policy.timeout) || !same(policy.error, policy.cancelled)) {
+      throw new FabricError(
+        'SF_BAD_OPTION',
+        'retention: the BullMQ task store keeps error, timeout and cancelled tasks in one failed set, so it prunes them by one rule: give the three the same rule (or false)',
+      );
+    }
+    const sets: [TaskState[], 'completed' | 'failed', RetentionRule | false][] = [
+      [['success'], 'completed', policy.success],
+      [['error', 'timeout', 'cancelled'], 'failed', policy.error],
+    ];
+    const out: PruneCount[] = [];
+    const queues = await this.knownQueues();
+    for (const [states, set, rule] of sets) {
+      if (rule === false) continue;
+      let count = 0;
+      for (const name of queues) {
+        const q = this.queue(name);
+        // clean's limit 0 means no limit: it is only called with room left in the batch.
+        if (rule.maxAgeMs !== undefined && count < batchSize) count += (await q.clean(rule.maxAgeMs, batchSize - count, set)).length;
+        if (rule.maxCount !== undefined && count < batchSize) {
+          const excess = Math.min(((await q.getJobCounts(set))[set] ?? 0) - rule.maxCount, batchSize - count);
+          if (excess > 0) count += (await q.clean(0, excess, set)).length;
+        }
+      }
+      if (count > 0) out.push({ states, count });
+    }
+    return out;
   }
 
   /** Schedules: definitions, creation times and last fires, each a hash by schedule name. */

@@ -6,6 +6,19 @@ export {
   type TaskStoreKind,
 } from './open-task-store.js';
 export {
+  FINISHED_STATES,
+  type FinishedState,
+  type PruneCount,
+  RETENTION_DEFAULTS,
+  type RetentionPolicy,
+  type RetentionRule,
+  type RetentionStore,
+  resolveRetention,
+  startTaskRetention,
+  type TaskRetention,
+  type TaskRetentionOptions,
+} from './retention.js';
+export {
   checkSchedule,
   nextFire,
   planFires,

@@ -1,3 +1,4 @@
+import { FINISHED_STATES, type PruneCount, type RetentionPolicy } from './retention.js';
 import { checkSchedule, type ScheduleDefinition, type ScheduleRecord } from './schedules.js';
 import { checkTasks, TASK_DEFAULTS } from './task-input.js';
 import * as sql from './task-sql.js';
@@ -398,6 +399,23 @@ export class SqlTaskStore implements TaskStore {
       const [result] = await this.enqueueWith(query, [task]);
       return result ?? null;
     });
+  }
+
+  async pruneFinished(policy: Required<RetentionPolicy>, batchSize: number): Promise<PruneCount[]> {
+    const out: PruneCount[] = [];
+    for (const state of FINISHED_STATES) {
+      const rule = policy[state];
+      if (rule === false) continue;
+      let count = 0;
+      const run = async (statement: string, bound: number) => {
+        const [row] = await this.driver.query<{ count: number }>(this.s(statement), [state, bound, batchSize - count]);
+        count += row?.count ?? 0;
+      };
+      if (rule.maxAgeMs !== undefined) await run(sql.PRUNE_OLDER, rule.maxAgeMs);
+      if (rule.maxCount !== undefined && count < batchSize) await run(sql.PRUNE_BEYOND, rule.maxCount);
+      if (count > 0) out.push({ states: [state], count });
+    }
+    return out;
   }
 
   close(): Promise<void> {

@@ -58,6 +58,8 @@ export const MIGRATIONS: readonly string[] = [
      created_at timestamptz NOT NULL DEFAULT now(),
      updated_at timestamptz NOT NULL DEFAULT now()
    );`,
+  // Retention finds finished tasks by state and age without reading the rest of the table.
+  `CREATE INDEX tasks_finished ON $schema.tasks (state, finished_at, id) WHERE state IN ('success', 'error', 'timeout', 'cancelled');`,
 ];
 
 export const PREPARE = `CREATE SCHEMA IF NOT EXISTS $schema;
@@ -254,3 +256,22 @@ export const REMOVE_SCHEDULE = `DELETE FROM $schema.schedules WHERE name = $1 RE
  */
 export const FIRE_SCHEDULE = `UPDATE $schema.schedules SET last_fire_at = $2, updated_at = now()
   WHERE name = $1 AND (last_fire_at IS NULL OR last_fire_at < $2) RETURNING name`;
+
+/**
+ * Deletes a batch of finished tasks and their attempts: `doomed` picks
+ * them (`$1` the state, then the rule's parameters, the batch size last),
+ * skipping rows another agent's batch holds. Only finished rows are locked,
+ * so claims never wait on a prune.
+ */
+function pruning(doomed: string): string {
+  return `WITH doomed AS (${doomed} FOR UPDATE SKIP LOCKED),
+  attempts AS (DELETE FROM $schema.task_attempts a USING doomed WHERE a.task_id = doomed.id),
+  deleted AS (DELETE FROM $schema.tasks t USING doomed WHERE t.id = doomed.id RETURNING t.id)
+  SELECT count(*)::integer AS count FROM deleted`;
+}
+/** Finished longer ago than `$2` ms. */
+export const PRUNE_OLDER = pruning(`SELECT id FROM $schema.tasks WHERE state = $1 AND finished_at < now() - $2 * interval '1 millisecond'
+    ORDER BY finished_at, id LIMIT $3`);
+/** Beyond the newest `$2` of the state. */
+export const PRUNE_BEYOND = pruning(`SELECT id FROM $schema.tasks WHERE state = $1
+    ORDER BY finished_at DESC, id DESC OFFSET $2 LIMIT $3`);

@@ -1,3 +1,4 @@
+import type { RetentionStore } from './retention.js';
 import type { ScheduleStore } from './schedules.js';
 
 /**
@@ -145,8 +146,8 @@ export interface TaskCount {
   readonly count: number;
 }
 
-/** Schedules are part of the contract: see ScheduleStore in schedules.ts. */
-export interface TaskStore extends ScheduleStore {
+/** Schedules and retention are part of the contract: see ScheduleStore (schedules.ts) and RetentionStore (retention.ts). */
+export interface TaskStore extends ScheduleStore, RetentionStore {
   /** Creates or upgrades the schema; safe to call from many agents at once. */
   migrate(): Promise<void>;
   /** Adds tasks in one round trip; all or nothing. */

@@ -1,5 +1,6 @@
 import { expect, it } from 'vitest';
 import { PGliteTaskStore } from '../src/pglite-task-store.js';
+import { retentionStoreConformance } from './retention-store.conformance.js';
 import { scheduleStoreConformance } from './schedule-store.conformance.js';
 import { taskStoreConformance } from './task-store.conformance.js';
 
@@ -13,6 +14,12 @@ taskStoreConformance(
   },
   async (store) => store,
 );
+
+retentionStoreConformance('embedded PGlite', async () => {
+  const store = new PGliteTaskStore();
+  await store.migrate();
+  return store;
+});
 
 scheduleStoreConformance(
   'embedded PGlite',
