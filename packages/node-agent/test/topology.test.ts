@@ -113,6 +113,19 @@ describe('topology files', () => {
     expect(bad(["      cron: '* * * * *'"])).toMatchObject([{ path: 'tasks.schedules.nightly.task', message: 'is required' }]);
   });
 
+  it('tasks.retention takes a rule per finished state or false; an empty rule or unknown state is refused with its path', () => {
+    const head = ['stages:', '  a:', '    module: ./a.js', 'tasks:', '  handlers: ./h.js'];
+    const t = parseTopology([...head, '  retention:', '    success: { maxCount: 10 }', '    cancelled: false', ''].join('\n'), 'topo.yaml');
+    expect(t.tasks?.retention).toEqual({ success: { maxCount: 10 }, cancelled: false });
+    expect(parseTopology([...head, '  retention: false', ''].join('\n'), 'topo.yaml').tasks?.retention).toBe(false);
+    expect(issuesOf([...head, '  retention:', '    success: {}', ''].join('\n'))).toMatchObject([
+      { line: 7, path: 'tasks.retention.success', message: expect.stringMatching(/give maxAgeMs, maxCount or both/) },
+    ]);
+    expect(issuesOf([...head, '  retention:', '    waiting: { maxCount: 1 }', ''].join('\n'))).toMatchObject([
+      { path: 'tasks.retention', message: expect.stringMatching(/waiting/) },
+    ]);
+  });
+
   it('rejects unknown keys, missing modules and subscriptions to stages that do not exist', () => {
     const issues = issuesOf(
       ['stages:', '  counter:', '    modul: ./stages.js', '  printer:', '    module: ./p.js', '    subscribe: [countr]', ''].join('\n'),
