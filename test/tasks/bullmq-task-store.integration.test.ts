@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { resolveRetention } from '@stagefabric/tasks';
+import { resolveRetention, type TaskStore } from '@stagefabric/tasks';
 import { BullMQTaskStore } from '@stagefabric/tasks/bullmq';
 import { expect, inject, it } from 'vitest';
 import { retentionStoreConformance } from '../../packages/tasks/test/retention-store.conformance.js';
@@ -11,39 +11,19 @@ const url = inject('redisUrl');
 const prefixOf = new WeakMap<object, string>();
 
 // A key prefix per store: each test sees only its own queues.
-taskStoreConformance(
-  'Redis through BullMQ',
-  async () => {
-    const prefix = `sfbull${randomUUID().slice(0, 8)}`;
-    const store = new BullMQTaskStore({ url, prefix });
-    prefixOf.set(store, prefix);
-    await store.migrate();
-    return store;
-  },
-  // Another node: a store of its own on the same queues, sharing nothing in memory.
-  async (store) => new BullMQTaskStore({ url, prefix: prefixOf.get(store) as string }),
-);
-
-retentionStoreConformance('Redis through BullMQ', async () => {
+async function make() {
   const prefix = `sfbull${randomUUID().slice(0, 8)}`;
   const store = new BullMQTaskStore({ url, prefix });
   prefixOf.set(store, prefix);
   await store.migrate();
   return store;
-});
+}
+// Another node: a store of its own on the same queues, sharing nothing in memory.
+const peer = async (store: TaskStore) => new BullMQTaskStore({ url, prefix: prefixOf.get(store) as string });
 
-scheduleStoreConformance(
-  'Redis through BullMQ',
-  async () => {
-    const prefix = `sfbull${randomUUID().slice(0, 8)}`;
-    const store = new BullMQTaskStore({ url, prefix });
-    prefixOf.set(store, prefix);
-    await store.migrate();
-    return store;
-  },
-  // Another node: a store of its own on the same queues, sharing nothing in memory.
-  async (store) => new BullMQTaskStore({ url, prefix: prefixOf.get(store) as string }),
-);
+taskStoreConformance('Redis through BullMQ', make, peer);
+retentionStoreConformance('Redis through BullMQ', make);
+scheduleStoreConformance('Redis through BullMQ', make, peer);
 
 it('BullMQ refuses retention with different rules for error, timeout and cancelled (one failed set), naming why', async () => {
   const store = new BullMQTaskStore({ url, prefix: `sfbull${randomUUID().slice(0, 8)}` });

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { resolveRetention } from '@stagefabric/tasks';
+import { resolveRetention, type TaskStore } from '@stagefabric/tasks';
 import { PostgresTaskStore } from '@stagefabric/tasks/postgres';
 import pg from 'pg';
 import { afterAll, expect, inject, it } from 'vitest';
@@ -13,42 +13,20 @@ const schemas: string[] = [];
 
 const schemaOf = new WeakMap<object, string>();
 
-taskStoreConformance(
-  'PostgreSQL',
-  async () => {
-    const schema = `sf_c${randomUUID().slice(0, 8)}`;
-    schemas.push(schema);
-    const store = new PostgresTaskStore({ url, schema });
-    schemaOf.set(store, schema);
-    await store.migrate();
-    return store;
-  },
-  // Another node: a store of its own on the same schema.
-  async (store) => new PostgresTaskStore({ url, schema: schemaOf.get(store) as string }),
-);
-
-retentionStoreConformance('PostgreSQL', async () => {
+async function make() {
   const schema = `sf_c${randomUUID().slice(0, 8)}`;
   schemas.push(schema);
   const store = new PostgresTaskStore({ url, schema });
   schemaOf.set(store, schema);
   await store.migrate();
   return store;
-});
+}
+// Another node: a store of its own on the same schema.
+const peer = async (store: TaskStore) => new PostgresTaskStore({ url, schema: schemaOf.get(store) as string });
 
-scheduleStoreConformance(
-  'PostgreSQL',
-  async () => {
-    const schema = `sf_c${randomUUID().slice(0, 8)}`;
-    schemas.push(schema);
-    const store = new PostgresTaskStore({ url, schema });
-    schemaOf.set(store, schema);
-    await store.migrate();
-    return store;
-  },
-  // Another node: a store of its own on the same schema.
-  async (store) => new PostgresTaskStore({ url, schema: schemaOf.get(store) as string }),
-);
+taskStoreConformance('PostgreSQL', make, peer);
+retentionStoreConformance('PostgreSQL', make);
+scheduleStoreConformance('PostgreSQL', make, peer);
 
 afterAll(async () => {
   const admin = new pg.Client({ connectionString: url });
@@ -69,10 +47,8 @@ function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
 }
 
 it('a prune batch in progress holds up neither a claim nor another agent’s prune (PostgreSQL)', async () => {
-  const schema = `sf_c${randomUUID().slice(0, 8)}`;
-  schemas.push(schema);
-  const store = new PostgresTaskStore({ url, schema });
-  await store.migrate();
+  const store = await make();
+  const schema = schemaOf.get(store) as string;
   const client = await store.pool.connect();
   try {
     await store.enqueue([{ name: 'a' }, { name: 'b' }, { name: 'c' }]);

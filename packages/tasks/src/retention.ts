@@ -1,4 +1,5 @@
-import { type Clock, describeValue, FabricError, systemClock, type TimerHandle } from '@stagefabric/runtime';
+import { type Clock, describeValue, FabricError, systemClock } from '@stagefabric/runtime';
+import { startPeriodicPasses } from './periodic-passes.js';
 import type { TaskState } from './task-store.js';
 
 /**
@@ -116,14 +117,10 @@ export function startTaskRetention(options: TaskRetentionOptions): TaskRetention
   const intervalMs = options.intervalMs ?? RETENTION_DEFAULTS.intervalMs;
   if (!Number.isInteger(intervalMs) || intervalMs < 10) bad('intervalMs', intervalMs, 'must be an integer of milliseconds >= 10');
   const clock = options.clock ?? systemClock;
-  let running: Promise<number> | undefined;
-  let timer: TimerHandle | undefined;
-  let stopped = false;
-
   const pass = async (): Promise<number> => {
     let total = 0;
     try {
-      for (let batch = 0; batch < RETENTION_DEFAULTS.maxBatchesPerPass && !stopped; batch++) {
+      for (let batch = 0; batch < RETENTION_DEFAULTS.maxBatchesPerPass && !passes.stopped; batch++) {
         const pruned = await options.store.pruneFinished(policy, batchSize);
         for (const p of pruned) {
           total += p.count;
@@ -138,26 +135,6 @@ export function startTaskRetention(options: TaskRetentionOptions): TaskRetention
     return total;
   };
 
-  const prune = (): Promise<number> => {
-    const next = (running ?? Promise.resolve(0)).then(pass);
-    running = next;
-    return next;
-  };
-
-  const loop = () => {
-    if (stopped) return;
-    timer = clock.setTimeout(() => {
-      void prune().then(loop);
-    }, intervalMs);
-  };
-  void prune().then(loop);
-
-  return {
-    prune,
-    async stop() {
-      stopped = true;
-      if (timer !== undefined) clock.clearTimeout(timer);
-      await running;
-    },
-  };
+  const passes = startPeriodicPasses(pass, intervalMs, clock);
+  return { prune: passes.run, stop: passes.stop };
 }

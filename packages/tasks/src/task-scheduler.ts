@@ -1,4 +1,5 @@
-import { type Clock, FabricError, systemClock, type TimerHandle } from '@stagefabric/runtime';
+import { type Clock, FabricError, systemClock } from '@stagefabric/runtime';
+import { startPeriodicPasses } from './periodic-passes.js';
 import { planFires, type ScheduleRecord, taskForFire } from './schedules.js';
 import type { EnqueueResult, TaskStore } from './task-store.js';
 
@@ -47,10 +48,6 @@ export function startTaskScheduler(options: TaskSchedulerOptions): TaskScheduler
   const clock = options.clock ?? systemClock;
   const intervalMs = checkMs('intervalMs', options.intervalMs ?? TASK_SCHEDULER_DEFAULTS.intervalMs, 10);
   const missedAfterMs = checkMs('missedAfterMs', options.missedAfterMs ?? TASK_SCHEDULER_DEFAULTS.missedAfterMs, 0);
-  let running: Promise<void> | undefined;
-  let timer: TimerHandle | undefined;
-  let stopped = false;
-
   const runSchedule = async (schedule: ScheduleRecord, nowMs: number) => {
     const plan = planFires(schedule, nowMs, missedAfterMs);
     if (plan.skipTo !== null && (await store.fireSchedule(schedule.name, plan.skipTo)) === 'skipped')
@@ -65,35 +62,13 @@ export function startTaskScheduler(options: TaskSchedulerOptions): TaskScheduler
     try {
       const nowMs = clock.now();
       for (const schedule of await store.schedules()) {
-        if (stopped) return;
+        if (passes.stopped) return;
         await runSchedule(schedule, nowMs);
       }
     } catch (error) {
       options.onError?.(error as Error);
     }
   };
-
-  const tick = (): Promise<void> => {
-    // One pass at a time; a tick asked for during a pass waits for it, then runs its own.
-    const next = (running ?? Promise.resolve()).then(pass);
-    running = next;
-    return next;
-  };
-
-  const loop = () => {
-    if (stopped) return;
-    timer = clock.setTimeout(() => {
-      void tick().then(loop);
-    }, intervalMs);
-  };
-  void tick().then(loop);
-
-  return {
-    tick,
-    async stop() {
-      stopped = true;
-      if (timer !== undefined) clock.clearTimeout(timer);
-      await running;
-    },
-  };
+  const passes = startPeriodicPasses(pass, intervalMs, clock);
+  return { tick: passes.run, stop: passes.stop };
 }

@@ -1,35 +1,21 @@
 import { expect, it } from 'vitest';
+import type { TaskStore } from '../src/index.js';
 import { PGliteTaskStore } from '../src/pglite-task-store.js';
 import { retentionStoreConformance } from './retention-store.conformance.js';
 import { scheduleStoreConformance } from './schedule-store.conformance.js';
 import { taskStoreConformance } from './task-store.conformance.js';
 
-// Embedded: one process holds the database, so another node's view of it is the same instance.
-taskStoreConformance(
-  'embedded PGlite',
-  async () => {
-    const store = new PGliteTaskStore();
-    await store.migrate();
-    return store;
-  },
-  async (store) => store,
-);
-
-retentionStoreConformance('embedded PGlite', async () => {
+async function make() {
   const store = new PGliteTaskStore();
   await store.migrate();
   return store;
-});
+}
+// Embedded: one process holds the database, so another node's view of it is the same instance.
+const peer = async (store: TaskStore) => store;
 
-scheduleStoreConformance(
-  'embedded PGlite',
-  async () => {
-    const store = new PGliteTaskStore();
-    await store.migrate();
-    return store;
-  },
-  async (store) => store,
-);
+taskStoreConformance('embedded PGlite', make, peer);
+retentionStoreConformance('embedded PGlite', make);
+scheduleStoreConformance('embedded PGlite', make, peer);
 
 it('lists newest first by id, also past id 9 (the SQL stores)', async () => {
   const store = new PGliteTaskStore();
