@@ -30,6 +30,14 @@ export {
   taskForFire,
 } from './schedules.js';
 export { type Query, type SqlDriver, SqlTaskStore, type SqlTaskStoreOptions } from './sql-task-store.js';
+export {
+  BACKOFF_DEFAULTS,
+  type BackoffOptions,
+  backoffDelayMs,
+  checkBackoff,
+  retryDelayMs,
+  type TaskBackoff,
+} from './task-backoff.js';
 export { checkTasks, TASK_DEFAULTS, TaskInputError } from './task-input.js';
 export {
   startTaskPipeline,
@@ -40,10 +48,8 @@ export {
   type TaskWorkerOptions,
 } from './task-pipeline.js';
 export { TASK_PRODUCER_DEFAULTS, type TaskProducerOptions, taskProducer } from './task-producer.js';
-export { type TaskContext, type TaskHandler, TaskRegistry } from './task-registry.js';
+export { type TaskContext, type TaskHandler, type TaskHandlerOptions, TaskRegistry } from './task-registry.js';
 export {
-  type BackoffOptions,
-  backoffDelayMs,
   type LeaseLossPhase,
   type RefusalReason,
   TASK_RUNNER_DEFAULTS,
