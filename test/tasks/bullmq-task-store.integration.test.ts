@@ -5,6 +5,7 @@ import { expect, inject, it } from 'vitest';
 import { retentionStoreConformance } from '../../packages/tasks/test/retention-store.conformance.js';
 import { scheduleStoreConformance } from '../../packages/tasks/test/schedule-store.conformance.js';
 import { taskStoreConformance } from '../../packages/tasks/test/task-store.conformance.js';
+import { uniqueWindowConformance } from '../../packages/tasks/test/unique-window.conformance.js';
 
 const url = inject('redisUrl');
 
@@ -24,6 +25,7 @@ const peer = async (store: TaskStore) => new BullMQTaskStore({ url, prefix: pref
 taskStoreConformance('Redis through BullMQ', make, peer);
 retentionStoreConformance('Redis through BullMQ', make);
 scheduleStoreConformance('Redis through BullMQ', make, peer);
+uniqueWindowConformance('Redis through BullMQ', make);
 
 it('BullMQ refuses retention with different rules for error, timeout and cancelled (one failed set), naming why', async () => {
   const store = new BullMQTaskStore({ url, prefix: `sfbull${randomUUID().slice(0, 8)}` });

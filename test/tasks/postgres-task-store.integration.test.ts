@@ -7,6 +7,7 @@ import { inSchema, PRUNE_BEYOND } from '../../packages/tasks/src/task-sql.js';
 import { retentionStoreConformance } from '../../packages/tasks/test/retention-store.conformance.js';
 import { scheduleStoreConformance } from '../../packages/tasks/test/schedule-store.conformance.js';
 import { taskStoreConformance } from '../../packages/tasks/test/task-store.conformance.js';
+import { uniqueWindowConformance } from '../../packages/tasks/test/unique-window.conformance.js';
 
 const url = inject('databaseUrl');
 const schemas: string[] = [];
@@ -27,6 +28,7 @@ const peer = async (store: TaskStore) => new PostgresTaskStore({ url, schema: sc
 taskStoreConformance('PostgreSQL', make, peer);
 retentionStoreConformance('PostgreSQL', make);
 scheduleStoreConformance('PostgreSQL', make, peer);
+uniqueWindowConformance('PostgreSQL', make);
 
 afterAll(async () => {
   const admin = new pg.Client({ connectionString: url });

@@ -58,6 +58,8 @@ interface TaskData {
   readonly timeoutMs: number;
   readonly maxAttempts: number;
   readonly uniqueKey: string | null;
+  /** The key is held this long from enqueue (it expires by itself), not until the task finishes. */
+  readonly uniqueForMs?: number;
   /** attemptsStarted at the last operator retry: attempts count from there. */
   attemptBase?: number;
   lastError?: string | null;
@@ -277,7 +279,9 @@ export class BullMQTaskStore implements TaskStore {
       const id = `${t.queue}/${jobId}`;
       if (t.uniqueKey !== null) {
         // Refused while a task with the key is pending: the key is held until that task reaches a final state.
-        const taken = await this.redis.set(this.uniqueKey(t.queue, t.uniqueKey), id, 'NX');
+        const key = this.uniqueKey(t.queue, t.uniqueKey);
+        const taken =
+          t.uniqueForMs === null ? await this.redis.set(key, id, 'NX') : await this.redis.set(key, id, 'PX', t.uniqueForMs, 'NX');
         if (taken === null) {
           results.push({ id: (await this.redis.get(this.uniqueKey(t.queue, t.uniqueKey))) ?? id, duplicate: true });
           continue;
@@ -288,7 +292,13 @@ export class BullMQTaskStore implements TaskStore {
       byQueue.set(t.queue, list);
       list.push({
         name: t.name,
-        data: { args: JSON.parse(t.args), timeoutMs: t.timeoutMs, maxAttempts: t.maxAttempts, uniqueKey: t.uniqueKey },
+        data: {
+          args: JSON.parse(t.args),
+          timeoutMs: t.timeoutMs,
+          maxAttempts: t.maxAttempts,
+          uniqueKey: t.uniqueKey,
+          ...(t.uniqueForMs === null ? {} : { uniqueForMs: t.uniqueForMs }),
+        },
         opts: { jobId, priority: t.priority + PRIORITY_OFFSET, delay: Math.max(0, t.runAt.getTime() - Date.now()), attempts: 1 },
       });
     }
@@ -422,7 +432,8 @@ export class BullMQTaskStore implements TaskStore {
 
   private async releaseKey(job: Job<TaskData>, id: string): Promise<void> {
     const key = job.data.uniqueKey;
-    if (key === null || key === undefined) return;
+    // A key held for a window expires by itself, finished or not.
+    if (key === null || key === undefined || job.data.uniqueForMs !== undefined) return;
     const k = this.uniqueKey(job.queueName, key);
     if ((await this.redis.get(k)) === id) await this.redis.del(k);
   }

@@ -58,6 +58,14 @@ export const MIGRATIONS: readonly string[] = [
      created_at timestamptz NOT NULL DEFAULT now(),
      updated_at timestamptz NOT NULL DEFAULT now()
    );`,
+  // Unique keys held for a window from enqueue (uniqueForMs), finished or not.
+  `CREATE TABLE $schema.unique_windows (
+     queue text NOT NULL,
+     unique_key text NOT NULL,
+     held_until timestamptz NOT NULL,
+     task_id bigint,
+     PRIMARY KEY (queue, unique_key)
+   );`,
   // Retention finds finished tasks by state and age without reading the rest of the table.
   `CREATE INDEX tasks_finished ON $schema.tasks (state, finished_at, id) WHERE state IN ('success', 'error', 'timeout', 'cancelled');`,
 ];
@@ -275,3 +283,23 @@ export const PRUNE_OLDER = pruning(`SELECT id FROM $schema.tasks WHERE state = $
 /** Beyond the newest `$2` of the state. */
 export const PRUNE_BEYOND = pruning(`SELECT id FROM $schema.tasks WHERE state = $1
     ORDER BY finished_at DESC, id DESC OFFSET $2 LIMIT $3`);
+
+/**
+ * Takes the windows of keys not held now (`$1` queues, `$2` keys, `$3`
+ * window ms): the row lock orders enqueuers racing on a key, and a key
+ * whose window has not ended is not taken. Returns the keys taken.
+ */
+export const TAKE_WINDOWS = `INSERT INTO $schema.unique_windows (queue, unique_key, held_until)
+  SELECT queue, unique_key, now() + ms * interval '1 millisecond' FROM unnest($1::text[], $2::text[], $3::integer[]) AS w(queue, unique_key, ms)
+  ON CONFLICT (queue, unique_key) DO UPDATE SET held_until = excluded.held_until, task_id = NULL
+    WHERE $schema.unique_windows.held_until <= now()
+  RETURNING queue, unique_key`;
+/** The task that holds each of these keys' windows (`$1` queues, `$2` keys). */
+export const WINDOW_HOLDERS = `SELECT w.queue, w.unique_key, w.task_id::text AS task_id FROM $schema.unique_windows w
+  JOIN unnest($1::text[], $2::text[]) AS k(queue, unique_key) ON k.queue = w.queue AND k.unique_key = w.unique_key`;
+/** Notes which task took each window (`$1` queues, `$2` keys, `$3` task ids). */
+export const HOLD_WINDOWS = `UPDATE $schema.unique_windows w SET task_id = k.task_id
+  FROM unnest($1::text[], $2::text[], $3::bigint[]) AS k(queue, unique_key, task_id)
+  WHERE w.queue = k.queue AND w.unique_key = k.unique_key`;
+/** Windows ended: deleted by retention's passes. */
+export const PRUNE_WINDOWS = `DELETE FROM $schema.unique_windows WHERE held_until < now()`;

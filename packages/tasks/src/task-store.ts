@@ -31,6 +31,12 @@ export interface EnqueueOptions {
   readonly timeoutMs?: number;
   /** While a task with this key is waiting or running, another with the same key is refused. */
   readonly uniqueKey?: string;
+  /**
+   * With uniqueKey: the key is held this long from enqueue, finished or
+   * not (a task with it is refused until then), and while its task is
+   * pending. Absent: held until the task finishes.
+   */
+  readonly uniqueForMs?: number;
 }
 
 export interface NewTask {

@@ -4,6 +4,7 @@ import { PGliteTaskStore } from '../src/pglite-task-store.js';
 import { retentionStoreConformance } from './retention-store.conformance.js';
 import { scheduleStoreConformance } from './schedule-store.conformance.js';
 import { taskStoreConformance } from './task-store.conformance.js';
+import { uniqueWindowConformance } from './unique-window.conformance.js';
 
 async function make() {
   const store = new PGliteTaskStore();
@@ -16,6 +17,7 @@ const peer = async (store: TaskStore) => store;
 taskStoreConformance('embedded PGlite', make, peer);
 retentionStoreConformance('embedded PGlite', make);
 scheduleStoreConformance('embedded PGlite', make, peer);
+uniqueWindowConformance('embedded PGlite', make);
 
 it('lists newest first by id, also past id 9 (the SQL stores)', async () => {
   const store = new PGliteTaskStore();
