@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { resolveRetention, type TaskStore } from '@stagefabric/tasks';
 import { BullMQTaskStore } from '@stagefabric/tasks/bullmq';
 import { expect, inject, it } from 'vitest';
+import { cancelRunningConformance } from '../../packages/tasks/test/cancel-running.conformance.js';
 import { retentionStoreConformance } from '../../packages/tasks/test/retention-store.conformance.js';
 import { scheduleStoreConformance } from '../../packages/tasks/test/schedule-store.conformance.js';
 import { taskStoreConformance } from '../../packages/tasks/test/task-store.conformance.js';
@@ -26,6 +27,7 @@ taskStoreConformance('Redis through BullMQ', make, peer);
 retentionStoreConformance('Redis through BullMQ', make);
 scheduleStoreConformance('Redis through BullMQ', make, peer);
 uniqueWindowConformance('Redis through BullMQ', make);
+cancelRunningConformance('Redis through BullMQ', make);
 
 it('BullMQ refuses retention with different rules for error, timeout and cancelled (one failed set), naming why', async () => {
   const store = new BullMQTaskStore({ url, prefix: `sfbull${randomUUID().slice(0, 8)}` });

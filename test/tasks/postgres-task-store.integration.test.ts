@@ -4,6 +4,7 @@ import { PostgresTaskStore } from '@stagefabric/tasks/postgres';
 import pg from 'pg';
 import { afterAll, expect, inject, it } from 'vitest';
 import { inSchema, PRUNE_BEYOND } from '../../packages/tasks/src/task-sql.js';
+import { cancelRunningConformance } from '../../packages/tasks/test/cancel-running.conformance.js';
 import { retentionStoreConformance } from '../../packages/tasks/test/retention-store.conformance.js';
 import { scheduleStoreConformance } from '../../packages/tasks/test/schedule-store.conformance.js';
 import { taskStoreConformance } from '../../packages/tasks/test/task-store.conformance.js';
@@ -29,6 +30,7 @@ taskStoreConformance('PostgreSQL', make, peer);
 retentionStoreConformance('PostgreSQL', make);
 scheduleStoreConformance('PostgreSQL', make, peer);
 uniqueWindowConformance('PostgreSQL', make);
+cancelRunningConformance('PostgreSQL', make);
 
 afterAll(async () => {
   const admin = new pg.Client({ connectionString: url });

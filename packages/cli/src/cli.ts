@@ -128,7 +128,8 @@ counts  tasks by queue and state (the default)
 list    recent tasks, newest first; --queue Q --state S --name N
         --error TEXT (in the last error, any case) --limit N --offset N
 retry   failed or cancelled tasks back to waiting, attempts reset
-cancel  waiting tasks to cancelled
+cancel  waiting and running tasks to cancelled (a running one's run is
+        aborted at its next lease extension, on whichever node runs it)
 pause   claims take nothing from queue Q (running tasks finish) until
 resume  lets them take from it again
 

@@ -889,6 +889,34 @@ export class BullMQTaskStore implements TaskStore {
     return fired ?? 'skipped';
   }
 
+  /**
+   * An active job is failed as cancelled with the lock token it holds (read
+   * from its lock): the run's next extension then finds the lock gone.
+   */
+  async cancelRunning(ids: readonly string[]): Promise<string[]> {
+    const changed: string[] = [];
+    for (const id of ids) {
+      const where = BullMQTaskStore.split(id);
+      if (where === undefined) continue;
+      const q = this.queue(where.queue);
+      const job = (await Job.fromId(q, where.jobId)) as Job<TaskData> | undefined;
+      if (job === undefined || (await job.getState()) !== 'active') continue;
+      const token = await this.redis.get(this.lockKey(q, where.jobId));
+      if (token === null) continue;
+      job.data = taskData(job.data);
+      if (!(await this.updateIfHeld(q, job, token, { ...job.data, lastError: 'cancelled while running', outcome: 'cancelled' }))) continue;
+      try {
+        await job.moveToFailed(new Error('cancelled while running'), token, false);
+      } catch {
+        // The run finished or lost its lock in between: not cancelled by this.
+        continue;
+      }
+      await this.releaseKey(job, id);
+      changed.push(id);
+    }
+    return changed;
+  }
+
   async close(): Promise<void> {
     await Promise.all([...this.workers.values()].map((w) => w.close(true)));
     await Promise.all([...this.queues.values()].map((q) => q.close()));

@@ -393,6 +393,12 @@ export class SqlTaskStore implements TaskStore {
     return (await this.driver.query<{ id: string }>(this.s(sql.CANCEL), [ids])).map((r) => r.id);
   }
 
+  async cancelRunning(ids: readonly string[]): Promise<string[]> {
+    const valid = ids.filter((id) => /^\d{1,19}$/.test(id));
+    if (valid.length === 0) return [];
+    return (await this.driver.query<{ id: string }>(this.s(sql.CANCEL_RUNNING), [valid])).map((r) => r.id);
+  }
+
   async retryWhere(filter: TaskFilter): Promise<number> {
     const rows = await this.driver.query<{ queue: string; count: number }>(this.s(sql.RETRY_WHERE), sql.filterParams(filter));
     await this.notify(rows.map((r) => r.queue));

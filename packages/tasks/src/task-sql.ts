@@ -303,3 +303,8 @@ export const HOLD_WINDOWS = `UPDATE $schema.unique_windows w SET task_id = k.tas
   WHERE w.queue = k.queue AND w.unique_key = k.unique_key`;
 /** Windows ended: deleted by retention's passes. */
 export const PRUNE_WINDOWS = `DELETE FROM $schema.unique_windows WHERE held_until < now()`;
+
+/** Running tasks to cancelled, their lease ended: the run's claim no longer holds, so its next extension fails. */
+export const CANCEL_RUNNING = `UPDATE $schema.tasks SET state = 'cancelled', finished_at = now(), updated_at = now(),
+    lease_owner = NULL, lease_expires_at = NULL, last_error = 'cancelled while running'
+  WHERE id = ANY($1::bigint[]) AND state = 'running' RETURNING id::text AS id`;

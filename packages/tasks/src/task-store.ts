@@ -1,3 +1,4 @@
+import type { CancelRunningStore } from './cancel-running.js';
 import type { RetentionStore } from './retention.js';
 import type { ScheduleStore } from './schedules.js';
 
@@ -152,8 +153,8 @@ export interface TaskCount {
   readonly count: number;
 }
 
-/** Schedules and retention are part of the contract: see ScheduleStore (schedules.ts) and RetentionStore (retention.ts). */
-export interface TaskStore extends ScheduleStore, RetentionStore {
+/** Schedules, retention and cancelling running tasks are part of the contract: see schedules.ts, retention.ts, cancel-running.ts. */
+export interface TaskStore extends ScheduleStore, RetentionStore, CancelRunningStore {
   /** Creates or upgrades the schema; safe to call from many agents at once. */
   migrate(): Promise<void>;
   /** Adds tasks in one round trip; all or nothing. */

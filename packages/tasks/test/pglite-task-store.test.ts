@@ -1,6 +1,7 @@
 import { expect, it } from 'vitest';
 import type { TaskStore } from '../src/index.js';
 import { PGliteTaskStore } from '../src/pglite-task-store.js';
+import { cancelRunningConformance } from './cancel-running.conformance.js';
 import { retentionStoreConformance } from './retention-store.conformance.js';
 import { scheduleStoreConformance } from './schedule-store.conformance.js';
 import { taskStoreConformance } from './task-store.conformance.js';
@@ -18,6 +19,7 @@ taskStoreConformance('embedded PGlite', make, peer);
 retentionStoreConformance('embedded PGlite', make);
 scheduleStoreConformance('embedded PGlite', make, peer);
 uniqueWindowConformance('embedded PGlite', make);
+cancelRunningConformance('embedded PGlite', make);
 
 it('lists newest first by id, also past id 9 (the SQL stores)', async () => {
   const store = new PGliteTaskStore();

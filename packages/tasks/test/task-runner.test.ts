@@ -474,3 +474,28 @@ describe('per-handler backoff in the runner', () => {
     expect(await waits(decides?.id as string)).toBeLessThanOrEqual(120_001);
   });
 });
+
+describe('cancelling a running task', () => {
+  it('its run’s signal aborts at the next lease extension, and no outcome is written over the cancel', async () => {
+    let aborted: unknown;
+    const registry = new TaskRegistry().register(
+      'long',
+      (_args, { signal }) =>
+        new Promise<void>((resolve) =>
+          signal.addEventListener('abort', () => {
+            aborted = signal.reason;
+            resolve();
+          }),
+        ),
+    );
+    const { store, until, lost } = await pipeline(registry, { leaseMs: 3000 });
+    const [task] = await store.enqueue([{ name: 'long' }]);
+    await until(async () => (await store.get(task?.id as string))?.state === 'running', 'the task to run');
+    expect(await store.cancelRunning([task?.id as string])).toEqual([task?.id]);
+    await until(() => aborted !== undefined, 'the run to be aborted', 200);
+    expect((aborted as { code?: string }).code).toBe('SF_LEASE_LOST');
+    expect(lost.map((l) => l.phase)).toEqual(['running']);
+    expect(await store.get(task?.id as string)).toMatchObject({ state: 'cancelled', lastError: 'cancelled while running' });
+    // PGlite on a loaded machine: the pipeline alone can take half a minute to start.
+  }, 120_000);
+});
