@@ -113,12 +113,18 @@ shows rates live.`,
        stagectl enqueue --file FILE|- [options]
 
 Adds a task to the store at DATABASE_URL. With --file, one JSON object
-{"name": ..., "args": ..., "options": {...}} per line (- reads stdin), sent
-in batches of 1000, with a progress count on a terminal.
+{"name": ..., "args": ..., "options": {...}} per line (- reads stdin), any
+enqueue option in "options" (runAt as an ISO 8601 date or epoch ms; the
+file's options win over the command line's), sent in batches of 1000.
+Every line of a file is checked before anything is enqueued: a bad line is
+named and nothing goes in. On stdin, or if the store fails part way, the
+error says how many tasks went in and the line to resume from.
 
 Options:
-  --queue Q  --delay-ms N  --priority N (lower first)  --max-attempts N
-  --timeout-ms N  --unique-key K (refused while a task with K is pending)
+  --queue Q  --delay-ms N  --run-at ISO-DATE  --priority N (lower first)
+  --max-attempts N  --timeout-ms N  --unique-key K (refused while a task
+  with K is pending)  --unique-for-ms N (K held this long from enqueue)
+  --from-line N   start reading the file at line N (to resume)
   --data-dir DIR  an embedded store instead of DATABASE_URL (no agent may use it)
   --schema S      the task table's schema (default stagefabric)
   --store bullmq  the Redis (BullMQ) store at REDIS_URL instead`,
@@ -130,6 +136,8 @@ list    recent tasks, newest first; --queue Q --state S --name N
 retry   failed or cancelled tasks back to waiting, attempts reset
 cancel  waiting and running tasks to cancelled (a running one's run is
         aborted at its next lease extension, on whichever node runs it)
+        retry and cancel without ids take the filters of list instead
+        (--queue --state --name --error; at least one) and say how many
 pause   claims take nothing from queue Q (running tasks finish) until
 resume  lets them take from it again
 

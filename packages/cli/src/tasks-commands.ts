@@ -1,8 +1,7 @@
-import { createReadStream } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { FabricError } from '@stagefabric/runtime';
-import { type EnqueueOptions, FINAL_STATES, type NewTask, openTaskStore, type TaskState, type TaskStore } from '@stagefabric/tasks';
+import { type EnqueueOptions, FINAL_STATES, openTaskStore, type TaskFilter, type TaskState, type TaskStore } from '@stagefabric/tasks';
+import { enqueueFile } from './task-file.js';
 
 /** A command line stagectl cannot run: exit 2. */
 export class UsageError extends FabricError {
@@ -66,21 +65,6 @@ function parseJson(what: string, text: string): unknown {
   }
 }
 
-/** Tasks from a file or stdin, one JSON object `{ name, args?, options? }` per line. */
-async function* readTasks(path: string): AsyncGenerator<NewTask> {
-  const lines = createInterface({ input: path === '-' ? process.stdin : createReadStream(path), crlfDelay: Number.POSITIVE_INFINITY });
-  let n = 0;
-  for await (const line of lines) {
-    n++;
-    if (line.trim() === '') continue;
-    const task = parseJson(`${path === '-' ? 'stdin' : path} line ${n}`, line) as NewTask;
-    if (typeof task !== 'object' || task === null || typeof task.name !== 'string') {
-      throw new UsageError(`${path === '-' ? 'stdin' : path} line ${n}: expected {"name": "...", "args": ..., "options": {...}}`);
-    }
-    yield task;
-  }
-}
-
 export async function enqueueCommand(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args,
@@ -95,8 +79,16 @@ export async function enqueueCommand(args: string[]): Promise<void> {
       'max-attempts': { type: 'string' },
       'timeout-ms': { type: 'string' },
       'unique-key': { type: 'string' },
+      'unique-for-ms': { type: 'string' },
+      'run-at': { type: 'string' },
+      'from-line': { type: 'string' },
     },
   });
+  const runAt = values['run-at'] === undefined ? undefined : new Date(values['run-at']);
+  if (runAt !== undefined && Number.isNaN(runAt.getTime()))
+    throw new UsageError(`--run-at must be an ISO 8601 date, got ${values['run-at']}`);
+  const fromLine = int('from-line', values['from-line']) ?? 1;
+  if (fromLine < 1) throw new UsageError(`--from-line must be a line number (1 or more), got ${fromLine}`);
   const options: EnqueueOptions = Object.fromEntries(
     Object.entries({
       queue: values.queue,
@@ -105,26 +97,19 @@ export async function enqueueCommand(args: string[]): Promise<void> {
       maxAttempts: int('max-attempts', values['max-attempts']),
       timeoutMs: int('timeout-ms', values['timeout-ms']),
       uniqueKey: values['unique-key'],
+      uniqueForMs: int('unique-for-ms', values['unique-for-ms']),
+      runAt,
     }).filter(([, v]) => v !== undefined),
   );
   await withStore(values, async (store) => {
     if (values.file !== undefined) {
       const progress = process.stderr.isTTY === true;
-      let batch: NewTask[] = [];
-      let total = 0;
-      const flush = async () => {
-        await store.enqueue(batch);
-        total += batch.length;
-        batch = [];
-        if (progress) process.stderr.write(`\renqueued ${total}`);
-      };
-      for await (const task of readTasks(values.file)) {
-        batch.push({ ...task, options: { ...options, ...(task.options ?? {}) } });
-        if (batch.length === 1000) await flush();
-      }
-      if (batch.length > 0) await flush();
+      const done = await enqueueFile(store, values.file, options, fromLine, (n) => {
+        if (progress) process.stderr.write(`\renqueued ${n}`);
+      });
       if (progress) process.stderr.write('\n');
-      process.stdout.write(`enqueued ${total} tasks\n`);
+      const duplicates = done.duplicates === 0 ? '' : ` (${done.duplicates} duplicates of pending unique keys, nothing added for them)`;
+      process.stdout.write(`enqueued ${done.enqueued} tasks${duplicates}\n`);
       return;
     }
     const name = positionals[0];
@@ -143,6 +128,11 @@ export async function migrateCommand(args: string[]): Promise<void> {
     process.stdout.write('task store schema is up to date\n');
   });
 }
+
+const describeFilter = (filter: TaskFilter) =>
+  Object.entries(filter)
+    .map(([k, v]) => `${k === 'errorContains' ? 'error' : k} ${JSON.stringify(v)}`)
+    .join(', ');
 
 const STATES: readonly TaskState[] = ['waiting', 'running', ...FINAL_STATES];
 
@@ -165,6 +155,18 @@ export async function tasksCommand(args: string[]): Promise<void> {
   if (values.state !== undefined && !(STATES as readonly string[]).includes(values.state)) {
     throw new UsageError(`--state must be one of ${STATES.join(', ')}, got ${values.state}`);
   }
+  const filter: TaskFilter = {
+    ...(values.queue === undefined ? {} : { queue: values.queue }),
+    ...(values.state === undefined ? {} : { state: values.state as TaskState }),
+    ...(values.name === undefined ? {} : { name: values.name }),
+    ...(values.error === undefined ? {} : { errorContains: values.error }),
+  };
+  /** Retry and cancel by filter only with a filter: a bare `tasks retry` is a mistake, not "all". */
+  const byFilter = (verb: string): TaskFilter => {
+    if (Object.keys(filter).length === 0)
+      throw new UsageError(`tasks ${verb}: give the ids of the tasks, or a filter (--queue, --state, --name, --error)`);
+    return filter;
+  };
   await withStore(values, async (store) => {
     const print = (data: unknown, text: string) => process.stdout.write(values.json ? `${JSON.stringify(data, null, 2)}\n` : text);
     switch (verb) {
@@ -184,10 +186,7 @@ export async function tasksCommand(args: string[]): Promise<void> {
       }
       case 'list': {
         const tasks = await store.list({
-          ...(values.queue === undefined ? {} : { queue: values.queue }),
-          ...(values.state === undefined ? {} : { state: values.state as TaskState }),
-          ...(values.name === undefined ? {} : { name: values.name }),
-          ...(values.error === undefined ? {} : { errorContains: values.error }),
+          ...filter,
           limit: int('limit', values.limit) ?? 50,
           offset: int('offset', values.offset) ?? 0,
         });
@@ -198,13 +197,21 @@ export async function tasksCommand(args: string[]): Promise<void> {
         return;
       }
       case 'retry': {
-        if (ids.length === 0) throw new UsageError(`tasks ${verb}: give the ids of the tasks`);
+        if (ids.length === 0) {
+          const n = await store.retryWhere(byFilter(verb));
+          print({ retried: n, filter }, `retrying ${n} failed or cancelled tasks matching ${describeFilter(filter)}\n`);
+          return;
+        }
         const changed = await store.retry(ids);
         print(changed, `retrying ${changed.length} of ${ids.length} (only failed or cancelled tasks change)\n`);
         return;
       }
       case 'cancel': {
-        if (ids.length === 0) throw new UsageError(`tasks ${verb}: give the ids of the tasks`);
+        if (ids.length === 0) {
+          const n = await store.cancelWhere(byFilter(verb));
+          print({ cancelled: n, filter }, `cancelled ${n} waiting tasks matching ${describeFilter(filter)}\n`);
+          return;
+        }
         const waiting = await store.cancel(ids);
         const running = await store.cancelRunning(ids.filter((id) => !waiting.includes(id)));
         const changed = [...waiting, ...running];

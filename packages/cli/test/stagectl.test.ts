@@ -238,6 +238,67 @@ describe('stagectl', () => {
     expect(noStore.stderr).toContain('set DATABASE_URL to reach the task store');
   }, 60_000);
 
+  it('enqueue --file checks every line first: a bad line is named and nothing goes in; stdin stops at it, says how many went in and where to resume', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'stagectl-file-'));
+    const env = { DATABASE_URL: '' };
+    const run = (...args: string[]) => start(args, env).done;
+    const good = [
+      '{"name":"a","args":{"n":1}}',
+      '',
+      '{"name":"b","options":{"runAt":"2031-05-01T10:00:00.000Z","priority":3,"queue":"later","uniqueKey":"b1","maxAttempts":2,"timeoutMs":5000}}',
+    ];
+    const file = join(dir, 'tasks.jsonl');
+    await writeFile(file, [...good, '{"name":"c","options":{"maxAttempts":0}}', '{"name":"d"}', ''].join('\n'));
+    const refused = await run('enqueue', '--file', file, '--data-dir', join(dir, 'db'));
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toBe(`stagectl: ${file} line 4: option maxAttempts = 0: must be an integer from 1 to 1000\nnothing enqueued\n`);
+    expect(JSON.parse((await run('tasks', '--json', '--data-dir', join(dir, 'db'))).stdout)).toEqual([]);
+
+    // Every option from the file, runAt included; the command line's options fill in the rest.
+    const fixed = join(dir, 'fixed.jsonl');
+    await writeFile(fixed, [...good, '{"name":"d","args":[1,2]}', ''].join('\n'));
+    const ok = await run('enqueue', '--file', fixed, '--priority', '7', '--data-dir', join(dir, 'db'));
+    expect(ok.stdout).toBe('enqueued 3 tasks\n');
+    const store = new PGliteTaskStore({ dataDir: join(dir, 'db') });
+    try {
+      const tasks = await store.list({ limit: 10 });
+      const b = tasks.find((t) => t.name === 'b');
+      expect(b).toMatchObject({ queue: 'later', priority: 3, maxAttempts: 2, timeoutMs: 5000, uniqueKey: 'b1' });
+      expect(b?.runAt.toISOString()).toBe('2031-05-01T10:00:00.000Z');
+      expect(tasks.find((t) => t.name === 'd')).toMatchObject({ priority: 7, args: [1, 2] });
+    } finally {
+      await store.close();
+    }
+
+    // Stdin cannot be read twice: what came before the bad line goes in, and the error says where to go on.
+    const piped = spawn(process.execPath, [STAGECTL, 'enqueue', '--file', '-', '--data-dir', join(dir, 'db2')], {
+      cwd: ROOT,
+      env: { ...process.env, ...env },
+    });
+    let stderr = '';
+    piped.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    piped.stdin.end([...good, 'not json', '{"name":"d"}', ''].join('\n'));
+    const code = await new Promise((done) => piped.on('close', done));
+    expect(code).toBe(2);
+    expect(stderr).toMatch(
+      /^stagectl: stdin line 4: not JSON: .*\nenqueued 2 tasks before line 4; fix it and resume with --from-line 4\n$/,
+    );
+    const resumed = join(dir, 'resumed.jsonl');
+    await writeFile(resumed, [...good, '{"name":"c"}', '{"name":"d"}', ''].join('\n'));
+    expect((await run('enqueue', '--file', resumed, '--from-line', '4', '--data-dir', join(dir, 'db2'))).stdout).toBe('enqueued 2 tasks\n');
+    const names = JSON.parse((await run('tasks', 'list', '--json', '--data-dir', join(dir, 'db2'))).stdout) as { name: string }[];
+    expect(names.map((t) => t.name).sort()).toEqual(['a', 'b', 'c', 'd']);
+
+    // Retry and cancel by filter, never by accident: a bare cancel is refused.
+    expect((await run('tasks', 'cancel', '--data-dir', join(dir, 'db2'))).code).toBe(2);
+    expect((await run('tasks', 'cancel', '--name', 'c', '--data-dir', join(dir, 'db2'))).stdout).toBe(
+      'cancelled 1 waiting tasks matching name "c"\n',
+    );
+    expect((await run('tasks', 'retry', '--state', 'cancelled', '--data-dir', join(dir, 'db2'))).stdout).toBe(
+      'retrying 1 failed or cancelled tasks matching state "cancelled"\n',
+    );
+  }, 120_000);
+
   it('tasks cancel cancels running tasks too; schedules lists each schedule with its next fire', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'stagectl-cancel-'));
     const env = { DATABASE_URL: '' };
