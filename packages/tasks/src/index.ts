@@ -6,6 +6,15 @@ export {
   type TaskStoreKind,
 } from './open-task-store.js';
 export { type Query, type SqlDriver, SqlTaskStore, type SqlTaskStoreOptions } from './sql-task-store.js';
+export type { StandardSchemaV1 } from './standard-schema.js';
+export {
+  checkTaskArgs,
+  enqueueTasks,
+  TaskArgsError,
+  type TaskArgsIssue,
+  type TaskOf,
+  validateTaskArgs,
+} from './task-args.js';
 export { checkTasks, TASK_DEFAULTS, TaskInputError } from './task-input.js';
 export {
   startTaskPipeline,
@@ -16,7 +25,15 @@ export {
   type TaskWorkerOptions,
 } from './task-pipeline.js';
 export { TASK_PRODUCER_DEFAULTS, type TaskProducerOptions, taskProducer } from './task-producer.js';
-export { type TaskContext, type TaskHandler, TaskRegistry } from './task-registry.js';
+export {
+  defineTask,
+  type RegisteredTask,
+  type TaskContext,
+  type TaskDefinition,
+  type TaskHandler,
+  TaskRegistry,
+  type TypedTask,
+} from './task-registry.js';
 export {
   type BackoffOptions,
   backoffDelayMs,

@@ -5,6 +5,7 @@ import {
   type ConsumerSpec,
   concurrentConsumer,
   FabricError,
+  isFabricError,
   type StageAddress,
   type SubscribeOptions,
   systemClock,
@@ -12,6 +13,7 @@ import {
   type TimerHandle,
 } from '@stagefabric/runtime';
 import { type Query, SqlTaskStore } from './sql-task-store.js';
+import { validateTaskArgs } from './task-args.js';
 import type { TaskRegistry } from './task-registry.js';
 import { type ClaimedTask, FINAL_STATES, type TaskClaim, type TaskOutcomeRecord, type TaskStore } from './task-store.js';
 
@@ -296,14 +298,14 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
       held.started = true;
       const { task, claim } = held;
       options.onStarted?.(task);
-      const handler = registry.get(task.name);
-      if (handler === undefined) {
+      const registered = registry.lookup(task.name);
+      if (registered === undefined) {
         throw new FabricError(
           'SF_NO_HANDLER',
           `no handler registered for task "${task.name}" (registered: ${registry.names().join(', ') || 'none'})`,
         );
       }
-      return handler(task.args, {
+      const context = {
         signal: AbortSignal.any([signal, held.controller.signal]),
         task: claim === task ? task : { ...task, claimant: claim.claimant },
         ...(within === undefined
@@ -315,7 +317,13 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
                 return ok;
               },
             }),
-      });
+      };
+      const { handler, schema } = registered;
+      if (schema === undefined) return handler(task.args, context);
+      // Enqueued by a producer that did not check (another service, stagectl): checked again here, the handler gets the schema's output.
+      return validateTaskArgs(task.name, schema, task.args, `task ${task.id} (${task.name}), attempt ${task.attempt}`).then((args) =>
+        handler(args, context),
+      );
     },
     async onOutcome(outcome: TaskOutcome<TaskInHand, unknown>) {
       const held = outcome.event;
@@ -329,7 +337,8 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
       if (outcome.status === 'success') result = { ...who, status: 'success', durationMs };
       else {
         const error = outcome.status === 'timeout' ? `timed out after ${task.timeoutMs} ms` : errorText(outcome.error);
-        const retry = task.attempt < task.maxAttempts;
+        // Args that fail the handler's schema fail the same way on every attempt.
+        const retry = task.attempt < task.maxAttempts && !isFabricError(outcome.error, 'SF_BAD_TASK_ARGS');
         result = retry
           ? {
               ...who,
