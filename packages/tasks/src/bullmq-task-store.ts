@@ -1,8 +1,15 @@
 import { randomUUID } from 'node:crypto';
-import { FabricError, type RedisConnectionOptions, redactError, redisConnectionOptions, redisPassword } from '@stagefabric/runtime';
+import {
+  FabricError,
+  isTraceparent,
+  type RedisConnectionOptions,
+  redactError,
+  redisConnectionOptions,
+  redisPassword,
+} from '@stagefabric/runtime';
 import { Job, type JobType, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
-import { checkTasks, TASK_DEFAULTS } from './task-input.js';
+import { type CheckedTask, checkTasks, TASK_DEFAULTS } from './task-input.js';
 import {
   type ClaimedTask,
   type EnqueueResult,
@@ -18,6 +25,7 @@ import {
   type TaskState,
   type TaskStore,
 } from './task-store.js';
+import { tracedEnqueue, traceFields } from './task-tracing.js';
 
 const lapsedOnLastAttempt = (holder: string, attempt: number, maxAttempts: number): string =>
   `lease of ${holder} expired on its last attempt (${attempt} of ${maxAttempts}): its node stopped or stalled`;
@@ -65,6 +73,9 @@ interface TaskData {
   cancelled?: boolean;
   /** Finished attempts, oldest first, the latest ATTEMPTS_KEPT. */
   attempts?: StoredAttempt[];
+  /** W3C traceparent of the span that enqueued it, and of its first retried run. */
+  traceparent?: string;
+  firstRunTraceparent?: string;
 }
 
 /** The job's data with one more finished attempt in its history. */
@@ -243,6 +254,11 @@ export class BullMQTaskStore implements TaskStore {
 
   async enqueue(tasks: readonly NewTask[]): Promise<EnqueueResult[]> {
     const checked = checkTasks(tasks, this.maxPayloadBytes);
+    if (checked.length === 0) return [];
+    return tracedEnqueue(checked, (traceparent) => this.add(checked, traceparent));
+  }
+
+  private async add(checked: readonly CheckedTask[], traceparent: string | undefined): Promise<EnqueueResult[]> {
     const results: EnqueueResult[] = [];
     const byQueue = new Map<
       string,
@@ -264,7 +280,13 @@ export class BullMQTaskStore implements TaskStore {
       byQueue.set(t.queue, list);
       list.push({
         name: t.name,
-        data: { args: JSON.parse(t.args), timeoutMs: t.timeoutMs, maxAttempts: t.maxAttempts, uniqueKey: t.uniqueKey },
+        data: {
+          args: JSON.parse(t.args),
+          timeoutMs: t.timeoutMs,
+          maxAttempts: t.maxAttempts,
+          uniqueKey: t.uniqueKey,
+          ...(traceparent === undefined ? {} : { traceparent }),
+        },
         opts: { jobId, priority: t.priority + PRIORITY_OFFSET, delay: Math.max(0, t.runAt.getTime() - Date.now()), attempts: 1 },
       });
     }
@@ -332,6 +354,7 @@ export class BullMQTaskStore implements TaskStore {
         timeoutMs: job.data.timeoutMs,
         enqueuedAt: new Date(job.timestamp),
         leaseExpiresAt: new Date(Date.now() + leaseMs),
+        ...traceFields(job.data.traceparent, job.data.firstRunTraceparent),
       });
     }
     await Promise.all(marks);
@@ -424,7 +447,9 @@ export class BullMQTaskStore implements TaskStore {
         await job.moveToCompleted('success', token, false);
         await this.releaseKey(job, o.id);
       } else if (o.retryAt !== undefined) {
-        if (!(await this.updateIfHeld(q, job, token, { ...data, lastError: o.error }))) return false;
+        const kept = data.firstRunTraceparent ?? (isTraceparent(o.firstRunTraceparent) ? o.firstRunTraceparent : undefined);
+        const firstRun = kept === undefined ? {} : { firstRunTraceparent: kept };
+        if (!(await this.updateIfHeld(q, job, token, { ...data, lastError: o.error, ...firstRun }))) return false;
         await job.moveToDelayed(o.retryAt.getTime(), token);
       } else {
         if (!(await this.updateIfHeld(q, job, token, { ...data, lastError: o.error, outcome: o.status }))) return false;

@@ -1,3 +1,4 @@
+import { isTraceparent } from '@stagefabric/runtime';
 import { checkTasks, TASK_DEFAULTS } from './task-input.js';
 import * as sql from './task-sql.js';
 import type {
@@ -14,6 +15,7 @@ import type {
   TaskState,
   TaskStore,
 } from './task-store.js';
+import { tracedEnqueue, traceFields } from './task-tracing.js';
 
 export type Query = <R = Record<string, unknown>>(text: string, params?: readonly unknown[]) => Promise<R[]>;
 
@@ -136,17 +138,20 @@ export class SqlTaskStore implements TaskStore {
   async enqueueWith(query: Query, tasks: readonly NewTask[]): Promise<EnqueueResult[]> {
     const checked = checkTasks(tasks, this.maxPayloadBytes);
     if (checked.length === 0) return [];
-    const rows = await query<{ id: string; queue: string; duplicate: boolean; existing_id: string | null }>(this.s(sql.ENQUEUE), [
-      checked.map((t) => t.queue),
-      checked.map((t) => t.name),
-      checked.map((t) => t.args),
-      checked.map((t) => t.priority),
-      checked.map((t) => t.maxAttempts),
-      checked.map((t) => t.timeoutMs),
-      checked.map((t) => t.runAt.toISOString()),
-      checked.map((t) => t.uniqueKey),
-      this.channel,
-    ]);
+    const rows = await tracedEnqueue(checked, (traceparent) =>
+      query<{ id: string; queue: string; duplicate: boolean; existing_id: string | null }>(this.s(sql.ENQUEUE), [
+        checked.map((t) => t.queue),
+        checked.map((t) => t.name),
+        checked.map((t) => t.args),
+        checked.map((t) => t.priority),
+        checked.map((t) => t.maxAttempts),
+        checked.map((t) => t.timeoutMs),
+        checked.map((t) => t.runAt.toISOString()),
+        checked.map((t) => t.uniqueKey),
+        this.channel,
+        checked.map(() => traceparent ?? null),
+      ]),
+    );
     // A duplicate of a task earlier in this same batch is not visible to the statement's own lookup: resolve it here.
     const inBatch = new Map<string, string>();
     checked.forEach((t, i) => {
@@ -174,6 +179,8 @@ export class SqlTaskStore implements TaskStore {
       lease_expires_at: Date;
       priority: number;
       run_at: Date;
+      traceparent: string | null;
+      first_run_traceparent: string | null;
     }>(this.s(sql.CLAIM), [queue, limit, owner, leaseMs]);
     // UPDATE ... RETURNING does not keep the claim order: restore it.
     rows.sort(
@@ -190,6 +197,7 @@ export class SqlTaskStore implements TaskStore {
       timeoutMs: r.timeout_ms,
       enqueuedAt: new Date(r.created_at),
       leaseExpiresAt: new Date(r.lease_expires_at),
+      ...traceFields(r.traceparent, r.first_run_traceparent),
     }));
   }
 
@@ -215,6 +223,7 @@ export class SqlTaskStore implements TaskStore {
       outcomes.map((o) => (o.status === 'success' ? null : o.error)),
       outcomes.map((o) => (o.status !== 'success' && o.retryAt !== undefined ? o.retryAt.toISOString() : null)),
       outcomes.map((o) => (o.durationMs === undefined ? null : Math.min(2_147_483_647, Math.max(0, Math.round(o.durationMs))))),
+      outcomes.map((o) => (isTraceparent(o.firstRunTraceparent) ? o.firstRunTraceparent : null)),
     ]);
     return rows.map((r) => r.id);
   }

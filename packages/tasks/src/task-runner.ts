@@ -6,16 +6,19 @@ import {
   concurrentConsumer,
   FabricError,
   isFabricError,
+  isTraceparent,
   type StageAddress,
   type SubscribeOptions,
   systemClock,
   type TaskOutcome,
   type TimerHandle,
+  type TraceSpan,
 } from '@stagefabric/runtime';
 import { type Query, SqlTaskStore } from './sql-task-store.js';
 import { validateTaskArgs } from './task-args.js';
 import type { TaskRegistry } from './task-registry.js';
 import { type ClaimedTask, FINAL_STATES, type TaskClaim, type TaskOutcomeRecord, type TaskStore } from './task-store.js';
+import { startRunSpan } from './task-tracing.js';
 
 export interface BackoffOptions {
   /** First retry waits up to this. Default 1000 ms. */
@@ -97,6 +100,8 @@ export function claimedTaskProblem(value: unknown): string | undefined {
   if (!isCount(t.maxAttempts, 1)) return 'maxAttempts must be a positive integer';
   if (!isCount(t.timeoutMs, 1)) return 'timeoutMs must be a positive integer';
   if (!(t.enqueuedAt instanceof Date) || !(t.leaseExpiresAt instanceof Date)) return 'enqueuedAt and leaseExpiresAt must be dates';
+  for (const field of ['traceparent', 'firstRunTraceparent'] as const)
+    if (t[field] !== undefined && !isTraceparent(t[field])) return `${field} must be a W3C traceparent when present`;
   return undefined;
 }
 
@@ -114,6 +119,8 @@ export interface TaskInHand {
   succeededWithin: boolean;
   /** Its outcome is being written: a lease extension refused now means it finished, not that it was lost. */
   finishing: boolean;
+  /** Its run's span, once it started. */
+  span?: TraceSpan;
 }
 
 const sleep = (clock: Clock, ms: number) => new Promise<void>((resolve) => clock.setTimeout(resolve, ms));
@@ -319,14 +326,25 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
             }),
       };
       const { handler, schema } = registered;
-      if (schema === undefined) return handler(task.args, context);
-      // Enqueued by a producer that did not check (another service, stagectl): checked again here, the handler gets the schema's output.
-      return validateTaskArgs(task.name, schema, task.args, `task ${task.id} (${task.name}), attempt ${task.attempt}`).then((args) =>
-        handler(args, context),
-      );
+      const span = startRunSpan(task, owner);
+      held.span = span;
+      return span.within(() => {
+        if (schema === undefined) return handler(task.args, context);
+        // Enqueued by a producer that did not check (another service, stagectl): checked again here, the handler gets the schema's output.
+        return validateTaskArgs(task.name, schema, task.args, `task ${task.id} (${task.name}), attempt ${task.attempt}`).then((args) =>
+          handler(args, context),
+        );
+      });
     },
     async onOutcome(outcome: TaskOutcome<TaskInHand, unknown>) {
       const held = outcome.event;
+      const { span } = held;
+      if (span !== undefined) {
+        span.setAttribute('stagefabric.task.outcome', held.lost ? 'lease-lost' : outcome.status);
+        if (outcome.status !== 'success')
+          span.fail(outcome.status === 'timeout' ? `timed out after ${held.task.timeoutMs} ms` : outcome.error);
+        span.end();
+      }
       // Dropped, or its lease was lost (reported then): whatever it did, the outcome is not this run's to write.
       if (held.lost) return;
       held.finishing = true;
@@ -339,6 +357,8 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
         const error = outcome.status === 'timeout' ? `timed out after ${task.timeoutMs} ms` : errorText(outcome.error);
         // Args that fail the handler's schema fail the same way on every attempt.
         const retry = task.attempt < task.maxAttempts && !isFabricError(outcome.error, 'SF_BAD_TASK_ARGS');
+        // The first run that is retried is kept, for the links of the attempts after it.
+        const firstRun = task.firstRunTraceparent === undefined ? span?.traceparent : undefined;
         result = retry
           ? {
               ...who,
@@ -346,6 +366,7 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
               error,
               retryAt: new Date(clock.now() + backoffDelayMs(task.attempt, options.backoff)),
               durationMs,
+              ...(firstRun === undefined ? {} : { firstRunTraceparent: firstRun }),
             }
           : { ...who, status: outcome.status, error, durationMs };
       }

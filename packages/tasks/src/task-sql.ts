@@ -47,6 +47,8 @@ export const MIGRATIONS: readonly string[] = [
      paused boolean NOT NULL DEFAULT false,
      updated_at timestamptz NOT NULL DEFAULT now()
    );`,
+  // Trace context (W3C traceparent): the span that enqueued a task, and its first attempt's run once that was retried.
+  `ALTER TABLE $schema.tasks ADD COLUMN traceparent text, ADD COLUMN first_run_traceparent text;`,
 ];
 
 export const PREPARE = `CREATE SCHEMA IF NOT EXISTS $schema;
@@ -66,11 +68,12 @@ const TASK_COLUMNS = `id::text AS id, queue, name, args, state, priority, attemp
  */
 export const ENQUEUE = `WITH input AS (
     SELECT nextval(pg_get_serial_sequence('$schema.tasks', 'id')) AS id, t.*
-    FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::integer[], $5::integer[], $6::integer[], $7::timestamptz[], $8::text[])
-      WITH ORDINALITY AS t(queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, ord)
+    FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::integer[], $5::integer[], $6::integer[], $7::timestamptz[], $8::text[],
+      $10::text[])
+      WITH ORDINALITY AS t(queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent, ord)
   ), inserted AS (
-    INSERT INTO $schema.tasks (id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key)
-    SELECT id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key FROM input ORDER BY ord
+    INSERT INTO $schema.tasks (id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent)
+    SELECT id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent FROM input ORDER BY ord
     ON CONFLICT (queue, unique_key) WHERE state IN ('waiting', 'running') AND unique_key IS NOT NULL DO NOTHING
     RETURNING id, queue
   ), notified AS (
@@ -111,7 +114,7 @@ export const CLAIM = `WITH next AS (
     lease_expires_at = now() + $4 * interval '1 millisecond', updated_at = now()
   FROM next WHERE t.id = next.id
   RETURNING t.id::text AS id, t.queue, t.name, t.args, t.attempt, t.max_attempts, t.timeout_ms, t.created_at,
-    t.lease_expires_at, t.priority, t.run_at`;
+    t.lease_expires_at, t.priority, t.run_at, t.traceparent, t.first_run_traceparent`;
 
 /**
  * The claims of a statement, one row each: a claim is current while its
@@ -131,9 +134,10 @@ export const COMPLETE = recordingAttempts(
     run_at = coalesce(o.retry_at, t.run_at),
     last_error = CASE WHEN o.status = 'success' THEN t.last_error ELSE o.error END,
     lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
-    finished_at = CASE WHEN o.status = 'success' OR o.retry_at IS NULL THEN now() ELSE NULL END
-  FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::integer[])
-    AS o(id, attempt, claimant, status, error, retry_at, duration_ms)
+    finished_at = CASE WHEN o.status = 'success' OR o.retry_at IS NULL THEN now() ELSE NULL END,
+    first_run_traceparent = coalesce(t.first_run_traceparent, o.first_run_traceparent)
+  FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::integer[], $8::text[])
+    AS o(id, attempt, claimant, status, error, retry_at, duration_ms, first_run_traceparent)
   WHERE t.id = o.id AND t.attempt = o.attempt AND t.lease_owner = o.claimant AND t.state = 'running'
   RETURNING t.id AS task_id, t.attempt, o.status AS outcome, o.error, o.duration_ms, o.claimant AS owner`,
   'task_id::text AS id',
