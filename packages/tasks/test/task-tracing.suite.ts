@@ -3,7 +3,7 @@ import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-ho
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../../../test/support/wait-for.js';
-import type { TaskStore } from '../src/index.js';
+import { startLater, startTaskWorker, type TaskStore } from '../src/index.js';
 
 const TP = (span: string) => `00-4bf92f3577b34da6a3ce929d0e0e4736-${span}-01`;
 
@@ -13,7 +13,8 @@ const TP = (span: string) => `00-4bf92f3577b34da6a3ce929d0e0e4736-${span}-01`;
  * kept once and given back with the attempts after it.
  */
 export function taskTracingSuite(label: string, open: () => Promise<TaskStore>): void {
-  describe(`trace context of tasks on ${label}`, () => {
+  // An embedded PGlite store takes many seconds to start on a loaded machine, one per test.
+  describe(`trace context of tasks on ${label}`, { timeout: 90_000 }, () => {
     const exporter = new InMemorySpanExporter();
     const stores: TaskStore[] = [];
     beforeAll(() => {
@@ -27,6 +28,29 @@ export function taskTracingSuite(label: string, open: () => Promise<TaskStore>):
     afterEach(async () => {
       for (const s of stores.splice(0)) await s.close();
       exporter.reset();
+    });
+
+    it('runs the handler inside its run span, so its own spans are children of it', async () => {
+      const store = await open();
+      stores.push(store);
+      const worker = await startTaskWorker({
+        store,
+        pollIntervalMs: 20,
+        handlers: { traced: () => trace.getTracer('app').startActiveSpan('charge card', (span) => span.end()) },
+      });
+      try {
+        const { id } = await startLater(store, 'traced', {});
+        await waitFor(async () => (await store.get(id))?.state === 'success', 'the task to succeed');
+        await waitFor(() => exporter.getFinishedSpans().some((s) => s.name === 'run traced'), 'the run span to end');
+      } finally {
+        await worker.stop();
+      }
+      const spans = exporter.getFinishedSpans();
+      const run = spans.find((s) => s.name === 'run traced');
+      const enqueue = spans.find((s) => s.name === 'enqueue traced');
+      expect(spans.find((s) => s.name === 'charge card')?.parentSpanContext?.spanId).toBe(run?.spanContext().spanId);
+      expect(run?.links.map((l) => l.context.spanId)).toEqual([enqueue?.spanContext().spanId]);
+      expect(run?.attributes).toMatchObject({ 'stagefabric.task.attempt': 1, 'stagefabric.task.outcome': 'success' });
     });
 
     it("stores the enqueue span's context with each task of the batch and keeps the first retried run's", async () => {

@@ -18,7 +18,8 @@ import {
  * fails for good, naming the field), and the handler gets the schema's output.
  */
 export function typedTaskSuite(label: string, open: () => Promise<TaskStore>): void {
-  describe(`typed tasks on ${label}`, () => {
+  // An embedded PGlite store takes many seconds to start on a loaded machine, one per test.
+  describe(`typed tasks on ${label}`, { timeout: 90_000 }, () => {
     const cleanups: (() => Promise<void>)[] = [];
     afterEach(async () => {
       for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
