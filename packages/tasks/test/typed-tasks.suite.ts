@@ -126,6 +126,7 @@ export function typedTaskTypes(store: TaskStore): void {
   void enqueueTasks(store, registry, [{ name: 'sned-email', args: { to: 'a' } }]);
   const sendEmail = defineTask('send-email', { schema, handler: (args) => expectTypeOf(args.copies).toEqualTypeOf<number>() });
   void startLater(store, sendEmail, { to: 'a' });
+  void startTaskWorker({ store, handlers: { 'send-email': sendEmail, other: { schema, handler: (args) => args.to }, plain: () => {} } });
   // @ts-expect-error to must be a string
   void startLater(store, sendEmail, { to: 1 });
   // @ts-expect-error the handler's args are the schema's output
