@@ -305,6 +305,9 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
       held.started = true;
       const { task, claim } = held;
       options.onStarted?.(task);
+      // Started first, so a run without a handler is a failed span too.
+      const span = startRunSpan(task, owner);
+      held.span = span;
       const registered = registry.lookup(task.name);
       if (registered === undefined) {
         throw new FabricError(
@@ -326,8 +329,6 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
             }),
       };
       const { handler, schema } = registered;
-      const span = startRunSpan(task, owner);
-      held.span = span;
       return span.within(() => {
         if (schema === undefined) return handler(task.args, context);
         // Enqueued by a producer that did not check (another service, stagectl): checked again here, the handler gets the schema's output.
