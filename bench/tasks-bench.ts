@@ -2,13 +2,14 @@
  * npm run bench:tasks [-- --json] [-- --tasks N]
  *
  * Enqueues N no-op tasks (default 20 000) in bulk and drains them with 50
- * running at once, for Stagefabric's PostgreSQL and Redis (BullMQ) stores,
- * each co-located (producer and runner in this process) and split (three
- * agent processes over the Redis transport: the producer on one, runners
- * of 25 on two others, the same store), and, in the same run against the
- * same servers, graphile-worker (localQueue 500), pg-boss (batch fetch 1000)
- * and a bare BullMQ Worker (concurrency 50). Then the enqueue-to-start
- * latency of one task at a time with idle workers.
+ * running at once, for Stagefabric's PostgreSQL store co-located (producer
+ * and runner in this process) and split (three agent processes over the
+ * Redis transport: the producer on one, runners of 25 on two others, the
+ * same store), the Redis (BullMQ) store split likewise, and, in the same
+ * run against the same servers, graphile-worker (localQueue 500) and pg-boss
+ * (batch fetch 1000). Then the enqueue-to-start latency of one task at a
+ * time with idle workers. The BullMQ store against a bare BullMQ Worker is
+ * bench/bullmq-bench.ts (npm run bench:bullmq).
  * DATABASE_URL and REDIS_URL name the servers (defaults: local ones).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -20,7 +21,7 @@ import { StageSystem } from '@stagefabric/runtime';
 import { startTaskPipeline, TaskRegistry, type TaskStore } from '@stagefabric/tasks';
 import { BullMQTaskStore } from '@stagefabric/tasks/bullmq';
 import { PostgresTaskStore } from '@stagefabric/tasks/postgres';
-import { Queue, Worker } from 'bullmq';
+import { Queue } from 'bullmq';
 import { Logger, makeWorkerUtils, run } from 'graphile-worker';
 import { Redis } from 'ioredis';
 import pg from 'pg';
@@ -302,32 +303,6 @@ function pgBoss(): System {
   };
 }
 
-function bullmq(): System {
-  const name = `bench-${randomUUID().slice(0, 8)}`;
-  const { hostname, port } = new URL(REDIS_URL);
-  const connection = { host: hostname, port: Number(port || 6379) };
-  let queue: Queue;
-  let worker: Worker | undefined;
-  let onTask: () => void = () => {};
-  return {
-    name: 'bullmq Worker (concurrency 50)',
-    async setup(cb) {
-      onTask = cb;
-      queue = new Queue(name, { connection });
-    },
-    enqueue: async (count) =>
-      void (await queue.addBulk(Array.from({ length: count }, () => ({ name: 'noop', data: {}, opts: { removeOnComplete: true } })))),
-    async startWorkers() {
-      worker = new Worker(name, async () => onTask(), { connection, concurrency: CONCURRENCY });
-    },
-    async teardown() {
-      await worker?.close();
-      await queue.obliterate({ force: true });
-      await queue.close();
-    },
-  };
-}
-
 async function dropKeys(prefix: string) {
   const redis = new Redis(REDIS_URL);
   const keys = await redis.keys(`${prefix}:*`);
@@ -337,7 +312,6 @@ async function dropKeys(prefix: string) {
 
 const results: Result[] = [];
 const sfSchema = `sf_bench_${randomUUID().slice(0, 8)}`;
-const sfPrefix = `sfbench${randomUUID().slice(0, 8)}`;
 const sfSplitSchema = `sf_bench_split_${randomUUID().slice(0, 8)}`;
 const sfSplitPrefix = `sfbenchsplit${randomUUID().slice(0, 8)}`;
 const systems: (() => System)[] = [
@@ -371,12 +345,6 @@ const systems: (() => System)[] = [
       () => dropSchema(sfSplitSchema),
     ),
   () =>
-    stagefabric(
-      'stagefabric-bullmq',
-      async () => new BullMQTaskStore({ url: REDIS_URL, prefix: sfPrefix }),
-      () => dropKeys(sfPrefix),
-    ),
-  () =>
     stagefabricSplit(
       'stagefabric-bullmq, split',
       'bullmq',
@@ -395,7 +363,6 @@ const systems: (() => System)[] = [
     ),
   graphile,
   pgBoss,
-  bullmq,
 ];
 for (const make of systems) results.push(await measure(make()));
 if (json) for (const r of results) console.log(JSON.stringify(r));
