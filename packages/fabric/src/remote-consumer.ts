@@ -57,7 +57,7 @@ export class RemoteConsumer implements StagePeer {
       const producer = this.key.slice(this.key.indexOf('>') + 1);
       const span = startSpan(`send ${producer}`, {
         kind: 'producer',
-        attributes: {
+        attributes: () => ({
           'messaging.system': 'stagefabric',
           'messaging.operation.type': 'send',
           'messaging.batch.message_count': message.events.length,
@@ -65,7 +65,7 @@ export class RemoteConsumer implements StagePeer {
           'stagefabric.consumer': this.consumerInbox,
           'stagefabric.node': this.producerNode,
           'stagefabric.seq': this.nextSeq,
-        },
+        }),
       });
       const { traceparent } = span;
       this.send({

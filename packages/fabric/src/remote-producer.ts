@@ -187,7 +187,7 @@ export class RemoteProducer implements StagePeer {
       startSpan(`receive ${this.instance}`, {
         kind: 'consumer',
         parent: message.tp,
-        attributes: {
+        attributes: () => ({
           'messaging.system': 'stagefabric',
           'messaging.operation.type': 'receive',
           'messaging.batch.message_count': events.length,
@@ -195,7 +195,7 @@ export class RemoteProducer implements StagePeer {
           'stagefabric.consumer': sub.consumerInbox,
           'stagefabric.node': this.host.node,
           'stagefabric.seq': message.seq + skip,
-        },
+        }),
       }).end();
       sub.received += events.length;
       sub.entries.push({ inbox, entryId, events, delivered: 0, handled: 0, bytes });

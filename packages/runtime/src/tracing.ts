@@ -52,7 +52,8 @@ export interface StartSpanOptions {
   readonly parent?: string | undefined;
   /** Spans this one follows from without being their child (the enqueue of a task, its first attempt). */
   readonly links?: readonly (string | undefined)[];
-  readonly attributes?: Readonly<Record<string, string | number | boolean | readonly string[]>>;
+  /** Called only when the span is traced, so an untraced span costs no attribute object. */
+  readonly attributes?: () => Readonly<Record<string, string | number | boolean | readonly string[]>>;
 }
 
 const NOT_TRACED: TraceSpan = { traceparent: undefined, setAttribute() {}, fail() {}, within: (fn) => fn(), end() {} };
@@ -63,10 +64,20 @@ function spanContextOf(traceparent: string): Otel.SpanContext | undefined {
   return { traceId, spanId, traceFlags: Number.parseInt(flags, 16) & 1, isRemote: true };
 }
 
-/** Starts a span; with no OpenTelemetry API loaded, a stand-in that does nothing. */
+/** The API's no-op provider: what its global provider delegates to while no SDK is registered. */
+let noopProvider: Otel.TracerProvider | undefined;
+
+/** Whether an SDK is registered: without one, spans are skipped before anything is allocated for them. */
+function traced(o: typeof Otel): boolean {
+  noopProvider ??= new o.ProxyTracerProvider().getDelegate();
+  const provider = o.trace.getTracerProvider();
+  return !(provider instanceof o.ProxyTracerProvider && provider.getDelegate() === noopProvider);
+}
+
+/** Starts a span; with no OpenTelemetry API loaded, or no SDK registered, a stand-in that does nothing. */
 export function startSpan(name: string, options: StartSpanOptions): TraceSpan {
   const o = otel();
-  if (o === undefined) return NOT_TRACED;
+  if (o === undefined || !traced(o)) return NOT_TRACED;
   const parentContext = options.parent === undefined ? undefined : spanContextOf(options.parent);
   const ctx =
     parentContext === undefined
@@ -85,7 +96,7 @@ export function startSpan(name: string, options: StartSpanOptions): TraceSpan {
     .getTracer(TRACER_NAME)
     .startSpan(
       name,
-      { kind, links, ...(options.attributes === undefined ? {} : { attributes: { ...options.attributes } as Otel.Attributes }) },
+      { kind, links, ...(options.attributes === undefined ? {} : { attributes: { ...options.attributes() } as Otel.Attributes }) },
       ctx,
     );
   const sc = span.spanContext();

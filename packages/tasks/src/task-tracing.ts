@@ -19,13 +19,13 @@ export async function tracedEnqueue<T>(
   const queues = [...new Set(checked.map((t) => t.queue))];
   const span = startSpan(names.length === 1 ? `enqueue ${names[0]}` : 'enqueue', {
     kind: 'producer',
-    attributes: {
+    attributes: () => ({
       'messaging.system': 'stagefabric',
       'messaging.operation.type': 'send',
       'messaging.batch.message_count': checked.length,
       'stagefabric.task.name': names.length === 1 && first !== undefined ? first.name : names,
       'stagefabric.task.queue': queues.length === 1 && first !== undefined ? first.queue : queues,
-    },
+    }),
   });
   try {
     return await write(span.traceparent);
@@ -50,7 +50,7 @@ export function startRunSpan(task: ClaimedTask, owner: string): TraceSpan {
   return startSpan(`run ${task.name}`, {
     kind: 'consumer',
     links: [task.traceparent, task.attempt > 1 ? task.firstRunTraceparent : undefined],
-    attributes: {
+    attributes: () => ({
       'messaging.system': 'stagefabric',
       'messaging.operation.type': 'process',
       'messaging.destination.name': task.queue,
@@ -61,6 +61,6 @@ export function startRunSpan(task: ClaimedTask, owner: string): TraceSpan {
       // The lease owner is `node/nonce` on an agent.
       'stagefabric.node': owner.split('/')[0] ?? owner,
       'stagefabric.task.owner': owner,
-    },
+    }),
   });
 }
