@@ -5,6 +5,30 @@ export {
   TaskStoreConfigError,
   type TaskStoreKind,
 } from './open-task-store.js';
+export {
+  FINISHED_STATES,
+  type FinishedState,
+  type PruneCount,
+  RETENTION_DEFAULTS,
+  type RetentionPolicy,
+  type RetentionRule,
+  type RetentionStore,
+  resolveRetention,
+  startTaskRetention,
+  type TaskRetention,
+  type TaskRetentionOptions,
+} from './retention.js';
+export {
+  checkSchedule,
+  nextFire,
+  planFires,
+  SCHEDULE_DEFAULTS,
+  type ScheduleDefinition,
+  ScheduleError,
+  type ScheduleRecord,
+  type ScheduleStore,
+  taskForFire,
+} from './schedules.js';
 export { type Query, type SqlDriver, SqlTaskStore, type SqlTaskStoreOptions } from './sql-task-store.js';
 export type { StandardSchemaV1 } from './standard-schema.js';
 export {
@@ -15,6 +39,14 @@ export {
   type TaskOf,
   validateTaskArgs,
 } from './task-args.js';
+export {
+  BACKOFF_DEFAULTS,
+  type BackoffOptions,
+  backoffDelayMs,
+  checkBackoff,
+  retryDelayMs,
+  type TaskBackoff,
+} from './task-backoff.js';
 export { checkTasks, TASK_DEFAULTS, TaskInputError } from './task-input.js';
 export {
   startTaskPipeline,
@@ -31,12 +63,11 @@ export {
   type TaskContext,
   type TaskDefinition,
   type TaskHandler,
+  type TaskHandlerOptions,
   TaskRegistry,
   type TypedTask,
 } from './task-registry.js';
 export {
-  type BackoffOptions,
-  backoffDelayMs,
   type LeaseLossPhase,
   type RefusalReason,
   TASK_RUNNER_DEFAULTS,
@@ -44,6 +75,12 @@ export {
   type TaskRunnerOptions,
   taskRunner,
 } from './task-runner.js';
+export {
+  startTaskScheduler,
+  TASK_SCHEDULER_DEFAULTS,
+  type TaskScheduler,
+  type TaskSchedulerOptions,
+} from './task-scheduler.js';
 export {
   type ClaimedTask,
   type EnqueueOptions,

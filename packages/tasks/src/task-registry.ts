@@ -1,6 +1,7 @@
 import { FabricError } from '@stagefabric/runtime';
 import type { Query } from './sql-task-store.js';
 import type { StandardSchemaV1 } from './standard-schema.js';
+import { checkBackoff, type TaskBackoff } from './task-backoff.js';
 import type { ClaimedTask } from './task-store.js';
 
 export interface TaskContext {
@@ -30,6 +31,13 @@ export type TaskHandler = (args: any, context: TaskContext) => unknown;
 export interface TypedTask<S extends StandardSchemaV1 = StandardSchemaV1> {
   readonly schema: S;
   readonly handler: (args: StandardSchemaV1.InferOutput<S>, context: TaskContext) => unknown;
+  /** How long a failed attempt of this handler's tasks waits before the next. Default: the runner's exponential backoff. */
+  readonly backoff?: TaskBackoff;
+}
+
+export interface TaskHandlerOptions {
+  /** How long a failed attempt of this handler's tasks waits before the next. Default: the runner's exponential backoff. */
+  readonly backoff?: TaskBackoff;
 }
 
 /** A typed task with its name: what `defineTask` returns, for `register` and `startLater`. */
@@ -40,7 +48,7 @@ export interface TaskDefinition<N extends string = string, S extends StandardSch
 /** Names a typed task once, so its handler's args and every enqueue of it take their type from its schema. */
 export function defineTask<const N extends string, S extends StandardSchemaV1>(name: N, task: TypedTask<S>): TaskDefinition<N, S> {
   checkTypedTask(name, task);
-  return { name, schema: task.schema, handler: task.handler };
+  return { name, schema: task.schema, handler: task.handler, ...(task.backoff === undefined ? {} : { backoff: task.backoff }) };
 }
 
 /** What the registry holds for one name: its handler, and its schema when it declared one. */
@@ -74,13 +82,14 @@ export class TaskRegistry<Tasks extends object = NoTasks> {
   /** Never set: carries `Tasks` for type inference. */
   declare readonly argsByName?: Tasks;
   private readonly entries = new Map<string, RegisteredTask>();
+  private readonly backoffs = new Map<string, TaskBackoff>();
 
   /** Builds a registry from an object of handlers, as a handlers module exports it: functions, or `{ schema, handler }`. */
   static from(handlers: Record<string, unknown>): TaskRegistry<Record<string, unknown>> {
     const registry = new TaskRegistry<Record<string, unknown>>();
     for (const [name, handler] of Object.entries(handlers)) {
       if (isTypedTask(handler)) {
-        registry.add(name, handler.handler as TaskHandler, handler.schema, 'SF_BAD_STAGE_MODULE');
+        registry.add(name, handler.handler as TaskHandler, handler.schema, 'SF_BAD_STAGE_MODULE', handler.backoff);
         continue;
       }
       if (typeof handler !== 'function')
@@ -88,7 +97,9 @@ export class TaskRegistry<Tasks extends object = NoTasks> {
           'SF_BAD_STAGE_MODULE',
           `task handler "${name}" is not a function or { schema, handler } (got ${typeof handler})`,
         );
-      registry.register(name, handler as TaskHandler);
+      // A handlers module gives a handler its options as properties of the function: `send.backoff = { … }`.
+      const { backoff } = handler as { backoff?: TaskBackoff };
+      registry.register(name, handler as TaskHandler, backoff === undefined ? {} : { backoff });
     }
     return registry;
   }
@@ -100,16 +111,30 @@ export class TaskRegistry<Tasks extends object = NoTasks> {
     name: N,
     task: TypedTask<S>,
   ): TaskRegistry<Tasks & { [K in N]: StandardSchemaV1.InferInput<S> }>;
-  register<const N extends string>(name: N, handler: TaskHandler): TaskRegistry<Tasks & { [K in N]: unknown }>;
-  register(nameOrDefinition: string | TaskDefinition, task?: TaskHandler | TypedTask): TaskRegistry<object> {
+  register<const N extends string>(
+    name: N,
+    handler: TaskHandler,
+    options?: TaskHandlerOptions,
+  ): TaskRegistry<Tasks & { [K in N]: unknown }>;
+  register(
+    nameOrDefinition: string | TaskDefinition,
+    task?: TaskHandler | TypedTask,
+    options: TaskHandlerOptions = {},
+  ): TaskRegistry<object> {
     if (typeof nameOrDefinition !== 'string') return this.register(nameOrDefinition.name, nameOrDefinition);
     const name = nameOrDefinition;
-    if (isTypedTask(task)) return this.add(name, task.handler as TaskHandler, task.schema, 'SF_BAD_OPTION');
+    if (isTypedTask(task)) return this.add(name, task.handler as TaskHandler, task.schema, 'SF_BAD_OPTION', task.backoff);
     if (typeof task !== 'function') throw new FabricError('SF_BAD_OPTION', `task handler "${name}" is not a function (got ${typeof task})`);
-    return this.add(name, task, undefined, 'SF_BAD_OPTION');
+    return this.add(name, task, undefined, 'SF_BAD_OPTION', options.backoff);
   }
 
-  private add(name: string, handler: TaskHandler, schema: StandardSchemaV1 | undefined, code: 'SF_BAD_OPTION' | 'SF_BAD_STAGE_MODULE') {
+  private add(
+    name: string,
+    handler: TaskHandler,
+    schema: StandardSchemaV1 | undefined,
+    code: 'SF_BAD_OPTION' | 'SF_BAD_STAGE_MODULE',
+    backoff: TaskBackoff | undefined,
+  ) {
     if (schema !== undefined) {
       try {
         checkTypedTask(name, { schema, handler });
@@ -118,9 +143,15 @@ export class TaskRegistry<Tasks extends object = NoTasks> {
       }
     }
     if (this.entries.has(name)) throw new FabricError('SF_BAD_OPTION', `a task handler named "${name}" is already registered`);
+    if (backoff !== undefined) this.backoffs.set(name, checkBackoff(name, backoff));
     this.entries.set(name, { handler, schema });
     // biome-ignore lint/suspicious/noExplicitAny: the same registry, its type grown by this name
     return this as any;
+  }
+
+  /** The backoff the handler registered with, if any. */
+  backoffOf(name: string): TaskBackoff | undefined {
+    return this.backoffs.get(name);
   }
 
   get(name: string): TaskHandler | undefined {
