@@ -43,7 +43,17 @@ it('an app that installs only @stagefabric/tasks and pg runs durable tasks on Po
   expect(install.status, install.stderr).toBe(0);
 
   // None of the other stores' drivers, nor the fabric's or the agent's dependencies, came with it.
-  for (const absent of ['bullmq', 'ioredis', '@electric-sql/pglite', 'msgpackr', 'pino', 'prom-client', '@stagefabric/node-agent'])
+  // @opentelemetry/api is an optional peer: without it, nothing is traced and everything runs.
+  for (const absent of [
+    'bullmq',
+    'ioredis',
+    '@electric-sql/pglite',
+    'msgpackr',
+    'pino',
+    'prom-client',
+    '@stagefabric/node-agent',
+    '@opentelemetry/api',
+  ])
     expect(existsSync(join(app, 'node_modules', absent)), `${absent} installed`).toBe(false);
 
   const run = spawnSync(process.execPath, ['app.mjs'], {

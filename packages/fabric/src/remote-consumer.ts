@@ -1,4 +1,4 @@
-import type { StageMessage, StagePeer } from '@stagefabric/runtime';
+import { type StageMessage, type StagePeer, startSpan } from '@stagefabric/runtime';
 import type { Transport } from './transport.js';
 import { fromWireReason, toWireReason, type WireMessage } from './wire.js';
 
@@ -45,11 +45,38 @@ export class RemoteConsumer implements StagePeer {
     return this.consumerInbox.slice(this.consumerInbox.lastIndexOf('@') + 1);
   }
 
+  /** This side's node: the producer's, from the subscription key `consumer@node>stage@node`. */
+  private get producerNode(): string {
+    return this.key.slice(this.key.lastIndexOf('@') + 1);
+  }
+
   /** Messages from the local producer stage. */
   deliver(message: StageMessage): void {
     if (!this.active) return;
     if (message.t === 'events') {
-      this.send({ t: 'events', key: this.key, epoch: this.epoch, seq: this.nextSeq, events: message.events });
+      const producer = this.key.slice(this.key.indexOf('>') + 1);
+      const span = startSpan(`send ${producer}`, {
+        kind: 'producer',
+        attributes: () => ({
+          'messaging.system': 'stagefabric',
+          'messaging.operation.type': 'send',
+          'messaging.batch.message_count': message.events.length,
+          'stagefabric.stage': producer,
+          'stagefabric.consumer': this.consumerInbox,
+          'stagefabric.node': this.producerNode,
+          'stagefabric.seq': this.nextSeq,
+        }),
+      });
+      const { traceparent } = span;
+      this.send({
+        t: 'events',
+        key: this.key,
+        epoch: this.epoch,
+        seq: this.nextSeq,
+        events: message.events,
+        ...(traceparent === undefined ? {} : { tp: traceparent }),
+      });
+      span.end();
       this.nextSeq += message.events.length;
     } else if (message.t === 'cancel-down') {
       this.cancelOnWire(message.info.kind, message.info.reason);

@@ -1,4 +1,11 @@
-import { type CancelInfo, type StageMessage, type StagePeer, SUBSCRIPTION_DEFAULTS, type Subscription } from '@stagefabric/runtime';
+import {
+  type CancelInfo,
+  type StageMessage,
+  type StagePeer,
+  SUBSCRIPTION_DEFAULTS,
+  type Subscription,
+  startSpan,
+} from '@stagefabric/runtime';
 import type { Transport } from './transport.js';
 import { fromWireReason, toWireReason, type WireMessage, type WireSubscribeOptions } from './wire.js';
 
@@ -176,6 +183,20 @@ export class RemoteProducer implements StagePeer {
       const skip = Math.max(0, sub.received - message.seq);
       if (skip >= message.events.length) return 'done';
       const events = skip === 0 ? message.events : message.events.slice(skip);
+      // The hop's far side: a child of the sending node's span when the batch carries its context.
+      startSpan(`receive ${this.instance}`, {
+        kind: 'consumer',
+        parent: message.tp,
+        attributes: () => ({
+          'messaging.system': 'stagefabric',
+          'messaging.operation.type': 'receive',
+          'messaging.batch.message_count': events.length,
+          'stagefabric.stage': this.instance,
+          'stagefabric.consumer': sub.consumerInbox,
+          'stagefabric.node': this.host.node,
+          'stagefabric.seq': message.seq + skip,
+        }),
+      }).end();
       sub.received += events.length;
       sub.entries.push({ inbox, entryId, events, delivered: 0, handled: 0, bytes });
       // More than was asked for means a producer broke the protocol; held, never handed on beyond demand.

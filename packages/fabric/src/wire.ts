@@ -1,4 +1,4 @@
-import { describeValue, FabricError } from '@stagefabric/runtime';
+import { describeValue, FabricError, isTraceparent } from '@stagefabric/runtime';
 import { isInstance, splitKey } from './names.js';
 
 /**
@@ -20,8 +20,20 @@ export type WireMessage =
     }
   /** `hwm`: everything the consumer ever asked for on this epoch, so a repeated ask is harmless. */
   | { readonly t: 'ask'; readonly key: string; readonly epoch: number; readonly hwm: number }
-  /** `seq`: the number of the first event; a batch already seen is dropped. */
-  | { readonly t: 'events'; readonly key: string; readonly epoch: number; readonly seq: number; readonly events: readonly unknown[] }
+  /**
+   * `seq`: the number of the first event; a batch already seen is dropped.
+   * `tp`, optional: the W3C traceparent of the span that sent the batch, so
+   * the receiving node's span is its child (absent from senders without
+   * tracing, and from older ones).
+   */
+  | {
+      readonly t: 'events';
+      readonly key: string;
+      readonly epoch: number;
+      readonly seq: number;
+      readonly events: readonly unknown[];
+      readonly tp?: string;
+    }
   | {
       readonly t: 'cancel';
       readonly key: string;
@@ -170,7 +182,16 @@ export function checkWireMessage(value: unknown, maxEvents: number): WireMessage
       if ((m.events as unknown[]).length > maxEvents)
         fail(`a batch of ${(m.events as unknown[]).length} events exceeds the limit of ${maxEvents}`);
       if (!Number.isSafeInteger((m.seq as number) + (m.events as unknown[]).length)) fail('events seq overflows');
-      return { t: 'events', key, epoch, seq: m.seq as number, events: m.events as unknown[] };
+      if (m.tp !== undefined && !isTraceparent(m.tp))
+        fail(`events tp must be a W3C traceparent 00-<32 hex>-<16 hex>-<2 hex>, got ${describeValue(m.tp, 80)}`);
+      return {
+        t: 'events',
+        key,
+        epoch,
+        seq: m.seq as number,
+        events: m.events as unknown[],
+        ...(m.tp === undefined ? {} : { tp: m.tp as string }),
+      };
     case 'cancel': {
       if (m.from !== 'consumer' && m.from !== 'producer')
         fail(`cancel from must be consumer or producer, got ${describeValue(m.from, 80)}`);

@@ -30,6 +30,7 @@ export const ERROR_CODES = {
   SF_CALLBACK_THREW: { input: false, meaning: 'a stage callback threw' },
   SF_RESTART_INTENSITY: { input: false, meaning: 'a supervisor restarted children too often and gave up' },
   SF_TASK_TIMEOUT: { input: false, meaning: 'a task ran past its timeout' },
+  SF_BAD_TASK_ARGS: { input: true, meaning: "a task's args fail its handler's schema (each bad field named by its path); never retried" },
   SF_LEASE_LOST: { input: false, meaning: 'a task run lost its lease (the store no longer holds the task for it): the run is aborted' },
 } as const satisfies Record<string, { readonly input: boolean; readonly meaning: string }>;
 

@@ -45,6 +45,7 @@ export {
   type SupervisorOptions,
 } from './supervisor.js';
 export { type StageObserver, StageSystem, type StageSystemOptions, type StartOptions, type SystemEvent } from './system.js';
+export { isTraceparent, type StartSpanOptions, startSpan, TRACER_NAME, type TraceSpan } from './tracing.js';
 export {
   type CallbackResult,
   type CallFrom,

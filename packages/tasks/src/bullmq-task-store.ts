@@ -1,10 +1,17 @@
 import { randomUUID } from 'node:crypto';
-import { FabricError, type RedisConnectionOptions, redactError, redisConnectionOptions, redisPassword } from '@stagefabric/runtime';
+import {
+  FabricError,
+  isTraceparent,
+  type RedisConnectionOptions,
+  redactError,
+  redisConnectionOptions,
+  redisPassword,
+} from '@stagefabric/runtime';
 import { Job, type JobsOptions, type JobType, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { PruneCount, RetentionPolicy, RetentionRule } from './retention.js';
 import { checkSchedule, type ScheduleDefinition, type ScheduleRecord } from './schedules.js';
-import { checkTasks, TASK_DEFAULTS } from './task-input.js';
+import { type CheckedTask, checkTasks, TASK_DEFAULTS } from './task-input.js';
 import {
   type ClaimedTask,
   type EnqueueResult,
@@ -20,6 +27,7 @@ import {
   type TaskState,
   type TaskStore,
 } from './task-store.js';
+import { tracedEnqueue, traceFields } from './task-tracing.js';
 
 export interface BullMQTaskStoreOptions {
   readonly url: string;
@@ -44,6 +52,8 @@ interface StoredAttempt {
   readonly durationMs: number | null;
   readonly owner: string | null;
   readonly finishedAt: number;
+  /** The run's span (W3C traceparent), on an attempt that was retried: the first one is what later attempts link to. */
+  readonly trace?: string;
 }
 
 /** What an operator's cancel leaves in a job's history: not an attempt, the reason it failed. */
@@ -67,13 +77,21 @@ interface TaskData {
   readonly timeoutMs: number;
   readonly maxAttempts: number;
   readonly uniqueKey: string | null;
+  /** W3C traceparent of the span that enqueued it. */
+  readonly traceparent?: string;
 }
 
 /** A job added by a plain BullMQ producer carries its args as the whole data: read it as a task with default settings. */
 function taskData(data: unknown): TaskData {
   const d = data as Partial<TaskData> | null;
   if (d !== null && typeof d === 'object' && 'args' in d && typeof d.timeoutMs === 'number' && typeof d.maxAttempts === 'number')
-    return { args: d.args, timeoutMs: d.timeoutMs, maxAttempts: d.maxAttempts, uniqueKey: d.uniqueKey ?? null };
+    return {
+      args: d.args,
+      timeoutMs: d.timeoutMs,
+      maxAttempts: d.maxAttempts,
+      uniqueKey: d.uniqueKey ?? null,
+      ...(isTraceparent(d.traceparent) ? { traceparent: d.traceparent } : {}),
+    };
   return { args: data, timeoutMs: TASK_DEFAULTS.timeoutMs, maxAttempts: TASK_DEFAULTS.maxAttempts, uniqueKey: null };
 }
 
@@ -102,6 +120,9 @@ function failedState(stacktrace: readonly string[] | null | undefined): TaskStat
 
 // Our priorities (lower first, 0 default) onto BullMQ's (1 highest .. 2^21): every job prioritized, so one order holds.
 const PRIORITY_OFFSET = 1_000_001;
+
+/** The given job ids (a schedule's fire has one of its own), random ones where absent. */
+const ids = (n: number, jobIds: readonly string[]): string[] => Array.from({ length: n }, (_, i) => jobIds[i] ?? randomUUID());
 
 /** A lock token names its claimant's owner, then a nonce unique to the claim: `owner:uuid`. */
 const NONCE_CHARS = 37;
@@ -530,11 +551,19 @@ export class BullMQTaskStore implements TaskStore {
   /** Enqueue with the given job ids (a schedule's fire has one of its own), random ones where absent. */
   private async add(tasks: readonly NewTask[], jobIds: readonly string[] = []): Promise<EnqueueResult[]> {
     const checked = checkTasks(tasks, this.maxPayloadBytes);
+    if (checked.length === 0) return [];
+    return tracedEnqueue(checked, (traceparent) => this.addChecked(checked, ids(checked.length, jobIds), traceparent));
+  }
+
+  private async addChecked(
+    checked: readonly CheckedTask[],
+    ids: readonly string[],
+    traceparent: string | undefined,
+  ): Promise<EnqueueResult[]> {
     const byQueue = new Map<string, { index: number; jobId: string; job: { name: string; data: TaskData; opts: JobsOptions } }[]>();
     const results: EnqueueResult[] = [];
     // Keys held for a window are taken first (SET NX PX): one still held makes its task a duplicate of the holder.
     const held = new Set<number>();
-    const ids = checked.map((_, i) => jobIds[i] ?? randomUUID());
     for (const [index, t] of checked.entries()) {
       if (t.uniqueForMs === null || t.uniqueKey === null) continue;
       const jobId = ids[index] as string;
@@ -554,7 +583,13 @@ export class BullMQTaskStore implements TaskStore {
         jobId,
         job: {
           name: t.name,
-          data: { args: JSON.parse(t.args), timeoutMs: t.timeoutMs, maxAttempts: t.maxAttempts, uniqueKey: t.uniqueKey },
+          data: {
+            args: JSON.parse(t.args),
+            timeoutMs: t.timeoutMs,
+            maxAttempts: t.maxAttempts,
+            uniqueKey: t.uniqueKey,
+            ...(traceparent === undefined ? {} : { traceparent }),
+          },
           opts: {
             jobId,
             priority: t.priority + PRIORITY_OFFSET,
@@ -601,8 +636,8 @@ export class BullMQTaskStore implements TaskStore {
       owner,
       ...tokens,
     );
-    if (got === -1) return this.claimByBullMQ(queue, limit, owner, leaseMs);
-    return got.map(([id, name, data, timestamp, ats, token]) => {
+    if (got === -1) return this.withFirstRuns(q, await this.claimByBullMQ(queue, limit, owner, leaseMs));
+    const claimed = got.map(([id, name, data, timestamp, ats, token]): ClaimedTask => {
       const task = taskData(JSON.parse(String(data)));
       return {
         id: `${queue}/${id}`,
@@ -615,7 +650,33 @@ export class BullMQTaskStore implements TaskStore {
         timeoutMs: task.timeoutMs,
         enqueuedAt: new Date(Number(timestamp)),
         leaseExpiresAt: new Date(now + leaseMs),
+        ...traceFields(task.traceparent, undefined),
       };
+    });
+    return this.withFirstRuns(q, claimed);
+  }
+
+  /** Retries link to their task's first retried run, kept in its history: one pipelined read, for retried claims only. */
+  private async withFirstRuns(q: Queue, claimed: ClaimedTask[]): Promise<ClaimedTask[]> {
+    const retried = claimed.filter((c) => c.attempt > 1 && c.traceparent !== undefined);
+    if (retried.length === 0) return claimed;
+    const read = this.redis.pipeline();
+    for (const c of retried) read.hget(q.toKey(c.id.slice(c.id.indexOf('/') + 1)), 'stacktrace');
+    const replies = (await read.exec()) ?? [];
+    const firstRuns = new Map<string, string>();
+    retried.forEach((c, i) => {
+      const [err, raw] = replies[i] ?? [new Error('no reply'), null];
+      const first =
+        err === null
+          ? entriesOf(parseStacktrace(raw as string | null))
+              .filter(isAttempt)
+              .find((e) => isTraceparent(e.trace))
+          : undefined;
+      if (first?.trace !== undefined) firstRuns.set(c.id, first.trace);
+    });
+    return claimed.map((c) => {
+      const firstRun = firstRuns.get(c.id);
+      return firstRun === undefined ? c : { ...c, firstRunTraceparent: firstRun };
     });
   }
 
@@ -652,6 +713,7 @@ export class BullMQTaskStore implements TaskStore {
         timeoutMs: data.timeoutMs,
         enqueuedAt: new Date(job.timestamp),
         leaseExpiresAt: new Date(Date.now() + leaseMs),
+        ...traceFields(data.traceparent, undefined),
       });
     }
     return claimed;
@@ -709,6 +771,7 @@ export class BullMQTaskStore implements TaskStore {
       durationMs: o.durationMs === undefined ? null : Math.round(o.durationMs),
       owner: ownerOf(o.claimant),
       finishedAt: Date.now(),
+      ...(isTraceparent(o.firstRunTraceparent) ? { trace: o.firstRunTraceparent } : {}),
     });
     const byQueue = new Map<Queue, typeof valid>();
     for (const v of valid) {

@@ -30,6 +30,15 @@ export {
   taskForFire,
 } from './schedules.js';
 export { type Query, type SqlDriver, SqlTaskStore, type SqlTaskStoreOptions } from './sql-task-store.js';
+export type { StandardSchemaV1 } from './standard-schema.js';
+export {
+  checkTaskArgs,
+  enqueueTasks,
+  TaskArgsError,
+  type TaskArgsIssue,
+  type TaskOf,
+  validateTaskArgs,
+} from './task-args.js';
 export {
   BACKOFF_DEFAULTS,
   type BackoffOptions,
@@ -48,7 +57,16 @@ export {
   type TaskWorkerOptions,
 } from './task-pipeline.js';
 export { TASK_PRODUCER_DEFAULTS, type TaskProducerOptions, taskProducer } from './task-producer.js';
-export { type TaskContext, type TaskHandler, type TaskHandlerOptions, TaskRegistry } from './task-registry.js';
+export {
+  defineTask,
+  type RegisteredTask,
+  type TaskContext,
+  type TaskDefinition,
+  type TaskHandler,
+  type TaskHandlerOptions,
+  TaskRegistry,
+  type TypedTask,
+} from './task-registry.js';
 export {
   type LeaseLossPhase,
   type RefusalReason,

@@ -1,3 +1,4 @@
+import { isTraceparent } from '@stagefabric/runtime';
 import { FINISHED_STATES, type PruneCount, type RetentionPolicy } from './retention.js';
 import { checkSchedule, type ScheduleDefinition, type ScheduleRecord } from './schedules.js';
 import { checkTasks, TASK_DEFAULTS } from './task-input.js';
@@ -16,6 +17,7 @@ import type {
   TaskState,
   TaskStore,
 } from './task-store.js';
+import { tracedEnqueue, traceFields } from './task-tracing.js';
 
 export type Query = <R = Record<string, unknown>>(text: string, params?: readonly unknown[]) => Promise<R[]>;
 
@@ -152,17 +154,20 @@ export class SqlTaskStore implements TaskStore {
     if (tasks.some(windowed)) return this.enqueueWindowed(query, tasks);
     const checked = checkTasks(tasks, this.maxPayloadBytes);
     if (checked.length === 0) return [];
-    const rows = await query<{ id: string; queue: string; duplicate: boolean; existing_id: string | null }>(this.s(sql.ENQUEUE), [
-      checked.map((t) => t.queue),
-      checked.map((t) => t.name),
-      checked.map((t) => t.args),
-      checked.map((t) => t.priority),
-      checked.map((t) => t.maxAttempts),
-      checked.map((t) => t.timeoutMs),
-      checked.map((t) => t.runAt.toISOString()),
-      checked.map((t) => t.uniqueKey),
-      this.channel,
-    ]);
+    const rows = await tracedEnqueue(checked, (traceparent) =>
+      query<{ id: string; queue: string; duplicate: boolean; existing_id: string | null }>(this.s(sql.ENQUEUE), [
+        checked.map((t) => t.queue),
+        checked.map((t) => t.name),
+        checked.map((t) => t.args),
+        checked.map((t) => t.priority),
+        checked.map((t) => t.maxAttempts),
+        checked.map((t) => t.timeoutMs),
+        checked.map((t) => t.runAt.toISOString()),
+        checked.map((t) => t.uniqueKey),
+        this.channel,
+        checked.map(() => traceparent ?? null),
+      ]),
+    );
     // A duplicate of a task earlier in this same batch is not visible to the statement's own lookup: resolve it here.
     const inBatch = new Map<string, string>();
     checked.forEach((t, i) => {
@@ -248,6 +253,8 @@ export class SqlTaskStore implements TaskStore {
       lease_expires_at: Date;
       priority: number;
       run_at: Date;
+      traceparent: string | null;
+      first_run_traceparent: string | null;
     }>(this.s(sql.CLAIM), [queue, limit, owner, leaseMs]);
     // UPDATE ... RETURNING does not keep the claim order: restore it (each row's keys read once, not per comparison).
     const keyed = rows.map((r) => ({ r, runAt: new Date(r.run_at).getTime(), id: Number(r.id) }));
@@ -263,6 +270,7 @@ export class SqlTaskStore implements TaskStore {
       timeoutMs: r.timeout_ms,
       enqueuedAt: new Date(r.created_at),
       leaseExpiresAt: new Date(r.lease_expires_at),
+      ...traceFields(r.traceparent, r.first_run_traceparent),
     }));
   }
 
@@ -288,6 +296,7 @@ export class SqlTaskStore implements TaskStore {
       outcomes.map((o) => (o.status === 'success' ? null : o.error)),
       outcomes.map((o) => (o.status !== 'success' && o.retryAt !== undefined ? o.retryAt.toISOString() : null)),
       outcomes.map((o) => (o.durationMs === undefined ? null : Math.min(2_147_483_647, Math.max(0, Math.round(o.durationMs))))),
+      outcomes.map((o) => (isTraceparent(o.firstRunTraceparent) ? o.firstRunTraceparent : null)),
     ]);
     return rows.map((r) => r.id);
   }

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { type StageRef, StageSystem } from '@stagefabric/runtime';
 import { type TaskProducerOptions, taskProducer } from './task-producer.js';
-import { type TaskHandler, TaskRegistry } from './task-registry.js';
+import { type TaskHandler, TaskRegistry, type TypedTask } from './task-registry.js';
 import { type TaskRunnerOptions, taskRunner } from './task-runner.js';
 
 export interface TaskPipelineOptions extends Omit<TaskProducerOptions, 'onError'>, Omit<TaskRunnerOptions, 'subscribeTo' | 'onError'> {
@@ -43,8 +43,9 @@ export async function startTaskPipeline(system: StageSystem, options: TaskPipeli
 }
 
 export interface TaskWorkerOptions extends Omit<TaskPipelineOptions, 'registry' | 'owner'> {
-  /** Handlers by task name, or a registry. */
-  readonly handlers: TaskRegistry | Readonly<Record<string, TaskHandler>>;
+  /** Handlers by task name (functions, or typed tasks `{ schema, handler }`), or a registry. */
+  // biome-ignore lint/suspicious/noExplicitAny: each typed task has args of its own schema
+  readonly handlers: TaskRegistry<object> | Readonly<Record<string, TaskHandler | TypedTask<any>>>;
   /** Lease owner. Default: host name, process id and a nonce, unique to this worker. */
   readonly owner?: string;
 }

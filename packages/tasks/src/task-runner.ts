@@ -5,16 +5,21 @@ import {
   type ConsumerSpec,
   concurrentConsumer,
   FabricError,
+  isFabricError,
+  isTraceparent,
   type StageAddress,
   type SubscribeOptions,
   systemClock,
   type TaskOutcome,
   type TimerHandle,
+  type TraceSpan,
 } from '@stagefabric/runtime';
 import { type Query, SqlTaskStore } from './sql-task-store.js';
+import { validateTaskArgs } from './task-args.js';
 import { BACKOFF_DEFAULTS, type BackoffOptions, retryDelayMs } from './task-backoff.js';
 import type { TaskRegistry } from './task-registry.js';
 import { type ClaimedTask, FINAL_STATES, type TaskClaim, type TaskOutcomeRecord, type TaskStore } from './task-store.js';
+import { startRunSpan } from './task-tracing.js';
 
 /** Why the store refused an outcome: `lease-lost` (its lease lapsed and the task went back or to another run), `finished` (it is final already), `not-found`. */
 export type RefusalReason = 'lease-lost' | 'finished' | 'not-found';
@@ -82,6 +87,8 @@ export function claimedTaskProblem(value: unknown): string | undefined {
   if (!isCount(t.maxAttempts, 1)) return 'maxAttempts must be a positive integer';
   if (!isCount(t.timeoutMs, 1)) return 'timeoutMs must be a positive integer';
   if (!(t.enqueuedAt instanceof Date) || !(t.leaseExpiresAt instanceof Date)) return 'enqueuedAt and leaseExpiresAt must be dates';
+  for (const field of ['traceparent', 'firstRunTraceparent'] as const)
+    if (t[field] !== undefined && !isTraceparent(t[field])) return `${field} must be a W3C traceparent when present`;
   return undefined;
 }
 
@@ -99,6 +106,8 @@ export interface TaskInHand {
   succeededWithin: boolean;
   /** Its outcome is being written: a lease extension refused now means it finished, not that it was lost. */
   finishing: boolean;
+  /** Its run's span, once it started. */
+  span?: TraceSpan;
 }
 
 const sleep = (clock: Clock, ms: number) => new Promise<void>((resolve) => clock.setTimeout(resolve, ms));
@@ -303,8 +312,11 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
       held.started = true;
       const { task, claim } = held;
       options.onStarted?.(task);
-      const handler = registry.get(task.name);
-      if (handler === undefined) {
+      // Started first, so a run without a handler is a failed span too.
+      const span = startRunSpan(task, owner);
+      held.span = span;
+      const registered = registry.lookup(task.name);
+      if (registered === undefined) {
         throw new FabricError(
           'SF_NO_HANDLER',
           `no handler registered for task "${task.name}" (registered: ${registry.names().join(', ') || 'none'})`,
@@ -312,7 +324,7 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
       }
       // The handler's signal joins the run's and the lease's only if the handler reads it: most never do, and joining costs.
       let joined: AbortSignal | undefined;
-      return handler(task.args, {
+      const context = {
         get signal() {
           joined ??= AbortSignal.any([signal, held.controller.signal]);
           return joined;
@@ -327,10 +339,25 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
                 return ok;
               },
             }),
+      };
+      const { handler, schema } = registered;
+      return span.within(() => {
+        if (schema === undefined) return handler(task.args, context);
+        // Enqueued by a producer that did not check (another service, stagectl): checked again here, the handler gets the schema's output.
+        return validateTaskArgs(task.name, schema, task.args, `task ${task.id} (${task.name}), attempt ${task.attempt}`).then((args) =>
+          handler(args, context),
+        );
       });
     },
     async onOutcome(outcome: TaskOutcome<TaskInHand, unknown>) {
       const held = outcome.event;
+      const { span } = held;
+      if (span !== undefined) {
+        span.setAttribute('stagefabric.task.outcome', held.lost ? 'lease-lost' : outcome.status);
+        if (outcome.status !== 'success')
+          span.fail(outcome.status === 'timeout' ? `timed out after ${held.task.timeoutMs} ms` : outcome.error);
+        span.end();
+      }
       // Dropped, or its lease was lost (reported then): whatever it did, the outcome is not this run's to write.
       if (held.lost) return;
       held.finishing = true;
@@ -341,7 +368,10 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
       if (outcome.status === 'success') result = { ...who, status: 'success', durationMs };
       else {
         const error = outcome.status === 'timeout' ? `timed out after ${task.timeoutMs} ms` : errorText(outcome.error);
-        const retry = task.attempt < task.maxAttempts;
+        // Args that fail the handler's schema fail the same way on every attempt.
+        const retry = task.attempt < task.maxAttempts && !isFabricError(outcome.error, 'SF_BAD_TASK_ARGS');
+        // The first run that is retried is kept, for the links of the attempts after it.
+        const firstRun = task.firstRunTraceparent === undefined ? span?.traceparent : undefined;
         result = retry
           ? {
               ...who,
@@ -356,6 +386,7 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
                   ),
               ),
               durationMs,
+              ...(firstRun === undefined ? {} : { firstRunTraceparent: firstRun }),
             }
           : { ...who, status: outcome.status, error, durationMs };
       }

@@ -71,6 +71,8 @@ export const MIGRATIONS: readonly string[] = [
    );`,
   // Retention finds finished tasks by state and age without reading the rest of the table.
   `CREATE INDEX tasks_finished ON $schema.tasks (state, finished_at, id) WHERE state IN ('success', 'error', 'timeout', 'cancelled');`,
+  // Trace context (W3C traceparent): the span that enqueued a task, and its first attempt's run once that was retried.
+  `ALTER TABLE $schema.tasks ADD COLUMN traceparent text, ADD COLUMN first_run_traceparent text;`,
 ];
 
 export const PREPARE = `CREATE SCHEMA IF NOT EXISTS $schema;
@@ -90,11 +92,12 @@ const TASK_COLUMNS = `id::text AS id, queue, name, args, state, priority, attemp
  */
 export const ENQUEUE = `WITH input AS (
     SELECT nextval(pg_get_serial_sequence('$schema.tasks', 'id')) AS id, t.*
-    FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::integer[], $5::integer[], $6::integer[], $7::timestamptz[], $8::text[])
-      WITH ORDINALITY AS t(queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, ord)
+    FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::integer[], $5::integer[], $6::integer[], $7::timestamptz[], $8::text[],
+      $10::text[])
+      WITH ORDINALITY AS t(queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent, ord)
   ), inserted AS (
-    INSERT INTO $schema.tasks (id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key)
-    SELECT id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key FROM input ORDER BY ord
+    INSERT INTO $schema.tasks (id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent)
+    SELECT id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent FROM input ORDER BY ord
     ON CONFLICT (queue, unique_key) WHERE state IN ('waiting', 'running') AND unique_key IS NOT NULL DO NOTHING
     RETURNING id, queue
   ), notified AS (
@@ -135,7 +138,7 @@ export const CLAIM = `WITH next AS (
     lease_expires_at = now() + $4 * interval '1 millisecond', updated_at = now()
   FROM next WHERE t.id = next.id
   RETURNING t.id::text AS id, t.queue, t.name, t.args, t.attempt, t.max_attempts, t.timeout_ms, t.created_at,
-    t.lease_expires_at, t.priority, t.run_at`;
+    t.lease_expires_at, t.priority, t.run_at, t.traceparent, t.first_run_traceparent`;
 
 /**
  * The claims of a statement, one row each: a claim is current while its
@@ -161,9 +164,10 @@ export const COMPLETE = `WITH ended AS (
       success_owner = CASE WHEN o.status = 'success' THEN o.claimant END,
       success_duration_ms = CASE WHEN o.status = 'success' THEN o.duration_ms END,
       lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
-      finished_at = CASE WHEN o.status = 'success' OR o.retry_at IS NULL THEN now() ELSE NULL END
-    FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::integer[])
-      AS o(id, attempt, claimant, status, error, retry_at, duration_ms)
+      finished_at = CASE WHEN o.status = 'success' OR o.retry_at IS NULL THEN now() ELSE NULL END,
+      first_run_traceparent = coalesce(t.first_run_traceparent, o.first_run_traceparent)
+    FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::integer[], $8::text[])
+      AS o(id, attempt, claimant, status, error, retry_at, duration_ms, first_run_traceparent)
     WHERE t.id = o.id AND t.attempt = o.attempt AND t.lease_owner = o.claimant AND t.state = 'running'
     RETURNING t.id AS task_id, t.attempt, o.status AS outcome, o.error, o.duration_ms, o.claimant AS owner
   ), recorded AS (

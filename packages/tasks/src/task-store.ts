@@ -80,6 +80,10 @@ export interface ClaimedTask extends TaskClaim {
   readonly timeoutMs: number;
   readonly enqueuedAt: Date;
   readonly leaseExpiresAt: Date;
+  /** W3C traceparent of the span that enqueued it, when tracing recorded one: its run spans link to it. */
+  readonly traceparent?: string;
+  /** W3C traceparent of its first attempt's run span, once that attempt was retried: later attempts link to it. */
+  readonly firstRunTraceparent?: string;
 }
 
 /** The outcome of one claim's run. */
@@ -91,6 +95,8 @@ export type TaskOutcomeRecord = TaskClaim &
   ) & {
     /** How long the attempt ran, as its runner measured it; kept in the task's attempt history. */
     readonly durationMs?: number;
+    /** This run's span (W3C traceparent), kept as the task's first run when none is kept yet, for later attempts' span links. */
+    readonly firstRunTraceparent?: string;
   };
 
 /** One finished attempt of a task, as its history keeps it. */
