@@ -2,11 +2,12 @@ import { randomUUID } from 'node:crypto';
 import { FabricError, type RedisConnectionOptions, redactError, redisConnectionOptions, redisPassword } from '@stagefabric/runtime';
 import { Job, type JobType, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
-import { checkTasks, TASK_DEFAULTS } from './task-input.js';
+import { checkLimits, checkTasks, TASK_DEFAULTS } from './task-input.js';
 import {
   type ClaimedTask,
   type EnqueueResult,
   type NewTask,
+  type QueueLimits,
   RETRYABLE_STATES,
   type TaskAttempt,
   type TaskClaim,
@@ -91,6 +92,9 @@ const PRIORITY_OFFSET = 1_000_001;
  */
 const STALLED_LIMIT = 1_000_000;
 
+/** How long a room taken in a limited queue is kept for its fetch; a node that dies between the two frees it after this. */
+const ROOM_TTL_MS = 30_000;
+
 /** A lock token names its claimant's owner, then a nonce unique to the claim: `owner:uuid`. */
 const NONCE_CHARS = 37;
 const tokenFor = (owner: string): string => `${owner}:${randomUUID()}`;
@@ -114,6 +118,52 @@ const UPDATE_IF_HELD = `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 e
 redis.call('HSET', KEYS[2], 'data', ARGV[2])
 return 1`;
 
+/**
+ * Takes room in a limited queue for up to ARGV[1] claims, atomically for
+ * every node: concurrency counts BullMQ's active jobs plus rooms taken and
+ * not yet filled (each expires after ARGV[2] ms, so a node that dies
+ * between taking and fetching frees it); the rate counts starts in the last
+ * interval, a sliding log. Returns the rooms' names (ARGV[3]:i), or -1 when
+ * the queue has no limits. KEYS: limits hash, active list, rooms zset, starts zset.
+ */
+const TAKE_ROOM = `local conc = tonumber(redis.call('HGET', KEYS[1], 'concurrency') or '')
+local rmax = tonumber(redis.call('HGET', KEYS[1], 'rateMax') or '')
+local rint = tonumber(redis.call('HGET', KEYS[1], 'rateIntervalMs') or '')
+if conc == nil and rmax == nil then return -1 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+local n = tonumber(ARGV[1])
+if conc ~= nil then n = math.min(n, conc - redis.call('LLEN', KEYS[2]) - redis.call('ZCARD', KEYS[3])) end
+if rmax ~= nil then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - rint)
+  n = math.min(n, rmax - redis.call('ZCARD', KEYS[4]))
+end
+local out = {}
+for i = 1, n do
+  local m = ARGV[3] .. ':' .. i
+  if conc ~= nil then redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), m) end
+  if rmax ~= nil then redis.call('ZADD', KEYS[4], now, m) end
+  out[#out + 1] = m
+end
+if rmax ~= nil then redis.call('PEXPIRE', KEYS[4], rint) end
+return out`;
+
+/** Gives back rooms: filled ones (their jobs are active now) leave the rooms set; unused ones leave the starts log too. KEYS: rooms, starts. ARGV: filled count, names... */
+const GIVE_BACK_ROOM = `local filled = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('ZREM', KEYS[1], ARGV[i])
+  if i - 1 > filled then redis.call('ZREM', KEYS[2], ARGV[i]) end
+end
+return 0`;
+
+/** When a rate-limited queue's oldest start leaves its window (ms since epoch), or -1. KEYS: limits hash, starts zset. */
+const RATE_OPENS_AT = `local rint = tonumber(redis.call('HGET', KEYS[1], 'rateIntervalMs') or '')
+if rint == nil then return -1 end
+local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if first[2] == nil then return -1 end
+return tonumber(first[2]) + rint`;
+
 interface LockScripts {
   sfRelock(
     lock: string,
@@ -127,6 +177,17 @@ interface LockScripts {
     attempt: string,
   ): Promise<number>;
   sfUpdateIfHeld(lock: string, job: string, token: string, data: string): Promise<number>;
+  sfTakeRoom(
+    limits: string,
+    active: string,
+    rooms: string,
+    starts: string,
+    wanted: number,
+    ttlMs: number,
+    nonce: string,
+  ): Promise<number | string[]>;
+  sfGiveBackRoom(rooms: string, starts: string, filled: number, ...names: string[]): Promise<number>;
+  sfRateOpensAt(limits: string, starts: string): Promise<number>;
 }
 
 interface JobsOfOptions {
@@ -170,6 +231,9 @@ export class BullMQTaskStore implements TaskStore {
     const redis = new Redis({ ...this.connectionOptions, maxRetriesPerRequest: null });
     redis.defineCommand('sfRelock', { numberOfKeys: 3, lua: RELOCK });
     redis.defineCommand('sfUpdateIfHeld', { numberOfKeys: 2, lua: UPDATE_IF_HELD });
+    redis.defineCommand('sfTakeRoom', { numberOfKeys: 4, lua: TAKE_ROOM });
+    redis.defineCommand('sfGiveBackRoom', { numberOfKeys: 2, lua: GIVE_BACK_ROOM });
+    redis.defineCommand('sfRateOpensAt', { numberOfKeys: 2, lua: RATE_OPENS_AT });
     // defineCommand adds the methods at run time; LockScripts names them for the compiler.
     this.redis = redis as Redis & LockScripts;
     this.redis.on('error', this.onError);
@@ -248,6 +312,12 @@ export class BullMQTaskStore implements TaskStore {
       string,
       { name: string; data: TaskData; opts: { jobId: string; priority: number; delay: number; attempts: number } }[]
     >();
+    const grouped = checked.findIndex((t) => t.group !== null);
+    if (grouped >= 0)
+      throw new FabricError(
+        'SF_UNSUPPORTED',
+        `task ${grouped} (${checked[grouped]?.name}): option group: the BullMQ task store does not keep groups (a BullMQ Pro feature); use the PostgreSQL or PGlite store`,
+      );
     for (const t of checked) {
       const jobId = randomUUID();
       const id = `${t.queue}/${jobId}`;
@@ -281,7 +351,11 @@ export class BullMQTaskStore implements TaskStore {
     // Ask only for what is there: waiting jobs, and a few probes when delayed ones may have come due.
     const counts = await q.getJobCounts('wait', 'prioritized', 'delayed');
     const ready = (counts.wait ?? 0) + (counts.prioritized ?? 0) + ((counts.delayed ?? 0) > 0 ? 10 : 0);
-    const wanted = Math.min(limit, ready);
+    let wanted = Math.min(limit, ready);
+    if (wanted <= 0) return [];
+    // A limited queue: only as many fetches as the room its limits leave, taken atomically for every node.
+    const rooms = await this.takeRoom(queue, wanted);
+    if (rooms !== undefined) wanted = rooms.length;
     // Each fetch is one atomic script; sent together on one connection, Redis runs them in order,
     // so the results keep priority order.
     const fetched = await Promise.all(
@@ -291,6 +365,10 @@ export class BullMQTaskStore implements TaskStore {
         return job === undefined || job === null ? undefined : { job, token };
       }),
     );
+    if (rooms !== undefined && rooms.length > 0) {
+      const filled = fetched.filter((f) => f !== undefined).length;
+      await this.redis.sfGiveBackRoom(this.limitKey(queue, 'rooms'), this.limitKey(queue, 'starts'), filled, ...rooms);
+    }
     const claimed: ClaimedTask[] = [];
     const marks: Promise<unknown>[] = [];
     for (const got of fetched) {
@@ -336,6 +414,49 @@ export class BullMQTaskStore implements TaskStore {
     }
     await Promise.all(marks);
     return claimed;
+  }
+
+  private limitKey(queue: string, what: 'limits' | 'rooms' | 'starts'): string {
+    return `${this.prefix}:stagefabric-${what}:${queue}`;
+  }
+
+  /** The rooms taken for up to `wanted` claims of a limited queue; undefined when the queue has no limits. */
+  private async takeRoom(queue: string, wanted: number): Promise<string[] | undefined> {
+    const got = await this.redis.sfTakeRoom(
+      this.limitKey(queue, 'limits'),
+      this.queue(queue).toKey('active'),
+      this.limitKey(queue, 'rooms'),
+      this.limitKey(queue, 'starts'),
+      wanted,
+      ROOM_TTL_MS,
+      randomUUID(),
+    );
+    return Array.isArray(got) ? got : undefined;
+  }
+
+  async setLimits(queue: string, limits: QueueLimits | null): Promise<void> {
+    const l = checkLimits(queue, limits);
+    if (l?.group !== undefined)
+      throw new FabricError(
+        'SF_UNSUPPORTED',
+        `limits of queue ${queue}: the BullMQ task store cannot limit per group (group.concurrency, group.rate): BullMQ keeps groups only in BullMQ Pro; use the PostgreSQL or PGlite store for per-group limits`,
+      );
+    const key = this.limitKey(queue, 'limits');
+    const fields: string[] = [];
+    if (l?.concurrency !== undefined) fields.push('concurrency', String(l.concurrency));
+    if (l?.rate !== undefined) fields.push('rateMax', String(l.rate.max), 'rateIntervalMs', String(l.rate.intervalMs));
+    const m = this.redis.multi().del(key);
+    if (fields.length > 0) m.hset(key, ...fields);
+    await m.exec();
+    await this.redis.publish(`${this.prefix}:stagefabric-enqueued`, queue);
+  }
+
+  async limits(queue: string): Promise<QueueLimits | null> {
+    const h = await this.redis.hgetall(this.limitKey(queue, 'limits'));
+    return checkLimits(queue, {
+      ...(h.concurrency === undefined ? {} : { concurrency: Number(h.concurrency) }),
+      ...(h.rateMax === undefined ? {} : { rate: { max: Number(h.rateMax), intervalMs: Number(h.rateIntervalMs) } }),
+    });
   }
 
   /** Fails a locked job for good with `outcome`. */
@@ -439,8 +560,15 @@ export class BullMQTaskStore implements TaskStore {
   }
 
   async complete(outcomes: readonly TaskOutcomeRecord[]): Promise<string[]> {
-    const done = await Promise.all(outcomes.map(async (o) => ((await this.record(o)) ? o.id : undefined)));
-    return done.filter((id): id is string => id !== undefined);
+    const done = (await Promise.all(outcomes.map(async (o) => ((await this.record(o)) ? o.id : undefined)))).filter(
+      (id): id is string => id !== undefined,
+    );
+    // A task that ends makes room in a limited queue: its producers, held back, look again.
+    const queues = new Set(done.map((id) => BullMQTaskStore.split(id)?.queue).filter((q): q is string => q !== undefined));
+    for (const queue of queues)
+      if ((await this.redis.exists(this.limitKey(queue, 'limits'))) === 1)
+        await this.redis.publish(`${this.prefix}:stagefabric-enqueued`, queue);
+    return done;
   }
 
   async extendLeases(claims: readonly TaskClaim[], leaseMs: number): Promise<string[]> {
@@ -525,7 +653,11 @@ export class BullMQTaskStore implements TaskStore {
     // A paused queue gives its producers no wake-up time: resume() wakes them.
     if (await this.queue(queue).isPaused()) return null;
     const [first] = (await this.queue(queue).getDelayed(0, 0)) as Job[];
-    return first === undefined ? null : new Date(first.timestamp + first.delay);
+    const delayed = first === undefined ? null : first.timestamp + first.delay;
+    // Due tasks a rate-limited queue held back can start once its oldest start leaves the window.
+    const opens = await this.redis.sfRateOpensAt(this.limitKey(queue, 'limits'), this.limitKey(queue, 'starts'));
+    const at = opens < 0 ? delayed : delayed === null ? opens : Math.min(delayed, opens);
+    return at === null ? null : new Date(at);
   }
 
   async onEnqueued(queue: string, listener: () => void): Promise<() => Promise<void>> {

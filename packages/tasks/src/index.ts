@@ -6,7 +6,7 @@ export {
   type TaskStoreKind,
 } from './open-task-store.js';
 export { type Query, type SqlDriver, SqlTaskStore, type SqlTaskStoreOptions } from './sql-task-store.js';
-export { checkTasks, TASK_DEFAULTS, TaskInputError } from './task-input.js';
+export { checkLimits, checkTasks, TASK_DEFAULTS, TaskInputError } from './task-input.js';
 export {
   startTaskPipeline,
   startTaskWorker,
@@ -33,6 +33,8 @@ export {
   type EnqueueResult,
   FINAL_STATES,
   type NewTask,
+  type QueueLimits,
+  type RateLimit,
   RETRYABLE_STATES,
   type TaskAttempt,
   type TaskClaim,

@@ -1,5 +1,5 @@
 import { describeValue, FabricError } from '@stagefabric/runtime';
-import type { EnqueueOptions, NewTask } from './task-store.js';
+import type { EnqueueOptions, NewTask, QueueLimits, RateLimit } from './task-store.js';
 
 /** A task refused at enqueue; nothing of the batch was stored. */
 export class TaskInputError extends FabricError {
@@ -29,6 +29,7 @@ export interface CheckedTask {
   readonly timeoutMs: number;
   readonly runAt: Date;
   readonly uniqueKey: string | null;
+  readonly group: string | null;
 }
 
 /** Walks args for what JSON would silently drop or mangle: functions, symbols, BigInt, Map, Set, cycles. */
@@ -86,8 +87,11 @@ function checkOptions(where: string, options: EnqueueOptions, now: number): Omit
   const uniqueKey = options.uniqueKey ?? null;
   if (uniqueKey !== null && (typeof uniqueKey !== 'string' || uniqueKey.length === 0))
     fail('uniqueKey', uniqueKey, 'must be a non-empty string');
+  const group = options.group ?? null;
+  if (group !== null && (typeof group !== 'string' || group.length === 0 || group.length > 200))
+    fail('group', group, 'must be a non-empty string of at most 200 characters');
   const runAt = options.runAt ?? new Date(now + (options.delayMs ?? 0));
-  return { queue, priority, maxAttempts, timeoutMs, runAt, uniqueKey };
+  return { queue, priority, maxAttempts, timeoutMs, runAt, uniqueKey, group };
 }
 
 /** Checks a batch before anything is stored; the error names the task (by index and name) and the problem. */
@@ -108,4 +112,58 @@ export function checkTasks(tasks: readonly NewTask[], maxPayloadBytes: number = 
       throw new TaskInputError(`${where}: args are ${bytes} bytes as JSON, over the limit of ${maxPayloadBytes}`);
     return { name: task.name, args, ...checkOptions(where, task.options ?? {}, now) };
   });
+}
+
+const MAX_LIMIT = 1_000_000;
+const MAX_INTERVAL_MS = 7 * 24 * 3600 * 1000;
+
+/**
+ * Checks a queue's limits; returns them with the empty ones dropped, or
+ * null when nothing is limited. Errors name the queue, the limit and its rule.
+ */
+export function checkLimits(queue: string, limits: QueueLimits | null | undefined): QueueLimits | null {
+  if (typeof queue !== 'string' || queue.length === 0 || queue.length > 200)
+    throw new FabricError('SF_BAD_OPTION', `limits: queue ${describeValue(queue)} must be a non-empty string of at most 200 characters`);
+  if (limits === null || limits === undefined) return null;
+  const fail = (path: string, value: unknown, rule: string): never => {
+    throw new FabricError('SF_BAD_OPTION', `limits of queue ${queue}: ${path} = ${describeValue(value)}: ${rule}`);
+  };
+  const known = (value: unknown, path: string, keys: readonly string[]) => {
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(path, value, 'must be an object');
+    for (const k of Object.keys(value as object))
+      if (!keys.includes(k)) fail(`${path}.${k}`, (value as Record<string, unknown>)[k], `is not a limit (one of ${keys.join(', ')})`);
+  };
+  const count = (value: unknown, path: string): number | undefined => {
+    if (value === undefined) return undefined;
+    if (!Number.isInteger(value) || (value as number) < 1 || (value as number) > MAX_LIMIT)
+      fail(path, value, `must be an integer from 1 to ${MAX_LIMIT}`);
+    return value as number;
+  };
+  const rate = (value: unknown, path: string): RateLimit | undefined => {
+    if (value === undefined) return undefined;
+    known(value, path, ['max', 'intervalMs']);
+    const r = value as Record<string, unknown>;
+    const max = count(r.max, `${path}.max`) ?? fail(`${path}.max`, r.max, 'is required');
+    const intervalMs = r.intervalMs;
+    if (!Number.isInteger(intervalMs) || (intervalMs as number) < 1 || (intervalMs as number) > MAX_INTERVAL_MS)
+      fail(`${path}.intervalMs`, intervalMs, `must be an integer of milliseconds from 1 to ${MAX_INTERVAL_MS} (a week)`);
+    return { max, intervalMs: intervalMs as number };
+  };
+  known(limits, 'limits', ['concurrency', 'rate', 'group']);
+  const concurrency = count(limits.concurrency, 'concurrency');
+  const queueRate = rate(limits.rate, 'rate');
+  let group: QueueLimits['group'];
+  if (limits.group !== undefined) {
+    known(limits.group, 'group', ['concurrency', 'rate']);
+    const gc = count(limits.group.concurrency, 'group.concurrency');
+    const gr = rate(limits.group.rate, 'group.rate');
+    if (gc !== undefined || gr !== undefined)
+      group = { ...(gc === undefined ? {} : { concurrency: gc }), ...(gr === undefined ? {} : { rate: gr }) };
+  }
+  const out: QueueLimits = {
+    ...(concurrency === undefined ? {} : { concurrency }),
+    ...(queueRate === undefined ? {} : { rate: queueRate }),
+    ...(group === undefined ? {} : { group }),
+  };
+  return Object.keys(out).length === 0 ? null : out;
 }

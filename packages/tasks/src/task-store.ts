@@ -28,6 +28,33 @@ export interface EnqueueOptions {
   readonly timeoutMs?: number;
   /** While a task with this key is waiting or running, another with the same key is refused. */
   readonly uniqueKey?: string;
+  /** The key per-group limits count by within its queue (such as a customer id). Default none: only the queue's limits apply. */
+  readonly group?: string;
+}
+
+/** At most `max` claims (starts) of tasks in any window of `intervalMs`. */
+export interface RateLimit {
+  readonly max: number;
+  readonly intervalMs: number;
+}
+
+/**
+ * Limits on a queue that hold across every node of the fabric: the store
+ * enforces them inside each claim, so they hold with any number of agents.
+ * A claimed task counts as running from its claim until its outcome is
+ * recorded (or it is released, or its lease is recovered); a start is a
+ * claim.
+ */
+export interface QueueLimits {
+  /** At most this many tasks of the queue running at once. */
+  readonly concurrency?: number;
+  /** At most `max` starts of the queue's tasks per `intervalMs`. */
+  readonly rate?: RateLimit;
+  /** The same per group (the task's `group` option); tasks without a group only count against the queue's limits. */
+  readonly group?: {
+    readonly concurrency?: number;
+    readonly rate?: RateLimit;
+  };
 }
 
 export interface NewTask {
@@ -201,5 +228,9 @@ export interface TaskStore {
   resume(queue: string): Promise<void>;
   /** The queues paused now, sorted. */
   paused(): Promise<string[]>;
+  /** Sets (replaces) the limits of `queue` for every node; null or `{}` lifts them. Bad limits are refused with SF_BAD_OPTION. */
+  setLimits(queue: string, limits: QueueLimits | null): Promise<void>;
+  /** The limits of `queue` now, or null when it has none. */
+  limits(queue: string): Promise<QueueLimits | null>;
   close(): Promise<void>;
 }

@@ -1,6 +1,7 @@
 import { expect, it } from 'vitest';
 import { PGliteTaskStore } from '../src/pglite-task-store.js';
 import { taskStoreConformance } from './task-store.conformance.js';
+import { taskStoreLimitsConformance } from './task-store-limits.conformance.js';
 
 // Embedded: one process holds the database, so another node's view of it is the same instance.
 taskStoreConformance(
@@ -11,6 +12,17 @@ taskStoreConformance(
     return store;
   },
   async (store) => store,
+);
+
+taskStoreLimitsConformance(
+  'embedded PGlite',
+  async () => {
+    const store = new PGliteTaskStore();
+    await store.migrate();
+    return store;
+  },
+  async (store) => store,
+  { groups: true },
 );
 
 it('lists newest first by id, also past id 9 (the SQL stores)', async () => {
