@@ -123,8 +123,8 @@ return 1`;
  * every node: concurrency counts BullMQ's active jobs plus rooms taken and
  * not yet filled (each expires after ARGV[2] ms, so a node that dies
  * between taking and fetching frees it); the rate counts starts in the last
- * interval, a sliding log. Returns the rooms' names (ARGV[3]:i), or -1 when
- * the queue has no limits. KEYS: limits hash, active list, rooms zset, starts zset.
+ * interval, a sliding log. Returns Redis's time (ms) then the rooms' names
+ * (ARGV[3]:i), or -1 when the queue has no limits. KEYS: limits hash, active list, rooms zset, starts zset.
  */
 const TAKE_ROOM = `local conc = tonumber(redis.call('HGET', KEYS[1], 'concurrency') or '')
 local rmax = tonumber(redis.call('HGET', KEYS[1], 'rateMax') or '')
@@ -139,7 +139,7 @@ if rmax ~= nil then
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - rint)
   n = math.min(n, rmax - redis.call('ZCARD', KEYS[4]))
 end
-local out = {}
+local out = {tostring(now)}
 for i = 1, n do
   local m = ARGV[3] .. ':' .. i
   if conc ~= nil then redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), m) end
@@ -355,7 +355,7 @@ export class BullMQTaskStore implements TaskStore {
     if (wanted <= 0) return [];
     // A limited queue: only as many fetches as the room its limits leave, taken atomically for every node.
     const rooms = await this.takeRoom(queue, wanted);
-    if (rooms !== undefined) wanted = rooms.length;
+    if (rooms !== undefined) wanted = rooms.names.length;
     // Each fetch is one atomic script; sent together on one connection, Redis runs them in order,
     // so the results keep priority order.
     const fetched = await Promise.all(
@@ -365,10 +365,12 @@ export class BullMQTaskStore implements TaskStore {
         return job === undefined || job === null ? undefined : { job, token };
       }),
     );
-    if (rooms !== undefined && rooms.length > 0) {
+    if (rooms !== undefined && rooms.names.length > 0) {
       const filled = fetched.filter((f) => f !== undefined).length;
-      await this.redis.sfGiveBackRoom(this.limitKey(queue, 'rooms'), this.limitKey(queue, 'starts'), filled, ...rooms);
+      await this.redis.sfGiveBackRoom(this.limitKey(queue, 'rooms'), this.limitKey(queue, 'starts'), filled, ...rooms.names);
     }
+    // A limited queue's claims are timed by Redis, as their starts were counted (its locks were set after: this lease is the earlier bound).
+    const claimedAt = rooms?.at ?? Date.now();
     const claimed: ClaimedTask[] = [];
     const marks: Promise<unknown>[] = [];
     for (const got of fetched) {
@@ -409,7 +411,7 @@ export class BullMQTaskStore implements TaskStore {
         maxAttempts: job.data.maxAttempts,
         timeoutMs: job.data.timeoutMs,
         enqueuedAt: new Date(job.timestamp),
-        leaseExpiresAt: new Date(Date.now() + leaseMs),
+        leaseExpiresAt: new Date(claimedAt + leaseMs),
       });
     }
     await Promise.all(marks);
@@ -420,8 +422,8 @@ export class BullMQTaskStore implements TaskStore {
     return `${this.prefix}:stagefabric-${what}:${queue}`;
   }
 
-  /** The rooms taken for up to `wanted` claims of a limited queue; undefined when the queue has no limits. */
-  private async takeRoom(queue: string, wanted: number): Promise<string[] | undefined> {
+  /** The rooms taken for up to `wanted` claims of a limited queue, and when (Redis's clock); undefined when the queue has no limits. */
+  private async takeRoom(queue: string, wanted: number): Promise<{ at: number; names: string[] } | undefined> {
     const got = await this.redis.sfTakeRoom(
       this.limitKey(queue, 'limits'),
       this.queue(queue).toKey('active'),
@@ -431,7 +433,9 @@ export class BullMQTaskStore implements TaskStore {
       ROOM_TTL_MS,
       randomUUID(),
     );
-    return Array.isArray(got) ? got : undefined;
+    if (!Array.isArray(got)) return undefined;
+    const [at, ...names] = got;
+    return { at: Number(at), names };
   }
 
   async setLimits(queue: string, limits: QueueLimits | null): Promise<void> {
