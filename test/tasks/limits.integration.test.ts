@@ -197,3 +197,21 @@ describe.each(['postgres', 'bullmq'] as const)('limits across four agent process
     }
   }, 150_000);
 });
+
+it('an agent whose topology asks BullMQ for per-group limits does not start: it exits 2 (bad input, SF_UNSUPPORTED) naming the store, the queue and the limit', async () => {
+  const prefix = `sfl${randomUUID().slice(0, 8)}`;
+  const f = await testFabric(redisUrl);
+  const topology = await f.topology(`
+tasks:
+  handlers: ${HANDLERS}
+  store: bullmq
+  prefix: ${prefix}
+  limits: { exports: { concurrency: 4, group: { concurrency: 1 } } }
+stages:
+  produce: { module: stagefabric:task-producer, args: { queue: exports } }
+  run: { module: stagefabric:task-runner, subscribe: [produce] }
+`);
+  const agent = f.agent(topology, 'w1', { DATABASE_URL: databaseUrl, TASK_RUNS_TABLE: 'unused' });
+  expect(await agent.exited).toBe(2);
+  expect(agent.stderr).toMatch(/stagectl: tasks\.limits: limits of queue exports: the BullMQ task store cannot limit per group \(group\.concurrency/);
+}, 60_000);
