@@ -15,11 +15,12 @@ export async function timed(args, { task, signal }) {
   await sleep(args.sleepMs, undefined, { signal });
   const ended = Date.now();
   await pool.query(
-    `INSERT INTO ${table} (task_id, queue, grp, node, claimed_ms, started_ms, ended_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+    `INSERT INTO ${table} (task_id, queue, grp, n, node, claimed_ms, started_ms, ended_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
     [
       task.id,
       task.queue,
       args.group ?? null,
+      args.n,
       process.env.STAGEFABRIC_NODE ?? '?',
       task.leaseExpiresAt.getTime() - Number(process.env.TASK_LEASE_MS),
       started,

@@ -18,6 +18,8 @@ afterEach(async () => {
 interface Run {
   readonly queue: string;
   readonly grp: string | null;
+  /** The task's place in its enqueue batch. */
+  readonly n: number;
   readonly node: string;
   readonly claimed: number;
   readonly started: number;
@@ -66,6 +68,7 @@ const LIMITS = {
   conc: { concurrency: 3 },
   rated: { rate: { max: 4, intervalMs: 1000 } },
   grouped: { concurrency: 4, group: { concurrency: 1 } },
+  ordered: { group: { ordered: true } },
 } as const;
 
 async function limitsSetup(kind: 'postgres' | 'bullmq') {
@@ -77,13 +80,13 @@ async function limitsSetup(kind: 'postgres' | 'bullmq') {
   admin.on('error', () => {});
   await admin.query(`CREATE SCHEMA ${schema}`);
   await admin.query(
-    `CREATE TABLE ${runs} (task_id text NOT NULL, queue text NOT NULL, grp text, node text NOT NULL,
+    `CREATE TABLE ${runs} (task_id text NOT NULL, queue text NOT NULL, grp text, n integer NOT NULL, node text NOT NULL,
        claimed_ms bigint NOT NULL, started_ms bigint NOT NULL, ended_ms bigint NOT NULL)`,
   );
   const store: TaskStore =
     kind === 'postgres' ? new PostgresTaskStore({ url: databaseUrl, schema }) : new BullMQTaskStore({ url: redisUrl, prefix });
   await store.migrate();
-  const queues = kind === 'postgres' ? (['conc', 'rated', 'grouped'] as const) : (['conc', 'rated'] as const);
+  const queues = kind === 'postgres' ? (['conc', 'rated', 'grouped', 'ordered'] as const) : (['conc', 'rated'] as const);
   const limits = Object.fromEntries(queues.map((q) => [q, LIMITS[q]]));
   const stages = queues
     .map(
@@ -110,13 +113,14 @@ stages:${stages}
     });
   const recorded = async (queue: string): Promise<Run[]> =>
     (
-      await admin.query<{ grp: string | null; node: string; claimed_ms: string; started_ms: string; ended_ms: string }>(
-        `SELECT grp, node, claimed_ms, started_ms, ended_ms FROM ${runs} WHERE queue = $1`,
+      await admin.query<{ grp: string | null; n: number; node: string; claimed_ms: string; started_ms: string; ended_ms: string }>(
+        `SELECT grp, n, node, claimed_ms, started_ms, ended_ms FROM ${runs} WHERE queue = $1`,
         [queue],
       )
     ).rows.map((r) => ({
       queue,
       grp: r.grp,
+      n: r.n,
       node: r.node,
       claimed: Number(r.claimed_ms),
       started: Number(r.started_ms),
@@ -131,7 +135,7 @@ stages:${stages}
 }
 
 describe.each(['postgres', 'bullmq'] as const)('limits across four agent processes (%s)', (kind) => {
-  it('four agents racing on one store keep each queue limit: concurrency and rate, per group on SQL, counted from the handlers’ records', async () => {
+  it('four agents racing on one store keep each queue limit: concurrency and rate; on SQL per-group concurrency and ordered groups; counted from the handlers’ records', async () => {
     const s = await limitsSetup(kind);
     try {
       await s.store.enqueue(
@@ -140,6 +144,15 @@ describe.each(['postgres', 'bullmq'] as const)('limits across four agent process
       await s.store.enqueue(
         Array.from({ length: 16 }, (_, n) => ({ name: 'timed', args: { n, sleepMs: 20 }, options: { queue: 'rated' } })),
       );
+      if (kind === 'postgres') {
+        // Ordered: each group's tasks enqueued interleaved with the others', with priorities that would reorder them.
+        await s.store.enqueue(
+          Array.from({ length: 24 }, (_, n) => {
+            const group = `order-${n % 3}`;
+            return { name: 'timed', args: { n, sleepMs: 30, group }, options: { queue: 'ordered', group, priority: -n } };
+          }),
+        );
+      }
       if (kind === 'postgres')
         await s.store.enqueue(
           Array.from({ length: 24 }, (_, n) => {
@@ -148,7 +161,7 @@ describe.each(['postgres', 'bullmq'] as const)('limits across four agent process
           }),
         );
       const agents = ['w1', 'w2', 'w3', 'w4'].map((n) => s.agent(n));
-      const total = kind === 'postgres' ? 80 : 56;
+      const total = kind === 'postgres' ? 104 : 56;
       await waitFor(
         async () => (await Promise.all(s.queues.map((q) => s.recorded(q)))).flat().length === total,
         `${total} runs recorded`,
@@ -184,6 +197,14 @@ describe.each(['postgres', 'bullmq'] as const)('limits across four agent process
         figures.perGroupMax = Math.max(...perGroup);
         expect(Math.max(...perGroup)).toBe(1);
         expect(maxConcurrent(grouped)).toBeLessThanOrEqual(4);
+        const ordered = await s.recorded('ordered');
+        for (const g of ['order-0', 'order-1', 'order-2']) {
+          const runsOf = ordered.filter((r) => r.grp === g).sort((a, b) => a.started - b.started);
+          expect(runsOf.map((r) => r.n)).toEqual(runsOf.map((r) => r.n).sort((a, b) => a - b));
+          expect(runsOf).toHaveLength(8);
+          expect(maxConcurrent(runsOf)).toBe(1);
+        }
+        figures.orderedGroupsInOrder = true;
       }
       // The work was shared: the limits held across agents, not inside one.
       const nodes = new Set([...conc, ...rated].map((r) => r.node));
@@ -213,5 +234,7 @@ stages:
 `);
   const agent = f.agent(topology, 'w1', { DATABASE_URL: databaseUrl, TASK_RUNS_TABLE: 'unused' });
   expect(await agent.exited).toBe(2);
-  expect(agent.stderr).toMatch(/stagectl: tasks\.limits: limits of queue exports: the BullMQ task store cannot limit per group \(group\.concurrency/);
+  expect(agent.stderr).toMatch(
+    /stagectl: tasks\.limits: limits of queue exports: the BullMQ task store cannot limit or order per group \(group\.concurrency/,
+  );
 }, 60_000);

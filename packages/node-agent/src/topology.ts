@@ -45,7 +45,13 @@ const rateSchema = z.strictObject({
 const limitsSchema = z.strictObject({
   concurrency: z.number().int().min(1).max(1_000_000).optional(),
   rate: rateSchema.optional(),
-  group: z.strictObject({ concurrency: z.number().int().min(1).max(1_000_000).optional(), rate: rateSchema.optional() }).optional(),
+  group: z
+    .strictObject({
+      concurrency: z.number().int().min(1).max(1_000_000).optional(),
+      rate: rateSchema.optional(),
+      ordered: z.boolean().optional(),
+    })
+    .optional(),
 });
 
 const topologySchema = z.strictObject({

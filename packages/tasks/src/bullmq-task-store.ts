@@ -443,7 +443,7 @@ export class BullMQTaskStore implements TaskStore {
     if (l?.group !== undefined)
       throw new FabricError(
         'SF_UNSUPPORTED',
-        `limits of queue ${queue}: the BullMQ task store cannot limit per group (group.concurrency, group.rate): BullMQ keeps groups only in BullMQ Pro; use the PostgreSQL or PGlite store for per-group limits`,
+        `limits of queue ${queue}: the BullMQ task store cannot limit or order per group (group.concurrency, group.rate, group.ordered): BullMQ keeps groups only in BullMQ Pro; use the PostgreSQL or PGlite store for groups`,
       );
     const key = this.limitKey(queue, 'limits');
     const fields: string[] = [];

@@ -54,6 +54,7 @@ interface LimitsRow {
   group_concurrency: number | null;
   group_rate_max: number | null;
   group_rate_interval_ms: number | null;
+  group_ordered: boolean;
 }
 
 /** A claim statement's rows as claimed tasks, in claim order (UPDATE ... RETURNING does not keep it). */
@@ -225,7 +226,10 @@ export class SqlTaskStore implements TaskStore {
         return toClaimed(await query<ClaimRow>(this.s(sql.CLAIM), [queue, limit, owner, leaseMs]), owner);
       }
       const groupLimits = lim.group_concurrency !== null || lim.group_rate_max !== null;
-      return toClaimed(await query<ClaimRow>(this.s(sql.claimLimited(groupLimits)), [queue, limit, owner, leaseMs]), owner);
+      return toClaimed(
+        await query<ClaimRow>(this.s(sql.claimLimited(groupLimits, lim.group_ordered)), [queue, limit, owner, leaseMs]),
+        owner,
+      );
     });
   }
 
@@ -240,6 +244,7 @@ export class SqlTaskStore implements TaskStore {
       l?.group?.concurrency ?? null,
       l?.group?.rate?.max ?? null,
       l?.group?.rate?.intervalMs ?? null,
+      l?.group?.ordered === true,
     ]);
     // Producers holding back for the old limits look again.
     await this.notify([queue]);
@@ -255,6 +260,7 @@ export class SqlTaskStore implements TaskStore {
       group: {
         ...(r.group_concurrency === null ? {} : { concurrency: r.group_concurrency }),
         ...(r.group_rate_max === null ? {} : { rate: rate(r.group_rate_max, r.group_rate_interval_ms) }),
+        ...(r.group_ordered ? { ordered: true } : {}),
       },
     } as QueueLimits);
   }

@@ -154,11 +154,19 @@ export function checkLimits(queue: string, limits: QueueLimits | null | undefine
   const queueRate = rate(limits.rate, 'rate');
   let group: QueueLimits['group'];
   if (limits.group !== undefined) {
-    known(limits.group, 'group', ['concurrency', 'rate']);
+    known(limits.group, 'group', ['concurrency', 'rate', 'ordered']);
     const gc = count(limits.group.concurrency, 'group.concurrency');
     const gr = rate(limits.group.rate, 'group.rate');
-    if (gc !== undefined || gr !== undefined)
-      group = { ...(gc === undefined ? {} : { concurrency: gc }), ...(gr === undefined ? {} : { rate: gr }) };
+    const ordered = limits.group.ordered;
+    if (ordered !== undefined && typeof ordered !== 'boolean') fail('group.ordered', ordered, 'must be true or false');
+    if (ordered === true && gc !== undefined && gc !== 1)
+      fail('group.concurrency', gc, 'must be 1 or left out with group.ordered (one task of a group at a time)');
+    if (gc !== undefined || gr !== undefined || ordered === true)
+      group = {
+        ...(gc === undefined ? {} : { concurrency: gc }),
+        ...(gr === undefined ? {} : { rate: gr }),
+        ...(ordered === true ? { ordered } : {}),
+      };
   }
   const out: QueueLimits = {
     ...(concurrency === undefined ? {} : { concurrency }),

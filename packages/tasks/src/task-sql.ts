@@ -52,7 +52,9 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX tasks_running ON $schema.tasks (queue, grp) WHERE state = 'running';
    ALTER TABLE $schema.queues ADD COLUMN limited boolean NOT NULL DEFAULT false,
      ADD COLUMN concurrency integer, ADD COLUMN rate_max integer, ADD COLUMN rate_interval_ms integer,
-     ADD COLUMN group_concurrency integer, ADD COLUMN group_rate_max integer, ADD COLUMN group_rate_interval_ms integer;
+     ADD COLUMN group_concurrency integer, ADD COLUMN group_rate_max integer, ADD COLUMN group_rate_interval_ms integer,
+     ADD COLUMN group_ordered boolean NOT NULL DEFAULT false;
+   CREATE INDEX tasks_group_order ON $schema.tasks (queue, grp, id) WHERE state IN ('waiting', 'running') AND grp IS NOT NULL;
    CREATE TABLE $schema.task_starts (
      queue text NOT NULL,
      grp text,
@@ -139,8 +141,8 @@ export const IS_LIMITED = `SELECT 1 FROM $schema.queues WHERE name = $1 AND limi
  * committed before the lock was granted, which a single statement waiting
  * for the lock would not (its snapshot predates the wait).
  */
-export const LOCK_LIMITED = `SELECT paused, limited, concurrency, rate_max, rate_interval_ms, group_concurrency, group_rate_max, group_rate_interval_ms
-  FROM $schema.queues WHERE name = $1 FOR UPDATE`;
+export const LOCK_LIMITED = `SELECT paused, limited, concurrency, rate_max, rate_interval_ms, group_concurrency, group_rate_max, group_rate_interval_ms,
+    group_ordered FROM $schema.queues WHERE name = $1 FOR UPDATE`;
 
 const INTERVAL_MS = `* interval '1 millisecond'`;
 
@@ -152,14 +154,22 @@ const INTERVAL_MS = `* interval '1 millisecond'`;
  * older than the longest interval are pruned. `$1` queue, `$2` most, `$3`
  * owner, `$4` lease ms.
  */
-export function claimLimited(groupLimits: boolean): string {
+export function claimLimited(groupLimits: boolean, ordered = false): string {
   const due = `SELECT id, grp, priority, run_at FROM $schema.tasks WHERE queue = $1 AND state = 'waiting' AND run_at <= now()`;
-  const picked = groupLimits
-    ? `SELECT c.id FROM (SELECT d.*, row_number() OVER (PARTITION BY d.grp ORDER BY d.priority, d.run_at, d.id) AS nth FROM (${due}) d) c
+  // Ordered groups: a task is next only when no task of its group enqueued before it is waiting (a retry included) or running.
+  const pending = `SELECT id, grp, priority, run_at, (state = 'waiting' AND run_at <= now()) AS due
+    FROM $schema.tasks WHERE queue = $1 AND state IN ('waiting', 'running')`;
+  const picked = ordered
+    ? `SELECT c.id FROM (SELECT p.*, row_number() OVER (PARTITION BY p.grp ORDER BY p.id) AS nth FROM (${pending}) p) c
+        LEFT JOIN group_room g ON g.grp = c.grp
+        WHERE c.due AND (c.grp IS NULL OR (c.nth = 1 AND g.n >= 1))
+        ORDER BY c.priority, c.run_at, c.id LIMIT (SELECT n FROM room)`
+    : groupLimits
+      ? `SELECT c.id FROM (SELECT d.*, row_number() OVER (PARTITION BY d.grp ORDER BY d.priority, d.run_at, d.id) AS nth FROM (${due}) d) c
         LEFT JOIN group_room g ON g.grp = c.grp
         WHERE c.grp IS NULL OR c.nth <= g.n
         ORDER BY c.priority, c.run_at, c.id LIMIT (SELECT n FROM room)`
-    : `SELECT id FROM $schema.tasks WHERE queue = $1 AND state = 'waiting' AND run_at <= now()
+      : `SELECT id FROM $schema.tasks WHERE queue = $1 AND state = 'waiting' AND run_at <= now()
         ORDER BY priority, run_at, id LIMIT (SELECT n FROM room)`;
   return `WITH lim AS (
     SELECT * FROM $schema.queues WHERE name = $1 AND NOT paused
@@ -171,7 +181,7 @@ export function claimLimited(groupLimits: boolean): string {
     FROM lim
     UNION ALL SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM lim)
   )${
-    groupLimits
+    groupLimits || ordered
       ? `, group_room AS (
     SELECT g.grp, greatest(0, least($2,
       coalesce(lim.group_concurrency - (SELECT count(*) FROM $schema.tasks r WHERE r.queue = $1 AND r.grp = g.grp AND r.state = 'running'), $2),
@@ -212,11 +222,12 @@ export const LIMITED_NEXT_AT = `WITH lim AS (SELECT * FROM $schema.queues WHERE 
   ) AS at FROM lim`;
 
 /** Replaces a queue's limits (all null: none), keeping its pause. */
-export const SET_LIMITS = `INSERT INTO $schema.queues (name, limited, concurrency, rate_max, rate_interval_ms, group_concurrency, group_rate_max, group_rate_interval_ms)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+export const SET_LIMITS = `INSERT INTO $schema.queues (name, limited, concurrency, rate_max, rate_interval_ms, group_concurrency, group_rate_max,
+    group_rate_interval_ms, group_ordered)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
   ON CONFLICT (name) DO UPDATE SET limited = $2, concurrency = $3, rate_max = $4, rate_interval_ms = $5,
-    group_concurrency = $6, group_rate_max = $7, group_rate_interval_ms = $8, updated_at = now()`;
-export const LIMITS = `SELECT concurrency, rate_max, rate_interval_ms, group_concurrency, group_rate_max, group_rate_interval_ms
+    group_concurrency = $6, group_rate_max = $7, group_rate_interval_ms = $8, group_ordered = $9, updated_at = now()`;
+export const LIMITS = `SELECT concurrency, rate_max, rate_interval_ms, group_concurrency, group_rate_max, group_rate_interval_ms, group_ordered
   FROM $schema.queues WHERE name = $1 AND limited`;
 
 /**

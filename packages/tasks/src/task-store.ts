@@ -54,6 +54,13 @@ export interface QueueLimits {
   readonly group?: {
     readonly concurrency?: number;
     readonly rate?: RateLimit;
+    /**
+     * Ordered processing: one task of a group at a time, in enqueue order.
+     * A group's task runs only once every task of the group enqueued before
+     * it is final, so a failed attempt waiting for its retry holds its group
+     * back (priority orders tasks across groups, not within one).
+     */
+    readonly ordered?: boolean;
   };
 }
 

@@ -106,7 +106,7 @@ export function taskStoreLimitsConformance(
         const store = await fresh();
         await expect(store.setLimits('default', { group: { concurrency: 1 } })).rejects.toMatchObject({
           code: 'SF_UNSUPPORTED',
-          message: expect.stringMatching(/BullMQ task store cannot limit per group/),
+          message: expect.stringMatching(/BullMQ task store cannot limit or order per group/),
         });
         await expect(store.enqueue([{ name: 't', options: { group: 'c1' } }])).rejects.toMatchObject({ code: 'SF_UNSUPPORTED' });
         expect(await store.limits('default')).toBeNull();
@@ -133,6 +133,38 @@ export function taskStoreLimitsConformance(
       expect(await store.claim('default', 10, 'a', 10_000)).toEqual([]);
       await store.complete(held.filter((t) => t.name === 'a1').map(success));
       expect((await other.claim('default', 10, 'b', 10_000)).map((t) => t.name)).toEqual(['a2']);
+    });
+
+    it('ordered groups: one task of a group at a time, in enqueue order (priority too waits), a retry holding its group back', async () => {
+      const store = await fresh();
+      await store.setLimits('default', { group: { ordered: true } });
+      expect(await store.limits('default')).toEqual({ group: { ordered: true } });
+      await store.enqueue([
+        { name: 'a1', options: { group: 'a' } },
+        { name: 'a2', options: { group: 'a', priority: -5 } },
+        { name: 'b1', options: { group: 'b' } },
+        { name: 'a3', options: { group: 'a' } },
+        { name: 'b2', options: { group: 'b' } },
+        { name: 'free' },
+      ]);
+      const names = async () => (await store.claim('default', 10, 'me', 10_000)).map((t) => t.name).sort();
+      const first = await store.claim('default', 10, 'me', 10_000);
+      expect(first.map((t) => t.name).sort()).toEqual(['a1', 'b1', 'free']);
+      expect(await names()).toEqual([]);
+      const a1 = first.find((t) => t.name === 'a1') as ClaimedTask;
+      const b1 = first.find((t) => t.name === 'b1') as ClaimedTask;
+      // a1 fails and waits for its retry: a2 still waits behind it.
+      await store.complete([{ id: a1.id, attempt: a1.attempt, claimant: a1.claimant, status: 'error', error: 'x', retryAt: new Date() }]);
+      const retried = await store.claim('default', 10, 'me', 10_000);
+      expect(retried.map((t) => [t.name, t.attempt])).toEqual([['a1', 2]]);
+      await store.complete([success(retried[0] as ClaimedTask), success(b1)]);
+      const second = await store.claim('default', 10, 'me', 10_000);
+      expect(second.map((t) => t.name)).toEqual(['a2', 'b2']);
+      await store.complete(second.map(success));
+      expect(await names()).toEqual(['a3']);
+      await expect(store.setLimits('default', { group: { ordered: true, concurrency: 2 } })).rejects.toThrow(
+        /group\.concurrency = 2: must be 1 or left out with group\.ordered/,
+      );
     });
 
     it('per-group rate and queue concurrency together: each bound holds', async () => {
