@@ -100,6 +100,8 @@ stages:
 
   operator = await browser.newContext();
   visitor = await browser.newContext();
+  // A step that cannot happen fails naming itself, well inside the test's own timeout.
+  for (const context of [operator, visitor]) context.setDefaultTimeout(20_000);
   const signIn = await open(operator, '/sign-in');
   await signIn.fill('input[name=token]', TOKEN);
   await signIn.click('button[type=submit]');
@@ -206,7 +208,7 @@ describe('web console in a browser (chromium), served by an agent', () => {
     await page.click('#confirm');
     await waitFor(async () => (await store.get(held?.id as string))?.state === 'success', 'the held task to run once resumed');
     await page.close();
-  });
+  }, 120_000);
 
   it('task args, errors and names from the wire holding HTML are shown as text, never as markup', async () => {
     const [evil] = await store.enqueue([
