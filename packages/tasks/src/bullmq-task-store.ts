@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { FabricError, type RedisConnectionOptions, redactError, redisConnectionOptions, redisPassword } from '@stagefabric/runtime';
 import { Job, type JobType, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
-import { checkLimits, checkTasks, TASK_DEFAULTS } from './task-input.js';
+import { checkLimits, checkProgress, checkTasks, TASK_DEFAULTS } from './task-input.js';
 import {
   type ClaimedTask,
   type EnqueueResult,
@@ -15,6 +15,7 @@ import {
   type TaskFilter,
   type TaskListFilter,
   type TaskOutcomeRecord,
+  type TaskProgress,
   type TaskRecord,
   type TaskState,
   type TaskStore,
@@ -66,6 +67,8 @@ interface TaskData {
   cancelled?: boolean;
   /** Finished attempts, oldest first, the latest ATTEMPTS_KEPT. */
   attempts?: StoredAttempt[];
+  /** What the handler last reported. */
+  progress?: TaskProgress | null;
 }
 
 /** The job's data with one more finished attempt in its history. */
@@ -575,6 +578,13 @@ export class BullMQTaskStore implements TaskStore {
     return done;
   }
 
+  async progress(claim: TaskClaim, progress: TaskProgress): Promise<boolean> {
+    const json = checkProgress(progress);
+    const found = await this.jobOf(claim);
+    if (found === undefined) return false;
+    return this.updateIfHeld(found.q, found.job, claim.claimant, { ...found.job.data, progress: JSON.parse(json) as TaskProgress });
+  }
+
   async extendLeases(claims: readonly TaskClaim[], leaseMs: number): Promise<string[]> {
     const kept = await Promise.all(claims.map(async (c) => ((await this.relock(c, c.claimant, leaseMs, '')) ? c.id : undefined)));
     return kept.filter((id): id is string => id !== undefined);
@@ -725,6 +735,7 @@ export class BullMQTaskStore implements TaskStore {
       createdAt: new Date(job.timestamp),
       updatedAt: new Date(job.finishedOn ?? job.processedOn ?? job.timestamp),
       finishedAt: job.finishedOn === undefined ? null : new Date(job.finishedOn),
+      progress: taskData(job.data).progress ?? null,
     };
   }
 
@@ -849,7 +860,7 @@ export class BullMQTaskStore implements TaskStore {
       const job = where === undefined ? undefined : ((await Job.fromId(this.queue(where.queue), where.jobId)) as Job<TaskData> | undefined);
       if (job === undefined || where === undefined) continue;
       const state = await job.getState();
-      const data: TaskData = { ...job.data, attemptBase: job.attemptsStarted, lastError: null, cancelled: false };
+      const data: TaskData = { ...job.data, attemptBase: job.attemptsStarted, lastError: null, cancelled: false, progress: null };
       delete data.outcome;
       if (state === 'failed') {
         await job.updateData(data);

@@ -42,6 +42,7 @@ export {
   type TaskFilter,
   type TaskListFilter,
   type TaskOutcomeRecord,
+  type TaskProgress,
   type TaskRecord,
   type TaskState,
   type TaskStore,

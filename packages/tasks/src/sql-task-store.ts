@@ -1,4 +1,4 @@
-import { checkLimits, checkTasks, TASK_DEFAULTS } from './task-input.js';
+import { checkLimits, checkProgress, checkTasks, TASK_DEFAULTS } from './task-input.js';
 import * as sql from './task-sql.js';
 import type {
   ClaimedTask,
@@ -11,6 +11,7 @@ import type {
   TaskFilter,
   TaskListFilter,
   TaskOutcomeRecord,
+  TaskProgress,
   TaskRecord,
   TaskState,
   TaskStore,
@@ -97,6 +98,7 @@ interface TaskRow {
   created_at: Date;
   updated_at: Date;
   finished_at: Date | null;
+  progress: TaskProgress | null;
 }
 
 const toRecord = (r: TaskRow): TaskRecord => ({
@@ -117,6 +119,7 @@ const toRecord = (r: TaskRow): TaskRecord => ({
   createdAt: new Date(r.created_at),
   updatedAt: new Date(r.updated_at),
   finishedAt: r.finished_at === null ? null : new Date(r.finished_at),
+  progress: r.progress ?? null,
 });
 
 /** A claim this store could have made: a row id and an integer attempt (a claim from the wire may be anything). */
@@ -304,6 +307,12 @@ export class SqlTaskStore implements TaskStore {
     if (!wellFormed(claim)) return false;
     const rows = await query<{ id: string }>(this.s(sql.SUCCEED_WITHIN), [claim.id, claim.attempt, claim.claimant]);
     return rows.length === 1;
+  }
+
+  async progress(claim: TaskClaim, progress: TaskProgress): Promise<boolean> {
+    const json = checkProgress(progress);
+    if (!wellFormed(claim)) return false;
+    return (await this.driver.query(this.s(sql.PROGRESS), [...claimArrays([claim]), json])).length === 1;
   }
 
   async extendLeases(all: readonly TaskClaim[], leaseMs: number): Promise<string[]> {

@@ -1,5 +1,5 @@
 import { describeValue, FabricError } from '@stagefabric/runtime';
-import type { EnqueueOptions, NewTask, QueueLimits, RateLimit } from './task-store.js';
+import type { EnqueueOptions, NewTask, QueueLimits, RateLimit, TaskProgress } from './task-store.js';
 
 /** A task refused at enqueue; nothing of the batch was stored. */
 export class TaskInputError extends FabricError {
@@ -174,4 +174,25 @@ export function checkLimits(queue: string, limits: QueueLimits | null | undefine
     ...(group === undefined ? {} : { group }),
   };
   return Object.keys(out).length === 0 ? null : out;
+}
+
+/** Largest JSON encoding of a task's progress. */
+export const MAX_PROGRESS_BYTES = 4096;
+
+/** Checks a handler's progress; returns its JSON text. */
+export function checkProgress(progress: TaskProgress): string {
+  const fail = (rule: string): never => {
+    throw new FabricError('SF_BAD_OPTION', `task progress ${describeValue(progress)}: ${rule}`);
+  };
+  if (typeof progress === 'number') {
+    if (!Number.isFinite(progress) || progress < 0 || progress > 100) fail('a number must be a percentage from 0 to 100');
+    return JSON.stringify(progress);
+  }
+  if (typeof progress !== 'object' || progress === null || Array.isArray(progress)) fail('must be a percentage or a JSON object');
+  const problem = checkSerializable(progress, 'progress', new Set());
+  if (problem !== undefined) fail(`cannot be stored: ${problem}`);
+  const json = JSON.stringify(progress);
+  if (Buffer.byteLength(json) > MAX_PROGRESS_BYTES)
+    fail(`is ${Buffer.byteLength(json)} bytes as JSON, over the limit of ${MAX_PROGRESS_BYTES}`);
+  return json;
 }

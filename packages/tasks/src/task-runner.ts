@@ -306,6 +306,7 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
       return handler(task.args, {
         signal: AbortSignal.any([signal, held.controller.signal]),
         task: claim === task ? task : { ...task, claimant: claim.claimant },
+        progress: (progress) => store.progress(held.claim, progress),
         ...(within === undefined
           ? {}
           : {

@@ -62,6 +62,8 @@ export const MIGRATIONS: readonly string[] = [
    );
    CREATE INDEX task_starts_window ON $schema.task_starts (queue, started_at);
    CREATE INDEX task_starts_group ON $schema.task_starts (queue, grp, started_at) WHERE grp IS NOT NULL;`,
+  // The progress a running task's handler last reported.
+  `ALTER TABLE $schema.tasks ADD COLUMN progress jsonb;`,
 ];
 
 export const PREPARE = `CREATE SCHEMA IF NOT EXISTS $schema;
@@ -72,7 +74,7 @@ export const APPLIED = `SELECT coalesce(max(version), 0) AS version FROM $schema
 export const RECORD = `INSERT INTO $schema.migrations (version) VALUES ($1)`;
 
 const TASK_COLUMNS = `id::text AS id, queue, name, args, state, priority, attempt, max_attempts, timeout_ms, run_at, unique_key,
-  lease_owner, lease_expires_at, last_error, created_at, updated_at, finished_at`;
+  lease_owner, lease_expires_at, last_error, created_at, updated_at, finished_at, progress`;
 
 /**
  * One statement: ids come from the sequence first, so each input row keeps
@@ -237,6 +239,10 @@ export const LIMITS = `SELECT concurrency, rate_max, rate_interval_ms, group_con
 const CLAIMS = `unnest($1::bigint[], $2::integer[], $3::text[]) AS c(id, attempt, claimant)`;
 const CURRENT = `t.id = c.id AND t.attempt = c.attempt AND t.lease_owner = c.claimant AND t.state = 'running'`;
 
+/** A running task's progress ($4, JSON), while the claim is current. */
+export const PROGRESS = `UPDATE $schema.tasks t SET progress = $4::jsonb, updated_at = now()
+  FROM ${CLAIMS} WHERE ${CURRENT} RETURNING t.id::text AS id`;
+
 /** Claims made by another node pass to the holder ($4), with a fresh lease. */
 export const ADOPT = `UPDATE $schema.tasks t SET lease_owner = $4, lease_expires_at = now() + $5 * interval '1 millisecond', updated_at = now()
   FROM ${CLAIMS} WHERE ${CURRENT} RETURNING t.id::text AS id`;
@@ -304,7 +310,8 @@ export const GET = `SELECT ${TASK_COLUMNS} FROM $schema.tasks WHERE id = $1::big
 export const ATTEMPTS = `SELECT attempt, outcome, error, duration_ms, owner, finished_at FROM $schema.task_attempts
   WHERE task_id = $1::bigint ORDER BY id DESC LIMIT $2`;
 
-const RETRYING = `UPDATE $schema.tasks SET state = 'waiting', attempt = 0, run_at = now(), last_error = NULL, finished_at = NULL, updated_at = now()`;
+const RETRYING = `UPDATE $schema.tasks SET state = 'waiting', attempt = 0, run_at = now(), last_error = NULL, finished_at = NULL, progress = NULL,
+  updated_at = now()`;
 const CANCELLING = `UPDATE $schema.tasks SET state = 'cancelled', finished_at = now(), updated_at = now()`;
 export const RETRY = `${RETRYING}
   WHERE id = ANY($1::bigint[]) AND state IN ('error', 'timeout', 'cancelled') RETURNING id::text AS id, queue`;

@@ -169,7 +169,12 @@ export interface TaskRecord {
   readonly createdAt: Date;
   readonly updatedAt: Date;
   readonly finishedAt: Date | null;
+  /** What its handler last reported through `ctx.progress` (kept after it finished; cleared by an operator's retry), or null. */
+  readonly progress: TaskProgress | null;
 }
+
+/** A handler's progress: a percentage from 0 to 100, or a JSON object of its own (at most 4 KiB as JSON). */
+export type TaskProgress = number | Readonly<Record<string, unknown>>;
 
 export interface TaskCount {
   readonly queue: string;
@@ -195,6 +200,8 @@ export interface TaskStore {
   adopt(claims: readonly TaskClaim[], holder: string, leaseMs: number): Promise<TaskClaim[]>;
   /** Records outcomes in one round trip. Only a task whose claim is still current changes; returns the ids that did. */
   complete(outcomes: readonly TaskOutcomeRecord[]): Promise<string[]>;
+  /** Records a running task's progress while its claim is current; false when it is not. Bad progress is refused with SF_BAD_OPTION. */
+  progress(claim: TaskClaim, progress: TaskProgress): Promise<boolean>;
   /** Extends the leases of claims still current; returns their ids. */
   extendLeases(claims: readonly TaskClaim[], leaseMs: number): Promise<string[]>;
   /** Claimed tasks that never started go back to waiting, their attempt not counted, if their claims are still current; returns the ids that did. */
