@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { StageSystem } from '@stagefabric/runtime';
 import { startTaskPipeline, TaskRegistry } from '@stagefabric/tasks';
 import { BullMQTaskStore } from '@stagefabric/tasks/bullmq';
-import { Queue } from 'bullmq';
+import { FlowProducer, Queue } from 'bullmq';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import { waitFor } from '../support/wait-for.js';
 
@@ -74,6 +74,56 @@ describe('task runner on the Redis (BullMQ) store', () => {
       expect((await store.get(`default/${job.id}`))?.state).toBe('success');
     } finally {
       await producer.close();
+    }
+  });
+
+  it('a queue capped by BullMQ global concurrency gives claims no more than the cap, as BullMQ gives its own workers', async () => {
+    const prefix = `sfbr${randomUUID().slice(0, 8)}`;
+    const store = new BullMQTaskStore({ url, prefix });
+    const { hostname, port } = new URL(url);
+    const queue = new Queue('default', { prefix, connection: { host: hostname, port: Number(port) } });
+    try {
+      await store.enqueue(Array.from({ length: 5 }, (_, n) => ({ name: 'capped', args: n })));
+      await queue.setGlobalConcurrency(2);
+      const first = await store.claim('default', 5, 'node-1', 10_000);
+      expect(first).toHaveLength(2);
+      expect(await store.claim('default', 5, 'node-1', 10_000)).toEqual([]);
+      const [done] = first;
+      if (done === undefined) throw new Error('nothing was claimed');
+      expect(await store.complete([{ id: done.id, attempt: done.attempt, claimant: done.claimant, status: 'success' }])).toEqual([done.id]);
+      expect(await store.claim('default', 5, 'node-1', 10_000)).toHaveLength(1);
+    } finally {
+      await queue.close();
+      await store.close();
+    }
+  });
+
+  it('a child job of a BullMQ flow, run as a task, completes as BullMQ completes it: its parent is released', async () => {
+    const prefix = `sfbr${randomUUID().slice(0, 8)}`;
+    const store = new BullMQTaskStore({ url, prefix });
+    const { hostname, port } = new URL(url);
+    const connection = { host: hostname, port: Number(port) };
+    const flows = new FlowProducer({ prefix, connection });
+    const parents = new Queue('parents', { prefix, connection });
+    try {
+      const flow = await flows.add({
+        name: 'report',
+        queueName: 'parents',
+        children: [{ name: 'greet', queueName: 'default', data: { who: 'Lucy' } }],
+      });
+      expect(await flow.job.getState()).toBe('waiting-children');
+      const [child] = await store.claim('default', 1, 'node-1', 10_000);
+      if (child === undefined) throw new Error('the child job was not claimed');
+      expect(child.args).toEqual({ who: 'Lucy' });
+      expect(await store.complete([{ id: child.id, attempt: child.attempt, claimant: child.claimant, status: 'success' }])).toEqual([
+        child.id,
+      ]);
+      expect(await store.get(child.id)).toMatchObject({ state: 'success' });
+      expect(await parents.getJobState(flow.job.id as string)).toBe('waiting');
+    } finally {
+      await flows.close();
+      await parents.close();
+      await store.close();
     }
   });
 });

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { BullMQTaskStore } from '@stagefabric/tasks/bullmq';
-import { inject } from 'vitest';
+import { Queue } from 'bullmq';
+import { expect, inject, it } from 'vitest';
 import { taskStoreConformance } from '../../packages/tasks/test/task-store.conformance.js';
 import { taskStoreLimitsConformance } from '../../packages/tasks/test/task-store-limits.conformance.js';
 
@@ -21,3 +22,27 @@ const peerStore = async (store: object) => new BullMQTaskStore({ url, prefix: pr
 // A key prefix per store: each test sees only its own queues.
 taskStoreConformance('Redis through BullMQ', makeStore, peerStore);
 taskStoreLimitsConformance('Redis through BullMQ', makeStore, peerStore, { groups: false });
+
+it("a queue with BullMQ's own global concurrency, fetched through getNextJob, keeps Stagefabric's limits as well", async () => {
+  const store = await makeStore();
+  const other = await peerStore(store);
+  const { hostname, port } = new URL(url);
+  const bull = new Queue('default', { prefix: prefixOf.get(store) as string, connection: { host: hostname, port: Number(port) } });
+  try {
+    await bull.setGlobalConcurrency(10);
+    await store.setLimits('default', { concurrency: 2 });
+    await store.enqueue(Array.from({ length: 6 }, (_, n) => ({ name: 't', args: n })));
+    const [a, b] = await Promise.all([store.claim('default', 5, 'a', 10_000), other.claim('default', 5, 'b', 10_000)]);
+    const held = [...(a ?? []), ...(b ?? [])];
+    expect(held).toHaveLength(2);
+    await store.complete(held.slice(0, 1).map((t) => ({ id: t.id, attempt: t.attempt, claimant: t.claimant, status: 'success' as const })));
+    expect(await other.claim('default', 5, 'b', 10_000)).toHaveLength(1);
+    await store.setLimits('default', null);
+    // BullMQ's own limit alone now (10 active at most): the three left all come.
+    expect(await store.claim('default', 10, 'a', 10_000)).toHaveLength(3);
+  } finally {
+    await bull.close();
+    await other.close();
+    await store.close();
+  }
+});

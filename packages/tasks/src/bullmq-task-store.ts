@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { FabricError, type RedisConnectionOptions, redactError, redisConnectionOptions, redisPassword } from '@stagefabric/runtime';
-import { Job, type JobType, Queue, Worker } from 'bullmq';
+import { Job, type JobsOptions, type JobType, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { checkLimits, checkProgress, checkTasks, TASK_DEFAULTS } from './task-input.js';
 import {
@@ -21,9 +21,6 @@ import {
   type TaskStore,
 } from './task-store.js';
 
-const lapsedOnLastAttempt = (holder: string, attempt: number, maxAttempts: number): string =>
-  `lease of ${holder} expired on its last attempt (${attempt} of ${maxAttempts}): its node stopped or stalled`;
-
 export interface BullMQTaskStoreOptions {
   readonly url: string;
   /** BullMQ's key prefix. Default 'bull', BullMQ's own, so its dashboards and producers see the same queues. */
@@ -39,7 +36,7 @@ export interface BullMQTaskStoreOptions {
   readonly onError?: (error: Error) => void;
 }
 
-/** What a job's data keeps of each finished attempt (JSON: dates as Unix milliseconds). */
+/** One finished attempt as the store keeps it (JSON: dates as Unix milliseconds). */
 interface StoredAttempt {
   readonly attempt: number;
   readonly outcome: TaskAttempt['outcome'];
@@ -49,77 +46,318 @@ interface StoredAttempt {
   readonly finishedAt: number;
 }
 
-/** Attempts kept in a job's data: the latest ones, so the data stays bounded. */
+/** What an operator's cancel leaves in a job's history: not an attempt, the reason it failed. */
+interface CancelMark {
+  readonly outcome: 'cancelled';
+  readonly finishedAt: number;
+}
+
+/**
+ * History entries kept per job: the latest ones, so a job stays bounded.
+ * BullMQ keeps a job's `stacktrace` (one entry per failed attempt, capped by
+ * the job's `stackTraceLimit`); each entry here is one attempt's record as
+ * JSON, written by the same script that moves the job, so an outcome and
+ * its history are one step. A success's record is its `returnvalue`.
+ */
 const ATTEMPTS_KEPT = 100;
 
-/** What a task carries in its BullMQ job's data. */
+/** What a task carries in its BullMQ job's data: set at enqueue, never changed. */
 interface TaskData {
   readonly args: unknown;
   readonly timeoutMs: number;
   readonly maxAttempts: number;
   readonly uniqueKey: string | null;
-  /** attemptsStarted at the last operator retry: attempts count from there. */
-  attemptBase?: number;
-  lastError?: string | null;
-  /** Final outcome of a failed job: 'error', 'timeout' or 'cancelled'. */
-  outcome?: TaskState;
-  /** Cancelled while waiting: the next claim moves it to failed instead of running it. */
-  cancelled?: boolean;
-  /** Finished attempts, oldest first, the latest ATTEMPTS_KEPT. */
-  attempts?: StoredAttempt[];
-  /** What the handler last reported. */
-  progress?: TaskProgress | null;
 }
 
-/** The job's data with one more finished attempt in its history. */
-function withAttempt(data: TaskData, attempt: StoredAttempt): TaskData {
-  return { ...data, attempts: [...(data.attempts ?? []), attempt].slice(-ATTEMPTS_KEPT) };
+/** A handler's progress as the store wraps it in BullMQ's progress field (`{ sf: … }`); anything else is not a handler's. */
+function handlerProgress(progress: unknown): TaskProgress | null {
+  return typeof progress === 'object' && progress !== null && 'sf' in progress ? ((progress as { sf: TaskProgress }).sf ?? null) : null;
 }
 
 /** A job added by a plain BullMQ producer carries its args as the whole data: read it as a task with default settings. */
 function taskData(data: unknown): TaskData {
   const d = data as Partial<TaskData> | null;
   if (d !== null && typeof d === 'object' && 'args' in d && typeof d.timeoutMs === 'number' && typeof d.maxAttempts === 'number')
-    return d as TaskData;
+    return { args: d.args, timeoutMs: d.timeoutMs, maxAttempts: d.maxAttempts, uniqueKey: d.uniqueKey ?? null };
   return { args: data, timeoutMs: TASK_DEFAULTS.timeoutMs, maxAttempts: TASK_DEFAULTS.maxAttempts, uniqueKey: null };
+}
+
+/** The history entries of a job's stacktrace that are ours (a plain BullMQ failure's stack is not). */
+function entriesOf(stacktrace: readonly string[] | null | undefined): (StoredAttempt | CancelMark)[] {
+  const out: (StoredAttempt | CancelMark)[] = [];
+  for (const line of stacktrace ?? []) {
+    try {
+      const e = JSON.parse(line) as Partial<StoredAttempt>;
+      if (e !== null && typeof e === 'object' && typeof e.outcome === 'string' && typeof e.finishedAt === 'number')
+        out.push(e as StoredAttempt | CancelMark);
+    } catch {
+      // Not ours: a stack trace written by another BullMQ worker.
+    }
+  }
+  return out;
+}
+
+const isAttempt = (e: StoredAttempt | CancelMark): e is StoredAttempt => e.outcome !== 'cancelled';
+
+/** The final state of a failed job: what its last history entry says (a lapsed lease fails as an error). */
+function failedState(stacktrace: readonly string[] | null | undefined): TaskState {
+  const last = entriesOf(stacktrace).at(-1);
+  return last === undefined || last.outcome === 'lost' || last.outcome === 'success' ? 'error' : last.outcome;
 }
 
 // Our priorities (lower first, 0 default) onto BullMQ's (1 highest .. 2^21): every job prioritized, so one order holds.
 const PRIORITY_OFFSET = 1_000_001;
-
-/**
- * The store's Workers' maxStalledCount. BullMQ's stalled-job check fails a
- * job once its stalledCounter passes this; each claim sets the counter so
- * that happens exactly when the attempt whose lease lapsed was the task's
- * last, as on the SQL stores.
- */
-const STALLED_LIMIT = 1_000_000;
-
-/** How long a room taken in a limited queue is kept for its fetch; a node that dies between the two frees it after this. */
-const ROOM_TTL_MS = 30_000;
 
 /** A lock token names its claimant's owner, then a nonce unique to the claim: `owner:uuid`. */
 const NONCE_CHARS = 37;
 const tokenFor = (owner: string): string => `${owner}:${randomUUID()}`;
 const ownerOf = (token: string): string => (token.length > NONCE_CHARS ? token.slice(0, -NONCE_CHARS) : token);
 
+/*
+ * The transitions BullMQ's public API has no single call for, each one Lua
+ * script, so each is one atomic step: a crash of the caller leaves the job
+ * before or after it, never between. They act on BullMQ 6's key layout as
+ * its own scripts do (checked against 6.7.6): a job waits due in the
+ * delayed set (score = due ms * 0x1000), from where BullMQ's own next fetch
+ * promotes it by priority; a failed job is in the failed set with
+ * finishedOn; the unique key is BullMQ's deduplication key (`de:<id>`, the
+ * job's `deid`), released only while it still names the job.
+ */
+
+/** Lua: appends one history entry to a job's stacktrace, keeping the latest ARGV-given count. */
+const APPEND_ENTRY = `local function appendEntry(jobKey, entry, kept)
+  local raw = redis.call('HGET', jobKey, 'stacktrace')
+  local list = {}
+  if raw then
+    local ok, decoded = pcall(cjson.decode, raw)
+    if ok and type(decoded) == 'table' then list = decoded end
+  end
+  table.insert(list, entry)
+  while #list > kept do table.remove(list, 1) end
+  redis.call('HSET', jobKey, 'stacktrace', cjson.encode(list))
+end
+local function releaseUnique(queuePrefix, jobKey, jobId)
+  local deid = redis.call('HGET', jobKey, 'deid')
+  if deid then
+    local de = queuePrefix .. 'de:' .. deid
+    if redis.call('GET', de) == jobId then redis.call('DEL', de) end
+  end
+end
+local function dueNow(delayedKey, markerKey, jobId, now)
+  redis.call('ZADD', delayedKey, now * 0x1000, jobId)
+  local first = redis.call('ZRANGE', delayedKey, 0, 0, 'WITHSCORES')
+  if first[2] then redis.call('ZADD', markerKey, math.floor(tonumber(first[2]) / 0x1000), '1') end
+end
+`;
+
 /**
  * Moves a lock from one token to another (or the same: an extension) while
  * the claim holds it (its token, its attempt), like BullMQ's extendLock;
- * records who holds it, so a lapsed lease can name its holder.
- * KEYS: lock, stalled set, job hash. ARGV: token, new token, lease ms, job id, holder ('' keeps it), attempt.
+ * records who holds it (`pb`, BullMQ's processedBy), so a lapsed lease can name its holder.
+ * KEYS: lock, job hash. ARGV: token, new token, lease ms, holder ('' keeps it), attempt.
  */
 const RELOCK = `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if redis.call('HGET', KEYS[3], 'sfAttempt') ~= ARGV[6] then return 0 end
+if redis.call('HGET', KEYS[2], 'ats') ~= ARGV[5] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-redis.call('SREM', KEYS[2], ARGV[4])
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], 'sfHolder', ARGV[5]) end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'pb', ARGV[4]) end
 return 1`;
 
-/** Replaces a job's data only while the claim's token holds its lock. KEYS: lock, job hash. ARGV: token, data JSON. */
-const UPDATE_IF_HELD = `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[2], 'data', ARGV[2])
+/**
+ * A claim that never started goes back to waiting, its start not counted:
+ * while the claim holds the lock, in the same step, the lock goes, the start
+ * BullMQ counted is taken back and the job is due again now.
+ * KEYS: lock, active, delayed, marker, job hash, events. ARGV: token, job id, now ms, attempt.
+ */
+const RELEASE = `${APPEND_ENTRY}
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[5], 'ats') ~= ARGV[4] then return 0 end
+if redis.call('LREM', KEYS[2], 1, ARGV[2]) == 0 then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HINCRBY', KEYS[5], 'ats', -1)
+redis.call('HSET', KEYS[5], 'delay', 0)
+dueNow(KEYS[3], KEYS[4], ARGV[2], tonumber(ARGV[3]))
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', 10000, '*', 'event', 'delayed', 'jobId', ARGV[2], 'delay', ARGV[3])
 return 1`;
+
+/**
+ * Lease recovery: each active job (of the first ARGV[3]) whose lock lapsed
+ * goes, in one step with its 'lost' history entry and lastError, back to
+ * waiting, or to failed with its unique key released when that was its last attempt.
+ * KEYS: active, delayed, failed, marker, events.
+ * ARGV: queue key prefix, now ms, scan limit, default maxAttempts, entries kept.
+ */
+const RECOVER = `${APPEND_ENTRY}
+local now = tonumber(ARGV[2])
+local recovered = 0
+for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)) do
+  local jobKey = ARGV[1] .. id
+  if redis.call('EXISTS', jobKey .. ':lock') == 0 and redis.call('EXISTS', jobKey) == 1 then
+    local f = redis.call('HMGET', jobKey, 'ats', 'data', 'pb')
+    local attempt = tonumber(f[1]) or 0
+    local maxAttempts = tonumber(ARGV[4])
+    local ok, data = pcall(cjson.decode, f[2] or '')
+    if ok and type(data) == 'table' and type(data['maxAttempts']) == 'number' then maxAttempts = data['maxAttempts'] end
+    local holder = f[3] or '?'
+    local last = attempt >= maxAttempts
+    local err
+    if last then
+      err = 'lease of ' .. holder .. ' expired on its last attempt (' .. attempt .. ' of ' .. maxAttempts .. '): its node stopped or stalled'
+    else
+      err = 'lease of ' .. holder .. ' expired: its node stopped or stalled'
+    end
+    local owner = cjson.null
+    if f[3] then owner = f[3] end
+    appendEntry(jobKey, cjson.encode({ attempt = attempt, outcome = 'lost', error = err, durationMs = cjson.null, owner = owner, finishedAt = now }), tonumber(ARGV[5]))
+    redis.call('LREM', KEYS[1], 1, id)
+    redis.call('HSET', jobKey, 'failedReason', err)
+    if last then
+      redis.call('ZADD', KEYS[3], now, id)
+      redis.call('HSET', jobKey, 'finishedOn', now)
+      releaseUnique(ARGV[1], jobKey, id)
+      redis.call('XADD', KEYS[5], 'MAXLEN', '~', 10000, '*', 'event', 'failed', 'jobId', id, 'failedReason', err, 'prev', 'active')
+    else
+      redis.call('HSET', jobKey, 'delay', 0)
+      dueNow(KEYS[2], KEYS[4], id, now)
+      redis.call('XADD', KEYS[5], 'MAXLEN', '~', 10000, '*', 'event', 'stalled', 'jobId', id)
+    end
+    recovered = recovered + 1
+  end
+end
+return recovered`;
+
+/**
+ * An operator's cancel of a waiting job: it leaves the waiting sets for the
+ * failed set with a 'cancelled' history entry, and its unique key is
+ * released, in one step. KEYS: job hash, wait, paused, prioritized, delayed, failed, events.
+ * ARGV: job id, now ms, queue key prefix, entries kept.
+ */
+const CANCEL = `${APPEND_ENTRY}
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local id = ARGV[1]
+local removed = redis.call('LREM', KEYS[2], 0, id) + redis.call('LREM', KEYS[3], 0, id) + redis.call('ZREM', KEYS[4], id) + redis.call('ZREM', KEYS[5], id)
+if removed == 0 then return 0 end
+local now = tonumber(ARGV[2])
+appendEntry(KEYS[1], cjson.encode({ outcome = 'cancelled', finishedAt = now }), tonumber(ARGV[4]))
+redis.call('ZADD', KEYS[6], now, id)
+redis.call('HSET', KEYS[1], 'finishedOn', now)
+releaseUnique(ARGV[3], KEYS[1], id)
+redis.call('XADD', KEYS[7], 'MAXLEN', '~', 10000, '*', 'event', 'failed', 'jobId', id, 'failedReason', 'cancelled', 'prev', 'waiting')
+return 1`;
+
+/**
+ * A claim of up to ARGV[4] jobs in one step, as BullMQ's move to active
+ * takes one (promotes due delayed jobs, then the wait list, then by
+ * priority; a lock per job with its own token, processedOn, processedBy,
+ * the start counted, an 'active' event). A queue BullMQ limits (rate
+ * limiter, global concurrency) returns -1: BullMQ's own fetch serves it.
+ * A queue Stagefabric limits (setLimits) takes at most the room its limits
+ * leave: its concurrency against the active jobs (and rooms BullMQ's fetch
+ * holds), its rate against a sliding log of starts, on Redis's clock.
+ * KEYS: wait, active, prioritized, delayed, meta, events, pc, marker, limits, rooms, starts.
+ * ARGV: queue key prefix, now ms, lease ms, count, owner, then one token per job.
+ * Returns per job: id, name, data, timestamp, ats, token, and Redis's time when limited (else '').
+ */
+const CLAIM = `local prefix = ARGV[1]
+local now = tonumber(ARGV[2])
+local meta = redis.call('HMGET', KEYS[5], 'paused', 'concurrency', 'max')
+if meta[1] then return {} end
+if meta[2] or meta[3] then return -1 end
+local count = tonumber(ARGV[4])
+local lim = redis.call('HMGET', KEYS[9], 'concurrency', 'rateMax', 'rateIntervalMs')
+local conc, rmax, rint = tonumber(lim[1] or ''), tonumber(lim[2] or ''), tonumber(lim[3] or '')
+local at = ''
+if conc ~= nil or rmax ~= nil then
+  local t = redis.call('TIME')
+  local clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  at = tostring(clock)
+  if conc ~= nil then
+    redis.call('ZREMRANGEBYSCORE', KEYS[10], '-inf', clock)
+    count = math.min(count, conc - redis.call('LLEN', KEYS[2]) - redis.call('ZCARD', KEYS[10]))
+  end
+  if rmax ~= nil then
+    redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', clock - rint)
+    count = math.min(count, rmax - redis.call('ZCARD', KEYS[11]))
+  end
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[4], 0, (now + 1) * 0x1000 - 1, 'LIMIT', 0, 1000)
+if #due > 0 then
+  redis.call('ZREM', KEYS[4], unpack(due))
+  for _, id in ipairs(due) do
+    local priority = tonumber(redis.call('HGET', prefix .. id, 'priority')) or 0
+    if priority == 0 then
+      redis.call('LPUSH', KEYS[1], id)
+    else
+      redis.call('ZADD', KEYS[3], priority * 0x100000000 + redis.call('INCR', KEYS[7]) % 0x100000000, id)
+    end
+    redis.call('XADD', KEYS[6], '*', 'event', 'waiting', 'jobId', id, 'prev', 'delayed')
+    redis.call('HSET', prefix .. id, 'delay', 0)
+  end
+end
+local out = {}
+for i = 1, count do
+  local id = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])
+  if id and string.sub(id, 1, 2) == '0:' then
+    redis.call('LREM', KEYS[2], 1, id)
+    id = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])
+  end
+  if not id then
+    local top = redis.call('ZPOPMIN', KEYS[3])
+    if #top > 0 then
+      id = top[1]
+      redis.call('LPUSH', KEYS[2], id)
+    end
+  end
+  if not id then break end
+  local jobKey = prefix .. id
+  local token = ARGV[5 + i]
+  redis.call('SET', jobKey .. ':lock', token, 'PX', ARGV[3])
+  redis.call('XADD', KEYS[6], '*', 'event', 'active', 'jobId', id, 'prev', 'waiting')
+  redis.call('HSET', jobKey, 'processedOn', now, 'pb', ARGV[5])
+  local ats = redis.call('HINCRBY', jobKey, 'ats', 1)
+  local f = redis.call('HMGET', jobKey, 'name', 'data', 'timestamp')
+  table.insert(out, { id, f[1] or '', f[2] or '{}', f[3] or '0', ats, token, at })
+  if rmax ~= nil then redis.call('ZADD', KEYS[11], at, token) end
+end
+if rmax ~= nil then redis.call('PEXPIRE', KEYS[11], rint) end
+if #out > 0 then redis.call('ZADD', KEYS[8], 0, '0') end
+return out`;
+
+/**
+ * Successes in one step each, a batch in one call, as BullMQ's move to
+ * completed records one: while the claim holds the lock in its attempt, the
+ * lock goes, the job leaves active for completed (finishedOn, returnvalue:
+ * the attempt's record, attemptsMade), its unique key is released and a
+ * 'completed' event is added. A job BullMQ must finish itself (a flow
+ * child, a deduplicated next job waiting on it) answers 2.
+ * KEYS: active, completed, events, stalled. ARGV: queue key prefix, now ms, then per job: id, token, attempt, record JSON.
+ * Returns per job: 1 recorded, 0 not current, 2 left to BullMQ.
+ */
+const COMPLETE = `${APPEND_ENTRY}
+local prefix = ARGV[1]
+local now = ARGV[2]
+local out = {}
+for i = 3, #ARGV, 4 do
+  local id, token, attempt, record = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local jobKey = prefix .. id
+  local f = redis.call('HMGET', jobKey, 'ats', 'parentKey', 'parent', 'deid')
+  local result = 0
+  if redis.call('GET', jobKey .. ':lock') == token and f[1] == attempt then
+    if f[2] or f[3] or (f[4] and redis.call('EXISTS', prefix .. 'dn:' .. f[4]) == 1) then
+      result = 2
+    elseif redis.call('LREM', KEYS[1], -1, id) == 1 then
+      redis.call('DEL', jobKey .. ':lock')
+      redis.call('SREM', KEYS[4], id)
+      redis.call('ZADD', KEYS[2], now, id)
+      redis.call('HSET', jobKey, 'returnvalue', record, 'finishedOn', now)
+      redis.call('HINCRBY', jobKey, 'atm', 1)
+      releaseUnique(prefix, jobKey, id)
+      redis.call('XADD', KEYS[3], 'MAXLEN', '~', 10000, '*', 'event', 'completed', 'jobId', id, 'returnvalue', record, 'prev', 'active')
+      result = 1
+    end
+  end
+  table.insert(out, result)
+end
+return out`;
 
 /**
  * Takes room in a limited queue for up to ARGV[1] claims, atomically for
@@ -167,19 +405,17 @@ local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 if first[2] == nil then return -1 end
 return tonumber(first[2]) + rint`;
 
-interface LockScripts {
-  sfRelock(
-    lock: string,
-    stalled: string,
-    job: string,
-    token: string,
-    next: string,
-    leaseMs: number,
-    jobId: string,
-    holder: string,
-    attempt: string,
-  ): Promise<number>;
-  sfUpdateIfHeld(lock: string, job: string, token: string, data: string): Promise<number>;
+/** A running job's progress, while the claim holds its lock in its attempt. KEYS: lock, job hash. ARGV: token, attempt, progress JSON. */
+const PROGRESS = `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[2], 'ats') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[2], 'progress', ARGV[3])
+return 1`;
+
+/** How long a room taken in a limited queue is kept for its fetch; a node that dies between the two frees it after this. */
+const ROOM_TTL_MS = 30_000;
+
+interface StoreScripts {
+  sfClaim(...args: (string | number)[]): Promise<(string | number)[][] | -1>;
   sfTakeRoom(
     limits: string,
     active: string,
@@ -191,6 +427,46 @@ interface LockScripts {
   ): Promise<number | string[]>;
   sfGiveBackRoom(rooms: string, starts: string, filled: number, ...names: string[]): Promise<number>;
   sfRateOpensAt(limits: string, starts: string): Promise<number>;
+  sfProgress(lock: string, job: string, token: string, attempt: string, progress: string): Promise<number>;
+  sfComplete(...args: (string | number)[]): Promise<number[]>;
+  sfRelock(lock: string, job: string, token: string, next: string, leaseMs: number, holder: string, attempt: string): Promise<number>;
+  sfRelease(
+    lock: string,
+    active: string,
+    delayed: string,
+    marker: string,
+    job: string,
+    events: string,
+    token: string,
+    jobId: string,
+    now: number,
+    attempt: string,
+  ): Promise<number>;
+  sfRecover(
+    active: string,
+    delayed: string,
+    failed: string,
+    marker: string,
+    events: string,
+    queuePrefix: string,
+    now: number,
+    limit: number,
+    defaultMaxAttempts: number,
+    kept: number,
+  ): Promise<number>;
+  sfCancel(
+    job: string,
+    wait: string,
+    paused: string,
+    prioritized: string,
+    delayed: string,
+    failed: string,
+    events: string,
+    jobId: string,
+    now: number,
+    queuePrefix: string,
+    kept: number,
+  ): Promise<number>;
 }
 
 interface JobsOfOptions {
@@ -199,25 +475,35 @@ interface JobsOfOptions {
   readonly states?: readonly JobType[];
 }
 
-/** The attempt a job's current run is, counted from the last operator retry. */
-const attemptOf = (job: Job<TaskData>): number => job.attemptsStarted - (taskData(job.data).attemptBase ?? 0);
+/** Active jobs one recovery pass looks at, per queue: it runs again on the next pass. */
+const RECOVER_SCAN = 1000;
 
 /**
  * The task store on Redis through BullMQ: tasks are BullMQ jobs of a queue
  * per task queue, claimed by demand (Worker.getNextJob, no processing loop of
- * BullMQ's own), locks as leases, BullMQ's stalled-job check as lease
- * recovery. Outcomes, retries and their backoff are the task runner's, so
- * jobs are added with one BullMQ attempt. Task ids are `queue/jobId`. A
- * claim's claimant is its lock token, so any process of the fabric can
- * extend, complete or release it: nothing of a claim lives in this process.
+ * BullMQ's own), locks as leases. Outcomes, retries and their backoff are the
+ * task runner's, so jobs are added with one BullMQ attempt and a retry is
+ * BullMQ's own delayed retry with the runner's delay. Task ids are
+ * `queue/jobId`. A claim's claimant is its lock token, so any process of the
+ * fabric can extend, complete or release it: nothing of a claim lives in
+ * this process.
+ *
+ * Every transition is one atomic step: enqueue is BullMQ's add with its
+ * deduplication as the unique key (reserved in the script that adds the
+ * job; a key whose job vanished is recovered by the next add); success and
+ * failure are BullMQ's moves, which release the key in the same script; a
+ * retry is BullMQ's move to delayed; release, lease recovery and cancel are
+ * one script each (above).
  */
 export class BullMQTaskStore implements TaskStore {
   private readonly prefix: string;
-  private readonly redis: Redis & LockScripts;
+  private readonly redis: Redis & StoreScripts;
   private subscriber: Redis | undefined;
   private readonly queues = new Map<string, Queue>();
   private readonly workers = new Map<string, Worker>();
   private readonly listeners = new Map<string, Set<() => void>>();
+  /** Queues this store claimed under Stagefabric's limits: their producers are woken as their tasks end. */
+  private readonly limitedQueues = new Set<string>();
   private readonly maxPayloadBytes: number;
   private readonly scanMax: number;
   /** The URL read once, as the fabric reads it (TLS for rediss://, the database, the ACL user, %-decoded credentials). */
@@ -231,21 +517,30 @@ export class BullMQTaskStore implements TaskStore {
   constructor(private readonly options: BullMQTaskStoreOptions) {
     this.prefix = options.prefix ?? 'bull';
     this.connectionOptions = redisConnectionOptions(options.url, 'the BullMQ task store URL');
-    const redis = new Redis({ ...this.connectionOptions, maxRetriesPerRequest: null });
-    redis.defineCommand('sfRelock', { numberOfKeys: 3, lua: RELOCK });
-    redis.defineCommand('sfUpdateIfHeld', { numberOfKeys: 2, lua: UPDATE_IF_HELD });
+    const redis = new Redis(this.connection);
+    redis.defineCommand('sfRelock', { numberOfKeys: 2, lua: RELOCK });
+    redis.defineCommand('sfRelease', { numberOfKeys: 6, lua: RELEASE });
+    redis.defineCommand('sfRecover', { numberOfKeys: 5, lua: RECOVER });
+    redis.defineCommand('sfCancel', { numberOfKeys: 7, lua: CANCEL });
+    redis.defineCommand('sfClaim', { numberOfKeys: 11, lua: CLAIM });
     redis.defineCommand('sfTakeRoom', { numberOfKeys: 4, lua: TAKE_ROOM });
     redis.defineCommand('sfGiveBackRoom', { numberOfKeys: 2, lua: GIVE_BACK_ROOM });
     redis.defineCommand('sfRateOpensAt', { numberOfKeys: 2, lua: RATE_OPENS_AT });
-    // defineCommand adds the methods at run time; LockScripts names them for the compiler.
-    this.redis = redis as Redis & LockScripts;
+    redis.defineCommand('sfProgress', { numberOfKeys: 2, lua: PROGRESS });
+    redis.defineCommand('sfComplete', { numberOfKeys: 4, lua: COMPLETE });
+    // defineCommand adds the methods at run time; StoreScripts names them for the compiler.
+    this.redis = redis as Redis & StoreScripts;
     this.redis.on('error', this.onError);
     this.maxPayloadBytes = options.maxPayloadBytes ?? TASK_DEFAULTS.maxPayloadBytes;
     this.scanMax = options.scanMax ?? 10_000;
   }
 
+  /**
+   * Commands issued in one turn of the event loop go out as one write: a
+   * claim's fetches and a batch's outcomes are many small scripts at once.
+   */
   private get connection() {
-    return { ...this.connectionOptions, maxRetriesPerRequest: null };
+    return { ...this.connectionOptions, maxRetriesPerRequest: null, enableAutoPipelining: true };
   }
 
   private queue(name: string): Queue {
@@ -258,28 +553,26 @@ export class BullMQTaskStore implements TaskStore {
     return q;
   }
 
-  private worker(queue: string, leaseMs: number): Worker {
-    const key = `${queue}\u0000${leaseMs}`;
+  /** A Worker per queue, lease and owner: BullMQ's move to active records the worker's name (the owner) as the job's holder in the same step. */
+  private worker(queue: string, leaseMs: number, owner: string): Worker {
+    const key = `${queue}\u0000${leaseMs}\u0000${owner}`;
     let w = this.workers.get(key);
     if (w === undefined) {
-      // No processor and no autorun: jobs are fetched only when demand asks for them.
+      // No processor and no autorun: jobs are fetched only when demand asks for them. Leases are
+      // extended by the runner and recovered by recoverExpired, not by BullMQ's timers.
       w = new Worker(queue, null, {
         connection: this.connection,
         prefix: this.prefix,
+        name: owner,
         autorun: false,
         lockDuration: leaseMs,
-        stalledInterval: Math.max(50, Math.floor(leaseMs / 2)),
-        maxStalledCount: STALLED_LIMIT,
+        skipStalledCheck: true,
         skipLockRenewal: true,
       });
       w.on('error', this.onError);
       this.workers.set(key, w);
     }
     return w;
-  }
-
-  private uniqueKey(queue: string, key: string): string {
-    return `${this.prefix}:stagefabric-unique:${queue}:${key}`;
   }
 
   private static split(id: string): { queue: string; jobId: string } | undefined {
@@ -310,53 +603,103 @@ export class BullMQTaskStore implements TaskStore {
 
   async enqueue(tasks: readonly NewTask[]): Promise<EnqueueResult[]> {
     const checked = checkTasks(tasks, this.maxPayloadBytes);
-    const results: EnqueueResult[] = [];
-    const byQueue = new Map<
-      string,
-      { name: string; data: TaskData; opts: { jobId: string; priority: number; delay: number; attempts: number } }[]
-    >();
     const grouped = checked.findIndex((t) => t.group !== null);
     if (grouped >= 0)
       throw new FabricError(
         'SF_UNSUPPORTED',
         `task ${grouped} (${checked[grouped]?.name}): option group: the BullMQ task store does not keep groups (a BullMQ Pro feature); use the PostgreSQL or PGlite store`,
       );
-    for (const t of checked) {
+    const byQueue = new Map<string, { index: number; jobId: string; job: { name: string; data: TaskData; opts: JobsOptions } }[]>();
+    checked.forEach((t, index) => {
       const jobId = randomUUID();
-      const id = `${t.queue}/${jobId}`;
-      if (t.uniqueKey !== null) {
-        // Refused while a task with the key is pending: the key is held until that task reaches a final state.
-        const taken = await this.redis.set(this.uniqueKey(t.queue, t.uniqueKey), id, 'NX');
-        if (taken === null) {
-          results.push({ id: (await this.redis.get(this.uniqueKey(t.queue, t.uniqueKey))) ?? id, duplicate: true });
-          continue;
-        }
-      }
-      results.push({ id, duplicate: false });
       const list = byQueue.get(t.queue) ?? [];
       byQueue.set(t.queue, list);
       list.push({
-        name: t.name,
-        data: { args: JSON.parse(t.args), timeoutMs: t.timeoutMs, maxAttempts: t.maxAttempts, uniqueKey: t.uniqueKey },
-        opts: { jobId, priority: t.priority + PRIORITY_OFFSET, delay: Math.max(0, t.runAt.getTime() - Date.now()), attempts: 1 },
+        index,
+        jobId,
+        job: {
+          name: t.name,
+          data: { args: JSON.parse(t.args), timeoutMs: t.timeoutMs, maxAttempts: t.maxAttempts, uniqueKey: t.uniqueKey },
+          opts: {
+            jobId,
+            priority: t.priority + PRIORITY_OFFSET,
+            delay: Math.max(0, t.runAt.getTime() - Date.now()),
+            attempts: 1,
+            stackTraceLimit: ATTEMPTS_KEPT,
+            // The unique key is BullMQ's deduplication id: reserved in the script that adds the job, held until the job
+            // finishes. No TTL: a key that expired while its task still waits would let a duplicate in.
+            ...(t.uniqueKey === null ? {} : { deduplication: { id: t.uniqueKey } }),
+          },
+        },
       });
-    }
-    for (const [queue, jobs] of byQueue) {
-      await this.queue(queue).addBulk(jobs);
-      await this.redis.publish(`${this.prefix}:stagefabric-enqueued`, queue);
-    }
+    });
+    const results: EnqueueResult[] = [];
+    await Promise.all(
+      [...byQueue].map(async ([queue, list]) => {
+        const added = await this.queue(queue).addBulk(list.map((e) => e.job));
+        let fresh = false;
+        added.forEach((job, i) => {
+          const e = list[i] as (typeof list)[number];
+          // A duplicate comes back as the pending job of its key.
+          results[e.index] = { id: `${queue}/${job.id}`, duplicate: job.id !== e.jobId };
+          fresh ||= job.id === e.jobId;
+        });
+        if (fresh) await this.redis.publish(`${this.prefix}:stagefabric-enqueued`, queue);
+      }),
+    );
     return results;
   }
 
+  /** Claims up to `limit` jobs in one script (CLAIM); a queue BullMQ limits is served by BullMQ's own fetch. */
   async claim(queue: string, limit: number, owner: string, leaseMs: number): Promise<ClaimedTask[]> {
-    const worker = this.worker(queue, leaseMs);
+    if (limit <= 0) return [];
+    const q = this.queue(queue);
+    const k = q.keys as Record<string, string>;
+    const tokens = Array.from({ length: limit }, () => tokenFor(owner));
+    const now = Date.now();
+    const got = await this.redis.sfClaim(
+      ...[k.wait, k.active, k.prioritized, k.delayed, k.meta, k.events, k.pc, k.marker].map((key) => key as string),
+      this.limitKey(queue, 'limits'),
+      this.limitKey(queue, 'rooms'),
+      this.limitKey(queue, 'starts'),
+      k[''] as string,
+      now,
+      leaseMs,
+      limit,
+      owner,
+      ...tokens,
+    );
+    if (got === -1) return this.claimByBullMQ(queue, limit, owner, leaseMs);
+    return got.map(([id, name, data, timestamp, ats, token, at]) => {
+      const task = taskData(JSON.parse(String(data)));
+      // A limited queue's claims are timed by Redis, as their starts were counted; its producers are woken as its tasks end.
+      const claimedAt = at === '' || at === undefined ? now : Number(at);
+      if (at !== '' && at !== undefined) this.limitedQueues.add(queue);
+      return {
+        id: `${queue}/${id}`,
+        queue,
+        name: String(name),
+        args: task.args,
+        attempt: Number(ats),
+        claimant: String(token),
+        maxAttempts: task.maxAttempts,
+        timeoutMs: task.timeoutMs,
+        enqueuedAt: new Date(Number(timestamp)),
+        leaseExpiresAt: new Date(claimedAt + leaseMs),
+      };
+    });
+  }
+
+  /** A claim through BullMQ's Worker.getNextJob, one job per call: for queues with a rate limit or a global concurrency. */
+  private async claimByBullMQ(queue: string, limit: number, owner: string, leaseMs: number): Promise<ClaimedTask[]> {
+    const worker = this.worker(queue, leaseMs, owner);
     const q = this.queue(queue);
     // Ask only for what is there: waiting jobs, and a few probes when delayed ones may have come due.
     const counts = await q.getJobCounts('wait', 'prioritized', 'delayed');
     const ready = (counts.wait ?? 0) + (counts.prioritized ?? 0) + ((counts.delayed ?? 0) > 0 ? 10 : 0);
     let wanted = Math.min(limit, ready);
     if (wanted <= 0) return [];
-    // A limited queue: only as many fetches as the room its limits leave, taken atomically for every node.
+    // Stagefabric's limits too, beside BullMQ's own: only as many fetches as the room they leave, taken atomically.
     const rooms = await this.takeRoom(queue, wanted);
     if (rooms !== undefined) wanted = rooms.names.length;
     // Each fetch is one atomic script; sent together on one connection, Redis runs them in order,
@@ -369,55 +712,28 @@ export class BullMQTaskStore implements TaskStore {
       }),
     );
     if (rooms !== undefined && rooms.names.length > 0) {
+      this.limitedQueues.add(queue);
       const filled = fetched.filter((f) => f !== undefined).length;
       await this.redis.sfGiveBackRoom(this.limitKey(queue, 'rooms'), this.limitKey(queue, 'starts'), filled, ...rooms.names);
     }
-    // A limited queue's claims are timed by Redis, as their starts were counted (its locks were set after: this lease is the earlier bound).
-    const claimedAt = rooms?.at ?? Date.now();
     const claimed: ClaimedTask[] = [];
-    const marks: Promise<unknown>[] = [];
     for (const got of fetched) {
       if (got === undefined) continue;
       const { job, token } = got;
-      job.data = taskData(job.data);
-      const id = `${queue}/${job.id}`;
-      const attempt = attemptOf(job);
-      if (job.data.cancelled) {
-        await this.fail(job, token, id, 'cancelled', 'cancelled');
-        continue;
-      }
-      if (attempt > job.data.maxAttempts) {
-        // Its last attempt's lease lapsed between the stalled check's passes: it ran as often as it may.
-        const holder = (await this.redis.hget(q.toKey(job.id as string), 'sfHolder')) ?? '?';
-        await this.fail(job, token, id, 'error', lapsedOnLastAttempt(holder, attempt - 1, job.data.maxAttempts));
-        continue;
-      }
-      // If this attempt's lease lapses, the stalled check fails the job exactly when it was the last.
-      marks.push(
-        this.redis.hset(
-          q.toKey(job.id as string),
-          'stalledCounter',
-          STALLED_LIMIT - (job.data.maxAttempts - attempt),
-          'sfHolder',
-          owner,
-          'sfAttempt',
-          attempt,
-        ),
-      );
+      const data = taskData(job.data);
       claimed.push({
-        id,
+        id: `${queue}/${job.id}`,
         queue,
         name: job.name,
-        args: job.data.args,
-        attempt,
+        args: data.args,
+        attempt: job.attemptsStarted,
         claimant: token,
-        maxAttempts: job.data.maxAttempts,
-        timeoutMs: job.data.timeoutMs,
+        maxAttempts: data.maxAttempts,
+        timeoutMs: data.timeoutMs,
         enqueuedAt: new Date(job.timestamp),
-        leaseExpiresAt: new Date(claimedAt + leaseMs),
+        leaseExpiresAt: new Date(Date.now() + leaseMs),
       });
     }
-    await Promise.all(marks);
     return claimed;
   }
 
@@ -466,11 +782,17 @@ export class BullMQTaskStore implements TaskStore {
     });
   }
 
-  /** Fails a locked job for good with `outcome`. */
-  private async fail(job: Job<TaskData>, token: string, id: string, outcome: TaskState, error: string): Promise<void> {
-    await job.updateData({ ...job.data, lastError: error, outcome });
-    await job.moveToFailed(new Error(error), token, false);
-    await this.releaseKey(job, id);
+  async progress(claim: TaskClaim, progress: TaskProgress): Promise<boolean> {
+    const json = checkProgress(progress);
+    const where = BullMQTaskStore.split(claim.id);
+    if (where === undefined || typeof claim.claimant !== 'string') return false;
+    const q = this.queue(where.queue);
+    // In BullMQ's own progress field, wrapped, so a plain BullMQ job's progress is not read as a handler's.
+    const wrapped = `{"sf":${json}}`;
+    return (
+      (await this.redis.sfProgress(this.lockKey(q, where.jobId), q.toKey(where.jobId), claim.claimant, String(claim.attempt), wrapped)) ===
+      1
+    );
   }
 
   private lockKey(queue: Queue, jobId: string): string {
@@ -484,12 +806,10 @@ export class BullMQTaskStore implements TaskStore {
     const q = this.queue(where.queue);
     const moved = await this.redis.sfRelock(
       this.lockKey(q, where.jobId),
-      q.keys.stalled as string,
       q.toKey(where.jobId),
       claim.claimant,
       next,
       leaseMs,
-      where.jobId,
       holder,
       String(claim.attempt),
     );
@@ -507,82 +827,113 @@ export class BullMQTaskStore implements TaskStore {
     return taken.filter((c): c is TaskClaim => c !== undefined);
   }
 
-  /** The job of a claim, as stored now, if it is in the claim's attempt. */
-  private async jobOf(claim: TaskClaim): Promise<{ job: Job<TaskData>; q: Queue } | undefined> {
-    const where = BullMQTaskStore.split(claim.id);
-    if (where === undefined || typeof claim.claimant !== 'string') return undefined;
-    const q = this.queue(where.queue);
-    const job = (await Job.fromId(q, where.jobId)) as Job<TaskData> | undefined;
-    if (job === undefined) return undefined;
-    job.data = taskData(job.data);
-    return attemptOf(job) === claim.attempt ? { job, q } : undefined;
-  }
-
-  /** Replaces a job's data only while the claim holds its lock. */
-  private async updateIfHeld(q: Queue, job: Job<TaskData>, token: string, data: TaskData): Promise<boolean> {
-    const jobId = job.id as string;
-    return (await this.redis.sfUpdateIfHeld(this.lockKey(q, jobId), q.toKey(jobId), token, JSON.stringify(data))) === 1;
-  }
-
-  private async releaseKey(job: Job<TaskData>, id: string): Promise<void> {
-    const key = job.data.uniqueKey;
-    if (key === null || key === undefined) return;
-    const k = this.uniqueKey(job.queueName, key);
-    if ((await this.redis.get(k)) === id) await this.redis.del(k);
-  }
-
-  /** The token is unique to its claim, so a lock it holds proves the claim current: BullMQ refuses every move without it. */
-  private async record(o: TaskOutcomeRecord): Promise<boolean> {
-    const found = await this.jobOf(o);
-    if (found === undefined) return false;
-    const { job, q } = found;
-    const token = o.claimant;
-    // The history is written, while the claim holds, just before the move that records the outcome (BullMQ has no transaction spanning both).
-    const data = withAttempt(job.data, {
+  /**
+   * Records outcomes. Successes: one COMPLETE script per queue for the
+   * batch (each job's check, move and key release one step); a job only
+   * BullMQ may finish goes through its own move. Failures: a pipelined read
+   * of each claim's attempt and history, then BullMQ's move to failed, or to
+   * delayed for a retry, which checks the lock token and writes the attempt's
+   * record in the same script.
+   */
+  async complete(outcomes: readonly TaskOutcomeRecord[]): Promise<string[]> {
+    const valid = outcomes.flatMap((o) => {
+      const where = BullMQTaskStore.split(o.id);
+      return where === undefined || typeof o.claimant !== 'string' ? [] : [{ o, q: this.queue(where.queue), jobId: where.jobId }];
+    });
+    const recordOf = (o: TaskOutcomeRecord): StoredAttempt => ({
       attempt: o.attempt,
       outcome: o.status,
       error: o.status === 'success' ? null : o.error,
       durationMs: o.durationMs === undefined ? null : Math.round(o.durationMs),
-      owner: ownerOf(token),
+      owner: ownerOf(o.claimant),
       finishedAt: Date.now(),
     });
-    try {
-      if (o.status === 'success') {
-        if (!(await this.updateIfHeld(q, job, token, data))) return false;
-        await job.moveToCompleted('success', token, false);
-        await this.releaseKey(job, o.id);
-      } else if (o.retryAt !== undefined) {
-        if (!(await this.updateIfHeld(q, job, token, { ...data, lastError: o.error }))) return false;
-        await job.moveToDelayed(o.retryAt.getTime(), token);
-      } else {
-        if (!(await this.updateIfHeld(q, job, token, { ...data, lastError: o.error, outcome: o.status }))) return false;
-        await job.moveToFailed(new Error(o.error), token, false);
-        await this.releaseKey(job, o.id);
-      }
-      return true;
-    } catch {
-      // The lock was lost (lease expired, another node took the task): the outcome does not count.
-      return false;
+    const byQueue = new Map<Queue, typeof valid>();
+    for (const v of valid) {
+      if (v.o.status !== 'success') continue;
+      const list = byQueue.get(v.q) ?? [];
+      byQueue.set(v.q, list);
+      list.push(v);
     }
-  }
-
-  async complete(outcomes: readonly TaskOutcomeRecord[]): Promise<string[]> {
-    const done = (await Promise.all(outcomes.map(async (o) => ((await this.record(o)) ? o.id : undefined)))).filter(
-      (id): id is string => id !== undefined,
-    );
+    const [succeeded, failed] = await Promise.all([
+      Promise.all(
+        [...byQueue].map(async ([q, list]) => {
+          const k = q.keys as Record<string, string>;
+          const now = Date.now();
+          const results = await this.redis.sfComplete(
+            k.active as string,
+            k.completed as string,
+            k.events as string,
+            k.stalled as string,
+            k[''] as string,
+            now,
+            ...list.flatMap(({ o, jobId }) => [jobId, o.claimant, String(o.attempt), JSON.stringify(recordOf(o))]),
+          );
+          const recorded = list.filter((_, i) => results[i] === 1).map(({ o }) => o.id);
+          const byBullMQ = await Promise.all(
+            list
+              .filter((_, i) => results[i] === 2)
+              .map(async ({ o, q, jobId }) => {
+                try {
+                  const job = new Job<TaskData>(q, 'task', {} as TaskData, { attempts: 1, stackTraceLimit: ATTEMPTS_KEPT }, jobId);
+                  await job.moveToCompleted(recordOf(o), o.claimant, false);
+                  return o.id;
+                } catch {
+                  return undefined;
+                }
+              }),
+          );
+          return [...recorded, ...byBullMQ];
+        }),
+      ),
+      this.fail(
+        valid.filter((v) => v.o.status !== 'success'),
+        recordOf,
+      ),
+    ]);
+    const done = [...succeeded.flat(), ...failed].filter((id): id is string => id !== undefined);
     // A task that ends makes room in a limited queue: its producers, held back, look again.
-    const queues = new Set(done.map((id) => BullMQTaskStore.split(id)?.queue).filter((q): q is string => q !== undefined));
-    for (const queue of queues)
-      if ((await this.redis.exists(this.limitKey(queue, 'limits'))) === 1)
-        await this.redis.publish(`${this.prefix}:stagefabric-enqueued`, queue);
+    const limited = new Set(done.map((id) => BullMQTaskStore.split(id)?.queue).filter((q) => q !== undefined && this.limitedQueues.has(q)));
+    for (const queue of limited) await this.redis.publish(`${this.prefix}:stagefabric-enqueued`, queue as string);
     return done;
   }
 
-  async progress(claim: TaskClaim, progress: TaskProgress): Promise<boolean> {
-    const json = checkProgress(progress);
-    const found = await this.jobOf(claim);
-    if (found === undefined) return false;
-    return this.updateIfHeld(found.q, found.job, claim.claimant, { ...found.job.data, progress: JSON.parse(json) as TaskProgress });
+  private async fail(
+    list: readonly { o: TaskOutcomeRecord; q: Queue; jobId: string }[],
+    recordOf: (o: TaskOutcomeRecord) => StoredAttempt,
+  ): Promise<(string | undefined)[]> {
+    if (list.length === 0) return [];
+    const read = this.redis.pipeline();
+    for (const { q, jobId } of list) read.hmget(q.toKey(jobId), 'ats', 'stacktrace');
+    const fields = (await read.exec()) ?? [];
+    return Promise.all(
+      list.map(async ({ o, q, jobId }, i) => {
+        if (o.status === 'success') return undefined;
+        const [err, got] = fields[i] ?? [new Error('no reply'), null];
+        const [ats, stacktrace] = (got as (string | null)[] | null) ?? [null, null];
+        if (err !== null || ats !== String(o.attempt)) return undefined;
+        // A retry is BullMQ's own: attempts left and a fixed backoff of the runner's delay move it to delayed.
+        const opts: JobsOptions =
+          o.retryAt === undefined
+            ? { attempts: 1, stackTraceLimit: ATTEMPTS_KEPT }
+            : {
+                attempts: 2,
+                stackTraceLimit: ATTEMPTS_KEPT,
+                backoff: { type: 'fixed', delay: Math.max(0, o.retryAt.getTime() - Date.now()) },
+              };
+        const job = new Job<TaskData>(q, 'task', {} as TaskData, opts, jobId);
+        job.stacktrace = parseStacktrace(stacktrace);
+        const error = new Error(o.error);
+        error.stack = JSON.stringify(recordOf(o));
+        try {
+          await job.moveToFailed(error, o.claimant, false);
+          return o.id;
+        } catch {
+          // The lock was lost (lease expired, another node took the task): the outcome does not count.
+          return undefined;
+        }
+      }),
+    );
   }
 
   async extendLeases(claims: readonly TaskClaim[], leaseMs: number): Promise<string[]> {
@@ -591,21 +942,28 @@ export class BullMQTaskStore implements TaskStore {
   }
 
   async release(claims: readonly TaskClaim[]): Promise<string[]> {
-    const released: string[] = [];
-    for (const claim of claims) {
-      const found = await this.jobOf(claim);
-      if (found === undefined) continue;
-      const { job, q } = found;
-      // Not counted as an attempt: the base moves with the start BullMQ counted.
-      if (!(await this.updateIfHeld(q, job, claim.claimant, { ...job.data, attemptBase: (job.data.attemptBase ?? 0) + 1 }))) continue;
-      try {
-        await job.moveToDelayed(Date.now(), claim.claimant);
-        released.push(claim.id);
-      } catch {
-        // The lock lapsed in between: the stalled check takes the job back, counting the attempt the base no longer counts.
-      }
-    }
-    return released;
+    const now = Date.now();
+    const released = await Promise.all(
+      claims.map(async (claim) => {
+        const where = BullMQTaskStore.split(claim.id);
+        if (where === undefined || typeof claim.claimant !== 'string') return undefined;
+        const q = this.queue(where.queue);
+        const moved = await this.redis.sfRelease(
+          this.lockKey(q, where.jobId),
+          q.keys.active as string,
+          q.keys.delayed as string,
+          q.keys.marker as string,
+          q.toKey(where.jobId),
+          q.keys.events as string,
+          claim.claimant,
+          where.jobId,
+          now,
+          String(claim.attempt),
+        );
+        return moved === 1 ? claim.id : undefined;
+      }),
+    );
+    return released.filter((id): id is string => id !== undefined);
   }
 
   /** Every active job whose lock token names `holder`, in the queues this process has used. */
@@ -619,7 +977,7 @@ export class BullMQTaskStore implements TaskStore {
         const token = tokens[i];
         return typeof token === 'string' && ownerOf(token) === holder ? [{ jobId, token }] : [];
       });
-      const attempts = await Promise.all(mine.map(({ jobId }) => this.redis.hget(q.toKey(jobId), 'sfAttempt')));
+      const attempts = await Promise.all(mine.map(({ jobId }) => this.redis.hget(q.toKey(jobId), 'ats')));
       mine.forEach(({ jobId, token }, i) => {
         held.push({ id: `${name}/${jobId}`, attempt: Number(attempts[i]), claimant: token });
       });
@@ -629,45 +987,31 @@ export class BullMQTaskStore implements TaskStore {
 
   async recoverExpired(): Promise<number> {
     let recovered = 0;
-    for (const [key, worker] of this.workers) {
-      const queue = key.slice(0, key.indexOf('\u0000'));
-      const q = this.queue(queue);
-      const scripts = (worker as unknown as { scripts: { moveStalledJobsToWait(): Promise<[string[], string[]]> } }).scripts;
-      const [failed, stalled] = await scripts.moveStalledJobsToWait();
-      for (const [jobId, last] of [...failed.map((id) => [id, true] as const), ...stalled.map((id) => [id, false] as const)]) {
-        const job = (await Job.fromId(q, jobId)) as Job<TaskData> | undefined;
-        if (job === undefined) continue;
-        job.data = taskData(job.data);
-        const holder = (await this.redis.hget(q.toKey(jobId), 'sfHolder')) ?? '?';
-        const lastError = last
-          ? lapsedOnLastAttempt(holder, attemptOf(job), job.data.maxAttempts)
-          : `lease of ${holder} expired: its node stopped or stalled`;
-        const data = withAttempt(job.data, {
-          // BullMQ counted the lost start: the attempt that was lost is the one it counted.
-          attempt: attemptOf(job),
-          outcome: 'lost',
-          error: lastError,
-          durationMs: null,
-          owner: holder === '?' ? null : holder,
-          finishedAt: Date.now(),
-        });
-        if (last) {
-          await job.updateData({ ...data, lastError, outcome: 'error' });
-          await this.releaseKey(job, `${queue}/${jobId}`);
-        } else {
-          await job.updateData({ ...data, lastError });
-        }
-      }
-      recovered += failed.length + stalled.length;
+    for (const q of this.queues.values()) {
+      recovered += await this.redis.sfRecover(
+        q.keys.active as string,
+        q.keys.delayed as string,
+        q.keys.failed as string,
+        q.keys.marker as string,
+        q.keys.events as string,
+        q.keys[''] as string,
+        Date.now(),
+        RECOVER_SCAN,
+        TASK_DEFAULTS.maxAttempts,
+        ATTEMPTS_KEPT,
+      );
     }
     return recovered;
   }
 
   async nextRunAt(queue: string): Promise<Date | null> {
+    const q = this.queue(queue);
     // A paused queue gives its producers no wake-up time: resume() wakes them.
-    if (await this.queue(queue).isPaused()) return null;
-    const [first] = (await this.queue(queue).getDelayed(0, 0)) as Job[];
-    const delayed = first === undefined ? null : first.timestamp + first.delay;
+    if (await q.isPaused()) return null;
+    // A delayed job's score is its due time in ms times 0x1000 (BullMQ's order within a millisecond).
+    const [, score] = await this.redis.zrange(q.keys.delayed as string, 0, 0, 'WITHSCORES');
+    const delayed = score === undefined ? null : Math.floor(Number(score) / 0x1000);
+    if (!this.limitedQueues.has(queue)) return delayed === null ? null : new Date(delayed);
     // Due tasks a rate-limited queue held back can start once its oldest start leaves the window.
     const opens = await this.redis.sfRateOpensAt(this.limitKey(queue, 'limits'), this.limitKey(queue, 'starts'));
     const at = opens < 0 ? delayed : delayed === null ? opens : Math.min(delayed, opens);
@@ -708,15 +1052,7 @@ export class BullMQTaskStore implements TaskStore {
     const id = `${job.queueName}/${job.id}`;
     const data = taskData(job.data);
     const mapped: TaskState =
-      state === 'active'
-        ? 'running'
-        : state === 'completed'
-          ? 'success'
-          : state === 'failed'
-            ? (data.outcome ?? 'error')
-            : data.cancelled
-              ? 'cancelled'
-              : 'waiting';
+      state === 'active' ? 'running' : state === 'completed' ? 'success' : state === 'failed' ? failedState(job.stacktrace) : 'waiting';
     return {
       id,
       queue: job.queueName,
@@ -724,29 +1060,28 @@ export class BullMQTaskStore implements TaskStore {
       args: data.args,
       state: mapped,
       priority: (job.opts.priority ?? PRIORITY_OFFSET) - PRIORITY_OFFSET,
-      attempt: job.attemptsStarted - (data.attemptBase ?? 0),
+      attempt: job.attemptsStarted,
       maxAttempts: data.maxAttempts,
       timeoutMs: data.timeoutMs,
       runAt: new Date(job.timestamp + (job.delay ?? 0)),
       uniqueKey: data.uniqueKey,
       leaseOwner: mapped === 'running' && lock !== null ? ownerOf(lock) : null,
       leaseExpiresAt: null,
-      lastError: data.lastError ?? null,
+      lastError: job.failedReason || null,
       createdAt: new Date(job.timestamp),
       updatedAt: new Date(job.finishedOn ?? job.processedOn ?? job.timestamp),
       finishedAt: job.finishedOn === undefined ? null : new Date(job.finishedOn),
-      progress: taskData(job.data).progress ?? null,
+      progress: handlerProgress(job.progress),
     };
   }
 
   /**
-   * The jobs of a queue in `states` (default every one; a paused queue keeps
-   * its waiting jobs in BullMQ's `paused` list); with `max`, at most the
-   * newest `max` of each state; with `withLocks`, a running job's lock token.
+   * The jobs of a queue in `states` (default every one); with `max`, at most
+   * the newest `max` of each state; with `withLocks`, a running job's lock token.
    */
   private async jobsOf(
     queue: string,
-    { withLocks = false, max, states = ['active', 'completed', 'failed', 'wait', 'paused', 'prioritized', 'delayed'] }: JobsOfOptions = {},
+    { withLocks = false, max, states = ['active', 'completed', 'failed', 'wait', 'prioritized', 'delayed'] }: JobsOfOptions = {},
   ): Promise<{ job: Job<TaskData>; state: string; lock: string | null }[]> {
     const q = this.queue(queue);
     const out: { job: Job<TaskData>; state: string; lock: string | null }[] = [];
@@ -765,16 +1100,16 @@ export class BullMQTaskStore implements TaskStore {
 
   async counts(): Promise<TaskCount[]> {
     const counts = new Map<string, number>();
+    const add = (queue: string, state: TaskState, n: number) => {
+      if (n > 0) counts.set(`${queue}\u0000${state}`, (counts.get(`${queue}\u0000${state}`) ?? 0) + n);
+    };
     for (const queue of await this.knownQueues()) {
-      // Running and succeeded map one to one: counted by BullMQ. Failed and waiting jobs are read,
-      // as their data tells error from timeout, and cancelled from waiting.
-      const direct = await this.queue(queue).getJobCounts('active', 'completed');
-      if ((direct.active ?? 0) > 0) counts.set(`${queue}\u0000running`, direct.active ?? 0);
-      if ((direct.completed ?? 0) > 0) counts.set(`${queue}\u0000success`, direct.completed ?? 0);
-      for (const { job, state } of await this.jobsOf(queue, { states: ['failed', 'wait', 'paused', 'prioritized', 'delayed'] })) {
-        const key = `${queue}\u0000${this.toRecord(job, state).state}`;
-        counts.set(key, (counts.get(key) ?? 0) + 1);
-      }
+      // Counted by BullMQ where states map one to one; failed jobs are read, as their history tells error, timeout and cancelled apart.
+      const c = await this.queue(queue).getJobCounts('active', 'completed', 'wait', 'prioritized', 'delayed');
+      add(queue, 'running', c.active ?? 0);
+      add(queue, 'success', c.completed ?? 0);
+      add(queue, 'waiting', (c.wait ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0));
+      for (const { job, state } of await this.jobsOf(queue, { states: ['failed'] })) add(queue, this.toRecord(job, state).state, 1);
     }
     return [...counts]
       .map(([k, count]) => {
@@ -825,7 +1160,10 @@ export class BullMQTaskStore implements TaskStore {
     if (where === undefined) return [];
     const job = (await Job.fromId(this.queue(where.queue), where.jobId)) as Job<TaskData> | undefined;
     if (job === undefined) return [];
-    return (taskData(job.data).attempts ?? []).map((a) => ({ ...a, finishedAt: new Date(a.finishedAt) }));
+    const history: StoredAttempt[] = entriesOf(job.stacktrace).filter(isAttempt);
+    const success = job.returnvalue as unknown as StoredAttempt | null | undefined;
+    if (success !== null && typeof success === 'object' && success.outcome === 'success') history.push(success);
+    return history.slice(-ATTEMPTS_KEPT).map((a) => ({ ...a, finishedAt: new Date(a.finishedAt) }));
   }
 
   async pause(queue: string): Promise<void> {
@@ -853,21 +1191,21 @@ export class BullMQTaskStore implements TaskStore {
     return this.toRecord(job, state, state === 'active' ? await this.redis.get(this.lockKey(q, where.jobId)) : null);
   }
 
+  /** Failed and cancelled tasks back to waiting, their attempts counted from zero again: BullMQ's retry, one script. */
   async retry(ids: readonly string[]): Promise<string[]> {
     const changed: string[] = [];
     for (const id of ids) {
       const where = BullMQTaskStore.split(id);
       const job = where === undefined ? undefined : ((await Job.fromId(this.queue(where.queue), where.jobId)) as Job<TaskData> | undefined);
       if (job === undefined || where === undefined) continue;
-      const state = await job.getState();
-      const data: TaskData = { ...job.data, attemptBase: job.attemptsStarted, lastError: null, cancelled: false, progress: null };
-      delete data.outcome;
-      if (state === 'failed') {
-        await job.updateData(data);
-        await job.retry('failed');
-      } else if (job.data.cancelled && (state === 'waiting' || state === 'prioritized' || state === 'delayed')) {
-        await job.updateData(data);
-      } else continue;
+      try {
+        await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
+      } catch {
+        // Not failed (any more): nothing to retry.
+        continue;
+      }
+      // An operator's retry starts the task afresh: its handler's last progress goes.
+      await this.redis.hdel(this.queue(where.queue).toKey(where.jobId), 'progress');
       changed.push(id);
       await this.redis.publish(`${this.prefix}:stagefabric-enqueued`, where.queue);
     }
@@ -875,18 +1213,30 @@ export class BullMQTaskStore implements TaskStore {
   }
 
   async cancel(ids: readonly string[]): Promise<string[]> {
-    const changed: string[] = [];
-    for (const id of ids) {
-      const where = BullMQTaskStore.split(id);
-      const job = where === undefined ? undefined : ((await Job.fromId(this.queue(where.queue), where.jobId)) as Job<TaskData> | undefined);
-      if (job === undefined || job.data.cancelled) continue;
-      const state = await job.getState();
-      if (state !== 'waiting' && state !== 'prioritized' && state !== 'delayed') continue;
-      await job.updateData({ ...job.data, cancelled: true });
-      await this.releaseKey(job, id);
-      changed.push(id);
-    }
-    return changed;
+    const now = Date.now();
+    const changed = await Promise.all(
+      ids.map(async (id) => {
+        const where = BullMQTaskStore.split(id);
+        if (where === undefined) return undefined;
+        const q = this.queue(where.queue);
+        const k = q.keys;
+        const moved = await this.redis.sfCancel(
+          q.toKey(where.jobId),
+          k.wait as string,
+          k.paused as string,
+          k.prioritized as string,
+          k.delayed as string,
+          k.failed as string,
+          k.events as string,
+          where.jobId,
+          now,
+          k[''] as string,
+          ATTEMPTS_KEPT,
+        );
+        return moved === 1 ? id : undefined;
+      }),
+    );
+    return changed.filter((id): id is string => id !== undefined);
   }
 
   async close(): Promise<void> {
@@ -894,5 +1244,15 @@ export class BullMQTaskStore implements TaskStore {
     await Promise.all([...this.queues.values()].map((q) => q.close()));
     this.subscriber?.disconnect();
     this.redis.disconnect();
+  }
+}
+
+function parseStacktrace(raw: string | null | undefined): string[] {
+  if (raw === null || raw === undefined) return [];
+  try {
+    const parsed = JSON.parse(raw) as unknown;
+    return Array.isArray(parsed) ? parsed.filter((s): s is string => typeof s === 'string') : [];
+  } catch {
+    return [];
   }
 }

@@ -15,6 +15,27 @@ export function pgQuery(client: pg.Pool | pg.PoolClient | pg.Client): Query {
   return async <R>(text: string, params?: readonly unknown[]) => (await client.query(text, params as unknown[])).rows as R[];
 }
 
+/** Most statements a store prepares; any beyond (there are a few dozen) run unprepared. */
+const PREPARED_MAX = 256;
+
+/**
+ * The pool as the store's query function, each statement prepared: a
+ * connection parses and plans it once, then only binds and executes it.
+ */
+function preparedQuery(pool: pg.Pool): Query {
+  const names = new Map<string, string>();
+  return async <R>(text: string, params?: readonly unknown[]) => {
+    let name = names.get(text);
+    if (name === undefined && names.size < PREPARED_MAX) {
+      name = `stagefabric_${names.size}`;
+      names.set(text, name);
+    }
+    const config: pg.QueryConfig = { text, values: (params ?? []) as unknown[] };
+    if (name !== undefined) config.name = name;
+    return (await pool.query(config)).rows as R[];
+  };
+}
+
 /**
  * LISTEN needs a connection of its own that outlives any query. When it
  * drops, it is made again; notifications missed meanwhile are covered by the
@@ -89,7 +110,7 @@ export class PostgresTaskStore extends SqlTaskStore {
     pool.on('connect', (client) => client.on('error', onError));
     const notifications = listener(options.url, onError);
     const driver: SqlDriver = {
-      query: pgQuery(pool),
+      query: preparedQuery(pool),
       async transaction(fn) {
         const client = await pool.connect();
         try {

@@ -60,10 +60,10 @@ interface LimitsRow {
 
 /** A claim statement's rows as claimed tasks, in claim order (UPDATE ... RETURNING does not keep it). */
 function toClaimed(rows: ClaimRow[], owner: string): ClaimedTask[] {
-  rows.sort(
-    (a, b) => a.priority - b.priority || new Date(a.run_at).getTime() - new Date(b.run_at).getTime() || Number(a.id) - Number(b.id),
-  );
-  return rows.map((r) => ({
+  // Each row's keys read once, not per comparison.
+  const keyed = rows.map((r) => ({ r, runAt: new Date(r.run_at).getTime(), id: Number(r.id) }));
+  keyed.sort((a, b) => a.r.priority - b.r.priority || a.runAt - b.runAt || a.id - b.id);
+  return keyed.map(({ r }) => ({
     id: r.id,
     queue: r.queue,
     name: r.name,
@@ -157,8 +157,16 @@ export class SqlTaskStore implements TaskStore {
     this.maxPayloadBytes = options.maxPayloadBytes ?? TASK_DEFAULTS.maxPayloadBytes;
   }
 
+  /** Statements with this store's schema in them, made once each: the task-sql.ts statements, a bounded set. */
+  private readonly statements = new Map<string, string>();
+
   private s(text: string): string {
-    return sql.inSchema(text, this.schema);
+    let statement = this.statements.get(text);
+    if (statement === undefined) {
+      statement = sql.inSchema(text, this.schema);
+      this.statements.set(text, statement);
+    }
+    return statement;
   }
 
   async migrate(): Promise<void> {

@@ -137,7 +137,14 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
   const inHand = new Map<string, TaskInHand>();
   /** Outcome writes not yet answered, awaited on stop. */
   const writing = new Set<Promise<unknown>>();
-  let batch: { outcome: TaskOutcomeRecord; done: (recorded: boolean) => void; failed: (e: Error) => void }[] = [];
+  /**
+   * Outcomes waiting to be written, in batches of one outcome per task (so
+   * the ids the store returns say which claim each answer is for); the last
+   * batch takes new outcomes. Bounded by the tasks in hand.
+   */
+  const batches: Batch[] = [];
+  /** Complete statements not yet answered: at most WRITES_IN_FLIGHT; outcomes meanwhile gather into the next batch. */
+  let inFlight = 0;
   let flushTimer: TimerHandle | undefined;
   let leaseTimer: TimerHandle | undefined;
   let stopped = false;
@@ -160,18 +167,27 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
   const flush = () => {
     if (flushTimer !== undefined) clock.clearTimeout(flushTimer);
     flushTimer = undefined;
-    const taken = batch;
-    batch = [];
-    if (taken.length === 0) return;
-    store.complete(taken.map((t) => t.outcome)).then(
-      (ids) => {
-        const recorded = new Set(ids);
-        for (const t of taken) t.done(recorded.has(t.outcome.id));
-      },
-      (error: Error) => {
-        for (const t of taken) t.failed(error);
-      },
-    );
+    while (inFlight < WRITES_IN_FLIGHT) {
+      const taken = batches.shift();
+      if (taken === undefined) return;
+      inFlight++;
+      store
+        .complete(taken.entries.map((t) => t.outcome))
+        .then(
+          (ids) => {
+            const recorded = new Set(ids);
+            for (const t of taken.entries) t.done(recorded.has(t.outcome.id));
+          },
+          (error: Error) => {
+            for (const t of taken.entries) t.failed(error);
+          },
+        )
+        .finally(() => {
+          inFlight--;
+          // What gathered while this write was out has waited a round trip already: it goes now.
+          if (batches.length > 0) flush();
+        });
+    }
   };
 
   /** Writes one outcome; resolves with whether the store took it. Retries the write while the store is down. */
@@ -179,10 +195,14 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
     for (let attempt = 0; ; attempt++) {
       try {
         return await new Promise<boolean>((done, failed) => {
-          // One outcome per task in a batch, so the ids the store returns say which claim each answer is for.
-          if (batch.some((t) => t.outcome.id === outcome.id)) flush();
-          batch.push({ outcome, done, failed });
-          if (batch.length >= flushSize) flush();
+          let open = batches.at(-1);
+          if (open === undefined || open.ids.has(outcome.id)) {
+            open = { entries: [], ids: new Set() };
+            batches.push(open);
+          }
+          open.entries.push({ outcome, done, failed });
+          open.ids.add(outcome.id);
+          if (open.entries.length >= flushSize || batches.length > 1) flush();
           else flushTimer ??= clock.setTimeout(flush, flushMs);
         });
       } catch (error) {
@@ -303,8 +323,13 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
           `no handler registered for task "${task.name}" (registered: ${registry.names().join(', ') || 'none'})`,
         );
       }
+      // The handler's signal joins the run's and the lease's only if the handler reads it: most never do, and joining costs.
+      let joined: AbortSignal | undefined;
       return handler(task.args, {
-        signal: AbortSignal.any([signal, held.controller.signal]),
+        get signal() {
+          joined ??= AbortSignal.any([signal, held.controller.signal]);
+          return joined;
+        },
         task: claim === task ? task : { ...task, claimant: claim.claimant },
         progress: (progress) => store.progress(held.claim, progress),
         ...(within === undefined
@@ -374,7 +399,9 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
         return { ...held, ...DROPPED };
       });
       const live = helds.filter((h) => !h.lost);
-      if (live.length > 0) await takeOver(live);
+      // Claims this node made itself (a co-located producer) need no handover: only others' go to the store.
+      const foreign = live.filter((h) => h.claim.claimant !== owner);
+      if (foreign.length > 0) await takeOver(foreign);
       // In hand, its lease extended, only once taken over: an extension meanwhile would name the producer's claim.
       for (const h of live) if (!h.lost) inHand.set(h.task.id, h);
       return spec.handleEvents(helds, from, state, ctx);
@@ -398,6 +425,14 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
       leaseTimer = undefined;
     },
   };
+}
+
+/** Outcome writes out at once: two, so one gathers the next batch while the other is answered. */
+const WRITES_IN_FLIGHT = 2;
+
+interface Batch {
+  readonly entries: { outcome: TaskOutcomeRecord; done: (recorded: boolean) => void; failed: (e: Error) => void }[];
+  readonly ids: Set<string>;
 }
 
 const DROPPED = { lost: true, started: false, succeededWithin: false, finishing: false } as const;

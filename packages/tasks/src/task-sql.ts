@@ -47,6 +47,9 @@ export const MIGRATIONS: readonly string[] = [
      paused boolean NOT NULL DEFAULT false,
      updated_at timestamptz NOT NULL DEFAULT now()
    );`,
+  // A success is the last attempt of its task, so its record lives on the task's row (who ran it, how long) instead of
+  // a row of task_attempts: completing a task writes one row, not two. Successes recorded before keep their attempt rows.
+  `ALTER TABLE $schema.tasks ADD COLUMN success_owner text, ADD COLUMN success_duration_ms integer`,
   // Limits across nodes: a task's group; a queue's limits (limited: any of them set); the claims (starts) rate limits count.
   `ALTER TABLE $schema.tasks ADD COLUMN grp text;
    CREATE INDEX tasks_running ON $schema.tasks (queue, grp) WHERE state = 'running';
@@ -247,28 +250,35 @@ export const PROGRESS = `UPDATE $schema.tasks t SET progress = $4::jsonb, update
 export const ADOPT = `UPDATE $schema.tasks t SET lease_owner = $4, lease_expires_at = now() + $5 * interval '1 millisecond', updated_at = now()
   FROM ${CLAIMS} WHERE ${CURRENT} RETURNING t.id::text AS id`;
 
-/** One statement for a whole batch; only tasks whose claims are still current change. */
-export const COMPLETE = recordingAttempts(
-  `UPDATE $schema.tasks t SET
-    state = CASE WHEN o.status = 'success' THEN 'success' WHEN o.retry_at IS NOT NULL THEN 'waiting' ELSE o.status END,
-    run_at = coalesce(o.retry_at, t.run_at),
-    last_error = CASE WHEN o.status = 'success' THEN t.last_error ELSE o.error END,
-    lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
-    finished_at = CASE WHEN o.status = 'success' OR o.retry_at IS NULL THEN now() ELSE NULL END
-  FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::integer[])
-    AS o(id, attempt, claimant, status, error, retry_at, duration_ms)
-  WHERE t.id = o.id AND t.attempt = o.attempt AND t.lease_owner = o.claimant AND t.state = 'running'
-  RETURNING t.id AS task_id, t.attempt, o.status AS outcome, o.error, o.duration_ms, o.claimant AS owner`,
-  'task_id::text AS id',
-);
+/**
+ * One statement for a whole batch; only tasks whose claims are still current
+ * change. A success is recorded on its task's row; every other outcome gets
+ * its row in the attempt history.
+ */
+export const COMPLETE = `WITH ended AS (
+    UPDATE $schema.tasks t SET
+      state = CASE WHEN o.status = 'success' THEN 'success' WHEN o.retry_at IS NOT NULL THEN 'waiting' ELSE o.status END,
+      run_at = coalesce(o.retry_at, t.run_at),
+      last_error = CASE WHEN o.status = 'success' THEN t.last_error ELSE o.error END,
+      success_owner = CASE WHEN o.status = 'success' THEN o.claimant END,
+      success_duration_ms = CASE WHEN o.status = 'success' THEN o.duration_ms END,
+      lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
+      finished_at = CASE WHEN o.status = 'success' OR o.retry_at IS NULL THEN now() ELSE NULL END
+    FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::integer[])
+      AS o(id, attempt, claimant, status, error, retry_at, duration_ms)
+    WHERE t.id = o.id AND t.attempt = o.attempt AND t.lease_owner = o.claimant AND t.state = 'running'
+    RETURNING t.id AS task_id, t.attempt, o.status AS outcome, o.error, o.duration_ms, o.claimant AS owner
+  ), recorded AS (
+    INSERT INTO $schema.task_attempts (task_id, attempt, outcome, error, duration_ms, owner)
+    SELECT task_id, attempt, outcome, error, duration_ms, owner FROM ended WHERE outcome <> 'success'
+  )
+  SELECT task_id::text AS id FROM ended`;
 
 /** One task's success, inside a transaction of the handler's: only the run whose claim is still current succeeds. */
-export const SUCCEED_WITHIN = recordingAttempts(
-  `UPDATE $schema.tasks SET state = 'success', lease_owner = NULL, lease_expires_at = NULL, updated_at = now(), finished_at = now()
+export const SUCCEED_WITHIN = `UPDATE $schema.tasks SET state = 'success', success_owner = $3, success_duration_ms = NULL,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = now(), finished_at = now()
   WHERE id = $1::bigint AND attempt = $2 AND state = 'running' AND lease_owner = $3
-  RETURNING id AS task_id, attempt, 'success'::text AS outcome, NULL::text AS error, NULL::integer AS duration_ms, $3::text AS owner`,
-  'task_id::text AS id',
-);
+  RETURNING id::text AS id`;
 
 export const EXTEND = `UPDATE $schema.tasks t SET lease_expires_at = now() + $4 * interval '1 millisecond', updated_at = now()
   FROM ${CLAIMS} WHERE ${CURRENT} RETURNING t.id::text AS id`;
@@ -307,8 +317,15 @@ const MATCHES = `($1::text IS NULL OR queue = $1) AND ($2::text IS NULL OR state
 export const LIST = `SELECT ${TASK_COLUMNS} FROM $schema.tasks t WHERE ${MATCHES} ORDER BY t.id DESC LIMIT $5 OFFSET $6`;
 export const COUNT_WHERE = `SELECT count(*)::integer AS count FROM $schema.tasks WHERE ${MATCHES}`;
 export const GET = `SELECT ${TASK_COLUMNS} FROM $schema.tasks WHERE id = $1::bigint`;
-export const ATTEMPTS = `SELECT attempt, outcome, error, duration_ms, owner, finished_at FROM $schema.task_attempts
-  WHERE task_id = $1::bigint ORDER BY id DESC LIMIT $2`;
+/** The latest attempts first: a success recorded on its task's row, then the rows of task_attempts. */
+export const ATTEMPTS = `SELECT attempt, outcome, error, duration_ms, owner, finished_at FROM (
+    SELECT attempt, 'success'::text AS outcome, NULL::text AS error, success_duration_ms AS duration_ms, success_owner AS owner,
+      finished_at, 1 AS latest, 0::bigint AS id
+    FROM $schema.tasks WHERE id = $1::bigint AND state = 'success' AND success_owner IS NOT NULL
+    UNION ALL
+    (SELECT attempt, outcome, error, duration_ms, owner, finished_at, 0 AS latest, id FROM $schema.task_attempts
+      WHERE task_id = $1::bigint ORDER BY id DESC LIMIT $2)
+  ) a ORDER BY latest DESC, id DESC LIMIT $2`;
 
 const RETRYING = `UPDATE $schema.tasks SET state = 'waiting', attempt = 0, run_at = now(), last_error = NULL, finished_at = NULL, progress = NULL,
   updated_at = now()`;
