@@ -4,7 +4,7 @@
  * Stagefabric's Redis (BullMQ) task store against a bare BullMQ Worker, in
  * the same run against the same Redis: N no-op tasks (default 20 000)
  * enqueued in bulk of 1000, then drained with 50 running at once, each side
- * R times (default 3) in turn, best run kept. The store runs as an agent
+ * R times (default 5) in turn, the median run kept. The store runs as an agent
  * runs it: the task producer claims by demand (maxDemand 500), the runner
  * runs 50 at once and records each outcome with its attempt history. The
  * peer is BullMQ's own processing loop at concurrency 50, keeping its
@@ -32,7 +32,7 @@ const option = (name: string, fallback: number) => {
   return i >= 0 ? Number(args[i + 1]) : fallback;
 };
 const N = option('--tasks', 20_000);
-const RUNS = option('--runs', 3);
+const RUNS = option('--runs', 5);
 /** `--only store|worker|workerRemoving`: one side alone, for profiling (no ratios). */
 const onlyArg = args.indexOf('--only');
 const only = onlyArg >= 0 ? args[onlyArg + 1] : undefined;
@@ -205,25 +205,24 @@ const sides = {
   workerRemoving: (p: string) => worker(p, true),
   freeStore: (_p: string) => freeStore(),
 };
-const best: Record<keyof typeof sides, Measured> = {
-  store: { enqueuePerS: 0, processPerS: 0 },
-  worker: { enqueuePerS: 0, processPerS: 0 },
-  workerRemoving: { enqueuePerS: 0, processPerS: 0 },
-  freeStore: { enqueuePerS: 0, processPerS: 0 },
-};
+const runs: Record<keyof typeof sides, Measured[]> = { store: [], worker: [], workerRemoving: [], freeStore: [] };
 // In turn, so a slow moment of the machine falls on every side alike.
 for (let run = 0; run < RUNS; run++) {
   for (const name of Object.keys(sides) as (keyof typeof sides)[]) {
     if (only !== undefined && only !== name) continue;
     const prefix = `sfbenchbq${randomUUID().slice(0, 8)}`;
-    const m = await measure(sides[name](prefix));
+    runs[name].push(await measure(sides[name](prefix)));
     await dropKeys(prefix);
-    best[name] = {
-      enqueuePerS: Math.max(best[name].enqueuePerS, m.enqueuePerS),
-      processPerS: Math.max(best[name].processPerS, m.processPerS),
-    };
   }
 }
+/** The median run of each side: one lucky or starved moment of a shared machine moves no figure. */
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)] ?? 0;
+const best = Object.fromEntries(
+  Object.entries(runs).map(([name, ms]) => [
+    name,
+    { enqueuePerS: median(ms.map((m) => m.enqueuePerS)), processPerS: median(ms.map((m) => m.processPerS)) },
+  ]),
+) as Record<keyof typeof sides, Measured>;
 
 if (only !== undefined) {
   console.log(JSON.stringify({ only, ...best[only as keyof typeof sides] }));

@@ -1,12 +1,12 @@
-// The bare ioredis baseline: `produce` XADDs batches of 1000 events per entry;
+// The bare ioredis baseline: `produce` XADDs batches of `batch` events per entry (default 1000);
 // `consume` reads them with XREADGROUP COUNT and XACKs; `echo` answers pings.
 import { Redis } from 'ioredis';
 import { Packr } from 'msgpackr';
 
-const [, , role, url, stream, total] = process.argv;
+const [, , role, url, stream, total, batch] = process.argv;
 const packr = new Packr({ useRecords: false });
 const redis = new Redis(url);
-const BATCH = 1000;
+const BATCH = Number(batch ?? 1000);
 
 if (role === 'produce') {
   for (let next = 0; next < Number(total); next += BATCH) {

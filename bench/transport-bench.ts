@@ -3,73 +3,51 @@
  *
  * A producer agent and a consumer agent as two processes over a Redis of the
  * benchmark's own, at maxDemand 1000, beside a bare ioredis baseline (one
- * process XADDs batches of 1000 events per entry, another reads them with
+ * process XADDs batches of 500 events per entry, as the fabric's asks do, another reads them with
  * XREADGROUP COUNT and XACKs); then one-event round trips through the fabric
  * (maxDemand 1: every event waits for its ask) and through a bare stream pair.
+ * The throughput pair runs again at ten times the batching (maxDemand 10 000,
+ * entries of 5000 events on both sides).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { emitFigure } from './figures.js';
+import { type BenchRedis, p50, ROOT, runNode as run, startAgent, startRedis, writeTopology } from './processes.js';
 
 const args = process.argv.slice(2);
 const json = args.includes('--json');
 const eventsArg = args.indexOf('--events');
 const TOTAL = eventsArg >= 0 ? Number(args[eventsArg + 1]) : 2_000_000;
 const PINGS = 300;
-const ROOT = resolve(import.meta.dirname, '../..');
-const STAGECTL = join(ROOT, 'packages/cli/dist/main.js');
+/** Events per stream entry, for both: the fabric's consumer asks again every maxDemand − minDemand (1000 − 500) events. */
+const BATCH = 500;
+const LARGE = 5000;
 const STAGES = join(ROOT, 'bench/transport-stages.mjs');
 const PEER = join(ROOT, 'bench/raw-redis-peer.mjs');
 
-function freePort(): Promise<number> {
-  return new Promise((ok) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => ok(typeof a === 'object' && a !== null ? a.port : 0));
-    });
-  });
-}
-
-function run(cmd: string[], env: Record<string, string> = {}): { child: ChildProcess; output: Promise<string> } {
-  const child = spawn(process.execPath, cmd, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  const output = new Promise<string>((ok, fail) =>
-    child.on('exit', (code, signal) =>
-      code === 0 || signal === 'SIGTERM' ? ok(out) : fail(new Error(`${cmd.join(' ')} exited ${code}: ${err.slice(-500)}`)),
-    ),
-  );
-  return { child, output };
-}
-
 /** Runs a producer agent and a consumer agent; returns the sink's report. */
-async function fabricRun(url: string, dir: string, limit: number, subscribe: string, gaps: boolean) {
-  const topology = join(dir, `topology-${limit}-${gaps}.yaml`);
-  writeFileSync(
-    topology,
+async function fabricRun(url: string, dir: string, tag: string, limit: number, subscribe: string, gaps: boolean) {
+  const topology = writeTopology(
+    dir,
+    `topology-${tag}`,
     `stages:
   source: { module: ${STAGES}, args: { limit: ${limit} }, nodes: [a] }
   sink: { module: ${STAGES}, args: { limit: ${limit}, gaps: ${gaps} }, nodes: [b], restart: transient, subscribe: [{ to: source, ${subscribe} }] }
 `,
   );
-  const env = { REDIS_URL: url, STAGEFABRIC_NAMESPACE: `bench${limit}${gaps}`, LOG_LEVEL: 'warn' };
-  const consumer = run([STAGECTL, 'up', topology, '--node', 'b'], env);
-  const producer = run([STAGECTL, 'up', topology, '--node', 'a'], env);
+  const env = { REDIS_URL: url, STAGEFABRIC_NAMESPACE: `bench${tag}` };
+  const consumer = startAgent(topology, 'b', env);
+  const producer = startAgent(topology, 'a', env);
   const line = (await consumer.output).trim().split('\n').at(-1) as string;
   producer.child.kill('SIGTERM');
   await producer.output;
   return JSON.parse(line) as { count: number; ms: number; times: number[] };
 }
 
-async function rawRun(url: string, total: number) {
-  const consumer = run([PEER, 'consume', url, 'raw:bench', String(total)]);
+async function rawRun(url: string, stream: string, total: number, batch: number) {
+  const consumer = run([PEER, 'consume', url, stream, String(total)]);
   await new Promise((r) => setTimeout(r, 200));
-  const producer = run([PEER, 'produce', url, 'raw:bench', String(total)]);
+  const producer = run([PEER, 'produce', url, stream, String(total), String(batch)]);
   await producer.output;
   return JSON.parse((await consumer.output).trim()) as { count: number; ms: number };
 }
@@ -94,51 +72,40 @@ async function rawPing(url: string): Promise<number[]> {
   return rtts;
 }
 
-const p50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
-
-const port = await freePort();
-const dir = mkdtempSync(join(tmpdir(), 'sf-bench-'));
-const server = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
-  stdio: 'ignore',
-});
-const url = `redis://127.0.0.1:${port}`;
-const admin = new Redis(url, { retryStrategy: (n) => (n > 50 ? null : 50) });
-// The server may take a moment to listen; the client retries until it does.
-admin.on('error', () => {});
+const redis: BenchRedis = await startRedis();
+const { url, dir } = redis;
 try {
-  await admin.ping();
-  const memory = async () => Number(/used_memory:(\d+)/.exec(await admin.info('memory'))?.[1]);
-  const before = await memory();
-  const fabric = await fabricRun(url, dir, TOTAL, 'maxDemand: 1000', false);
-  const after = await memory();
-  const raw = await rawRun(url, TOTAL);
-  const ping = await fabricRun(url, dir, PINGS, 'maxDemand: 1, minDemand: 0', true);
+  const before = await redis.usedMemory();
+  const fabric = await fabricRun(url, dir, 'main', TOTAL, 'maxDemand: 1000', false);
+  const after = await redis.usedMemory();
+  const raw = await rawRun(url, 'raw:bench', TOTAL, BATCH);
+  // Ten times the batching on both sides: what the window of asks in flight costs.
+  const fabricLarge = await fabricRun(url, dir, 'large', TOTAL, `maxDemand: ${LARGE * 2}, minDemand: ${LARGE}`, false);
+  const rawLarge = await rawRun(url, 'raw:large', TOTAL, LARGE);
+  const ping = await fabricRun(url, dir, 'ping', PINGS, 'maxDemand: 1, minDemand: 0', true);
   const pingGaps = ping.times.slice(1).map((t, i) => t - (ping.times[i] as number));
   const rawRtts = await rawPing(url);
-  const peak = Number(/used_memory_peak:(\d+)/.exec(await admin.info('memory'))?.[1]);
-  const result = {
-    events_per_s: Math.round(fabric.count / (fabric.ms / 1000)),
-    raw_redis_events_per_s: Math.round(raw.count / (raw.ms / 1000)),
-    ping_p50_ms: Number(p50(pingGaps).toFixed(3)),
-    raw_ping_p50_ms: Number(p50(rawRtts).toFixed(3)),
-    redis_used_memory_peak_bytes: peak,
-    redis_used_memory_growth_bytes: after - before,
-  };
-  if (json) console.log(JSON.stringify(result));
-  else {
-    const m = (n: number) => `${(n / 1e6).toFixed(2)} M events/s`;
-    console.log(`events: ${TOTAL.toLocaleString('en')}, maxDemand 1000, two agent processes over one Redis`);
-    console.log(
-      `stagefabric            ${m(result.events_per_s)}  (${(result.events_per_s / result.raw_redis_events_per_s).toFixed(2)} of bare Redis)`,
-    );
-    console.log(`bare ioredis streams   ${m(result.raw_redis_events_per_s)}`);
-    console.log(`one-event round trip   stagefabric p50 ${result.ping_p50_ms} ms, bare stream pair p50 ${result.raw_ping_p50_ms} ms`);
-    console.log(
-      `redis memory           peak ${(peak / 2 ** 20).toFixed(1)} MiB; growth over the fabric run ${((after - before) / 1024).toFixed(0)} KiB`,
-    );
-  }
+  const peak = Number(/used_memory_peak:(\d+)/.exec(await redis.admin.info('memory'))?.[1]);
+  const fabricSettings = { events: TOTAL, maxDemand: 1000, minDemand: 500, eventsPerEntry: BATCH, agents: 2, transport: 'redis streams' };
+  const rawSettings = { events: TOTAL, eventsPerEntry: BATCH, xreadgroupCount: 100, processes: 2, client: 'ioredis' };
+  const fig = (figure: string, value: number, unit: string, subject: string, settings: Record<string, unknown>) =>
+    emitFigure(json, { bench: 'transport', figure, value, unit, subject, settings });
+  fig('fabric_events_per_s', Math.round(fabric.count / (fabric.ms / 1000)), 'events/s', 'stagefabric', fabricSettings);
+  fig('bare_streams_events_per_s', Math.round(raw.count / (raw.ms / 1000)), 'events/s', 'bare redis streams', rawSettings);
+  fig('fabric_events_per_s_5000_per_entry', Math.round(fabricLarge.count / (fabricLarge.ms / 1000)), 'events/s', 'stagefabric', {
+    ...fabricSettings,
+    maxDemand: LARGE * 2,
+    minDemand: LARGE,
+    eventsPerEntry: LARGE,
+  });
+  fig('bare_streams_events_per_s_5000_per_entry', Math.round(rawLarge.count / (rawLarge.ms / 1000)), 'events/s', 'bare redis streams', {
+    ...rawSettings,
+    eventsPerEntry: LARGE,
+  });
+  fig('fabric_round_trip_p50_ms', Number(p50(pingGaps).toFixed(3)), 'ms', 'stagefabric', { pings: PINGS, maxDemand: 1, minDemand: 0 });
+  fig('bare_stream_ping_p50_ms', Number(p50(rawRtts).toFixed(3)), 'ms', 'bare redis streams', { pings: PINGS, echo: 'XREAD BLOCK + XADD' });
+  fig('fabric_redis_memory_growth_bytes', after - before, 'bytes', 'stagefabric', fabricSettings);
+  fig('redis_used_memory_peak_bytes', peak, 'bytes', 'whole transport run', {});
 } finally {
-  await admin.quit();
-  server.kill('SIGTERM');
-  rmSync(dir, { recursive: true, force: true });
+  await redis.stop();
 }

@@ -20,6 +20,7 @@ import {
 import { FabricError, redactCredentials, redisConnectionOptions, redisPassword } from '@stagefabric/runtime';
 import { openTaskStore, type TaskCount } from '@stagefabric/tasks';
 import { consoleCommand, consolePort } from './console-command.js';
+import { SCHEDULES_HELP, schedulesCommand } from './schedules-command.js';
 import { escapeControl, renderStatus } from './status.js';
 import { enqueueCommand, migrateCommand, tasksCommand, UsageError } from './tasks-commands.js';
 import { renderTop } from './top.js';
@@ -42,6 +43,7 @@ Commands:
   console            the web console on its own: the fabric and the task queues in a browser
   enqueue NAME       add a task (or many with --file FILE, - for stdin)
   tasks [ACTION]     task counts by queue and state; list, retry ID..., cancel ID..., pause Q, resume Q
+  schedules [ACTION] the task store's schedules with their next fire; remove NAME
   migrate            create or upgrade the task store's schema
   schema             print the topology JSON Schema (for editors)
 
@@ -126,7 +128,8 @@ counts  tasks by queue and state (the default)
 list    recent tasks, newest first; --queue Q --state S --name N
         --error TEXT (in the last error, any case) --limit N --offset N
 retry   failed or cancelled tasks back to waiting, attempts reset
-cancel  waiting tasks to cancelled
+cancel  waiting and running tasks to cancelled (a running one's run is
+        aborted at its next lease extension, on whichever node runs it)
 pause   claims take nothing from queue Q (running tasks finish) until
 resume  lets them take from it again
 
@@ -142,6 +145,7 @@ Refreshes every second (or --interval-ms): events in and out per second for
 every stage on every node, the backlog waiting for it (inbox plus mailbox),
 its buffer, and the bottleneck marked: the stage the most work waits on.
 --once prints one frame (two samples apart) and exits. Ctrl-C quits.`,
+  schedules: SCHEDULES_HELP,
   schema: `Usage: stagectl schema
 
 Prints the JSON Schema of topology files.`,
@@ -382,6 +386,10 @@ export async function main(argv: string[]): Promise<number> {
       case 'tasks':
         if (rest.includes('--help') || rest.includes('-h')) return help('tasks');
         await tasksCommand(rest);
+        return EXIT.ok;
+      case 'schedules':
+        if (rest.includes('--help') || rest.includes('-h')) return help('schedules');
+        await schedulesCommand(rest);
         return EXIT.ok;
       case 'migrate':
         if (rest.includes('--help') || rest.includes('-h')) return help('migrate');

@@ -197,12 +197,19 @@ export async function tasksCommand(args: string[]): Promise<void> {
         );
         return;
       }
-      case 'retry':
+      case 'retry': {
+        if (ids.length === 0) throw new UsageError(`tasks ${verb}: give the ids of the tasks`);
+        const changed = await store.retry(ids);
+        print(changed, `retrying ${changed.length} of ${ids.length} (only failed or cancelled tasks change)\n`);
+        return;
+      }
       case 'cancel': {
         if (ids.length === 0) throw new UsageError(`tasks ${verb}: give the ids of the tasks`);
-        const changed = verb === 'retry' ? await store.retry(ids) : await store.cancel(ids);
-        const rule = verb === 'retry' ? 'failed or cancelled' : 'waiting';
-        print(changed, `${verb === 'retry' ? 'retrying' : 'cancelled'} ${changed.length} of ${ids.length} (only ${rule} tasks change)\n`);
+        const waiting = await store.cancel(ids);
+        const running = await store.cancelRunning(ids.filter((id) => !waiting.includes(id)));
+        const changed = [...waiting, ...running];
+        const aborted = running.length === 0 ? '' : `; ${running.length} running: aborted at their next lease extension`;
+        print(changed, `cancelled ${changed.length} of ${ids.length} (only waiting and running tasks change${aborted})\n`);
         return;
       }
       case 'pause':

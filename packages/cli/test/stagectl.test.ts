@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { PGliteTaskStore } from '@stagefabric/tasks/pglite';
 import { afterEach, describe, expect, it } from 'vitest';
 import { waitFor } from '../../../test/support/wait-for.js';
 
@@ -220,7 +221,7 @@ describe('stagectl', () => {
     const counts = await run('tasks', '--json', '--data-dir', dir);
     expect(JSON.parse(counts.stdout)).toEqual([{ queue: 'default', state: 'waiting', count: 1 }]);
     const cancelled = await run('tasks', 'cancel', '1', '--data-dir', dir);
-    expect(cancelled.stdout).toBe('cancelled 1 of 1 (only waiting tasks change)\n');
+    expect(cancelled.stdout).toBe('cancelled 1 of 1 (only waiting and running tasks change)\n');
     expect((await run('tasks', 'pause', 'default', '--data-dir', dir)).stdout).toBe('queue default paused: claims take nothing from it\n');
     expect(JSON.parse((await run('tasks', 'resume', 'default', '--json', '--data-dir', dir)).stdout)).toEqual({
       queue: 'default',
@@ -236,4 +237,32 @@ describe('stagectl', () => {
     expect(noStore.code).toBe(2);
     expect(noStore.stderr).toContain('set DATABASE_URL to reach the task store');
   }, 60_000);
+
+  it('tasks cancel cancels running tasks too; schedules lists each schedule with its next fire', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'stagectl-cancel-'));
+    const env = { DATABASE_URL: '' };
+    const run = (...args: string[]) => start(args, env).done;
+    // What an agent would do, on the same embedded store, one process at a time.
+    const store = new PGliteTaskStore({ dataDir: dir });
+    await store.migrate();
+    await store.enqueue([{ name: 'a' }, { name: 'b' }]);
+    await store.claim('default', 1, 'node-a', 60_000);
+    await store.defineSchedules([{ name: 'nightly', cron: '0 3 * * *', tz: 'Europe/Berlin', task: { name: 'report' } }]);
+    await store.close();
+    const cancelled = await run('tasks', 'cancel', '1', '2', '3', '--data-dir', dir);
+    expect(cancelled.stdout).toBe(
+      'cancelled 2 of 3 (only waiting and running tasks change; 1 running: aborted at their next lease extension)\n',
+    );
+    const listed = await run('schedules', '--data-dir', dir);
+    expect(listed.code).toBe(0);
+    const [header, row] = listed.stdout.trimEnd().split('\n');
+    expect(header).toMatch(/^NAME +CRON +TZ +TASK +BACKFILL +LAST FIRE +NEXT FIRE$/);
+    // 03:00 in Berlin is 01:00 or 02:00 UTC.
+    expect(row).toMatch(/^nightly +0 3 \* \* \* +Europe\/Berlin +report +0 +- +\d{4}-\d\d-\d\dT0[12]:00:00\.000Z$/);
+    expect((await run('schedules', 'remove', 'nightly', '--data-dir', dir)).stdout).toBe('schedule nightly removed\n');
+    const bad = await run('schedules', 'frobnicate', '--data-dir', dir);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('schedules: unknown action "frobnicate"');
+    // Each command opens the embedded store from its folder: seconds apiece on a loaded machine.
+  }, 180_000);
 });

@@ -195,6 +195,9 @@ export class Agent {
       onLeaseLost: (task, phase) => this.metrics.taskLeaseLost(task, phase),
       onDropped: () => this.metrics.taskEventDropped(),
       onRecovered: (count) => this.metrics.taskLeasesRecovered(count),
+      onPruned: (pruned) => this.metrics.tasksPrunedBy(pruned.states, pruned.count),
+      onScheduleFired: (schedule, duplicate) => this.metrics.scheduleFired(schedule.name, duplicate),
+      onScheduleSkipped: (schedule, count) => this.metrics.scheduleSkipped(schedule.name, count),
     });
     const builtins = this.tasks?.builtins ?? new Map();
     const specs = new Map<string, AnyStageSpec>();

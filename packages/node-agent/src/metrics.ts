@@ -49,6 +49,9 @@ export const METRIC_NAMES = {
   taskLeasesRecovered: 'stagefabric_task_leases_recovered_total',
   taskEventsDropped: 'stagefabric_task_events_dropped_total',
   consoleActions: 'stagefabric_console_actions_total',
+  scheduleFires: 'stagefabric_schedule_fires_total',
+  tasksPruned: 'stagefabric_tasks_pruned_total',
+  scheduleFiresSkipped: 'stagefabric_schedule_fires_skipped_total',
 } as const;
 
 /** This package's version, as its package.json says (dist/ and src/ both sit one level below it). */
@@ -101,6 +104,9 @@ export class AgentMetrics {
   private readonly leasesRecovered: Counter;
   private readonly eventsDropped: Counter;
   private readonly consoleActions: Counter;
+  private readonly scheduleFires: Counter;
+  private readonly tasksPruned: Counter;
+  private readonly scheduleFiresSkipped: Counter;
   private sources: Sources = { inboxEntries: [], inboxPending: [], tasks: [], up: [] };
 
   constructor(private readonly options: AgentMetricsOptions) {
@@ -353,6 +359,24 @@ export class AgentMetrics {
       labelNames: ['action', 'outcome'],
       registers: [r],
     });
+    this.tasksPruned = new Counter({
+      name: METRIC_NAMES.tasksPruned,
+      help: "Finished tasks this node's retention deleted, by state (error+timeout+cancelled together on BullMQ).",
+      labelNames: ['state'],
+      registers: [r],
+    });
+    this.scheduleFires = new Counter({
+      name: METRIC_NAMES.scheduleFires,
+      help: "Schedule fires this node's scheduler enqueued, by result (enqueued; duplicate: the task's uniqueKey was still held).",
+      labelNames: ['schedule', 'result'],
+      registers: [r],
+    });
+    this.scheduleFiresSkipped = new Counter({
+      name: METRIC_NAMES.scheduleFiresSkipped,
+      help: "Schedule fires missed while no agent ran, beyond the schedule's backfill, that this node's scheduler skipped.",
+      labelNames: ['schedule'],
+      registers: [r],
+    });
     new Gauge({ name: METRIC_NAMES.buildInfo, help: 'Version of the agent.', labelNames: ['version', 'nodejs'], registers: [r] }).set(
       { version: VERSION, nodejs: process.version },
       1,
@@ -385,6 +409,18 @@ export class AgentMetrics {
 
   taskEventDropped(): void {
     this.eventsDropped.inc();
+  }
+
+  tasksPrunedBy(states: readonly string[], count: number): void {
+    this.tasksPruned.inc({ state: states.join('+') }, count);
+  }
+
+  scheduleFired(schedule: string, duplicate: boolean): void {
+    this.scheduleFires.inc({ schedule, result: duplicate ? 'duplicate' : 'enqueued' });
+  }
+
+  scheduleSkipped(schedule: string, count: number): void {
+    this.scheduleFiresSkipped.inc({ schedule }, count);
   }
 
   /** An action asked of the console served by this agent; `action` is one of a fixed set. */

@@ -5,17 +5,24 @@ import {
   type ClaimedTask,
   type LeaseLossPhase,
   openTaskStore,
+  type PruneCount,
   type QueueLimits,
   type RefusalReason,
+  type RetentionPolicy,
+  type ScheduleRecord,
+  startTaskRetention,
+  startTaskScheduler,
   type TaskOutcomeRecord,
   TaskRegistry,
+  type TaskRetention,
+  type TaskScheduler,
   type TaskStore,
   taskProducer,
   taskRunner,
 } from '@stagefabric/tasks';
 import type { Logger } from './logger.js';
 import { type BuiltinStage, importModule, StageLoadError } from './stage-loader.js';
-import type { Topology } from './topology.js';
+import { scheduleDefinition, type Topology } from './topology.js';
 
 export interface TaskHostOptions {
   readonly topology: Topology;
@@ -34,6 +41,12 @@ export interface TaskHostOptions {
   readonly onLeaseLost?: (task: ClaimedTask, phase: LeaseLossPhase) => void;
   readonly onDropped?: () => void;
   readonly onRecovered?: (count: number) => void;
+  /** A schedule's fire this node's scheduler enqueued (`duplicate`: the task's uniqueKey was still held). */
+  readonly onScheduleFired?: (schedule: ScheduleRecord, duplicate: boolean) => void;
+  /** Finished tasks this node's retention deleted, one batch. */
+  readonly onPruned?: (pruned: PruneCount) => void;
+  /** Missed fires beyond a schedule's backfill that this node's scheduler skipped. */
+  readonly onScheduleSkipped?: (schedule: ScheduleRecord, count: number) => void;
 }
 
 /** How long an agent's boot waits for a PostgreSQL task store it cannot reach before it gives up. */
@@ -76,6 +89,10 @@ export class TaskHost {
    */
   readonly owner: string;
   readonly builtins: ReadonlyMap<string, BuiltinStage>;
+  /** Fires the store's schedules (the topology's and the API's); one per agent, each fire enqueued once among them. */
+  private scheduler: TaskScheduler | undefined;
+  /** Deletes finished tasks by the topology's retention (on by default). */
+  private retention: TaskRetention | undefined;
 
   private constructor(
     readonly store: TaskStore,
@@ -189,7 +206,62 @@ export class TaskHost {
       });
     }
     if (config.limits !== undefined) options.logger.info({ limits: config.limits }, 'task queue limits set');
-    return new TaskHost(store, registry, onStart as OnStart | undefined, options.store === undefined, options);
+    const host = new TaskHost(store, registry, onStart as OnStart | undefined, options.store === undefined, options);
+    try {
+      await host.startSchedules();
+      host.startRetention();
+    } catch (error) {
+      await host.close();
+      throw error;
+    }
+    return host;
+  }
+
+  private startRetention(): void {
+    const { logger, topology } = this.options;
+    const config = topology.tasks?.retention;
+    if (config === false) return;
+    const { intervalMs, batchSize, ...rules } = config ?? {};
+    this.retention = startTaskRetention({
+      store: this.store,
+      policy: Object.fromEntries(Object.entries(rules).filter(([, r]) => r !== undefined)) as RetentionPolicy,
+      ...(intervalMs === undefined ? {} : { intervalMs }),
+      ...(batchSize === undefined ? {} : { batchSize }),
+      onPruned: (pruned) => {
+        logger.info({ states: pruned.states, pruned: pruned.count }, 'finished tasks pruned by retention');
+        this.options.onPruned?.(pruned);
+      },
+      onError: (error) => logger.warn({ err: error }, 'retention pass failed; trying again next pass'),
+    });
+  }
+
+  /** Declares the topology's schedules (replacing those of the same name) and starts this node's scheduler. */
+  private async startSchedules(): Promise<void> {
+    const { logger, topology } = this.options;
+    const declared = Object.entries(topology.tasks?.schedules ?? {});
+    for (const [name, schedule] of declared) {
+      if (this.registry.get(schedule.task) === undefined)
+        throw new StageLoadError(`tasks.schedules.${name}.task: no handler "${schedule.task}" in ${topology.tasks?.handlers}`);
+    }
+    await this.store.defineSchedules(declared.map(([name, schedule]) => scheduleDefinition(name, schedule)));
+    this.scheduler = startTaskScheduler({
+      store: this.store,
+      onFired: (schedule, fireAt, result) => {
+        logger.info(
+          { schedule: schedule.name, fireAt: fireAt.toISOString(), task: result.id, duplicate: result.duplicate },
+          result.duplicate ? 'schedule fired: its task is still pending, nothing added' : 'schedule fired: task enqueued',
+        );
+        this.options.onScheduleFired?.(schedule, result.duplicate);
+      },
+      onSkipped: (schedule, count, upTo) => {
+        logger.warn(
+          { schedule: schedule.name, skipped: count, upTo: upTo.toISOString(), backfill: schedule.backfill },
+          'schedule fires missed while no agent ran, beyond its backfill: skipped',
+        );
+        this.options.onScheduleSkipped?.(schedule, count);
+      },
+      onError: (error) => logger.warn({ err: error }, 'schedule pass failed; trying again next pass'),
+    });
   }
 
   /**
@@ -201,6 +273,8 @@ export class TaskHost {
    */
   async close(): Promise<void> {
     const { logger } = this.options;
+    await this.scheduler?.stop();
+    await this.retention?.stop();
     try {
       const released = await this.store.releaseHeld(this.owner);
       if (released.length > 0) logger.info({ released: released.length }, 'held tasks handed back to waiting');

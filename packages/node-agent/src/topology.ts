@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { NAME_RULE, WIRE_LIMITS } from '@stagefabric/fabric';
 import { FabricError } from '@stagefabric/runtime';
+import { checkSchedule, type ScheduleDefinition } from '@stagefabric/tasks';
 import { isAlias, isCollection, isPair, LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 
@@ -31,6 +32,38 @@ const stageSchema = z.strictObject({
     .array(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, `a node name ${NAME_RULE}`))
     .min(1)
     .optional(),
+});
+
+/** How long finished tasks of one state are kept: false keeps them all. */
+const retentionRuleSchema = z.union([
+  z.literal(false),
+  z
+    .strictObject({ maxAgeMs: z.number().int().nonnegative().optional(), maxCount: z.number().int().nonnegative().optional() })
+    .refine((r) => r.maxAgeMs !== undefined || r.maxCount !== undefined, 'give maxAgeMs, maxCount or both (or false to keep every task)'),
+]);
+
+/** A recurring schedule under tasks.schedules, keyed by its name. */
+const scheduleSchema = z.strictObject({
+  /** Five fields (minute first) or six (second first). */
+  cron: z.string({ error: (issue) => (issue.input === undefined ? 'is required' : 'must be a cron expression') }).min(1),
+  /** IANA time zone. Default UTC. */
+  tz: z.string().min(1).optional(),
+  /** The handler each fire runs. */
+  task: z.string({ error: (issue) => (issue.input === undefined ? 'is required' : 'must be a handler name') }).min(1),
+  args: z.unknown().optional(),
+  /** Enqueue options of each fire's task (runAt excepted: the fire sets it). */
+  options: z
+    .strictObject({
+      queue: z.string().min(1).optional(),
+      priority: z.number().int().optional(),
+      maxAttempts: z.number().int().positive().optional(),
+      timeoutMs: z.number().int().positive().optional(),
+      delayMs: z.number().int().nonnegative().optional(),
+      uniqueKey: z.string().min(1).optional(),
+    })
+    .optional(),
+  /** Fires missed while every agent was down that are still enqueued on return (the latest). Default 0. */
+  backfill: z.number().int().nonnegative().optional(),
 });
 
 const rateSchema = z.strictObject({
@@ -79,7 +112,7 @@ const topologySchema = z.strictObject({
         .optional(),
       /**
        * Limits per queue across every node (`setLimits` of the store): each agent sets them as it starts, replacing
-       * what was set before. `{ QUEUE: { concurrency, rate: { max, intervalMs }, group: { concurrency, rate } } }`.
+       * what was set before. `{ QUEUE: { concurrency, rate: { max, intervalMs }, group: { concurrency, rate, ordered } } }`.
        */
       limits: z.record(z.string().min(1).max(200), limitsSchema).optional(),
       /** bullmq: the Redis key prefix of the queues. Default bull, BullMQ's own. */
@@ -87,9 +120,54 @@ const topologySchema = z.strictObject({
         .string()
         .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'must be letters, digits, _ . - (at most 64)')
         .optional(),
+      /**
+       * Finished tasks deleted after an age or beyond a count per state (on by default: successes kept a day,
+       * the rest a week); false keeps every task. Each agent prunes in small batches.
+       */
+      retention: z
+        .union([
+          z.literal(false),
+          z.strictObject({
+            success: retentionRuleSchema.optional(),
+            error: retentionRuleSchema.optional(),
+            timeout: retentionRuleSchema.optional(),
+            cancelled: retentionRuleSchema.optional(),
+            /** Time between passes. Default 60 000. */
+            intervalMs: z.number().int().min(10).optional(),
+            /** Tasks deleted per statement. Default 1000. */
+            batchSize: z.number().int().min(1).max(100_000).optional(),
+          }),
+        ])
+        .optional(),
+      /** Recurring schedules by name; every agent's scheduler fires them, each fire once. */
+      schedules: z
+        .record(z.string().regex(/^[A-Za-z0-9_.-]{1,100}$/, 'schedule names are 1 to 100 letters, digits, _ . -'), scheduleSchema)
+        .optional(),
     })
     .optional(),
 });
+
+export type TopologySchedule = z.infer<typeof scheduleSchema>;
+
+/** The object without its undefined fields (what zod leaves of absent optional ones). */
+function definedOnly<T extends object>(o: T): { [K in keyof T]: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as { [K in keyof T]: Exclude<T[K], undefined> };
+}
+
+/** A topology schedule as the task store takes it. */
+export function scheduleDefinition(name: string, s: TopologySchedule): ScheduleDefinition {
+  return {
+    name,
+    cron: s.cron,
+    ...(s.tz === undefined ? {} : { tz: s.tz }),
+    ...(s.backfill === undefined ? {} : { backfill: s.backfill }),
+    task: {
+      name: s.task,
+      ...(s.args === undefined ? {} : { args: s.args }),
+      ...(s.options === undefined ? {} : { options: definedOnly(s.options) }),
+    },
+  };
+}
 
 /** Stage modules the agent itself provides. */
 export const BUILTIN_STAGES = ['stagefabric:task-producer', 'stagefabric:task-runner'] as const;
@@ -230,6 +308,18 @@ export function parseTopology(text: string, file: string): Topology {
         path: formatPath(path),
         message: `${stage.module} needs a top-level \`tasks: { handlers: MODULE }\``,
       });
+    }
+  }
+  // Schedules: the cron expression, time zone and task as the store will check them.
+  for (const [name, schedule] of Object.entries(topology.tasks?.schedules ?? {})) {
+    try {
+      checkSchedule(scheduleDefinition(name, schedule));
+    } catch (error) {
+      const message = (error as Error).message.replace(`schedule ${name}: `, '');
+      const field = /^(cron|tz|backfill|task)\b/.exec(message)?.[1];
+      const path = ['tasks', 'schedules', name, ...(field === undefined ? [] : [field])];
+      const pos = locate(path);
+      issues.push({ file, line: pos.line, column: pos.col, path: formatPath(path), message });
     }
   }
   if (issues.length > 0) throw new TopologyError(issues);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseTopology, TopologyError, topologyJsonSchema } from '../src/index.js';
+import { scheduleDefinition } from '../src/topology.js';
 
 function issuesOf(text: string) {
   try {
@@ -69,6 +70,60 @@ describe('topology files', () => {
     );
     expect(issues).toHaveLength(1);
     expect(issues[0]).toMatchObject({ line: 3, path: 'tasks.prefix', message: 'must be letters, digits, _ . - (at most 64)' });
+  });
+
+  it('tasks.schedules declares schedules; a bad cron, time zone, backfill or option is refused naming its line and field', () => {
+    const head = ['stages:', '  a:', '    module: ./a.js', 'tasks:', '  handlers: ./h.js', '  schedules:'];
+    const t = parseTopology(
+      [
+        ...head,
+        '    nightly:',
+        "      cron: '0 3 * * *'",
+        '      tz: Europe/Berlin',
+        '      task: report',
+        '      args: { full: true }',
+        '      options: { queue: reports, maxAttempts: 3 }',
+        '      backfill: 2',
+        '',
+      ].join('\n'),
+      'topo.yaml',
+    );
+    const nightly = t.tasks?.schedules?.nightly;
+    expect(nightly).toBeDefined();
+    expect(scheduleDefinition('nightly', nightly as NonNullable<typeof nightly>)).toEqual({
+      name: 'nightly',
+      cron: '0 3 * * *',
+      tz: 'Europe/Berlin',
+      backfill: 2,
+      task: { name: 'report', args: { full: true }, options: { queue: 'reports', maxAttempts: 3 } },
+    });
+    const bad = (lines: string[]) => issuesOf([...head, '    nightly:', ...lines, ''].join('\n'));
+    expect(bad(["      cron: '61 * * * *'", '      task: report'])).toMatchObject([
+      { line: 8, path: 'tasks.schedules.nightly.cron', message: expect.stringMatching(/cron = "61 \* \* \* \*".*minute/) },
+    ]);
+    expect(bad(["      cron: '* * * * *'", '      tz: Mars/Olympus', '      task: report'])).toMatchObject([
+      { line: 9, path: 'tasks.schedules.nightly.tz', message: expect.stringMatching(/tz = "Mars\/Olympus".*time zone/i) },
+    ]);
+    expect(bad(["      cron: '* * * * *'", '      task: report', '      backfill: -1'])).toMatchObject([
+      { line: 10, path: 'tasks.schedules.nightly.backfill' },
+    ]);
+    expect(bad(["      cron: '* * * * *'", '      task: report', '      options: { runAt: 5 }'])).toMatchObject([
+      { line: 10, path: 'tasks.schedules.nightly.options', message: expect.stringMatching(/runAt/) },
+    ]);
+    expect(bad(["      cron: '* * * * *'"])).toMatchObject([{ path: 'tasks.schedules.nightly.task', message: 'is required' }]);
+  });
+
+  it('tasks.retention takes a rule per finished state or false; an empty rule or unknown state is refused with its path', () => {
+    const head = ['stages:', '  a:', '    module: ./a.js', 'tasks:', '  handlers: ./h.js'];
+    const t = parseTopology([...head, '  retention:', '    success: { maxCount: 10 }', '    cancelled: false', ''].join('\n'), 'topo.yaml');
+    expect(t.tasks?.retention).toEqual({ success: { maxCount: 10 }, cancelled: false });
+    expect(parseTopology([...head, '  retention: false', ''].join('\n'), 'topo.yaml').tasks?.retention).toBe(false);
+    expect(issuesOf([...head, '  retention:', '    success: {}', ''].join('\n'))).toMatchObject([
+      { line: 7, path: 'tasks.retention.success', message: expect.stringMatching(/give maxAgeMs, maxCount or both/) },
+    ]);
+    expect(issuesOf([...head, '  retention:', '    waiting: { maxCount: 1 }', ''].join('\n'))).toMatchObject([
+      { path: 'tasks.retention', message: expect.stringMatching(/waiting/) },
+    ]);
   });
 
   it('tasks.limits declares limits per queue; a wrong limit is refused with its line and path', () => {

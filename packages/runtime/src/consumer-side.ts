@@ -226,17 +226,31 @@ export class ConsumerSide {
     return pending.then(ask);
   }
 
-  /** producer_consumer: handles held input while downstream has demand. */
-  private async drainHeld(downstream: Downstream): Promise<void> {
+  /** producer_consumer: handles held input while downstream has demand; synchronous until a callback returns a promise. */
+  private drainHeld(downstream: Downstream): Promise<void> | undefined {
+    while (downstream.wantsEvents && this.core.alive) {
+      const item = this.held.shift();
+      if (item === undefined) return undefined;
+      const pending = this.handleHeld(downstream, item);
+      if (pending !== undefined) return pending.then(() => this.drainHeldAsync(downstream));
+    }
+    return undefined;
+  }
+
+  private async drainHeldAsync(downstream: Downstream): Promise<void> {
     while (downstream.wantsEvents && this.core.alive) {
       const item = this.held.shift();
       if (item === undefined) return;
-      let pending: Promise<void> | undefined;
-      if (item.kind === 'events') pending = this.receive(item.link, item.events);
-      else if (item.kind === 'cancel') pending = this.invokeCancel(item.link, item.info);
-      else downstream.info(item.message);
+      const pending = this.handleHeld(downstream, item);
       if (pending !== undefined) await pending;
     }
+  }
+
+  private handleHeld(downstream: Downstream, item: HeldInput): Promise<void> | undefined {
+    if (item.kind === 'events') return this.receive(item.link, item.events);
+    if (item.kind === 'cancel') return this.invokeCancel(item.link, item.info);
+    downstream.info(item.message);
+    return undefined;
   }
 
   /** The producer ended a subscription (`cancel-down`). */

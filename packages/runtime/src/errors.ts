@@ -12,6 +12,10 @@ export const ERROR_CODES = {
   SF_BAD_TOPOLOGY: { input: true, meaning: 'a topology file is invalid (each mistake with FILE:LINE:COLUMN)' },
   SF_BAD_STAGE_MODULE: { input: true, meaning: 'a stage or handlers module cannot be loaded or exports the wrong thing' },
   SF_BAD_TASK: { input: true, meaning: 'a task was refused at enqueue (its args or options); nothing of the batch was stored' },
+  SF_BAD_SCHEDULE: {
+    input: true,
+    meaning: 'a schedule was refused (its name, cron, tz, backfill or task); nothing of the batch was stored',
+  },
   SF_BAD_USAGE: { input: true, meaning: 'a command line that stagectl cannot run' },
   SF_BAD_WIRE_MESSAGE: { input: true, meaning: 'a fabric message that is malformed, oversized or not authentic; it is dead-lettered' },
   SF_UNSUPPORTED: {

@@ -16,6 +16,13 @@ export class Mailbox<T> {
     const item = this.items[this.head];
     this.items[this.head] = undefined;
     this.head++;
+    // Emptied (the usual case: a stage takes each message as it comes): start over at the front, so
+    // the array stays short and young instead of growing to the compaction threshold.
+    if (this.head === this.items.length) {
+      this.items.length = 0;
+      this.head = 0;
+      return item;
+    }
     // Compact once the consumed prefix dominates, so memory follows the live length.
     if (this.head > 1024 && this.head * 2 > this.items.length) {
       this.items = this.items.slice(this.head);

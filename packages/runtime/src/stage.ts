@@ -196,11 +196,43 @@ export class Stage implements StageCore {
     this.system.schedule(this.runPump);
   }
 
-  private readonly runPump = (): void => void this.pump();
+  private readonly runPump = (): void => this.pump();
 
-  private async pump(): Promise<void> {
+  /**
+   * Handles the mailbox. Most messages are handled synchronously, so the
+   * turn stays a plain loop (no promise per turn); the first callback that
+   * returns a promise hands the rest of the turn to `pumpAsync`.
+   */
+  private pump(): void {
     let handled = 0;
+    while (this.status === 'running') {
+      const message = this.mailbox.shift();
+      if (message === undefined) break;
+      let pending: Promise<void> | undefined;
+      try {
+        pending = this.handle(message);
+      } catch (error) {
+        pending = this.exit(error as ExitReason);
+      }
+      if (pending === undefined && this.exitOnceDrained !== undefined && this.drained()) pending = this.exit(this.exitOnceDrained);
+      if (pending === undefined && ++handled % YIELD_EVERY === 0) pending = yieldToEventLoop();
+      if (pending !== undefined) {
+        void this.pumpAsync(pending, handled);
+        return;
+      }
+    }
+    this.pumpDone();
+  }
+
+  /** The rest of a turn once a callback went async: awaits it, then handles messages as `pump` does. */
+  private async pumpAsync(first: Promise<void>, handled: number): Promise<void> {
     try {
+      try {
+        await first;
+      } catch (error) {
+        await this.exit(error as ExitReason);
+      }
+      if (this.exitOnceDrained !== undefined && this.drained()) await this.exit(this.exitOnceDrained);
       while (this.status === 'running') {
         const message = this.mailbox.shift();
         if (message === undefined) break;
@@ -214,9 +246,13 @@ export class Stage implements StageCore {
         if (++handled % YIELD_EVERY === 0) await yieldToEventLoop();
       }
     } finally {
-      this.pumping = false;
-      this.system.busy(-1);
+      this.pumpDone();
     }
+  }
+
+  private pumpDone(): void {
+    this.pumping = false;
+    this.system.busy(-1);
     if (this.status === 'running' && this.mailbox.length > 0) this.wake();
   }
 
@@ -376,7 +412,10 @@ export class Stage implements StageCore {
     if (fn === undefined) return undefined;
     let value: unknown;
     try {
-      value = fn.call(this.spec, ...args, this.state, this.ctx);
+      // The common arities without a spread: this runs once per batch.
+      if (args.length === 1) value = fn.call(this.spec, args[0], this.state, this.ctx);
+      else if (args.length === 2) value = fn.call(this.spec, args[0], args[1], this.state, this.ctx);
+      else value = fn.call(this.spec, ...args, this.state, this.ctx);
     } catch (error) {
       return this.exit(this.callbackError(name, error));
     }

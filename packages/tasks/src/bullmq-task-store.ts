@@ -2,6 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { FabricError, type RedisConnectionOptions, redactError, redisConnectionOptions, redisPassword } from '@stagefabric/runtime';
 import { Job, type JobsOptions, type JobType, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
+import type { PruneCount, RetentionPolicy, RetentionRule } from './retention.js';
+import { checkSchedule, type ScheduleDefinition, type ScheduleRecord } from './schedules.js';
 import { checkLimits, checkProgress, checkTasks, TASK_DEFAULTS } from './task-input.js';
 import {
   type ClaimedTask,
@@ -359,6 +361,18 @@ for i = 3, #ARGV, 4 do
 end
 return out`;
 
+/** Whether a schedule still exists and has not fired at or after this time. KEYS: definitions, fires. ARGV: name, fire ms. */
+const FIRE_DUE = `if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+local last = redis.call('HGET', KEYS[2], ARGV[1])
+if last and tonumber(last) >= tonumber(ARGV[2]) then return 0 end
+return 1`;
+
+/** Moves a schedule's last fire forward to this time, only forward. KEYS: definitions, fires. ARGV: name, fire ms. */
+const FIRE = `if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+local last = redis.call('HGET', KEYS[2], ARGV[1])
+if last and tonumber(last) >= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1`;
 /**
  * Takes room in a limited queue for up to ARGV[1] claims, atomically for
  * every node: concurrency counts BullMQ's active jobs plus rooms taken and
@@ -415,6 +429,8 @@ return 1`;
 const ROOM_TTL_MS = 30_000;
 
 interface StoreScripts {
+  sfFireDue(definitions: string, fires: string, name: string, fireMs: number): Promise<number>;
+  sfFire(definitions: string, fires: string, name: string, fireMs: number): Promise<number>;
   sfClaim(...args: (string | number)[]): Promise<(string | number)[][] | -1>;
   sfTakeRoom(
     limits: string,
@@ -528,6 +544,8 @@ export class BullMQTaskStore implements TaskStore {
     redis.defineCommand('sfRateOpensAt', { numberOfKeys: 2, lua: RATE_OPENS_AT });
     redis.defineCommand('sfProgress', { numberOfKeys: 2, lua: PROGRESS });
     redis.defineCommand('sfComplete', { numberOfKeys: 4, lua: COMPLETE });
+    redis.defineCommand('sfFireDue', { numberOfKeys: 2, lua: FIRE_DUE });
+    redis.defineCommand('sfFire', { numberOfKeys: 2, lua: FIRE });
     // defineCommand adds the methods at run time; StoreScripts names them for the compiler.
     this.redis = redis as Redis & StoreScripts;
     this.redis.on('error', this.onError);
@@ -601,7 +619,17 @@ export class BullMQTaskStore implements TaskStore {
     }
   }
 
-  async enqueue(tasks: readonly NewTask[]): Promise<EnqueueResult[]> {
+  enqueue(tasks: readonly NewTask[]): Promise<EnqueueResult[]> {
+    return this.add(tasks);
+  }
+
+  /** The key that holds a uniqueKey for its window (uniqueForMs): it expires by itself, finished or not. */
+  private windowKey(queue: string, key: string): string {
+    return `${this.prefix}:stagefabric-unique-window:${queue}:${key}`;
+  }
+
+  /** Enqueue with the given job ids (a schedule's fire has one of its own), random ones where absent. */
+  private async add(tasks: readonly NewTask[], jobIds: readonly string[] = []): Promise<EnqueueResult[]> {
     const checked = checkTasks(tasks, this.maxPayloadBytes);
     const grouped = checked.findIndex((t) => t.group !== null);
     if (grouped >= 0)
@@ -610,8 +638,22 @@ export class BullMQTaskStore implements TaskStore {
         `task ${grouped} (${checked[grouped]?.name}): option group: the BullMQ task store does not keep groups (a BullMQ Pro feature); use the PostgreSQL or PGlite store`,
       );
     const byQueue = new Map<string, { index: number; jobId: string; job: { name: string; data: TaskData; opts: JobsOptions } }[]>();
+    const results: EnqueueResult[] = [];
+    // Keys held for a window are taken first (SET NX PX): one still held makes its task a duplicate of the holder.
+    const held = new Set<number>();
+    const ids = checked.map((_, i) => jobIds[i] ?? randomUUID());
+    for (const [index, t] of checked.entries()) {
+      if (t.uniqueForMs === null || t.uniqueKey === null) continue;
+      const jobId = ids[index] as string;
+      const key = this.windowKey(t.queue, t.uniqueKey);
+      if ((await this.redis.set(key, `${t.queue}/${jobId}`, 'PX', t.uniqueForMs, 'NX')) === null) {
+        results[index] = { id: (await this.redis.get(key)) ?? '', duplicate: true };
+        held.add(index);
+      }
+    }
     checked.forEach((t, index) => {
-      const jobId = randomUUID();
+      if (held.has(index)) return;
+      const jobId = ids[index] as string;
       const list = byQueue.get(t.queue) ?? [];
       byQueue.set(t.queue, list);
       list.push({
@@ -628,12 +670,12 @@ export class BullMQTaskStore implements TaskStore {
             stackTraceLimit: ATTEMPTS_KEPT,
             // The unique key is BullMQ's deduplication id: reserved in the script that adds the job, held until the job
             // finishes. No TTL: a key that expired while its task still waits would let a duplicate in.
-            ...(t.uniqueKey === null ? {} : { deduplication: { id: t.uniqueKey } }),
+            // A key held for a window is the window's, not BullMQ's: it must outlive the job's end.
+            ...(t.uniqueKey === null || t.uniqueForMs !== null ? {} : { deduplication: { id: t.uniqueKey } }),
           },
         },
       });
     });
-    const results: EnqueueResult[] = [];
     await Promise.all(
       [...byQueue].map(async ([queue, list]) => {
         const added = await this.queue(queue).addBulk(list.map((e) => e.job));
@@ -1237,6 +1279,149 @@ export class BullMQTaskStore implements TaskStore {
       }),
     );
     return changed.filter((id): id is string => id !== undefined);
+  }
+
+  /**
+   * Retention through BullMQ's own clean (oldest first, at most the batch
+   * per call). BullMQ keeps error, timeout and cancelled jobs in one failed
+   * set, so they share one rule (refused otherwise); `maxCount` holds per
+   * queue here, across queues on the SQL stores.
+   */
+  async pruneFinished(policy: Required<RetentionPolicy>, batchSize: number): Promise<PruneCount[]> {
+    const same = (a: RetentionRule | false, b: RetentionRule | false) => JSON.stringify(a) === JSON.stringify(b);
+    if (!same(policy.error, policy.timeout) || !same(policy.error, policy.cancelled)) {
+      throw new FabricError(
+        'SF_BAD_OPTION',
+        'retention: the BullMQ task store keeps error, timeout and cancelled tasks in one failed set, so it prunes them by one rule: give the three the same rule (or false)',
+      );
+    }
+    const sets: [TaskState[], 'completed' | 'failed', RetentionRule | false][] = [
+      [['success'], 'completed', policy.success],
+      [['error', 'timeout', 'cancelled'], 'failed', policy.error],
+    ];
+    const out: PruneCount[] = [];
+    const queues = await this.knownQueues();
+    for (const [states, set, rule] of sets) {
+      if (rule === false) continue;
+      let count = 0;
+      for (const name of queues) {
+        const q = this.queue(name);
+        // clean's limit 0 means no limit: it is only called with room left in the batch.
+        if (rule.maxAgeMs !== undefined && count < batchSize) count += (await q.clean(rule.maxAgeMs, batchSize - count, set)).length;
+        if (rule.maxCount !== undefined && count < batchSize) {
+          const excess = Math.min(((await q.getJobCounts(set))[set] ?? 0) - rule.maxCount, batchSize - count);
+          if (excess > 0) count += (await q.clean(0, excess, set)).length;
+        }
+      }
+      if (count > 0) out.push({ states, count });
+    }
+    return out;
+  }
+
+  /** Schedules: definitions, creation times and last fires, each a hash by schedule name. */
+  private scheduleKeys(): [definitions: string, created: string, fires: string] {
+    return [
+      `${this.prefix}:stagefabric-schedules`,
+      `${this.prefix}:stagefabric-schedules-created`,
+      `${this.prefix}:stagefabric-schedule-fires`,
+    ];
+  }
+
+  async defineSchedules(schedules: readonly ScheduleDefinition[]): Promise<void> {
+    const checked = schedules.map((s, i) => checkSchedule(s, `schedule ${i}`));
+    if (checked.length === 0) return;
+    const [definitions, created] = this.scheduleKeys();
+    const now = Date.now();
+    const multi = this.redis.multi();
+    for (const s of checked) {
+      multi.hset(definitions, s.name, JSON.stringify({ cron: s.cron, tz: s.tz, task: s.task, backfill: s.backfill }));
+      // A replaced schedule keeps when it was first made, so its fires go on from its last.
+      multi.hsetnx(created, s.name, now);
+    }
+    await multi.exec();
+  }
+
+  async schedules(): Promise<ScheduleRecord[]> {
+    const [definitionsKey, createdKey, firesKey] = this.scheduleKeys();
+    const [definitions, created, fires] = await Promise.all([
+      this.redis.hgetall(definitionsKey),
+      this.redis.hgetall(createdKey),
+      this.redis.hgetall(firesKey),
+    ]);
+    return Object.entries(definitions)
+      .map(([name, json]): ScheduleRecord => {
+        const d = JSON.parse(json) as Pick<ScheduleRecord, 'cron' | 'tz' | 'task' | 'backfill'>;
+        const last = fires[name];
+        return {
+          name,
+          ...d,
+          lastFireAt: last === undefined ? null : new Date(Number(last)),
+          createdAt: new Date(Number(created[name] ?? 0)),
+        };
+      })
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  async removeSchedule(name: string): Promise<boolean> {
+    const [definitions, created, fires] = this.scheduleKeys();
+    const result = await this.redis.multi().hdel(definitions, name).hdel(created, name).hdel(fires, name).exec();
+    return result?.[0]?.[1] === 1;
+  }
+
+  /**
+   * Redis has no transaction spanning BullMQ's add and the last fire's move,
+   * so the fire's job has an id of its own (`schedule-NAME-FIREMS`) and is
+   * added before the move: schedulers racing on a fire add the same job,
+   * which BullMQ adds once, and one of them moves the last fire. One that
+   * stops in between leaves the fire to the next pass, which adds the same
+   * job again, as a no-op.
+   */
+  async fireSchedule(name: string, fireAt: Date, task?: NewTask): Promise<EnqueueResult | 'skipped' | null> {
+    const [definitions, , fires] = this.scheduleKeys();
+    const fireMs = fireAt.getTime();
+    let fired: EnqueueResult | undefined;
+    if (task !== undefined) {
+      if ((await this.redis.sfFireDue(definitions, fires, name, fireMs)) !== 1) return null;
+      const jobId = `schedule-${name}-${fireMs}`;
+      const [result] = await this.add([task], [jobId]);
+      if (result === undefined) return null;
+      const own = `${task.options?.queue ?? TASK_DEFAULTS.queue}/${jobId}`;
+      // The same job added by another scheduler racing on this fire is this fire's, not a duplicate.
+      fired = result.duplicate && result.id === own ? { id: own, duplicate: false } : result;
+    }
+    if ((await this.redis.sfFire(definitions, fires, name, fireMs)) !== 1) return null;
+    return fired ?? 'skipped';
+  }
+
+  /**
+   * An active job is failed as cancelled with the lock token it holds (read
+   * from its lock), its history marked cancelled: the run's next extension
+   * then finds the lock gone.
+   */
+  async cancelRunning(ids: readonly string[]): Promise<string[]> {
+    const changed: string[] = [];
+    for (const id of ids) {
+      const where = BullMQTaskStore.split(id);
+      if (where === undefined) continue;
+      const q = this.queue(where.queue);
+      const [token, stacktrace] = await Promise.all([
+        this.redis.get(this.lockKey(q, where.jobId)),
+        this.redis.hget(q.toKey(where.jobId), 'stacktrace'),
+      ]);
+      if (token === null) continue;
+      const job = new Job<TaskData>(q, 'task', {} as TaskData, { attempts: 1, stackTraceLimit: ATTEMPTS_KEPT }, where.jobId);
+      job.stacktrace = parseStacktrace(stacktrace);
+      const error = new Error('cancelled while running');
+      const mark: CancelMark = { outcome: 'cancelled', finishedAt: Date.now() };
+      error.stack = JSON.stringify(mark);
+      try {
+        await job.moveToFailed(error, token, false);
+        changed.push(id);
+      } catch {
+        // The run finished or lost its lock in between: not cancelled by this.
+      }
+    }
+    return changed;
   }
 
   async close(): Promise<void> {

@@ -5,7 +5,39 @@ export {
   TaskStoreConfigError,
   type TaskStoreKind,
 } from './open-task-store.js';
+export {
+  FINISHED_STATES,
+  type FinishedState,
+  type PruneCount,
+  RETENTION_DEFAULTS,
+  type RetentionPolicy,
+  type RetentionRule,
+  type RetentionStore,
+  resolveRetention,
+  startTaskRetention,
+  type TaskRetention,
+  type TaskRetentionOptions,
+} from './retention.js';
+export {
+  checkSchedule,
+  nextFire,
+  planFires,
+  SCHEDULE_DEFAULTS,
+  type ScheduleDefinition,
+  ScheduleError,
+  type ScheduleRecord,
+  type ScheduleStore,
+  taskForFire,
+} from './schedules.js';
 export { type Query, type SqlDriver, SqlTaskStore, type SqlTaskStoreOptions } from './sql-task-store.js';
+export {
+  BACKOFF_DEFAULTS,
+  type BackoffOptions,
+  backoffDelayMs,
+  checkBackoff,
+  retryDelayMs,
+  type TaskBackoff,
+} from './task-backoff.js';
 export { checkLimits, checkTasks, TASK_DEFAULTS, TaskInputError } from './task-input.js';
 export {
   startTaskPipeline,
@@ -16,10 +48,8 @@ export {
   type TaskWorkerOptions,
 } from './task-pipeline.js';
 export { TASK_PRODUCER_DEFAULTS, type TaskProducerOptions, taskProducer } from './task-producer.js';
-export { type TaskContext, type TaskHandler, TaskRegistry } from './task-registry.js';
+export { type TaskContext, type TaskHandler, type TaskHandlerOptions, TaskRegistry } from './task-registry.js';
 export {
-  type BackoffOptions,
-  backoffDelayMs,
   type LeaseLossPhase,
   type RefusalReason,
   TASK_RUNNER_DEFAULTS,
@@ -27,6 +57,12 @@ export {
   type TaskRunnerOptions,
   taskRunner,
 } from './task-runner.js';
+export {
+  startTaskScheduler,
+  TASK_SCHEDULER_DEFAULTS,
+  type TaskScheduler,
+  type TaskSchedulerOptions,
+} from './task-scheduler.js';
 export {
   type ClaimedTask,
   type EnqueueOptions,

@@ -1,3 +1,5 @@
+import { FINISHED_STATES, type PruneCount, type RetentionPolicy } from './retention.js';
+import { checkSchedule, type ScheduleDefinition, type ScheduleRecord } from './schedules.js';
 import { checkLimits, checkProgress, checkTasks, TASK_DEFAULTS } from './task-input.js';
 import * as sql from './task-sql.js';
 import type {
@@ -34,6 +36,8 @@ export interface SqlTaskStoreOptions {
   readonly maxPayloadBytes?: number;
 }
 
+/** A task whose uniqueKey is held for a window from enqueue. */
+const windowed = (t: NewTask): boolean => t?.options?.uniqueForMs !== undefined;
 interface ClaimRow {
   id: string;
   queue: string;
@@ -189,12 +193,15 @@ export class SqlTaskStore implements TaskStore {
   }
 
   enqueue(tasks: readonly NewTask[]): Promise<EnqueueResult[]> {
+    // Keys held for a window take a few statements: one transaction.
+    if (tasks.some(windowed)) return this.driver.transaction((query) => this.enqueueWith(query, tasks));
     // One statement: atomic on its own, no transaction round trips.
     return this.enqueueWith(this.driver.query, tasks);
   }
 
   /** Enqueue on a query function of the caller's: inside their transaction, the tasks exist only if it commits. */
   async enqueueWith(query: Query, tasks: readonly NewTask[]): Promise<EnqueueResult[]> {
+    if (tasks.some(windowed)) return this.enqueueWindowed(query, tasks);
     const checked = checkTasks(tasks, this.maxPayloadBytes);
     if (checked.length === 0) return [];
     const rows = await query<{ id: string; queue: string; duplicate: boolean; existing_id: string | null }>(this.s(sql.ENQUEUE), [
@@ -219,6 +226,64 @@ export class SqlTaskStore implements TaskStore {
       if (!r.duplicate) return { id: r.id, duplicate: false };
       const t = checked[i] as (typeof checked)[number];
       return { id: r.existing_id ?? inBatch.get(`${t.queue}\u0000${t.uniqueKey}`) ?? r.id, duplicate: true };
+    });
+  }
+
+  /**
+   * Tasks whose uniqueKey is held for a window (uniqueForMs): each takes
+   * its key's window first, and one whose window is still held by another
+   * task is a duplicate of that task; the rest are enqueued as usual.
+   */
+  private async enqueueWindowed(query: Query, tasks: readonly NewTask[]): Promise<EnqueueResult[]> {
+    const checked = checkTasks(tasks, this.maxPayloadBytes);
+    const keyOf = (t: { queue: string; uniqueKey: string | null }) => `${t.queue}\u0000${t.uniqueKey}`;
+    // A key twice in the batch: the first asks for the window, the later ones are its duplicates.
+    const asking = new Map<string, (typeof checked)[number]>();
+    for (const t of checked) if (t.uniqueForMs !== null && !asking.has(keyOf(t))) asking.set(keyOf(t), t);
+    const wanted = [...asking.values()];
+    const taken = new Set(
+      (
+        await query<{ queue: string; unique_key: string }>(this.s(sql.TAKE_WINDOWS), [
+          wanted.map((t) => t.queue),
+          wanted.map((t) => t.uniqueKey),
+          wanted.map((t) => t.uniqueForMs),
+        ])
+      ).map((r) => `${r.queue}\u0000${r.unique_key}`),
+    );
+    const first = new Set<string>();
+    const goes = checked.map((t) => {
+      if (t.uniqueForMs === null) return true;
+      const k = keyOf(t);
+      if (!taken.has(k) || first.has(k)) return false;
+      first.add(k);
+      return true;
+    });
+    const unwindowed = (task: NewTask): NewTask => {
+      const { uniqueForMs: _held, ...options } = task.options ?? {};
+      return { ...task, options };
+    };
+    const inserted = await this.enqueueWith(query, tasks.filter((_, i) => goes[i]).map(unwindowed));
+    const idOf = new Map<string, string>();
+    let n = 0;
+    checked.forEach((t, i) => {
+      if (!goes[i]) return;
+      const result = inserted[n++] as EnqueueResult;
+      if (t.uniqueForMs !== null) idOf.set(keyOf(t), result.id);
+    });
+    const held = [...idOf].map(([k, id]) => [...(k.split('\u0000') as [string, string]), id] as const);
+    if (held.length > 0) await query(this.s(sql.HOLD_WINDOWS), [held.map((h) => h[0]), held.map((h) => h[1]), held.map((h) => h[2])]);
+    const refused = checked.filter((t, i) => !goes[i] && !idOf.has(keyOf(t)));
+    if (refused.length > 0) {
+      const holders = await query<{ queue: string; unique_key: string; task_id: string | null }>(this.s(sql.WINDOW_HOLDERS), [
+        refused.map((t) => t.queue),
+        refused.map((t) => t.uniqueKey),
+      ]);
+      for (const h of holders) if (h.task_id !== null) idOf.set(`${h.queue}\u0000${h.unique_key}`, h.task_id);
+    }
+    n = 0;
+    return checked.map((t, i) => {
+      if (goes[i]) return inserted[n++] as EnqueueResult;
+      return { id: idOf.get(keyOf(t)) ?? '', duplicate: true };
     });
   }
 
@@ -422,6 +487,12 @@ export class SqlTaskStore implements TaskStore {
     return (await this.driver.query<{ id: string }>(this.s(sql.CANCEL), [ids])).map((r) => r.id);
   }
 
+  async cancelRunning(ids: readonly string[]): Promise<string[]> {
+    const valid = ids.filter((id) => /^\d{1,19}$/.test(id));
+    if (valid.length === 0) return [];
+    return (await this.driver.query<{ id: string }>(this.s(sql.CANCEL_RUNNING), [valid])).map((r) => r.id);
+  }
+
   async retryWhere(filter: TaskFilter): Promise<number> {
     const rows = await this.driver.query<{ queue: string; count: number }>(this.s(sql.RETRY_WHERE), sql.filterParams(filter));
     await this.notify(rows.map((r) => r.queue));
@@ -445,6 +516,72 @@ export class SqlTaskStore implements TaskStore {
 
   async paused(): Promise<string[]> {
     return (await this.driver.query<{ name: string }>(this.s(sql.PAUSED))).map((r) => r.name);
+  }
+
+  async defineSchedules(schedules: readonly ScheduleDefinition[]): Promise<void> {
+    const checked = schedules.map((s, i) => checkSchedule(s, `schedule ${i}`));
+    if (checked.length === 0) return;
+    await this.driver.query(this.s(sql.DEFINE_SCHEDULES), [
+      checked.map((s) => s.name),
+      checked.map((s) => s.cron),
+      checked.map((s) => s.tz),
+      checked.map((s) => JSON.stringify(s.task)),
+      checked.map((s) => s.backfill),
+    ]);
+  }
+
+  async schedules(): Promise<ScheduleRecord[]> {
+    const rows = await this.driver.query<{
+      name: string;
+      cron: string;
+      tz: string;
+      task: ScheduleRecord['task'];
+      backfill: number;
+      last_fire_at: Date | null;
+      created_at: Date;
+    }>(this.s(sql.SCHEDULES));
+    return rows.map((r) => ({
+      name: r.name,
+      cron: r.cron,
+      tz: r.tz,
+      task: r.task,
+      backfill: r.backfill,
+      lastFireAt: r.last_fire_at === null ? null : new Date(r.last_fire_at),
+      createdAt: new Date(r.created_at),
+    }));
+  }
+
+  async removeSchedule(name: string): Promise<boolean> {
+    return (await this.driver.query(this.s(sql.REMOVE_SCHEDULE), [name])).length === 1;
+  }
+
+  async fireSchedule(name: string, fireAt: Date, task?: NewTask): Promise<EnqueueResult | 'skipped' | null> {
+    return this.driver.transaction(async (query) => {
+      const moved = await query(this.s(sql.FIRE_SCHEDULE), [name, fireAt.toISOString()]);
+      if (moved.length === 0) return null;
+      if (task === undefined) return 'skipped';
+      const [result] = await this.enqueueWith(query, [task]);
+      return result ?? null;
+    });
+  }
+
+  async pruneFinished(policy: Required<RetentionPolicy>, batchSize: number): Promise<PruneCount[]> {
+    const out: PruneCount[] = [];
+    for (const state of FINISHED_STATES) {
+      const rule = policy[state];
+      if (rule === false) continue;
+      let count = 0;
+      const run = async (statement: string, bound: number) => {
+        const [row] = await this.driver.query<{ count: number }>(this.s(statement), [state, bound, batchSize - count]);
+        count += row?.count ?? 0;
+      };
+      if (rule.maxAgeMs !== undefined) await run(sql.PRUNE_OLDER, rule.maxAgeMs);
+      if (rule.maxCount !== undefined && count < batchSize) await run(sql.PRUNE_BEYOND, rule.maxCount);
+      if (count > 0) out.push({ states: [state], count });
+    }
+    // Unique-key windows that ended hold nothing: they go with each pass.
+    await this.driver.query(this.s(sql.PRUNE_WINDOWS));
+    return out;
   }
 
   close(): Promise<void> {

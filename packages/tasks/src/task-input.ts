@@ -29,6 +29,8 @@ export interface CheckedTask {
   readonly timeoutMs: number;
   readonly runAt: Date;
   readonly uniqueKey: string | null;
+  /** How long the key is held from enqueue; null: until the task finishes. */
+  readonly uniqueForMs: number | null;
   readonly group: string | null;
 }
 
@@ -87,11 +89,17 @@ function checkOptions(where: string, options: EnqueueOptions, now: number): Omit
   const uniqueKey = options.uniqueKey ?? null;
   if (uniqueKey !== null && (typeof uniqueKey !== 'string' || uniqueKey.length === 0))
     fail('uniqueKey', uniqueKey, 'must be a non-empty string');
+  const uniqueForMs = options.uniqueForMs ?? null;
+  if (uniqueForMs !== null) {
+    if (!Number.isInteger(uniqueForMs) || uniqueForMs < 1 || uniqueForMs > 2_147_483_647)
+      fail('uniqueForMs', uniqueForMs, 'must be a positive integer of milliseconds');
+    if (uniqueKey === null) fail('uniqueForMs', uniqueForMs, 'needs a uniqueKey: it is how long that key is held');
+  }
   const group = options.group ?? null;
   if (group !== null && (typeof group !== 'string' || group.length === 0 || group.length > 200))
     fail('group', group, 'must be a non-empty string of at most 200 characters');
   const runAt = options.runAt ?? new Date(now + (options.delayMs ?? 0));
-  return { queue, priority, maxAttempts, timeoutMs, runAt, uniqueKey, group };
+  return { queue, priority, maxAttempts, timeoutMs, runAt, uniqueKey, uniqueForMs, group };
 }
 
 /** Checks a batch before anything is stored; the error names the task (by index and name) and the problem. */

@@ -1,5 +1,6 @@
 import { FabricError } from '@stagefabric/runtime';
 import type { Query } from './sql-task-store.js';
+import { checkBackoff, type TaskBackoff } from './task-backoff.js';
 import type { ClaimedTask, TaskProgress } from './task-store.js';
 
 export interface TaskContext {
@@ -28,8 +29,14 @@ export interface TaskContext {
 export type TaskHandler = (args: any, context: TaskContext) => unknown;
 
 /** Handlers by name: a task names its handler, and only registered code ever runs. */
+export interface TaskHandlerOptions {
+  /** How long a failed attempt of this handler's tasks waits before the next. Default: the runner's exponential backoff. */
+  readonly backoff?: TaskBackoff;
+}
+
 export class TaskRegistry {
   private readonly handlers = new Map<string, TaskHandler>();
+  private readonly backoffs = new Map<string, TaskBackoff>();
 
   /** Builds a registry from an object of handlers, as a handlers module exports it. */
   static from(handlers: Record<string, unknown>): TaskRegistry {
@@ -37,15 +44,23 @@ export class TaskRegistry {
     for (const [name, handler] of Object.entries(handlers)) {
       if (typeof handler !== 'function')
         throw new FabricError('SF_BAD_STAGE_MODULE', `task handler "${name}" is not a function (got ${typeof handler})`);
-      registry.register(name, handler as TaskHandler);
+      // A handlers module gives a handler its options as properties of the function: `send.backoff = { … }`.
+      const { backoff } = handler as { backoff?: TaskBackoff };
+      registry.register(name, handler as TaskHandler, backoff === undefined ? {} : { backoff });
     }
     return registry;
   }
 
-  register(name: string, handler: TaskHandler): this {
+  register(name: string, handler: TaskHandler, options: TaskHandlerOptions = {}): this {
     if (this.handlers.has(name)) throw new FabricError('SF_BAD_OPTION', `a task handler named "${name}" is already registered`);
+    if (options.backoff !== undefined) this.backoffs.set(name, checkBackoff(name, options.backoff));
     this.handlers.set(name, handler);
     return this;
+  }
+
+  /** The backoff the handler registered with, if any. */
+  backoffOf(name: string): TaskBackoff | undefined {
+    return this.backoffs.get(name);
   }
 
   get(name: string): TaskHandler | undefined {

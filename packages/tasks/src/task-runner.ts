@@ -12,15 +12,9 @@ import {
   type TimerHandle,
 } from '@stagefabric/runtime';
 import { type Query, SqlTaskStore } from './sql-task-store.js';
+import { BACKOFF_DEFAULTS, type BackoffOptions, retryDelayMs } from './task-backoff.js';
 import type { TaskRegistry } from './task-registry.js';
 import { type ClaimedTask, FINAL_STATES, type TaskClaim, type TaskOutcomeRecord, type TaskStore } from './task-store.js';
-
-export interface BackoffOptions {
-  /** First retry waits up to this. Default 1000 ms. */
-  readonly baseMs?: number;
-  /** No retry waits longer. Default 300 000 ms. */
-  readonly maxMs?: number;
-}
 
 /** Why the store refused an outcome: `lease-lost` (its lease lapsed and the task went back or to another run), `finished` (it is final already), `not-found`. */
 export type RefusalReason = 'lease-lost' | 'finished' | 'not-found';
@@ -65,18 +59,11 @@ export interface TaskRunnerOptions {
 export const TASK_RUNNER_DEFAULTS = {
   drainMs: 30_000,
   leaseMs: 30_000,
-  backoffBaseMs: 1000,
-  backoffMaxMs: 300_000,
+  backoffBaseMs: BACKOFF_DEFAULTS.baseMs,
+  backoffMaxMs: BACKOFF_DEFAULTS.maxMs,
   flushSize: 100,
   flushMs: 1,
 } as const;
-
-/** Exponential backoff with full jitter: a random wait up to base * 2^(attempt - 1), capped. */
-export function backoffDelayMs(attempt: number, backoff: BackoffOptions = {}, random: () => number = Math.random): number {
-  const baseMs = backoff.baseMs ?? TASK_RUNNER_DEFAULTS.backoffBaseMs;
-  const maxMs = backoff.maxMs ?? TASK_RUNNER_DEFAULTS.backoffMaxMs;
-  return backoffMs(attempt - 1, { baseMs, maxMs }, random);
-}
 
 function errorText(error: unknown): string {
   if (error instanceof Error) return error.message || error.name;
@@ -361,7 +348,14 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
               ...who,
               status: outcome.status,
               error,
-              retryAt: new Date(clock.now() + backoffDelayMs(task.attempt, options.backoff)),
+              retryAt: new Date(
+                clock.now() +
+                  retryDelayMs(registry.backoffOf(task.name), task.attempt, error, options.backoff, (problem) =>
+                    options.onError?.(
+                      new FabricError('SF_BAD_RETURN', `task handler "${task.name}": its backoff ${problem}; the runner's backoff is used`),
+                    ),
+                  ),
+              ),
               durationMs,
             }
           : { ...who, status: outcome.status, error, durationMs };

@@ -50,6 +50,27 @@ export const MIGRATIONS: readonly string[] = [
   // A success is the last attempt of its task, so its record lives on the task's row (who ran it, how long) instead of
   // a row of task_attempts: completing a task writes one row, not two. Successes recorded before keep their attempt rows.
   `ALTER TABLE $schema.tasks ADD COLUMN success_owner text, ADD COLUMN success_duration_ms integer`,
+  // Recurring schedules: last_fire_at only moves forward, in the statement that enqueues that fire's task.
+  `CREATE TABLE $schema.schedules (
+     name text PRIMARY KEY,
+     cron text NOT NULL,
+     tz text NOT NULL,
+     task jsonb NOT NULL,
+     backfill integer NOT NULL DEFAULT 0 CHECK (backfill >= 0),
+     last_fire_at timestamptz,
+     created_at timestamptz NOT NULL DEFAULT now(),
+     updated_at timestamptz NOT NULL DEFAULT now()
+   );`,
+  // Unique keys held for a window from enqueue (uniqueForMs), finished or not.
+  `CREATE TABLE $schema.unique_windows (
+     queue text NOT NULL,
+     unique_key text NOT NULL,
+     held_until timestamptz NOT NULL,
+     task_id bigint,
+     PRIMARY KEY (queue, unique_key)
+   );`,
+  // Retention finds finished tasks by state and age without reading the rest of the table.
+  `CREATE INDEX tasks_finished ON $schema.tasks (state, finished_at, id) WHERE state IN ('success', 'error', 'timeout', 'cancelled');`,
   // Limits across nodes: a task's group; a queue's limits (limited: any of them set); the claims (starts) rate limits count.
   `ALTER TABLE $schema.tasks ADD COLUMN grp text;
    CREATE INDEX tasks_running ON $schema.tasks (queue, grp) WHERE state = 'running';
@@ -369,3 +390,62 @@ export function quoteSchema(schema: string): string {
 export function inSchema(sql: string, schema: string): string {
   return sql.replaceAll('$schema', quoteSchema(schema));
 }
+
+/** Creates or replaces schedules by name; a replaced one keeps its last fire. */
+export const DEFINE_SCHEDULES = `INSERT INTO $schema.schedules (name, cron, tz, task, backfill)
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::integer[])
+  ON CONFLICT (name) DO UPDATE SET cron = excluded.cron, tz = excluded.tz, task = excluded.task, backfill = excluded.backfill,
+    updated_at = now()`;
+export const SCHEDULES = `SELECT name, cron, tz, task, backfill, last_fire_at, created_at FROM $schema.schedules ORDER BY name`;
+export const REMOVE_SCHEDULE = `DELETE FROM $schema.schedules WHERE name = $1 RETURNING name`;
+/**
+ * The atomic step of a fire: the row lock orders schedulers racing on one
+ * schedule, and only the one that moves last_fire_at forward to this fire
+ * enqueues its task (in the same transaction).
+ */
+export const FIRE_SCHEDULE = `UPDATE $schema.schedules SET last_fire_at = $2, updated_at = now()
+  WHERE name = $1 AND (last_fire_at IS NULL OR last_fire_at < $2) RETURNING name`;
+
+/**
+ * Deletes a batch of finished tasks and their attempts: `doomed` picks
+ * them (`$1` the state, then the rule's parameters, the batch size last),
+ * skipping rows another agent's batch holds. Only finished rows are locked,
+ * so claims never wait on a prune.
+ */
+function pruning(doomed: string): string {
+  return `WITH doomed AS (${doomed} FOR UPDATE SKIP LOCKED),
+  attempts AS (DELETE FROM $schema.task_attempts a USING doomed WHERE a.task_id = doomed.id),
+  deleted AS (DELETE FROM $schema.tasks t USING doomed WHERE t.id = doomed.id RETURNING t.id)
+  SELECT count(*)::integer AS count FROM deleted`;
+}
+/** Finished longer ago than `$2` ms. */
+export const PRUNE_OLDER = pruning(`SELECT id FROM $schema.tasks WHERE state = $1 AND finished_at < now() - $2 * interval '1 millisecond'
+    ORDER BY finished_at, id LIMIT $3`);
+/** Beyond the newest `$2` of the state. */
+export const PRUNE_BEYOND = pruning(`SELECT id FROM $schema.tasks WHERE state = $1
+    ORDER BY finished_at DESC, id DESC OFFSET $2 LIMIT $3`);
+
+/**
+ * Takes the windows of keys not held now (`$1` queues, `$2` keys, `$3`
+ * window ms): the row lock orders enqueuers racing on a key, and a key
+ * whose window has not ended is not taken. Returns the keys taken.
+ */
+export const TAKE_WINDOWS = `INSERT INTO $schema.unique_windows (queue, unique_key, held_until)
+  SELECT queue, unique_key, now() + ms * interval '1 millisecond' FROM unnest($1::text[], $2::text[], $3::integer[]) AS w(queue, unique_key, ms)
+  ON CONFLICT (queue, unique_key) DO UPDATE SET held_until = excluded.held_until, task_id = NULL
+    WHERE $schema.unique_windows.held_until <= now()
+  RETURNING queue, unique_key`;
+/** The task that holds each of these keys' windows (`$1` queues, `$2` keys). */
+export const WINDOW_HOLDERS = `SELECT w.queue, w.unique_key, w.task_id::text AS task_id FROM $schema.unique_windows w
+  JOIN unnest($1::text[], $2::text[]) AS k(queue, unique_key) ON k.queue = w.queue AND k.unique_key = w.unique_key`;
+/** Notes which task took each window (`$1` queues, `$2` keys, `$3` task ids). */
+export const HOLD_WINDOWS = `UPDATE $schema.unique_windows w SET task_id = k.task_id
+  FROM unnest($1::text[], $2::text[], $3::bigint[]) AS k(queue, unique_key, task_id)
+  WHERE w.queue = k.queue AND w.unique_key = k.unique_key`;
+/** Windows ended: deleted by retention's passes. */
+export const PRUNE_WINDOWS = `DELETE FROM $schema.unique_windows WHERE held_until < now()`;
+
+/** Running tasks to cancelled, their lease ended: the run's claim no longer holds, so its next extension fails. */
+export const CANCEL_RUNNING = `UPDATE $schema.tasks SET state = 'cancelled', finished_at = now(), updated_at = now(),
+    lease_owner = NULL, lease_expires_at = NULL, last_error = 'cancelled while running'
+  WHERE id = ANY($1::bigint[]) AND state = 'running' RETURNING id::text AS id`;

@@ -1,3 +1,7 @@
+import type { CancelRunningStore } from './cancel-running.js';
+import type { RetentionStore } from './retention.js';
+import type { ScheduleStore } from './schedules.js';
+
 /**
  * The contract every task store keeps (Postgres, embedded PGlite, Redis via
  * BullMQ). One conformance suite runs against each implementation.
@@ -28,6 +32,12 @@ export interface EnqueueOptions {
   readonly timeoutMs?: number;
   /** While a task with this key is waiting or running, another with the same key is refused. */
   readonly uniqueKey?: string;
+  /**
+   * With uniqueKey: the key is held this long from enqueue, finished or
+   * not (a task with it is refused until then), and while its task is
+   * pending. Absent: held until the task finishes.
+   */
+  readonly uniqueForMs?: number;
   /** The key per-group limits count by within its queue (such as a customer id). Default none: only the queue's limits apply. */
   readonly group?: string;
 }
@@ -182,7 +192,8 @@ export interface TaskCount {
   readonly count: number;
 }
 
-export interface TaskStore {
+/** Schedules, retention and cancelling running tasks are part of the contract: see schedules.ts, retention.ts, cancel-running.ts. */
+export interface TaskStore extends ScheduleStore, RetentionStore, CancelRunningStore {
   /** Creates or upgrades the schema; safe to call from many agents at once. */
   migrate(): Promise<void>;
   /** Adds tasks in one round trip; all or nothing. */

@@ -1,18 +1,26 @@
 import { expect, it } from 'vitest';
+import type { TaskStore } from '../src/index.js';
 import { PGliteTaskStore } from '../src/pglite-task-store.js';
+import { cancelRunningConformance } from './cancel-running.conformance.js';
+import { retentionStoreConformance } from './retention-store.conformance.js';
+import { scheduleStoreConformance } from './schedule-store.conformance.js';
 import { taskStoreConformance } from './task-store.conformance.js';
 import { taskStoreLimitsConformance } from './task-store-limits.conformance.js';
+import { uniqueWindowConformance } from './unique-window.conformance.js';
 
+async function make() {
+  const store = new PGliteTaskStore();
+  await store.migrate();
+  return store;
+}
 // Embedded: one process holds the database, so another node's view of it is the same instance.
-taskStoreConformance(
-  'embedded PGlite',
-  async () => {
-    const store = new PGliteTaskStore();
-    await store.migrate();
-    return store;
-  },
-  async (store) => store,
-);
+const peer = async (store: TaskStore) => store;
+
+taskStoreConformance('embedded PGlite', make, peer);
+retentionStoreConformance('embedded PGlite', make);
+scheduleStoreConformance('embedded PGlite', make, peer);
+uniqueWindowConformance('embedded PGlite', make);
+cancelRunningConformance('embedded PGlite', make);
 
 taskStoreLimitsConformance(
   'embedded PGlite',

@@ -460,3 +460,61 @@ describe('task producer and runner', () => {
     expect(asked[1]).toBe(3);
   });
 });
+
+describe('per-handler backoff in the runner', () => {
+  it('a failed attempt waits its handler’s backoff (fixed, or a function of attempt and error), not the runner’s', async () => {
+    const registry = new TaskRegistry()
+      .register(
+        'fixed',
+        () => {
+          throw new Error('down');
+        },
+        { backoff: { type: 'fixed', delayMs: 60_000 } },
+      )
+      .register(
+        'decides',
+        () => {
+          throw new Error('HTTP 429');
+        },
+        { backoff: (attempt, error) => (error.includes('429') ? 120_000 + attempt : 0) },
+      );
+    const { store, clock, until } = await pipeline(registry);
+    const [fixed, decides] = await store.enqueue([{ name: 'fixed' }, { name: 'decides' }]);
+    const failedOnce = async (id: string) => {
+      const t = await store.get(id);
+      return t?.state === 'waiting' && t.lastError !== null;
+    };
+    await until(async () => (await failedOnce(fixed?.id as string)) && (await failedOnce(decides?.id as string)), 'both to fail once', 1);
+    const waits = async (id: string) => ((await store.get(id))?.runAt.getTime() ?? 0) - clock.now();
+    // The clock moved on a little while the test looked: the wait is the backoff less that.
+    expect(await waits(fixed?.id as string)).toBeGreaterThan(59_000);
+    expect(await waits(fixed?.id as string)).toBeLessThanOrEqual(60_000);
+    expect(await waits(decides?.id as string)).toBeGreaterThan(120_001 - 1000);
+    expect(await waits(decides?.id as string)).toBeLessThanOrEqual(120_001);
+  });
+});
+
+describe('cancelling a running task', () => {
+  it('its run’s signal aborts at the next lease extension, and no outcome is written over the cancel', async () => {
+    let aborted: unknown;
+    const registry = new TaskRegistry().register(
+      'long',
+      (_args, { signal }) =>
+        new Promise<void>((resolve) =>
+          signal.addEventListener('abort', () => {
+            aborted = signal.reason;
+            resolve();
+          }),
+        ),
+    );
+    const { store, until, lost } = await pipeline(registry, { leaseMs: 3000 });
+    const [task] = await store.enqueue([{ name: 'long' }]);
+    await until(async () => (await store.get(task?.id as string))?.state === 'running', 'the task to run');
+    expect(await store.cancelRunning([task?.id as string])).toEqual([task?.id]);
+    await until(() => aborted !== undefined, 'the run to be aborted', 200);
+    expect((aborted as { code?: string }).code).toBe('SF_LEASE_LOST');
+    expect(lost.map((l) => l.phase)).toEqual(['running']);
+    expect(await store.get(task?.id as string)).toMatchObject({ state: 'cancelled', lastError: 'cancelled while running' });
+    // PGlite on a loaded machine: the pipeline alone can take half a minute to start.
+  }, 120_000);
+});
