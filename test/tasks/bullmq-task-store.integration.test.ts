@@ -1,11 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { resolveRetention, type TaskStore } from '@stagefabric/tasks';
 import { BullMQTaskStore } from '@stagefabric/tasks/bullmq';
+import { Queue } from 'bullmq';
 import { expect, inject, it } from 'vitest';
 import { cancelRunningConformance } from '../../packages/tasks/test/cancel-running.conformance.js';
 import { retentionStoreConformance } from '../../packages/tasks/test/retention-store.conformance.js';
 import { scheduleStoreConformance } from '../../packages/tasks/test/schedule-store.conformance.js';
 import { taskStoreConformance } from '../../packages/tasks/test/task-store.conformance.js';
+import { taskStoreLimitsConformance } from '../../packages/tasks/test/task-store-limits.conformance.js';
 import { uniqueWindowConformance } from '../../packages/tasks/test/unique-window.conformance.js';
 
 const url = inject('redisUrl');
@@ -24,6 +26,7 @@ async function make() {
 const peer = async (store: TaskStore) => new BullMQTaskStore({ url, prefix: prefixOf.get(store) as string });
 
 taskStoreConformance('Redis through BullMQ', make, peer);
+taskStoreLimitsConformance('Redis through BullMQ', make, peer, { groups: false });
 retentionStoreConformance('Redis through BullMQ', make);
 scheduleStoreConformance('Redis through BullMQ', make, peer);
 uniqueWindowConformance('Redis through BullMQ', make);
@@ -38,6 +41,30 @@ it('BullMQ refuses retention with different rules for error, timeout and cancell
       message: expect.stringMatching(/error, timeout and cancelled tasks in one failed set/),
     });
   } finally {
+    await store.close();
+  }
+});
+
+it("a queue with BullMQ's own global concurrency, fetched through getNextJob, keeps Stagefabric's limits as well", async () => {
+  const store = await make();
+  const other = await peer(store);
+  const { hostname, port } = new URL(url);
+  const bull = new Queue('default', { prefix: prefixOf.get(store) as string, connection: { host: hostname, port: Number(port) } });
+  try {
+    await bull.setGlobalConcurrency(10);
+    await store.setLimits('default', { concurrency: 2 });
+    await store.enqueue(Array.from({ length: 6 }, (_, n) => ({ name: 't', args: n })));
+    const [a, b] = await Promise.all([store.claim('default', 5, 'a', 10_000), other.claim('default', 5, 'b', 10_000)]);
+    const held = [...(a ?? []), ...(b ?? [])];
+    expect(held).toHaveLength(2);
+    await store.complete(held.slice(0, 1).map((t) => ({ id: t.id, attempt: t.attempt, claimant: t.claimant, status: 'success' as const })));
+    expect(await other.claim('default', 5, 'b', 10_000)).toHaveLength(1);
+    await store.setLimits('default', null);
+    // BullMQ's own limit alone now (10 active at most): the three left all come.
+    expect(await store.claim('default', 10, 'a', 10_000)).toHaveLength(3);
+  } finally {
+    await bull.close();
+    await other.close();
     await store.close();
   }
 });

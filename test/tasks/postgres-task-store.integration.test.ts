@@ -8,6 +8,7 @@ import { cancelRunningConformance } from '../../packages/tasks/test/cancel-runni
 import { retentionStoreConformance } from '../../packages/tasks/test/retention-store.conformance.js';
 import { scheduleStoreConformance } from '../../packages/tasks/test/schedule-store.conformance.js';
 import { taskStoreConformance } from '../../packages/tasks/test/task-store.conformance.js';
+import { taskStoreLimitsConformance } from '../../packages/tasks/test/task-store-limits.conformance.js';
 import { uniqueWindowConformance } from '../../packages/tasks/test/unique-window.conformance.js';
 
 const url = inject('databaseUrl');
@@ -27,6 +28,7 @@ async function make() {
 const peer = async (store: TaskStore) => new PostgresTaskStore({ url, schema: schemaOf.get(store) as string });
 
 taskStoreConformance('PostgreSQL', make, peer);
+taskStoreLimitsConformance('PostgreSQL', make, peer, { groups: true });
 retentionStoreConformance('PostgreSQL', make);
 scheduleStoreConformance('PostgreSQL', make, peer);
 uniqueWindowConformance('PostgreSQL', make);

@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import { describeValue } from '@stagefabric/runtime';
+import { describeValue, FabricError } from '@stagefabric/runtime';
 import {
   type BackoffOptions,
   type ClaimedTask,
   type LeaseLossPhase,
   openTaskStore,
   type PruneCount,
+  type QueueLimits,
   type RefusalReason,
   type RetentionPolicy,
   type ScheduleRecord,
@@ -195,6 +196,16 @@ export class TaskHost {
         connectTimeoutMs: TASK_STORE_CONNECT_TIMEOUT_MS,
         onUnreachable: (e, retryInMs) => options.logger.warn({ err: e.message, retryInMs }, 'task store unreachable; trying again'),
       }));
+    try {
+      for (const [queue, limits] of Object.entries(config.limits ?? {})) await store.setLimits(queue, limits as QueueLimits);
+    } catch (error) {
+      if (options.store === undefined) await store.close();
+      // The store's own code stays (SF_BAD_OPTION, or SF_UNSUPPORTED for what it cannot limit), the topology's key named.
+      throw new FabricError(error instanceof FabricError ? error.code : 'SF_BAD_OPTION', `tasks.limits: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+    if (config.limits !== undefined) options.logger.info({ limits: config.limits }, 'task queue limits set');
     const host = new TaskHost(store, registry, onStart as OnStart | undefined, options.store === undefined, options);
     try {
       await host.startSchedules();

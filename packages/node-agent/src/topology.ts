@@ -66,6 +66,27 @@ const scheduleSchema = z.strictObject({
   backfill: z.number().int().nonnegative().optional(),
 });
 
+const rateSchema = z.strictObject({
+  max: z.number().int().min(1).max(1_000_000),
+  intervalMs: z
+    .number()
+    .int()
+    .min(1)
+    .max(7 * 24 * 3600 * 1000),
+});
+
+const limitsSchema = z.strictObject({
+  concurrency: z.number().int().min(1).max(1_000_000).optional(),
+  rate: rateSchema.optional(),
+  group: z
+    .strictObject({
+      concurrency: z.number().int().min(1).max(1_000_000).optional(),
+      rate: rateSchema.optional(),
+      ordered: z.boolean().optional(),
+    })
+    .optional(),
+});
+
 const topologySchema = z.strictObject({
   version: z.literal(1).default(1),
   stages: z
@@ -89,6 +110,11 @@ const topologySchema = z.strictObject({
         .string()
         .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case identifier')
         .optional(),
+      /**
+       * Limits per queue across every node (`setLimits` of the store): each agent sets them as it starts, replacing
+       * what was set before. `{ QUEUE: { concurrency, rate: { max, intervalMs }, group: { concurrency, rate, ordered } } }`.
+       */
+      limits: z.record(z.string().min(1).max(200), limitsSchema).optional(),
       /** bullmq: the Redis key prefix of the queues. Default bull, BullMQ's own. */
       prefix: z
         .string()

@@ -126,6 +126,41 @@ describe('topology files', () => {
     ]);
   });
 
+  it('tasks.limits declares limits per queue; a wrong limit is refused with its line and path', () => {
+    const ok = parseTopology(
+      [
+        'tasks:',
+        '  handlers: ./h.js',
+        '  limits:',
+        '    emails: { concurrency: 10, rate: { max: 100, intervalMs: 60000 } }',
+        '    exports: { concurrency: 4, group: { concurrency: 1 } }',
+        'stages:',
+        '  runner: { module: stagefabric:task-runner }',
+        '',
+      ].join('\n'),
+      '/x/topo.yaml',
+    );
+    expect(ok.tasks?.limits).toEqual({
+      emails: { concurrency: 10, rate: { max: 100, intervalMs: 60_000 } },
+      exports: { concurrency: 4, group: { concurrency: 1 } },
+    });
+    const issues = issuesOf(
+      [
+        'tasks:',
+        '  handlers: ./h.js',
+        '  limits:',
+        '    emails: { concurrency: 0, rate: { max: 5 } }',
+        'stages:',
+        '  runner: { module: stagefabric:task-runner }',
+        '',
+      ].join('\n'),
+    );
+    expect(issues.map((i) => [i.line, i.path])).toEqual([
+      [4, 'tasks.limits.emails.concurrency'],
+      [4, 'tasks.limits.emails.rate.intervalMs'],
+    ]);
+  });
+
   it('rejects unknown keys, missing modules and subscriptions to stages that do not exist', () => {
     const issues = issuesOf(
       ['stages:', '  counter:', '    modul: ./stages.js', '  printer:', '    module: ./p.js', '    subscribe: [countr]', ''].join('\n'),

@@ -18,6 +18,10 @@ export const ERROR_CODES = {
   },
   SF_BAD_USAGE: { input: true, meaning: 'a command line that stagectl cannot run' },
   SF_BAD_WIRE_MESSAGE: { input: true, meaning: 'a fabric message that is malformed, oversized or not authentic; it is dead-lettered' },
+  SF_UNSUPPORTED: {
+    input: true,
+    meaning: 'the task store cannot do what was asked (such as per-group limits on BullMQ); the message names the store and the feature',
+  },
   SF_NO_HANDLER: { input: true, meaning: 'a task names a handler that is not registered' },
   SF_NODE_NAME_TAKEN: { input: true, meaning: 'a live node of the fabric already has this node name: give the agent another --node' },
   SF_NO_STAGE: { input: false, meaning: 'no running stage has that name or ref' },

@@ -11,11 +11,12 @@ import { Job, type JobsOptions, type JobType, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { PruneCount, RetentionPolicy, RetentionRule } from './retention.js';
 import { checkSchedule, type ScheduleDefinition, type ScheduleRecord } from './schedules.js';
-import { type CheckedTask, checkTasks, TASK_DEFAULTS } from './task-input.js';
+import { type CheckedTask, checkLimits, checkProgress, checkTasks, TASK_DEFAULTS } from './task-input.js';
 import {
   type ClaimedTask,
   type EnqueueResult,
   type NewTask,
+  type QueueLimits,
   RETRYABLE_STATES,
   type TaskAttempt,
   type TaskClaim,
@@ -23,6 +24,7 @@ import {
   type TaskFilter,
   type TaskListFilter,
   type TaskOutcomeRecord,
+  type TaskProgress,
   type TaskRecord,
   type TaskState,
   type TaskStore,
@@ -79,6 +81,11 @@ interface TaskData {
   readonly uniqueKey: string | null;
   /** W3C traceparent of the span that enqueued it. */
   readonly traceparent?: string;
+}
+
+/** A handler's progress as the store wraps it in BullMQ's progress field (`{ sf: … }`); anything else is not a handler's. */
+function handlerProgress(progress: unknown): TaskProgress | null {
+  return typeof progress === 'object' && progress !== null && 'sf' in progress ? ((progress as { sf: TaskProgress }).sf ?? null) : null;
 }
 
 /** A job added by a plain BullMQ producer carries its args as the whole data: read it as a task with default settings. */
@@ -266,15 +273,35 @@ return 1`;
  * priority; a lock per job with its own token, processedOn, processedBy,
  * the start counted, an 'active' event). A queue BullMQ limits (rate
  * limiter, global concurrency) returns -1: BullMQ's own fetch serves it.
- * KEYS: wait, active, prioritized, delayed, meta, events, pc, marker.
+ * A queue Stagefabric limits (setLimits) takes at most the room its limits
+ * leave: its concurrency against the active jobs (and rooms BullMQ's fetch
+ * holds), its rate against a sliding log of starts, on Redis's clock.
+ * KEYS: wait, active, prioritized, delayed, meta, events, pc, marker, limits, rooms, starts.
  * ARGV: queue key prefix, now ms, lease ms, count, owner, then one token per job.
- * Returns per job: id, name, data, timestamp, ats, token.
+ * Returns per job: id, name, data, timestamp, ats, token, and Redis's time when limited (else '').
  */
 const CLAIM = `local prefix = ARGV[1]
 local now = tonumber(ARGV[2])
 local meta = redis.call('HMGET', KEYS[5], 'paused', 'concurrency', 'max')
 if meta[1] then return {} end
 if meta[2] or meta[3] then return -1 end
+local count = tonumber(ARGV[4])
+local lim = redis.call('HMGET', KEYS[9], 'concurrency', 'rateMax', 'rateIntervalMs')
+local conc, rmax, rint = tonumber(lim[1] or ''), tonumber(lim[2] or ''), tonumber(lim[3] or '')
+local at = ''
+if conc ~= nil or rmax ~= nil then
+  local t = redis.call('TIME')
+  local clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  at = tostring(clock)
+  if conc ~= nil then
+    redis.call('ZREMRANGEBYSCORE', KEYS[10], '-inf', clock)
+    count = math.min(count, conc - redis.call('LLEN', KEYS[2]) - redis.call('ZCARD', KEYS[10]))
+  end
+  if rmax ~= nil then
+    redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', clock - rint)
+    count = math.min(count, rmax - redis.call('ZCARD', KEYS[11]))
+  end
+end
 local due = redis.call('ZRANGEBYSCORE', KEYS[4], 0, (now + 1) * 0x1000 - 1, 'LIMIT', 0, 1000)
 if #due > 0 then
   redis.call('ZREM', KEYS[4], unpack(due))
@@ -290,7 +317,7 @@ if #due > 0 then
   end
 end
 local out = {}
-for i = 1, tonumber(ARGV[4]) do
+for i = 1, count do
   local id = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])
   if id and string.sub(id, 1, 2) == '0:' then
     redis.call('LREM', KEYS[2], 1, id)
@@ -311,8 +338,10 @@ for i = 1, tonumber(ARGV[4]) do
   redis.call('HSET', jobKey, 'processedOn', now, 'pb', ARGV[5])
   local ats = redis.call('HINCRBY', jobKey, 'ats', 1)
   local f = redis.call('HMGET', jobKey, 'name', 'data', 'timestamp')
-  table.insert(out, { id, f[1] or '', f[2] or '{}', f[3] or '0', ats, token })
+  table.insert(out, { id, f[1] or '', f[2] or '{}', f[3] or '0', ats, token, at })
+  if rmax ~= nil then redis.call('ZADD', KEYS[11], at, token) end
 end
+if rmax ~= nil then redis.call('PEXPIRE', KEYS[11], rint) end
 if #out > 0 then redis.call('ZADD', KEYS[8], 0, '0') end
 return out`;
 
@@ -365,11 +394,77 @@ local last = redis.call('HGET', KEYS[2], ARGV[1])
 if last and tonumber(last) >= tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 return 1`;
+/**
+ * Takes room in a limited queue for up to ARGV[1] claims, atomically for
+ * every node: concurrency counts BullMQ's active jobs plus rooms taken and
+ * not yet filled (each expires after ARGV[2] ms, so a node that dies
+ * between taking and fetching frees it); the rate counts starts in the last
+ * interval, a sliding log. Returns Redis's time (ms) then the rooms' names
+ * (ARGV[3]:i), or -1 when the queue has no limits. KEYS: limits hash, active list, rooms zset, starts zset.
+ */
+const TAKE_ROOM = `local conc = tonumber(redis.call('HGET', KEYS[1], 'concurrency') or '')
+local rmax = tonumber(redis.call('HGET', KEYS[1], 'rateMax') or '')
+local rint = tonumber(redis.call('HGET', KEYS[1], 'rateIntervalMs') or '')
+if conc == nil and rmax == nil then return -1 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+local n = tonumber(ARGV[1])
+if conc ~= nil then n = math.min(n, conc - redis.call('LLEN', KEYS[2]) - redis.call('ZCARD', KEYS[3])) end
+if rmax ~= nil then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - rint)
+  n = math.min(n, rmax - redis.call('ZCARD', KEYS[4]))
+end
+local out = {tostring(now)}
+for i = 1, n do
+  local m = ARGV[3] .. ':' .. i
+  if conc ~= nil then redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), m) end
+  if rmax ~= nil then redis.call('ZADD', KEYS[4], now, m) end
+  out[#out + 1] = m
+end
+if rmax ~= nil then redis.call('PEXPIRE', KEYS[4], rint) end
+return out`;
+
+/** Gives back rooms: filled ones (their jobs are active now) leave the rooms set; unused ones leave the starts log too. KEYS: rooms, starts. ARGV: filled count, names... */
+const GIVE_BACK_ROOM = `local filled = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('ZREM', KEYS[1], ARGV[i])
+  if i - 1 > filled then redis.call('ZREM', KEYS[2], ARGV[i]) end
+end
+return 0`;
+
+/** When a rate-limited queue's oldest start leaves its window (ms since epoch), or -1. KEYS: limits hash, starts zset. */
+const RATE_OPENS_AT = `local rint = tonumber(redis.call('HGET', KEYS[1], 'rateIntervalMs') or '')
+if rint == nil then return -1 end
+local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if first[2] == nil then return -1 end
+return tonumber(first[2]) + rint`;
+
+/** A running job's progress, while the claim holds its lock in its attempt. KEYS: lock, job hash. ARGV: token, attempt, progress JSON. */
+const PROGRESS = `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[2], 'ats') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[2], 'progress', ARGV[3])
+return 1`;
+
+/** How long a room taken in a limited queue is kept for its fetch; a node that dies between the two frees it after this. */
+const ROOM_TTL_MS = 30_000;
 
 interface StoreScripts {
   sfFireDue(definitions: string, fires: string, name: string, fireMs: number): Promise<number>;
   sfFire(definitions: string, fires: string, name: string, fireMs: number): Promise<number>;
   sfClaim(...args: (string | number)[]): Promise<(string | number)[][] | -1>;
+  sfTakeRoom(
+    limits: string,
+    active: string,
+    rooms: string,
+    starts: string,
+    wanted: number,
+    ttlMs: number,
+    nonce: string,
+  ): Promise<number | string[]>;
+  sfGiveBackRoom(rooms: string, starts: string, filled: number, ...names: string[]): Promise<number>;
+  sfRateOpensAt(limits: string, starts: string): Promise<number>;
+  sfProgress(lock: string, job: string, token: string, attempt: string, progress: string): Promise<number>;
   sfComplete(...args: (string | number)[]): Promise<number[]>;
   sfRelock(lock: string, job: string, token: string, next: string, leaseMs: number, holder: string, attempt: string): Promise<number>;
   sfRelease(
@@ -444,6 +539,8 @@ export class BullMQTaskStore implements TaskStore {
   private readonly queues = new Map<string, Queue>();
   private readonly workers = new Map<string, Worker>();
   private readonly listeners = new Map<string, Set<() => void>>();
+  /** Queues this store claimed under Stagefabric's limits: their producers are woken as their tasks end. */
+  private readonly limitedQueues = new Set<string>();
   private readonly maxPayloadBytes: number;
   private readonly scanMax: number;
   /** The URL read once, as the fabric reads it (TLS for rediss://, the database, the ACL user, %-decoded credentials). */
@@ -462,7 +559,11 @@ export class BullMQTaskStore implements TaskStore {
     redis.defineCommand('sfRelease', { numberOfKeys: 6, lua: RELEASE });
     redis.defineCommand('sfRecover', { numberOfKeys: 5, lua: RECOVER });
     redis.defineCommand('sfCancel', { numberOfKeys: 7, lua: CANCEL });
-    redis.defineCommand('sfClaim', { numberOfKeys: 8, lua: CLAIM });
+    redis.defineCommand('sfClaim', { numberOfKeys: 11, lua: CLAIM });
+    redis.defineCommand('sfTakeRoom', { numberOfKeys: 4, lua: TAKE_ROOM });
+    redis.defineCommand('sfGiveBackRoom', { numberOfKeys: 2, lua: GIVE_BACK_ROOM });
+    redis.defineCommand('sfRateOpensAt', { numberOfKeys: 2, lua: RATE_OPENS_AT });
+    redis.defineCommand('sfProgress', { numberOfKeys: 2, lua: PROGRESS });
     redis.defineCommand('sfComplete', { numberOfKeys: 4, lua: COMPLETE });
     redis.defineCommand('sfFireDue', { numberOfKeys: 2, lua: FIRE_DUE });
     redis.defineCommand('sfFire', { numberOfKeys: 2, lua: FIRE });
@@ -551,6 +652,12 @@ export class BullMQTaskStore implements TaskStore {
   /** Enqueue with the given job ids (a schedule's fire has one of its own), random ones where absent. */
   private async add(tasks: readonly NewTask[], jobIds: readonly string[] = []): Promise<EnqueueResult[]> {
     const checked = checkTasks(tasks, this.maxPayloadBytes);
+    const grouped = checked.findIndex((t) => t.group !== null);
+    if (grouped >= 0)
+      throw new FabricError(
+        'SF_UNSUPPORTED',
+        `task ${grouped} (${checked[grouped]?.name}): option group: the BullMQ task store does not keep groups (a BullMQ Pro feature); use the PostgreSQL or PGlite store`,
+      );
     if (checked.length === 0) return [];
     return tracedEnqueue(checked, (traceparent) => this.addChecked(checked, ids(checked.length, jobIds), traceparent));
   }
@@ -629,6 +736,9 @@ export class BullMQTaskStore implements TaskStore {
     const now = Date.now();
     const got = await this.redis.sfClaim(
       ...[k.wait, k.active, k.prioritized, k.delayed, k.meta, k.events, k.pc, k.marker].map((key) => key as string),
+      this.limitKey(queue, 'limits'),
+      this.limitKey(queue, 'rooms'),
+      this.limitKey(queue, 'starts'),
       k[''] as string,
       now,
       leaseMs,
@@ -637,8 +747,11 @@ export class BullMQTaskStore implements TaskStore {
       ...tokens,
     );
     if (got === -1) return this.withFirstRuns(q, await this.claimByBullMQ(queue, limit, owner, leaseMs));
-    const claimed = got.map(([id, name, data, timestamp, ats, token]): ClaimedTask => {
+    const claimed = got.map(([id, name, data, timestamp, ats, token, at]): ClaimedTask => {
       const task = taskData(JSON.parse(String(data)));
+      // A limited queue's claims are timed by Redis, as their starts were counted; its producers are woken as its tasks end.
+      const claimedAt = at === '' || at === undefined ? now : Number(at);
+      if (at !== '' && at !== undefined) this.limitedQueues.add(queue);
       return {
         id: `${queue}/${id}`,
         queue,
@@ -649,7 +762,7 @@ export class BullMQTaskStore implements TaskStore {
         maxAttempts: task.maxAttempts,
         timeoutMs: task.timeoutMs,
         enqueuedAt: new Date(Number(timestamp)),
-        leaseExpiresAt: new Date(now + leaseMs),
+        leaseExpiresAt: new Date(claimedAt + leaseMs),
         ...traceFields(task.traceparent, undefined),
       };
     });
@@ -687,7 +800,11 @@ export class BullMQTaskStore implements TaskStore {
     // Ask only for what is there: waiting jobs, and a few probes when delayed ones may have come due.
     const counts = await q.getJobCounts('wait', 'prioritized', 'delayed');
     const ready = (counts.wait ?? 0) + (counts.prioritized ?? 0) + ((counts.delayed ?? 0) > 0 ? 10 : 0);
-    const wanted = Math.min(limit, ready);
+    let wanted = Math.min(limit, ready);
+    if (wanted <= 0) return [];
+    // Stagefabric's limits too, beside BullMQ's own: only as many fetches as the room they leave, taken atomically.
+    const rooms = await this.takeRoom(queue, wanted);
+    if (rooms !== undefined) wanted = rooms.names.length;
     // Each fetch is one atomic script; sent together on one connection, Redis runs them in order,
     // so the results keep priority order.
     const fetched = await Promise.all(
@@ -697,6 +814,11 @@ export class BullMQTaskStore implements TaskStore {
         return job === undefined || job === null ? undefined : { job, token };
       }),
     );
+    if (rooms !== undefined && rooms.names.length > 0) {
+      this.limitedQueues.add(queue);
+      const filled = fetched.filter((f) => f !== undefined).length;
+      await this.redis.sfGiveBackRoom(this.limitKey(queue, 'rooms'), this.limitKey(queue, 'starts'), filled, ...rooms.names);
+    }
     const claimed: ClaimedTask[] = [];
     for (const got of fetched) {
       if (got === undefined) continue;
@@ -717,6 +839,64 @@ export class BullMQTaskStore implements TaskStore {
       });
     }
     return claimed;
+  }
+
+  private limitKey(queue: string, what: 'limits' | 'rooms' | 'starts'): string {
+    return `${this.prefix}:stagefabric-${what}:${queue}`;
+  }
+
+  /** The rooms taken for up to `wanted` claims of a limited queue, and when (Redis's clock); undefined when the queue has no limits. */
+  private async takeRoom(queue: string, wanted: number): Promise<{ at: number; names: string[] } | undefined> {
+    const got = await this.redis.sfTakeRoom(
+      this.limitKey(queue, 'limits'),
+      this.queue(queue).toKey('active'),
+      this.limitKey(queue, 'rooms'),
+      this.limitKey(queue, 'starts'),
+      wanted,
+      ROOM_TTL_MS,
+      randomUUID(),
+    );
+    if (!Array.isArray(got)) return undefined;
+    const [at, ...names] = got;
+    return { at: Number(at), names };
+  }
+
+  async setLimits(queue: string, limits: QueueLimits | null): Promise<void> {
+    const l = checkLimits(queue, limits);
+    if (l?.group !== undefined)
+      throw new FabricError(
+        'SF_UNSUPPORTED',
+        `limits of queue ${queue}: the BullMQ task store cannot limit or order per group (group.concurrency, group.rate, group.ordered): BullMQ keeps groups only in BullMQ Pro; use the PostgreSQL or PGlite store for groups`,
+      );
+    const key = this.limitKey(queue, 'limits');
+    const fields: string[] = [];
+    if (l?.concurrency !== undefined) fields.push('concurrency', String(l.concurrency));
+    if (l?.rate !== undefined) fields.push('rateMax', String(l.rate.max), 'rateIntervalMs', String(l.rate.intervalMs));
+    const m = this.redis.multi().del(key);
+    if (fields.length > 0) m.hset(key, ...fields);
+    await m.exec();
+    await this.redis.publish(`${this.prefix}:stagefabric-enqueued`, queue);
+  }
+
+  async limits(queue: string): Promise<QueueLimits | null> {
+    const h = await this.redis.hgetall(this.limitKey(queue, 'limits'));
+    return checkLimits(queue, {
+      ...(h.concurrency === undefined ? {} : { concurrency: Number(h.concurrency) }),
+      ...(h.rateMax === undefined ? {} : { rate: { max: Number(h.rateMax), intervalMs: Number(h.rateIntervalMs) } }),
+    });
+  }
+
+  async progress(claim: TaskClaim, progress: TaskProgress): Promise<boolean> {
+    const json = checkProgress(progress);
+    const where = BullMQTaskStore.split(claim.id);
+    if (where === undefined || typeof claim.claimant !== 'string') return false;
+    const q = this.queue(where.queue);
+    // In BullMQ's own progress field, wrapped, so a plain BullMQ job's progress is not read as a handler's.
+    const wrapped = `{"sf":${json}}`;
+    return (
+      (await this.redis.sfProgress(this.lockKey(q, where.jobId), q.toKey(where.jobId), claim.claimant, String(claim.attempt), wrapped)) ===
+      1
+    );
   }
 
   private lockKey(queue: Queue, jobId: string): string {
@@ -816,7 +996,11 @@ export class BullMQTaskStore implements TaskStore {
         recordOf,
       ),
     ]);
-    return [...succeeded.flat(), ...failed].filter((id): id is string => id !== undefined);
+    const done = [...succeeded.flat(), ...failed].filter((id): id is string => id !== undefined);
+    // A task that ends makes room in a limited queue: its producers, held back, look again.
+    const limited = new Set(done.map((id) => BullMQTaskStore.split(id)?.queue).filter((q) => q !== undefined && this.limitedQueues.has(q)));
+    for (const queue of limited) await this.redis.publish(`${this.prefix}:stagefabric-enqueued`, queue as string);
+    return done;
   }
 
   private async fail(
@@ -931,7 +1115,12 @@ export class BullMQTaskStore implements TaskStore {
     if (await q.isPaused()) return null;
     // A delayed job's score is its due time in ms times 0x1000 (BullMQ's order within a millisecond).
     const [, score] = await this.redis.zrange(q.keys.delayed as string, 0, 0, 'WITHSCORES');
-    return score === undefined ? null : new Date(Math.floor(Number(score) / 0x1000));
+    const delayed = score === undefined ? null : Math.floor(Number(score) / 0x1000);
+    if (!this.limitedQueues.has(queue)) return delayed === null ? null : new Date(delayed);
+    // Due tasks a rate-limited queue held back can start once its oldest start leaves the window.
+    const opens = await this.redis.sfRateOpensAt(this.limitKey(queue, 'limits'), this.limitKey(queue, 'starts'));
+    const at = opens < 0 ? delayed : delayed === null ? opens : Math.min(delayed, opens);
+    return at === null ? null : new Date(at);
   }
 
   async onEnqueued(queue: string, listener: () => void): Promise<() => Promise<void>> {
@@ -987,6 +1176,7 @@ export class BullMQTaskStore implements TaskStore {
       createdAt: new Date(job.timestamp),
       updatedAt: new Date(job.finishedOn ?? job.processedOn ?? job.timestamp),
       finishedAt: job.finishedOn === undefined ? null : new Date(job.finishedOn),
+      progress: handlerProgress(job.progress),
     };
   }
 
@@ -1119,6 +1309,8 @@ export class BullMQTaskStore implements TaskStore {
         // Not failed (any more): nothing to retry.
         continue;
       }
+      // An operator's retry starts the task afresh: its handler's last progress goes.
+      await this.redis.hdel(this.queue(where.queue).toKey(where.jobId), 'progress');
       changed.push(id);
       await this.redis.publish(`${this.prefix}:stagefabric-enqueued`, where.queue);
     }

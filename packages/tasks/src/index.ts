@@ -47,7 +47,7 @@ export {
   retryDelayMs,
   type TaskBackoff,
 } from './task-backoff.js';
-export { checkTasks, TASK_DEFAULTS, TaskInputError } from './task-input.js';
+export { checkLimits, checkTasks, TASK_DEFAULTS, TaskInputError } from './task-input.js';
 export {
   startTaskPipeline,
   startTaskWorker,
@@ -87,6 +87,8 @@ export {
   type EnqueueResult,
   FINAL_STATES,
   type NewTask,
+  type QueueLimits,
+  type RateLimit,
   RETRYABLE_STATES,
   type TaskAttempt,
   type TaskClaim,
@@ -94,6 +96,7 @@ export {
   type TaskFilter,
   type TaskListFilter,
   type TaskOutcomeRecord,
+  type TaskProgress,
   type TaskRecord,
   type TaskState,
   type TaskStore,

@@ -1,18 +1,20 @@
 import { isTraceparent } from '@stagefabric/runtime';
 import { FINISHED_STATES, type PruneCount, type RetentionPolicy } from './retention.js';
 import { checkSchedule, type ScheduleDefinition, type ScheduleRecord } from './schedules.js';
-import { checkTasks, TASK_DEFAULTS } from './task-input.js';
+import { checkLimits, checkProgress, checkTasks, TASK_DEFAULTS } from './task-input.js';
 import * as sql from './task-sql.js';
 import type {
   ClaimedTask,
   EnqueueResult,
   NewTask,
+  QueueLimits,
   TaskAttempt,
   TaskClaim,
   TaskCount,
   TaskFilter,
   TaskListFilter,
   TaskOutcomeRecord,
+  TaskProgress,
   TaskRecord,
   TaskState,
   TaskStore,
@@ -38,6 +40,51 @@ export interface SqlTaskStoreOptions {
 
 /** A task whose uniqueKey is held for a window from enqueue. */
 const windowed = (t: NewTask): boolean => t?.options?.uniqueForMs !== undefined;
+interface ClaimRow {
+  id: string;
+  queue: string;
+  name: string;
+  args: unknown;
+  attempt: number;
+  max_attempts: number;
+  timeout_ms: number;
+  created_at: Date;
+  lease_expires_at: Date;
+  priority: number;
+  run_at: Date;
+  traceparent: string | null;
+  first_run_traceparent: string | null;
+}
+
+interface LimitsRow {
+  concurrency: number | null;
+  rate_max: number | null;
+  rate_interval_ms: number | null;
+  group_concurrency: number | null;
+  group_rate_max: number | null;
+  group_rate_interval_ms: number | null;
+  group_ordered: boolean;
+}
+
+/** A claim statement's rows as claimed tasks, in claim order (UPDATE ... RETURNING does not keep it). */
+function toClaimed(rows: ClaimRow[], owner: string): ClaimedTask[] {
+  // Each row's keys read once, not per comparison.
+  const keyed = rows.map((r) => ({ r, runAt: new Date(r.run_at).getTime(), id: Number(r.id) }));
+  keyed.sort((a, b) => a.r.priority - b.r.priority || a.runAt - b.runAt || a.id - b.id);
+  return keyed.map(({ r }) => ({
+    id: r.id,
+    queue: r.queue,
+    name: r.name,
+    args: r.args,
+    attempt: r.attempt,
+    claimant: owner,
+    maxAttempts: r.max_attempts,
+    timeoutMs: r.timeout_ms,
+    enqueuedAt: new Date(r.created_at),
+    leaseExpiresAt: new Date(r.lease_expires_at),
+    ...traceFields(r.traceparent, r.first_run_traceparent),
+  }));
+}
 
 /** A task's page shows this many of its latest attempts at most. */
 const ATTEMPTS_SHOWN = 100;
@@ -60,6 +107,7 @@ interface TaskRow {
   created_at: Date;
   updated_at: Date;
   finished_at: Date | null;
+  progress: TaskProgress | null;
 }
 
 const toRecord = (r: TaskRow): TaskRecord => ({
@@ -80,6 +128,7 @@ const toRecord = (r: TaskRow): TaskRecord => ({
   createdAt: new Date(r.created_at),
   updatedAt: new Date(r.updated_at),
   finishedAt: r.finished_at === null ? null : new Date(r.finished_at),
+  progress: r.progress ?? null,
 });
 
 /** A claim this store could have made: a row id and an integer attempt (a claim from the wire may be anything). */
@@ -100,6 +149,12 @@ export class SqlTaskStore implements TaskStore {
   private readonly schema: string;
   private readonly channel: string;
   private readonly maxPayloadBytes: number;
+  /**
+   * Queues this store found limited: their claims take the queue's lock.
+   * Only a routing hint: the plain claim never takes a limited queue's
+   * tasks, and the locked claim falls back to it once limits are lifted.
+   */
+  private readonly limitedQueues = new Set<string>();
 
   constructor(
     private readonly driver: SqlDriver,
@@ -166,6 +221,7 @@ export class SqlTaskStore implements TaskStore {
         checked.map((t) => t.uniqueKey),
         this.channel,
         checked.map(() => traceparent ?? null),
+        checked.map((t) => t.group),
       ]),
     );
     // A duplicate of a task earlier in this same batch is not visible to the statement's own lookup: resolve it here.
@@ -241,37 +297,56 @@ export class SqlTaskStore implements TaskStore {
 
   async claim(queue: string, limit: number, owner: string, leaseMs: number): Promise<ClaimedTask[]> {
     if (limit <= 0) return [];
-    const rows = await this.driver.query<{
-      id: string;
-      queue: string;
-      name: string;
-      args: unknown;
-      attempt: number;
-      max_attempts: number;
-      timeout_ms: number;
-      created_at: Date;
-      lease_expires_at: Date;
-      priority: number;
-      run_at: Date;
-      traceparent: string | null;
-      first_run_traceparent: string | null;
-    }>(this.s(sql.CLAIM), [queue, limit, owner, leaseMs]);
-    // UPDATE ... RETURNING does not keep the claim order: restore it (each row's keys read once, not per comparison).
-    const keyed = rows.map((r) => ({ r, runAt: new Date(r.run_at).getTime(), id: Number(r.id) }));
-    keyed.sort((a, b) => a.r.priority - b.r.priority || a.runAt - b.runAt || a.id - b.id);
-    return keyed.map(({ r }) => ({
-      id: r.id,
-      queue: r.queue,
-      name: r.name,
-      args: r.args,
-      attempt: r.attempt,
-      claimant: owner,
-      maxAttempts: r.max_attempts,
-      timeoutMs: r.timeout_ms,
-      enqueuedAt: new Date(r.created_at),
-      leaseExpiresAt: new Date(r.lease_expires_at),
-      ...traceFields(r.traceparent, r.first_run_traceparent),
-    }));
+    if (!this.limitedQueues.has(queue)) {
+      const rows = await this.driver.query<ClaimRow>(this.s(sql.CLAIM), [queue, limit, owner, leaseMs]);
+      // The plain claim leaves a limited queue alone: an empty answer may mean limits were set since.
+      if (rows.length > 0 || (await this.driver.query(this.s(sql.IS_LIMITED), [queue])).length === 0) return toClaimed(rows, owner);
+      this.limitedQueues.add(queue);
+    }
+    return this.driver.transaction(async (query) => {
+      const [lim] = await query<LimitsRow & { paused: boolean; limited: boolean }>(this.s(sql.LOCK_LIMITED), [queue]);
+      if (lim?.limited !== true) {
+        this.limitedQueues.delete(queue);
+        return toClaimed(await query<ClaimRow>(this.s(sql.CLAIM), [queue, limit, owner, leaseMs]), owner);
+      }
+      const groupLimits = lim.group_concurrency !== null || lim.group_rate_max !== null;
+      return toClaimed(
+        await query<ClaimRow>(this.s(sql.claimLimited(groupLimits, lim.group_ordered)), [queue, limit, owner, leaseMs]),
+        owner,
+      );
+    });
+  }
+
+  async setLimits(queue: string, limits: QueueLimits | null): Promise<void> {
+    const l = checkLimits(queue, limits);
+    await this.driver.query(this.s(sql.SET_LIMITS), [
+      queue,
+      l !== null,
+      l?.concurrency ?? null,
+      l?.rate?.max ?? null,
+      l?.rate?.intervalMs ?? null,
+      l?.group?.concurrency ?? null,
+      l?.group?.rate?.max ?? null,
+      l?.group?.rate?.intervalMs ?? null,
+      l?.group?.ordered === true,
+    ]);
+    // Producers holding back for the old limits look again.
+    await this.notify([queue]);
+  }
+
+  async limits(queue: string): Promise<QueueLimits | null> {
+    const [r] = await this.driver.query<LimitsRow>(this.s(sql.LIMITS), [queue]);
+    if (r === undefined) return null;
+    const rate = (max: number | null, intervalMs: number | null) => (max === null || intervalMs === null ? undefined : { max, intervalMs });
+    return checkLimits(queue, {
+      ...(r.concurrency === null ? {} : { concurrency: r.concurrency }),
+      ...(r.rate_max === null ? {} : { rate: rate(r.rate_max, r.rate_interval_ms) }),
+      group: {
+        ...(r.group_concurrency === null ? {} : { concurrency: r.group_concurrency }),
+        ...(r.group_rate_max === null ? {} : { rate: rate(r.group_rate_max, r.group_rate_interval_ms) }),
+        ...(r.group_ordered ? { ordered: true } : {}),
+      },
+    } as QueueLimits);
   }
 
   async adopt(claims: readonly TaskClaim[], holder: string, leaseMs: number): Promise<TaskClaim[]> {
@@ -298,6 +373,8 @@ export class SqlTaskStore implements TaskStore {
       outcomes.map((o) => (o.durationMs === undefined ? null : Math.min(2_147_483_647, Math.max(0, Math.round(o.durationMs))))),
       outcomes.map((o) => (isTraceparent(o.firstRunTraceparent) ? o.firstRunTraceparent : null)),
     ]);
+    // A task that ends makes room in a limited queue: its producers, held back, look again.
+    if (rows.length > 0) await this.notify([...this.limitedQueues]);
     return rows.map((r) => r.id);
   }
 
@@ -312,6 +389,12 @@ export class SqlTaskStore implements TaskStore {
     if (!wellFormed(claim)) return false;
     const rows = await query<{ id: string }>(this.s(sql.SUCCEED_WITHIN), [claim.id, claim.attempt, claim.claimant]);
     return rows.length === 1;
+  }
+
+  async progress(claim: TaskClaim, progress: TaskProgress): Promise<boolean> {
+    const json = checkProgress(progress);
+    if (!wellFormed(claim)) return false;
+    return (await this.driver.query(this.s(sql.PROGRESS), [...claimArrays([claim]), json])).length === 1;
   }
 
   async extendLeases(all: readonly TaskClaim[], leaseMs: number): Promise<string[]> {
@@ -350,7 +433,11 @@ export class SqlTaskStore implements TaskStore {
 
   async nextRunAt(queue: string): Promise<Date | null> {
     const [row] = await this.driver.query<{ run_at: Date | null }>(this.s(sql.NEXT_RUN_AT), [queue]);
-    return row?.run_at == null ? null : new Date(row.run_at);
+    const at = row?.run_at == null ? null : new Date(row.run_at);
+    if (at === null || !this.limitedQueues.has(queue) || at.getTime() > Date.now()) return at;
+    // Due tasks a limited queue held back: they can start once a start leaves its rate window, or a running task ends (notified).
+    const [open] = await this.driver.query<{ at: Date | null }>(this.s(sql.LIMITED_NEXT_AT), [queue]);
+    return open?.at == null ? null : new Date(open.at);
   }
 
   onEnqueued(queue: string, listener: () => void): Promise<() => Promise<void>> {

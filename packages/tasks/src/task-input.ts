@@ -1,5 +1,5 @@
 import { describeValue, FabricError } from '@stagefabric/runtime';
-import type { EnqueueOptions, NewTask } from './task-store.js';
+import type { EnqueueOptions, NewTask, QueueLimits, RateLimit, TaskProgress } from './task-store.js';
 
 /** A task refused at enqueue; nothing of the batch was stored. */
 export class TaskInputError extends FabricError {
@@ -31,6 +31,7 @@ export interface CheckedTask {
   readonly uniqueKey: string | null;
   /** How long the key is held from enqueue; null: until the task finishes. */
   readonly uniqueForMs: number | null;
+  readonly group: string | null;
 }
 
 /** Walks args for what JSON would silently drop or mangle: functions, symbols, BigInt, Map, Set, cycles. */
@@ -94,8 +95,11 @@ function checkOptions(where: string, options: EnqueueOptions, now: number): Omit
       fail('uniqueForMs', uniqueForMs, 'must be a positive integer of milliseconds');
     if (uniqueKey === null) fail('uniqueForMs', uniqueForMs, 'needs a uniqueKey: it is how long that key is held');
   }
+  const group = options.group ?? null;
+  if (group !== null && (typeof group !== 'string' || group.length === 0 || group.length > 200))
+    fail('group', group, 'must be a non-empty string of at most 200 characters');
   const runAt = options.runAt ?? new Date(now + (options.delayMs ?? 0));
-  return { queue, priority, maxAttempts, timeoutMs, runAt, uniqueKey, uniqueForMs };
+  return { queue, priority, maxAttempts, timeoutMs, runAt, uniqueKey, uniqueForMs, group };
 }
 
 /** Checks a batch before anything is stored; the error names the task (by index and name) and the problem. */
@@ -116,4 +120,87 @@ export function checkTasks(tasks: readonly NewTask[], maxPayloadBytes: number = 
       throw new TaskInputError(`${where}: args are ${bytes} bytes as JSON, over the limit of ${maxPayloadBytes}`);
     return { name: task.name, args, ...checkOptions(where, task.options ?? {}, now) };
   });
+}
+
+const MAX_LIMIT = 1_000_000;
+const MAX_INTERVAL_MS = 7 * 24 * 3600 * 1000;
+
+/**
+ * Checks a queue's limits; returns them with the empty ones dropped, or
+ * null when nothing is limited. Errors name the queue, the limit and its rule.
+ */
+export function checkLimits(queue: string, limits: QueueLimits | null | undefined): QueueLimits | null {
+  if (typeof queue !== 'string' || queue.length === 0 || queue.length > 200)
+    throw new FabricError('SF_BAD_OPTION', `limits: queue ${describeValue(queue)} must be a non-empty string of at most 200 characters`);
+  if (limits === null || limits === undefined) return null;
+  const fail = (path: string, value: unknown, rule: string): never => {
+    throw new FabricError('SF_BAD_OPTION', `limits of queue ${queue}: ${path} = ${describeValue(value)}: ${rule}`);
+  };
+  const known = (value: unknown, path: string, keys: readonly string[]) => {
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(path, value, 'must be an object');
+    for (const k of Object.keys(value as object))
+      if (!keys.includes(k)) fail(`${path}.${k}`, (value as Record<string, unknown>)[k], `is not a limit (one of ${keys.join(', ')})`);
+  };
+  const count = (value: unknown, path: string): number | undefined => {
+    if (value === undefined) return undefined;
+    if (!Number.isInteger(value) || (value as number) < 1 || (value as number) > MAX_LIMIT)
+      fail(path, value, `must be an integer from 1 to ${MAX_LIMIT}`);
+    return value as number;
+  };
+  const rate = (value: unknown, path: string): RateLimit | undefined => {
+    if (value === undefined) return undefined;
+    known(value, path, ['max', 'intervalMs']);
+    const r = value as Record<string, unknown>;
+    const max = count(r.max, `${path}.max`) ?? fail(`${path}.max`, r.max, 'is required');
+    const intervalMs = r.intervalMs;
+    if (!Number.isInteger(intervalMs) || (intervalMs as number) < 1 || (intervalMs as number) > MAX_INTERVAL_MS)
+      fail(`${path}.intervalMs`, intervalMs, `must be an integer of milliseconds from 1 to ${MAX_INTERVAL_MS} (a week)`);
+    return { max, intervalMs: intervalMs as number };
+  };
+  known(limits, 'limits', ['concurrency', 'rate', 'group']);
+  const concurrency = count(limits.concurrency, 'concurrency');
+  const queueRate = rate(limits.rate, 'rate');
+  let group: QueueLimits['group'];
+  if (limits.group !== undefined) {
+    known(limits.group, 'group', ['concurrency', 'rate', 'ordered']);
+    const gc = count(limits.group.concurrency, 'group.concurrency');
+    const gr = rate(limits.group.rate, 'group.rate');
+    const ordered = limits.group.ordered;
+    if (ordered !== undefined && typeof ordered !== 'boolean') fail('group.ordered', ordered, 'must be true or false');
+    if (ordered === true && gc !== undefined && gc !== 1)
+      fail('group.concurrency', gc, 'must be 1 or left out with group.ordered (one task of a group at a time)');
+    if (gc !== undefined || gr !== undefined || ordered === true)
+      group = {
+        ...(gc === undefined ? {} : { concurrency: gc }),
+        ...(gr === undefined ? {} : { rate: gr }),
+        ...(ordered === true ? { ordered } : {}),
+      };
+  }
+  const out: QueueLimits = {
+    ...(concurrency === undefined ? {} : { concurrency }),
+    ...(queueRate === undefined ? {} : { rate: queueRate }),
+    ...(group === undefined ? {} : { group }),
+  };
+  return Object.keys(out).length === 0 ? null : out;
+}
+
+/** Largest JSON encoding of a task's progress. */
+export const MAX_PROGRESS_BYTES = 4096;
+
+/** Checks a handler's progress; returns its JSON text. */
+export function checkProgress(progress: TaskProgress): string {
+  const fail = (rule: string): never => {
+    throw new FabricError('SF_BAD_OPTION', `task progress ${describeValue(progress)}: ${rule}`);
+  };
+  if (typeof progress === 'number') {
+    if (!Number.isFinite(progress) || progress < 0 || progress > 100) fail('a number must be a percentage from 0 to 100');
+    return JSON.stringify(progress);
+  }
+  if (typeof progress !== 'object' || progress === null || Array.isArray(progress)) fail('must be a percentage or a JSON object');
+  const problem = checkSerializable(progress, 'progress', new Set());
+  if (problem !== undefined) fail(`cannot be stored: ${problem}`);
+  const json = JSON.stringify(progress);
+  if (Buffer.byteLength(json) > MAX_PROGRESS_BYTES)
+    fail(`is ${Buffer.byteLength(json)} bytes as JSON, over the limit of ${MAX_PROGRESS_BYTES}`);
+  return json;
 }

@@ -30,6 +30,8 @@ interface State {
   unlisten: (() => Promise<void>) | undefined;
   /** When the earliest scheduled task falls due, if a wake-up is set for it. */
   dueAt: number | undefined;
+  /** A wake-up came while a claim was in flight (which may have looked before the tasks it announced): claim again after it. */
+  rewake: boolean;
 }
 
 type Info =
@@ -75,7 +77,7 @@ export function taskProducer(options: TaskProducerOptions) {
     async init(_args, ctx) {
       const unlisten = await store.onEnqueued(queue, () => ctx.send(ctx.self, 'wake'));
       ctx.sendAfter(pollIntervalMs, 'poll');
-      return { state: { pending: 0, claiming: undefined, failures: 0, unlisten, dueAt: undefined } };
+      return { state: { pending: 0, claiming: undefined, failures: 0, unlisten, dueAt: undefined, rewake: false } };
     },
     handleDemand(demand, state, ctx) {
       state.pending += demand;
@@ -85,6 +87,7 @@ export function taskProducer(options: TaskProducerOptions) {
     async handleInfo(message, state, ctx) {
       const info = message as Info;
       if (info === 'wake') {
+        if (state.claiming !== undefined) state.rewake = true;
         claim(state, ctx);
       } else if (info === 'poll') {
         ctx.sendAfter(pollIntervalMs, 'poll');
@@ -100,8 +103,10 @@ export function taskProducer(options: TaskProducerOptions) {
         state.claiming = undefined;
         state.failures = 0;
         state.pending -= info.claimed.length;
-        // A full claim means more may be waiting; a short one means the queue is empty for now.
-        if (info.claimed.length === info.asked) claim(state, ctx);
+        const rewake = state.rewake;
+        state.rewake = false;
+        // A full claim means more may be waiting; a short one means the queue is empty for now, unless a wake-up came meanwhile.
+        if (info.claimed.length === info.asked || rewake) claim(state, ctx);
         else if (state.pending > 0) watchSchedule(ctx);
         return { events: info.claimed, state };
       } else if ('failed' in info) {

@@ -2,7 +2,7 @@ import { FabricError } from '@stagefabric/runtime';
 import type { Query } from './sql-task-store.js';
 import type { StandardSchemaV1 } from './standard-schema.js';
 import { checkBackoff, type TaskBackoff } from './task-backoff.js';
-import type { ClaimedTask } from './task-store.js';
+import type { ClaimedTask, TaskProgress } from './task-store.js';
 
 export interface TaskContext {
   /** Aborts when the task times out or its agent stops. */
@@ -17,6 +17,13 @@ export interface TaskContext {
    * task: roll back.
    */
   readonly succeedWith?: (query: Query) => Promise<boolean>;
+  /**
+   * Reports progress (a percentage from 0 to 100, or a JSON object of at
+   * most 4 KiB): stored with the task, one write each call, shown on the
+   * console's task page and by `get`. False when this run no longer holds
+   * the task. Bad progress is refused with SF_BAD_OPTION.
+   */
+  readonly progress: (progress: TaskProgress) => Promise<boolean>;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: a handler takes whatever args its tasks were enqueued with

@@ -18,7 +18,7 @@ import { type Query, SqlTaskStore } from './sql-task-store.js';
 import { validateTaskArgs } from './task-args.js';
 import { BACKOFF_DEFAULTS, type BackoffOptions, retryDelayMs } from './task-backoff.js';
 import type { TaskRegistry } from './task-registry.js';
-import { type ClaimedTask, FINAL_STATES, type TaskClaim, type TaskOutcomeRecord, type TaskStore } from './task-store.js';
+import { type ClaimedTask, FINAL_STATES, type TaskClaim, type TaskOutcomeRecord, type TaskProgress, type TaskStore } from './task-store.js';
 import { startRunSpan } from './task-tracing.js';
 
 /** Why the store refused an outcome: `lease-lost` (its lease lapsed and the task went back or to another run), `finished` (it is final already), `not-found`. */
@@ -330,6 +330,7 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
           return joined;
         },
         task: claim === task ? task : { ...task, claimant: claim.claimant },
+        progress: (progress: TaskProgress) => store.progress(held.claim, progress),
         ...(within === undefined
           ? {}
           : {

@@ -73,6 +73,23 @@ export const MIGRATIONS: readonly string[] = [
   `CREATE INDEX tasks_finished ON $schema.tasks (state, finished_at, id) WHERE state IN ('success', 'error', 'timeout', 'cancelled');`,
   // Trace context (W3C traceparent): the span that enqueued a task, and its first attempt's run once that was retried.
   `ALTER TABLE $schema.tasks ADD COLUMN traceparent text, ADD COLUMN first_run_traceparent text;`,
+  // Limits across nodes: a task's group; a queue's limits (limited: any of them set); the claims (starts) rate limits count.
+  `ALTER TABLE $schema.tasks ADD COLUMN grp text;
+   CREATE INDEX tasks_running ON $schema.tasks (queue, grp) WHERE state = 'running';
+   ALTER TABLE $schema.queues ADD COLUMN limited boolean NOT NULL DEFAULT false,
+     ADD COLUMN concurrency integer, ADD COLUMN rate_max integer, ADD COLUMN rate_interval_ms integer,
+     ADD COLUMN group_concurrency integer, ADD COLUMN group_rate_max integer, ADD COLUMN group_rate_interval_ms integer,
+     ADD COLUMN group_ordered boolean NOT NULL DEFAULT false;
+   CREATE INDEX tasks_group_order ON $schema.tasks (queue, grp, id) WHERE state IN ('waiting', 'running') AND grp IS NOT NULL;
+   CREATE TABLE $schema.task_starts (
+     queue text NOT NULL,
+     grp text,
+     started_at timestamptz NOT NULL DEFAULT now()
+   );
+   CREATE INDEX task_starts_window ON $schema.task_starts (queue, started_at);
+   CREATE INDEX task_starts_group ON $schema.task_starts (queue, grp, started_at) WHERE grp IS NOT NULL;`,
+  // The progress a running task's handler last reported.
+  `ALTER TABLE $schema.tasks ADD COLUMN progress jsonb;`,
 ];
 
 export const PREPARE = `CREATE SCHEMA IF NOT EXISTS $schema;
@@ -83,7 +100,7 @@ export const APPLIED = `SELECT coalesce(max(version), 0) AS version FROM $schema
 export const RECORD = `INSERT INTO $schema.migrations (version) VALUES ($1)`;
 
 const TASK_COLUMNS = `id::text AS id, queue, name, args, state, priority, attempt, max_attempts, timeout_ms, run_at, unique_key,
-  lease_owner, lease_expires_at, last_error, created_at, updated_at, finished_at`;
+  lease_owner, lease_expires_at, last_error, created_at, updated_at, finished_at, progress`;
 
 /**
  * One statement: ids come from the sequence first, so each input row keeps
@@ -93,11 +110,11 @@ const TASK_COLUMNS = `id::text AS id, queue, name, args, state, priority, attemp
 export const ENQUEUE = `WITH input AS (
     SELECT nextval(pg_get_serial_sequence('$schema.tasks', 'id')) AS id, t.*
     FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::integer[], $5::integer[], $6::integer[], $7::timestamptz[], $8::text[],
-      $10::text[])
-      WITH ORDINALITY AS t(queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent, ord)
+      $10::text[], $11::text[])
+      WITH ORDINALITY AS t(queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent, grp, ord)
   ), inserted AS (
-    INSERT INTO $schema.tasks (id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent)
-    SELECT id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent FROM input ORDER BY ord
+    INSERT INTO $schema.tasks (id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent, grp)
+    SELECT id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent, grp FROM input ORDER BY ord
     ON CONFLICT (queue, unique_key) WHERE state IN ('waiting', 'running') AND unique_key IS NOT NULL DO NOTHING
     RETURNING id, queue
   ), notified AS (
@@ -128,9 +145,12 @@ function recordingAttempts(ending: string, returning: string): string {
 
 export const NOTIFY = `SELECT pg_notify($1, q) FROM unnest($2::text[]) AS q`;
 
+/** A limited queue is claimed only under its lock (CLAIM_LIMITED): `$1` is the queue. */
+const NOT_LIMITED = `NOT EXISTS (SELECT 1 FROM $schema.queues limited WHERE limited.name = $1 AND limited.limited)`;
+
 export const CLAIM = `WITH next AS (
     SELECT id FROM $schema.tasks
-    WHERE queue = $1 AND state = 'waiting' AND run_at <= now() AND ${NOT_PAUSED}
+    WHERE queue = $1 AND state = 'waiting' AND run_at <= now() AND ${NOT_PAUSED} AND ${NOT_LIMITED}
     ORDER BY priority, run_at, id LIMIT $2
     FOR UPDATE SKIP LOCKED
   )
@@ -140,12 +160,115 @@ export const CLAIM = `WITH next AS (
   RETURNING t.id::text AS id, t.queue, t.name, t.args, t.attempt, t.max_attempts, t.timeout_ms, t.created_at,
     t.lease_expires_at, t.priority, t.run_at, t.traceparent, t.first_run_traceparent`;
 
+export const IS_LIMITED = `SELECT 1 FROM $schema.queues WHERE name = $1 AND limited`;
+
+/**
+ * The first statement of a limited queue's claim: locks the queue's row, so
+ * the claims of a limited queue run one at a time across every node, and
+ * reads its limits. The claim itself (CLAIM_LIMITED) is the next statement
+ * of the same transaction: in READ COMMITTED it sees every claim and outcome
+ * committed before the lock was granted, which a single statement waiting
+ * for the lock would not (its snapshot predates the wait).
+ */
+export const LOCK_LIMITED = `SELECT paused, limited, concurrency, rate_max, rate_interval_ms, group_concurrency, group_rate_max, group_rate_interval_ms,
+    group_ordered FROM $schema.queues WHERE name = $1 FOR UPDATE`;
+
+const INTERVAL_MS = `* interval '1 millisecond'`;
+
+/**
+ * A limited queue's claim, under its lock: at most $2, and no more than the
+ * room the queue's concurrency (running tasks) and rate (starts in the last
+ * interval) leave; with group limits, per group likewise, taking each
+ * group's earliest tasks first. Each claim is recorded as a start; starts
+ * older than the longest interval are pruned. `$1` queue, `$2` most, `$3`
+ * owner, `$4` lease ms.
+ */
+export function claimLimited(groupLimits: boolean, ordered = false): string {
+  const due = `SELECT id, grp, priority, run_at FROM $schema.tasks WHERE queue = $1 AND state = 'waiting' AND run_at <= now()`;
+  // Ordered groups: a task is next only when no task of its group enqueued before it is waiting (a retry included) or running.
+  const pending = `SELECT id, grp, priority, run_at, (state = 'waiting' AND run_at <= now()) AS due
+    FROM $schema.tasks WHERE queue = $1 AND state IN ('waiting', 'running')`;
+  const picked = ordered
+    ? `SELECT c.id FROM (SELECT p.*, row_number() OVER (PARTITION BY p.grp ORDER BY p.id) AS nth FROM (${pending}) p) c
+        LEFT JOIN group_room g ON g.grp = c.grp
+        WHERE c.due AND (c.grp IS NULL OR (c.nth = 1 AND g.n >= 1))
+        ORDER BY c.priority, c.run_at, c.id LIMIT (SELECT n FROM room)`
+    : groupLimits
+      ? `SELECT c.id FROM (SELECT d.*, row_number() OVER (PARTITION BY d.grp ORDER BY d.priority, d.run_at, d.id) AS nth FROM (${due}) d) c
+        LEFT JOIN group_room g ON g.grp = c.grp
+        WHERE c.grp IS NULL OR c.nth <= g.n
+        ORDER BY c.priority, c.run_at, c.id LIMIT (SELECT n FROM room)`
+      : `SELECT id FROM $schema.tasks WHERE queue = $1 AND state = 'waiting' AND run_at <= now()
+        ORDER BY priority, run_at, id LIMIT (SELECT n FROM room)`;
+  return `WITH lim AS (
+    SELECT * FROM $schema.queues WHERE name = $1 AND NOT paused
+  ), room AS (
+    SELECT greatest(0, least($2,
+      coalesce(lim.concurrency - (SELECT count(*) FROM $schema.tasks r WHERE r.queue = $1 AND r.state = 'running'), $2),
+      coalesce(lim.rate_max - (SELECT count(*) FROM $schema.task_starts s
+        WHERE s.queue = $1 AND s.started_at > now() - lim.rate_interval_ms ${INTERVAL_MS}), $2)))::integer AS n
+    FROM lim
+    UNION ALL SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM lim)
+  )${
+    groupLimits || ordered
+      ? `, group_room AS (
+    SELECT g.grp, greatest(0, least($2,
+      coalesce(lim.group_concurrency - (SELECT count(*) FROM $schema.tasks r WHERE r.queue = $1 AND r.grp = g.grp AND r.state = 'running'), $2),
+      coalesce(lim.group_rate_max - (SELECT count(*) FROM $schema.task_starts s
+        WHERE s.queue = $1 AND s.grp = g.grp AND s.started_at > now() - lim.group_rate_interval_ms ${INTERVAL_MS}), $2))) AS n
+    FROM (SELECT DISTINCT grp FROM $schema.tasks WHERE queue = $1 AND state = 'waiting' AND grp IS NOT NULL) g, lim
+  )`
+      : ''
+  }, next AS (
+    SELECT t.id FROM $schema.tasks t WHERE t.id IN (${picked}) AND t.state = 'waiting'
+    FOR UPDATE SKIP LOCKED
+  ), claimed AS (
+    UPDATE $schema.tasks t SET state = 'running', attempt = t.attempt + 1, lease_owner = $3,
+      lease_expires_at = now() + $4 ${INTERVAL_MS}, updated_at = now()
+    FROM next WHERE t.id = next.id
+    RETURNING t.id::text AS id, t.queue, t.name, t.args, t.attempt, t.max_attempts, t.timeout_ms, t.created_at,
+      t.lease_expires_at, t.priority, t.run_at, t.grp, t.traceparent, t.first_run_traceparent
+  ), started AS (
+    INSERT INTO $schema.task_starts (queue, grp) SELECT queue, grp FROM claimed
+  ), pruned AS (
+    DELETE FROM $schema.task_starts s USING lim
+    WHERE s.queue = $1 AND s.started_at < now() - greatest(coalesce(lim.rate_interval_ms, 0), coalesce(lim.group_rate_interval_ms, 0)) ${INTERVAL_MS}
+  )
+  SELECT * FROM claimed`;
+}
+
+/**
+ * When a limited queue may next give a claim tasks it held back: the
+ * earliest moment a start leaves its rate window (queue's or a group's),
+ * or null when only a running task's end can make room.
+ */
+export const LIMITED_NEXT_AT = `WITH lim AS (SELECT * FROM $schema.queues WHERE name = $1)
+  SELECT least(
+    (SELECT min(s.started_at) + lim.rate_interval_ms ${INTERVAL_MS} FROM $schema.task_starts s
+      WHERE lim.rate_max IS NOT NULL AND s.queue = $1 AND s.started_at > now() - lim.rate_interval_ms ${INTERVAL_MS}),
+    (SELECT min(s.started_at) + lim.group_rate_interval_ms ${INTERVAL_MS} FROM $schema.task_starts s
+      WHERE lim.group_rate_max IS NOT NULL AND s.queue = $1 AND s.grp IS NOT NULL AND s.started_at > now() - lim.group_rate_interval_ms ${INTERVAL_MS})
+  ) AS at FROM lim`;
+
+/** Replaces a queue's limits (all null: none), keeping its pause. */
+export const SET_LIMITS = `INSERT INTO $schema.queues (name, limited, concurrency, rate_max, rate_interval_ms, group_concurrency, group_rate_max,
+    group_rate_interval_ms, group_ordered)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+  ON CONFLICT (name) DO UPDATE SET limited = $2, concurrency = $3, rate_max = $4, rate_interval_ms = $5,
+    group_concurrency = $6, group_rate_max = $7, group_rate_interval_ms = $8, group_ordered = $9, updated_at = now()`;
+export const LIMITS = `SELECT concurrency, rate_max, rate_interval_ms, group_concurrency, group_rate_max, group_rate_interval_ms, group_ordered
+  FROM $schema.queues WHERE name = $1 AND limited`;
+
 /**
  * The claims of a statement, one row each: a claim is current while its
  * task is running in the same attempt under the same claimant.
  */
 const CLAIMS = `unnest($1::bigint[], $2::integer[], $3::text[]) AS c(id, attempt, claimant)`;
 const CURRENT = `t.id = c.id AND t.attempt = c.attempt AND t.lease_owner = c.claimant AND t.state = 'running'`;
+
+/** A running task's progress ($4, JSON), while the claim is current. */
+export const PROGRESS = `UPDATE $schema.tasks t SET progress = $4::jsonb, updated_at = now()
+  FROM ${CLAIMS} WHERE ${CURRENT} RETURNING t.id::text AS id`;
 
 /** Claims made by another node pass to the holder ($4), with a fresh lease. */
 export const ADOPT = `UPDATE $schema.tasks t SET lease_owner = $4, lease_expires_at = now() + $5 * interval '1 millisecond', updated_at = now()
@@ -229,7 +352,8 @@ export const ATTEMPTS = `SELECT attempt, outcome, error, duration_ms, owner, fin
       WHERE task_id = $1::bigint ORDER BY id DESC LIMIT $2)
   ) a ORDER BY latest DESC, id DESC LIMIT $2`;
 
-const RETRYING = `UPDATE $schema.tasks SET state = 'waiting', attempt = 0, run_at = now(), last_error = NULL, finished_at = NULL, updated_at = now()`;
+const RETRYING = `UPDATE $schema.tasks SET state = 'waiting', attempt = 0, run_at = now(), last_error = NULL, finished_at = NULL, progress = NULL,
+  updated_at = now()`;
 const CANCELLING = `UPDATE $schema.tasks SET state = 'cancelled', finished_at = now(), updated_at = now()`;
 export const RETRY = `${RETRYING}
   WHERE id = ANY($1::bigint[]) AND state IN ('error', 'timeout', 'cancelled') RETURNING id::text AS id, queue`;

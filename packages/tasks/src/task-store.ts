@@ -38,6 +38,40 @@ export interface EnqueueOptions {
    * pending. Absent: held until the task finishes.
    */
   readonly uniqueForMs?: number;
+  /** The key per-group limits count by within its queue (such as a customer id). Default none: only the queue's limits apply. */
+  readonly group?: string;
+}
+
+/** At most `max` claims (starts) of tasks in any window of `intervalMs`. */
+export interface RateLimit {
+  readonly max: number;
+  readonly intervalMs: number;
+}
+
+/**
+ * Limits on a queue that hold across every node of the fabric: the store
+ * enforces them inside each claim, so they hold with any number of agents.
+ * A claimed task counts as running from its claim until its outcome is
+ * recorded (or it is released, or its lease is recovered); a start is a
+ * claim.
+ */
+export interface QueueLimits {
+  /** At most this many tasks of the queue running at once. */
+  readonly concurrency?: number;
+  /** At most `max` starts of the queue's tasks per `intervalMs`. */
+  readonly rate?: RateLimit;
+  /** The same per group (the task's `group` option); tasks without a group only count against the queue's limits. */
+  readonly group?: {
+    readonly concurrency?: number;
+    readonly rate?: RateLimit;
+    /**
+     * Ordered processing: one task of a group at a time, in enqueue order.
+     * A group's task runs only once every task of the group enqueued before
+     * it is final, so a failed attempt waiting for its retry holds its group
+     * back (priority orders tasks across groups, not within one).
+     */
+    readonly ordered?: boolean;
+  };
 }
 
 export interface NewTask {
@@ -151,7 +185,12 @@ export interface TaskRecord {
   readonly createdAt: Date;
   readonly updatedAt: Date;
   readonly finishedAt: Date | null;
+  /** What its handler last reported through `ctx.progress` (kept after it finished; cleared by an operator's retry), or null. */
+  readonly progress: TaskProgress | null;
 }
+
+/** A handler's progress: a percentage from 0 to 100, or a JSON object of its own (at most 4 KiB as JSON). */
+export type TaskProgress = number | Readonly<Record<string, unknown>>;
 
 export interface TaskCount {
   readonly queue: string;
@@ -178,6 +217,8 @@ export interface TaskStore extends ScheduleStore, RetentionStore, CancelRunningS
   adopt(claims: readonly TaskClaim[], holder: string, leaseMs: number): Promise<TaskClaim[]>;
   /** Records outcomes in one round trip. Only a task whose claim is still current changes; returns the ids that did. */
   complete(outcomes: readonly TaskOutcomeRecord[]): Promise<string[]>;
+  /** Records a running task's progress while its claim is current; false when it is not. Bad progress is refused with SF_BAD_OPTION. */
+  progress(claim: TaskClaim, progress: TaskProgress): Promise<boolean>;
   /** Extends the leases of claims still current; returns their ids. */
   extendLeases(claims: readonly TaskClaim[], leaseMs: number): Promise<string[]>;
   /** Claimed tasks that never started go back to waiting, their attempt not counted, if their claims are still current; returns the ids that did. */
@@ -218,5 +259,9 @@ export interface TaskStore extends ScheduleStore, RetentionStore, CancelRunningS
   resume(queue: string): Promise<void>;
   /** The queues paused now, sorted. */
   paused(): Promise<string[]>;
+  /** Sets (replaces) the limits of `queue` for every node; null or `{}` lifts them. Bad limits are refused with SF_BAD_OPTION. */
+  setLimits(queue: string, limits: QueueLimits | null): Promise<void>;
+  /** The limits of `queue` now, or null when it has none. */
+  limits(queue: string): Promise<QueueLimits | null>;
   close(): Promise<void>;
 }

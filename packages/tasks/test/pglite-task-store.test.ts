@@ -5,6 +5,7 @@ import { cancelRunningConformance } from './cancel-running.conformance.js';
 import { retentionStoreConformance } from './retention-store.conformance.js';
 import { scheduleStoreConformance } from './schedule-store.conformance.js';
 import { taskStoreConformance } from './task-store.conformance.js';
+import { taskStoreLimitsConformance } from './task-store-limits.conformance.js';
 import { uniqueWindowConformance } from './unique-window.conformance.js';
 
 async function make() {
@@ -20,6 +21,17 @@ retentionStoreConformance('embedded PGlite', make);
 scheduleStoreConformance('embedded PGlite', make, peer);
 uniqueWindowConformance('embedded PGlite', make);
 cancelRunningConformance('embedded PGlite', make);
+
+taskStoreLimitsConformance(
+  'embedded PGlite',
+  async () => {
+    const store = new PGliteTaskStore();
+    await store.migrate();
+    return store;
+  },
+  async (store) => store,
+  { groups: true },
+);
 
 it('lists newest first by id, also past id 9 (the SQL stores)', async () => {
   const store = new PGliteTaskStore();

@@ -128,6 +128,25 @@ describe('task producer and runner', () => {
     expect(await store.counts()).toEqual([{ queue: 'default', state: 'success', count: 200 }]);
   });
 
+  it('a handler reports progress through ctx.progress: the task shows it while running and after; bad progress is refused', async () => {
+    const step = gate();
+    let refused: unknown;
+    const registry = new TaskRegistry().register('long', async (_args: unknown, ctx) => {
+      expect(await ctx.progress(40)).toBe(true);
+      await step.opened;
+      await ctx.progress(-1).catch((error: unknown) => (refused = error));
+      expect(await ctx.progress({ step: 'upload', done: 3, of: 4 })).toBe(true);
+    });
+    const { store, until } = await pipeline(registry);
+    const [{ id } = { id: '' }] = await store.enqueue([{ name: 'long' }]);
+    await until(async () => (await store.get(id))?.progress === 40, 'progress 40 while running');
+    expect((await store.get(id))?.state).toBe('running');
+    step.open();
+    await until(async () => (await store.get(id))?.state === 'success', 'the task to succeed');
+    expect((await store.get(id))?.progress).toEqual({ step: 'upload', done: 3, of: 4 });
+    expect(refused).toMatchObject({ code: 'SF_BAD_OPTION', message: expect.stringMatching(/percentage from 0 to 100/) });
+  });
+
   it('outcomes wait for the flush on the stage clock: none is written before flushMs has passed', async () => {
     let ran = false;
     const registry = new TaskRegistry().register('quick', () => {

@@ -338,6 +338,28 @@ export function taskStoreConformance(name: string, make: () => Promise<TaskStore
       expect(await store.attempts('not-an-id')).toEqual([]);
     });
 
+    it('progress: recorded while the claim is current, read back by get and list, cleared by an operator retry', async () => {
+      const store = await fresh();
+      const [t] = await store.enqueue([{ name: 'p', options: { maxAttempts: 1 } }]);
+      expect((await store.get(t?.id as string))?.progress).toBeNull();
+      const [claimed] = await store.claim('default', 1, 'me', 10_000);
+      const claim = claimOf(claimed);
+      expect(await store.progress(claim, 25)).toBe(true);
+      expect((await store.get(claim.id))?.progress).toBe(25);
+      expect(await store.progress(claim, { phase: 'copy', files: 3 })).toBe(true);
+      expect((await store.list({ state: 'running' }))[0]?.progress).toEqual({ phase: 'copy', files: 3 });
+      // Not this claim's: refused, nothing changes.
+      expect(await store.progress({ ...claim, claimant: 'someone-else' }, 99)).toBe(false);
+      await expect(store.progress(claim, 101)).rejects.toMatchObject({ code: 'SF_BAD_OPTION' });
+      await expect(store.progress(claim, { big: 'x'.repeat(5000) })).rejects.toThrow(/over the limit of 4096/);
+      expect((await store.get(claim.id))?.progress).toEqual({ phase: 'copy', files: 3 });
+      await store.complete([{ ...claim, status: 'error', error: 'boom' }]);
+      expect(await store.progress(claim, 50)).toBe(false);
+      expect((await store.get(claim.id))?.progress).toEqual({ phase: 'copy', files: 3 });
+      await store.retry([claim.id]);
+      expect((await store.get(claim.id))?.progress).toBeNull();
+    });
+
     it('refuses bad input at enqueue with an error naming the task and the problem, storing nothing', async () => {
       const store = await fresh();
       const cyclic: Record<string, unknown> = { a: 1 };

@@ -119,6 +119,14 @@ ${notice ?? ''}
 ${list}`;
 }
 
+/** What the handler last reported: a bar for a percentage, else its JSON (clipped). */
+function reported(progress: TaskRecord['progress']): Html | string {
+  if (progress === null) return '';
+  if (typeof progress === 'number')
+    return h` · <span id="task-progress"><progress max="100" value="${String(progress)}"></progress> ${String(Math.round(progress * 10) / 10)}%</span>`;
+  return h` · <span id="task-progress">progress <code>${clip(JSON.stringify(progress), 200)}</code></span>`;
+}
+
 /** The lifecycle of a task as steps: enqueued, each attempt, and where it is now. */
 function progress(task: TaskRecord, attempts: readonly TaskAttempt[]): Html {
   const steps: Html[] = [h`<li class="done">enqueued ${task.createdAt.toISOString()}</li>`];
@@ -135,11 +143,11 @@ function progress(task: TaskRecord, attempts: readonly TaskAttempt[]): Html {
     steps.push(
       h`<li class="now">running attempt ${task.attempt} of ${task.maxAttempts} on ${task.leaseOwner ?? '?'}${
         task.leaseExpiresAt === null ? '' : h`, lease until ${task.leaseExpiresAt.toISOString()}`
-      }</li>`,
+      }${reported(task.progress)}</li>`,
     );
   else
     steps.push(
-      h`<li class="${task.state === 'success' ? 'done' : 'failed'}">${task.state}${task.finishedAt === null ? '' : h` ${task.finishedAt.toISOString()}`}</li>`,
+      h`<li class="${task.state === 'success' ? 'done' : 'failed'}">${task.state}${task.finishedAt === null ? '' : h` ${task.finishedAt.toISOString()}`}${reported(task.progress)}</li>`,
     );
   return h`<ol class="progress">${steps}</ol>`;
 }
