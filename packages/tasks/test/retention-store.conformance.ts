@@ -1,6 +1,7 @@
 import { FabricError } from '@stagefabric/runtime';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { type PruneCount, resolveRetention, startTaskRetention, type TaskStore } from '../src/index.js';
+import { suiteStores } from './suite-stores.js';
 
 const KEEP_ALL = { success: false, error: false, timeout: false, cancelled: false } as const;
 
@@ -27,15 +28,7 @@ const total = (counts: PruneCount[]) => counts.reduce((n, c) => n + c.count, 0);
 /** Retention as every task store does it; `make` returns a fresh, migrated, empty store. */
 export function retentionStoreConformance(name: string, make: () => Promise<TaskStore>): void {
   describe(`retention conformance: ${name}`, () => {
-    const stores: TaskStore[] = [];
-    const fresh = async () => {
-      const s = await make();
-      stores.push(s);
-      return s;
-    };
-    afterEach(async () => {
-      for (const s of stores.splice(0)) await s.close();
-    });
+    const { fresh } = suiteStores(make);
 
     it('keeps the newest maxCount of a state, deleting the rest with their attempts, in batches; never a waiting task', async () => {
       const store = await fresh();

@@ -8,6 +8,7 @@ import {
   type TaskScheduler,
   type TaskStore,
 } from '../src/index.js';
+import { suiteStores } from './suite-stores.js';
 
 const MINUTE = 60_000;
 
@@ -32,25 +33,16 @@ export function scheduleStoreConformance(
   peer: (store: TaskStore) => Promise<TaskStore>,
 ): void {
   describe(`schedule store conformance: ${name}`, () => {
-    const stores: TaskStore[] = [];
+    const { fresh, peerOf } = suiteStores(make, peer);
     const schedulers: TaskScheduler[] = [];
-    const fresh = async () => {
-      const s = await make();
-      stores.push(s);
-      return s;
-    };
     const peers = async (store: TaskStore, n: number) => {
       const out: TaskStore[] = [];
-      for (let i = 0; i < n; i++) {
-        const p = await peer(store);
-        if (p !== store) stores.push(p);
-        out.push(p);
-      }
+      for (let i = 0; i < n; i++) out.push(await peerOf(store));
       return out;
     };
+    // Registered after the stores' own afterEach, so it runs first: schedulers stop before their stores close.
     afterEach(async () => {
       for (const s of schedulers.splice(0)) await s.stop();
-      for (const s of stores.splice(0)) await s.close();
     });
 
     /** The fire times of the tasks a schedule enqueued, from their keys, in order. */

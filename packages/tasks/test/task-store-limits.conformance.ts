@@ -1,6 +1,7 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { waitFor } from '../../../test/support/wait-for.js';
 import type { ClaimedTask, TaskStore } from '../src/index.js';
+import { suiteStores } from './suite-stores.js';
 
 const success = (t: ClaimedTask) => ({ id: t.id, attempt: t.attempt, claimant: t.claimant, status: 'success' as const });
 
@@ -15,20 +16,7 @@ export function taskStoreLimitsConformance(
   { groups }: { readonly groups: boolean },
 ): void {
   describe(`task store limits: ${name}`, () => {
-    const stores: TaskStore[] = [];
-    const fresh = async () => {
-      const s = await make();
-      stores.push(s);
-      return s;
-    };
-    const peerOf = async (store: TaskStore) => {
-      const p = await peer(store);
-      if (p !== store) stores.push(p);
-      return p;
-    };
-    afterEach(async () => {
-      for (const s of stores.splice(0)) await s.close();
-    });
+    const { fresh, peerOf } = suiteStores(make, peer);
 
     it('queue concurrency: claims from two nodes at once never hold more than the limit; an outcome makes room', async () => {
       const store = await fresh();

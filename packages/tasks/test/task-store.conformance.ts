@@ -1,6 +1,7 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { waitFor } from '../../../test/support/wait-for.js';
 import type { ClaimedTask, TaskClaim, TaskStore } from '../src/index.js';
+import { suiteStores } from './suite-stores.js';
 
 /** A claim as it travels: the task, its attempt, its claimant, nothing else. */
 const claimOf = (t: ClaimedTask | TaskClaim | undefined): TaskClaim => {
@@ -15,20 +16,7 @@ const claimOf = (t: ClaimedTask | TaskClaim | undefined): TaskClaim => {
  */
 export function taskStoreConformance(name: string, make: () => Promise<TaskStore>, peer: (store: TaskStore) => Promise<TaskStore>): void {
   describe(`task store conformance: ${name}`, () => {
-    const stores: TaskStore[] = [];
-    const fresh = async () => {
-      const s = await make();
-      stores.push(s);
-      return s;
-    };
-    const peerOf = async (store: TaskStore) => {
-      const p = await peer(store);
-      if (p !== store) stores.push(p);
-      return p;
-    };
-    afterEach(async () => {
-      for (const s of stores.splice(0)) await s.close();
-    });
+    const { fresh, peerOf } = suiteStores(make, peer);
 
     it('claims by priority, then run-at, then order of enqueue; never more than the limit', async () => {
       const store = await fresh();
