@@ -11,6 +11,7 @@ import { Job, type JobsOptions, type JobType, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { PruneCount, RetentionPolicy, RetentionRule } from './retention.js';
 import { checkSchedule, type ScheduleDefinition, type ScheduleRecord } from './schedules.js';
+import { encodeEvent, followEvents, type TaskEvent, type TaskEventsOptions, type TaskEventsOverflow } from './task-events.js';
 import { type CheckedTask, checkLimits, checkProgress, checkTasks, TASK_DEFAULTS } from './task-input.js';
 import {
   type ClaimedTask,
@@ -715,12 +716,15 @@ export class BullMQTaskStore implements TaskStore {
       [...byQueue].map(async ([queue, list]) => {
         const added = await this.queue(queue).addBulk(list.map((e) => e.job));
         let fresh = false;
+        const events: Omit<TaskEvent, 'at'>[] = [];
         added.forEach((job, i) => {
           const e = list[i] as (typeof list)[number];
           // A duplicate comes back as the pending job of its key.
           results[e.index] = { id: `${queue}/${job.id}`, duplicate: job.id !== e.jobId };
           fresh ||= job.id === e.jobId;
+          if (job.id === e.jobId) events.push({ type: 'enqueued', id: `${queue}/${job.id}`, queue, name: job.name, attempt: 0 });
         });
+        await this.emit(events);
         if (fresh) await this.redis.publish(`${this.prefix}:stagefabric-enqueued`, queue);
       }),
     );
@@ -729,6 +733,12 @@ export class BullMQTaskStore implements TaskStore {
 
   /** Claims up to `limit` jobs in one script (CLAIM); a queue BullMQ limits is served by BullMQ's own fetch. */
   async claim(queue: string, limit: number, owner: string, leaseMs: number): Promise<ClaimedTask[]> {
+    const claimed = await this.claimTasks(queue, limit, owner, leaseMs);
+    await this.emit(claimed.map((t) => ({ type: 'started', id: t.id, queue: t.queue, name: t.name, attempt: t.attempt })));
+    return claimed;
+  }
+
+  private async claimTasks(queue: string, limit: number, owner: string, leaseMs: number): Promise<ClaimedTask[]> {
     if (limit <= 0) return [];
     const q = this.queue(queue);
     const k = q.keys as Record<string, string>;
@@ -893,10 +903,11 @@ export class BullMQTaskStore implements TaskStore {
     const q = this.queue(where.queue);
     // In BullMQ's own progress field, wrapped, so a plain BullMQ job's progress is not read as a handler's.
     const wrapped = `{"sf":${json}}`;
-    return (
+    const recorded =
       (await this.redis.sfProgress(this.lockKey(q, where.jobId), q.toKey(where.jobId), claim.claimant, String(claim.attempt), wrapped)) ===
-      1
-    );
+      1;
+    if (recorded) await this.emit([{ type: 'progress', id: claim.id, queue: where.queue, attempt: claim.attempt, progress }]);
+    return recorded;
   }
 
   private lockKey(queue: Queue, jobId: string): string {
@@ -997,6 +1008,16 @@ export class BullMQTaskStore implements TaskStore {
       ),
     ]);
     const done = [...succeeded.flat(), ...failed].filter((id): id is string => id !== undefined);
+    const byId = new Map(valid.map((v) => [v.o.id, v.o]));
+    await this.emit(
+      done.flatMap((id): Omit<TaskEvent, 'at'>[] => {
+        const o = byId.get(id);
+        const queue = BullMQTaskStore.split(id)?.queue;
+        if (o === undefined || queue === undefined) return [];
+        if (o.status === 'success') return [{ type: 'succeeded', id, queue, attempt: o.attempt }];
+        return [{ type: o.retryAt === undefined ? 'failed' : 'retried', id, queue, attempt: o.attempt, error: o.error }];
+      }),
+    );
     // A task that ends makes room in a limited queue: its producers, held back, look again.
     const limited = new Set(done.map((id) => BullMQTaskStore.split(id)?.queue).filter((q) => q !== undefined && this.limitedQueues.has(q)));
     for (const queue of limited) await this.redis.publish(`${this.prefix}:stagefabric-enqueued`, queue as string);
@@ -1312,6 +1333,7 @@ export class BullMQTaskStore implements TaskStore {
       // An operator's retry starts the task afresh: its handler's last progress goes.
       await this.redis.hdel(this.queue(where.queue).toKey(where.jobId), 'progress');
       changed.push(id);
+      await this.emit([{ type: 'retried', id, queue: where.queue, name: job.name, attempt: 0 }]);
       await this.redis.publish(`${this.prefix}:stagefabric-enqueued`, where.queue);
     }
     return changed;
@@ -1341,7 +1363,40 @@ export class BullMQTaskStore implements TaskStore {
         return moved === 1 ? id : undefined;
       }),
     );
-    return changed.filter((id): id is string => id !== undefined);
+    return this.cancelled(changed.filter((id): id is string => id !== undefined));
+  }
+
+  private async cancelled(ids: string[]): Promise<string[]> {
+    await this.emit(
+      ids.flatMap((id): Omit<TaskEvent, 'at'>[] => {
+        const queue = BullMQTaskStore.split(id)?.queue;
+        return queue === undefined ? [] : [{ type: 'cancelled', id, queue }];
+      }),
+    );
+    return ids;
+  }
+
+  /** Lifecycle events, published on the prefix's events channel right after the change (see task-events.ts). */
+  private async emit(events: readonly Omit<TaskEvent, 'at'>[]): Promise<void> {
+    if (events.length === 0) return;
+    const channel = `${this.prefix}:stagefabric-events`;
+    const pipeline = this.redis.pipeline();
+    for (const e of events) pipeline.publish(channel, encodeEvent(e));
+    await pipeline.exec();
+  }
+
+  events(options?: TaskEventsOptions): AsyncIterable<TaskEvent | TaskEventsOverflow> {
+    const channel = `${this.prefix}:stagefabric-events`;
+    return followEvents(async (push) => {
+      // A connection of its own per follower: a subscribed connection can do nothing else, and ends with it.
+      const sub = this.redis.duplicate();
+      sub.on('error', this.onError);
+      sub.on('message', (_channel: string, payload: string) => push(payload));
+      await sub.subscribe(channel);
+      return async () => {
+        sub.disconnect();
+      };
+    }, options);
   }
 
   /**
@@ -1480,6 +1535,7 @@ export class BullMQTaskStore implements TaskStore {
       try {
         await job.moveToFailed(error, token, false);
         changed.push(id);
+        await this.cancelled([id]);
       } catch {
         // The run finished or lost its lock in between: not cancelled by this.
       }

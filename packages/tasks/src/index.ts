@@ -47,6 +47,15 @@ export {
   retryDelayMs,
   type TaskBackoff,
 } from './task-backoff.js';
+export {
+  decodeEvent,
+  EVENT_BUFFER_DEFAULT,
+  type TaskEvent,
+  type TaskEventsOptions,
+  type TaskEventsOverflow,
+  type TaskEventsStore,
+  type TaskEventType,
+} from './task-events.js';
 export { checkLimits, checkTasks, TASK_DEFAULTS, TaskInputError } from './task-input.js';
 export {
   startTaskPipeline,

@@ -1,6 +1,7 @@
 import { isTraceparent } from '@stagefabric/runtime';
 import { FINISHED_STATES, type PruneCount, type RetentionPolicy } from './retention.js';
 import { checkSchedule, type ScheduleDefinition, type ScheduleRecord } from './schedules.js';
+import { encodeEvent, followEvents, type TaskEvent, type TaskEventsOptions, type TaskEventsOverflow } from './task-events.js';
 import { checkLimits, checkProgress, checkTasks, TASK_DEFAULTS } from './task-input.js';
 import * as sql from './task-sql.js';
 import type {
@@ -54,6 +55,21 @@ interface ClaimRow {
   run_at: Date;
   traceparent: string | null;
   first_run_traceparent: string | null;
+}
+
+interface CancelledRow {
+  id: string;
+  queue: string;
+  name: string;
+  attempt: number;
+}
+
+/** A bulk change's rows: per queue, how many and which. */
+interface GroupedRow {
+  queue: string;
+  count: number;
+  ids: string[];
+  names: string[];
 }
 
 interface LimitsRow {
@@ -148,6 +164,8 @@ function claimArrays(claims: readonly TaskClaim[]): [string[], number[], string[
 export class SqlTaskStore implements TaskStore {
   private readonly schema: string;
   private readonly channel: string;
+  /** Lifecycle events, one NOTIFY each (see task-events.ts). */
+  private readonly eventsChannel: string;
   private readonly maxPayloadBytes: number;
   /**
    * Queues this store found limited: their claims take the queue's lock.
@@ -163,6 +181,7 @@ export class SqlTaskStore implements TaskStore {
     this.schema = options.schema ?? 'stagefabric';
     sql.quoteSchema(this.schema);
     this.channel = `${this.schema}_enqueued`;
+    this.eventsChannel = `${this.schema}_events`;
     this.maxPayloadBytes = options.maxPayloadBytes ?? TASK_DEFAULTS.maxPayloadBytes;
   }
 
@@ -223,6 +242,12 @@ export class SqlTaskStore implements TaskStore {
         checked.map(() => traceparent ?? null),
         checked.map((t) => t.group),
       ]),
+    );
+    await this.emit(
+      query,
+      rows.flatMap((r, i) =>
+        r.duplicate ? [] : [{ type: 'enqueued' as const, id: r.id, queue: r.queue, name: checked[i]?.name ?? '', attempt: 0 }],
+      ),
     );
     // A duplicate of a task earlier in this same batch is not visible to the statement's own lookup: resolve it here.
     const inBatch = new Map<string, string>();
@@ -296,6 +321,15 @@ export class SqlTaskStore implements TaskStore {
   }
 
   async claim(queue: string, limit: number, owner: string, leaseMs: number): Promise<ClaimedTask[]> {
+    const claimed = await this.claimTasks(queue, limit, owner, leaseMs);
+    await this.emit(
+      this.driver.query,
+      claimed.map((t) => ({ type: 'started' as const, id: t.id, queue: t.queue, name: t.name, attempt: t.attempt })),
+    );
+    return claimed;
+  }
+
+  private async claimTasks(queue: string, limit: number, owner: string, leaseMs: number): Promise<ClaimedTask[]> {
     if (limit <= 0) return [];
     if (!this.limitedQueues.has(queue)) {
       const rows = await this.driver.query<ClaimRow>(this.s(sql.CLAIM), [queue, limit, owner, leaseMs]);
@@ -365,14 +399,29 @@ export class SqlTaskStore implements TaskStore {
   async complete(all: readonly TaskOutcomeRecord[]): Promise<string[]> {
     const outcomes = all.filter(wellFormed);
     if (outcomes.length === 0) return [];
-    const rows = await this.driver.query<{ id: string }>(this.s(sql.COMPLETE), [
-      ...claimArrays(outcomes),
-      outcomes.map((o) => o.status),
-      outcomes.map((o) => (o.status === 'success' ? null : o.error)),
-      outcomes.map((o) => (o.status !== 'success' && o.retryAt !== undefined ? o.retryAt.toISOString() : null)),
-      outcomes.map((o) => (o.durationMs === undefined ? null : Math.min(2_147_483_647, Math.max(0, Math.round(o.durationMs))))),
-      outcomes.map((o) => (isTraceparent(o.firstRunTraceparent) ? o.firstRunTraceparent : null)),
-    ]);
+    const rows = await this.driver.query<{ id: string; queue: string; name: string; attempt: number; state: TaskState }>(
+      this.s(sql.COMPLETE),
+      [
+        ...claimArrays(outcomes),
+        outcomes.map((o) => o.status),
+        outcomes.map((o) => (o.status === 'success' ? null : o.error)),
+        outcomes.map((o) => (o.status !== 'success' && o.retryAt !== undefined ? o.retryAt.toISOString() : null)),
+        outcomes.map((o) => (o.durationMs === undefined ? null : Math.min(2_147_483_647, Math.max(0, Math.round(o.durationMs))))),
+        outcomes.map((o) => (isTraceparent(o.firstRunTraceparent) ? o.firstRunTraceparent : null)),
+      ],
+    );
+    const errors = new Map(outcomes.map((o) => [o.id, o.status === 'success' ? undefined : o.error]));
+    await this.emit(
+      this.driver.query,
+      rows.map((r) => ({
+        type: r.state === 'success' ? 'succeeded' : r.state === 'waiting' ? 'retried' : 'failed',
+        id: r.id,
+        queue: r.queue,
+        name: r.name,
+        attempt: r.attempt,
+        ...(errors.get(r.id) === undefined ? {} : { error: errors.get(r.id) as string }),
+      })),
+    );
     // A task that ends makes room in a limited queue: its producers, held back, look again.
     if (rows.length > 0) await this.notify([...this.limitedQueues]);
     return rows.map((r) => r.id);
@@ -387,14 +436,30 @@ export class SqlTaskStore implements TaskStore {
    */
   async succeedWith(query: Query, claim: TaskClaim): Promise<boolean> {
     if (!wellFormed(claim)) return false;
-    const rows = await query<{ id: string }>(this.s(sql.SUCCEED_WITHIN), [claim.id, claim.attempt, claim.claimant]);
+    const rows = await query<{ id: string; queue: string; name: string }>(this.s(sql.SUCCEED_WITHIN), [
+      claim.id,
+      claim.attempt,
+      claim.claimant,
+    ]);
+    await this.emit(
+      query,
+      rows.map((r) => ({ type: 'succeeded' as const, id: r.id, queue: r.queue, name: r.name, attempt: claim.attempt })),
+    );
     return rows.length === 1;
   }
 
   async progress(claim: TaskClaim, progress: TaskProgress): Promise<boolean> {
     const json = checkProgress(progress);
     if (!wellFormed(claim)) return false;
-    return (await this.driver.query(this.s(sql.PROGRESS), [...claimArrays([claim]), json])).length === 1;
+    const rows = await this.driver.query<{ id: string; queue: string; name: string }>(this.s(sql.PROGRESS), [
+      ...claimArrays([claim]),
+      json,
+    ]);
+    await this.emit(
+      this.driver.query,
+      rows.map((r) => ({ type: 'progress' as const, id: r.id, queue: r.queue, name: r.name, attempt: claim.attempt, progress })),
+    );
+    return rows.length === 1;
   }
 
   async extendLeases(all: readonly TaskClaim[], leaseMs: number): Promise<string[]> {
@@ -438,6 +503,15 @@ export class SqlTaskStore implements TaskStore {
     // Due tasks a limited queue held back: they can start once a start leaves its rate window, or a running task ends (notified).
     const [open] = await this.driver.query<{ at: Date | null }>(this.s(sql.LIMITED_NEXT_AT), [queue]);
     return open?.at == null ? null : new Date(open.at);
+  }
+
+  /** Lifecycle events: one NOTIFY each on the schema's events channel, sent with (and only if) the change commits. */
+  private async emit(query: Query, events: readonly Omit<TaskEvent, 'at'>[]): Promise<void> {
+    if (events.length > 0) await query(sql.NOTIFY, [this.eventsChannel, events.map((e) => encodeEvent(e))]);
+  }
+
+  events(options?: TaskEventsOptions): AsyncIterable<TaskEvent | TaskEventsOverflow> {
+    return followEvents((push) => this.driver.listen(this.eventsChannel, push), options);
   }
 
   onEnqueued(queue: string, listener: () => void): Promise<() => Promise<void>> {
@@ -487,29 +561,51 @@ export class SqlTaskStore implements TaskStore {
   }
 
   async retry(ids: readonly string[]): Promise<string[]> {
-    const rows = await this.driver.query<{ id: string; queue: string }>(this.s(sql.RETRY), [ids]);
+    const rows = await this.driver.query<{ id: string; queue: string; name: string }>(this.s(sql.RETRY), [ids]);
+    await this.emit(
+      this.driver.query,
+      rows.map((r) => ({ type: 'retried' as const, id: r.id, queue: r.queue, name: r.name, attempt: 0 })),
+    );
     await this.notify(rows.map((r) => r.queue));
     return rows.map((r) => r.id);
   }
 
   async cancel(ids: readonly string[]): Promise<string[]> {
-    return (await this.driver.query<{ id: string }>(this.s(sql.CANCEL), [ids])).map((r) => r.id);
+    return this.cancelled(await this.driver.query<CancelledRow>(this.s(sql.CANCEL), [ids]));
   }
 
   async cancelRunning(ids: readonly string[]): Promise<string[]> {
     const valid = ids.filter((id) => /^\d{1,19}$/.test(id));
     if (valid.length === 0) return [];
-    return (await this.driver.query<{ id: string }>(this.s(sql.CANCEL_RUNNING), [valid])).map((r) => r.id);
+    return this.cancelled(await this.driver.query<CancelledRow>(this.s(sql.CANCEL_RUNNING), [valid]));
+  }
+
+  private async cancelled(rows: readonly CancelledRow[]): Promise<string[]> {
+    await this.emit(
+      this.driver.query,
+      rows.map((r) => ({ type: 'cancelled' as const, id: r.id, queue: r.queue, name: r.name, attempt: r.attempt })),
+    );
+    return rows.map((r) => r.id);
+  }
+
+  /** Events of a bulk change, per task. */
+  private async emitGrouped(type: 'retried' | 'cancelled', rows: readonly GroupedRow[]): Promise<void> {
+    await this.emit(
+      this.driver.query,
+      rows.flatMap((g) => g.ids.map((id, i) => ({ type, id, queue: g.queue, name: g.names[i] ?? '' }))),
+    );
   }
 
   async retryWhere(filter: TaskFilter): Promise<number> {
-    const rows = await this.driver.query<{ queue: string; count: number }>(this.s(sql.RETRY_WHERE), sql.filterParams(filter));
+    const rows = await this.driver.query<GroupedRow>(this.s(sql.RETRY_WHERE), sql.filterParams(filter));
+    await this.emitGrouped('retried', rows);
     await this.notify(rows.map((r) => r.queue));
     return rows.reduce((n, r) => n + r.count, 0);
   }
 
   async cancelWhere(filter: TaskFilter): Promise<number> {
-    const rows = await this.driver.query<{ queue: string; count: number }>(this.s(sql.CANCEL_WHERE), sql.filterParams(filter));
+    const rows = await this.driver.query<GroupedRow>(this.s(sql.CANCEL_WHERE), sql.filterParams(filter));
+    await this.emitGrouped('cancelled', rows);
     return rows.reduce((n, r) => n + r.count, 0);
   }
 

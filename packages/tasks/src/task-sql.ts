@@ -268,7 +268,7 @@ const CURRENT = `t.id = c.id AND t.attempt = c.attempt AND t.lease_owner = c.cla
 
 /** A running task's progress ($4, JSON), while the claim is current. */
 export const PROGRESS = `UPDATE $schema.tasks t SET progress = $4::jsonb, updated_at = now()
-  FROM ${CLAIMS} WHERE ${CURRENT} RETURNING t.id::text AS id`;
+  FROM ${CLAIMS} WHERE ${CURRENT} RETURNING t.id::text AS id, t.queue, t.name`;
 
 /** Claims made by another node pass to the holder ($4), with a fresh lease. */
 export const ADOPT = `UPDATE $schema.tasks t SET lease_owner = $4, lease_expires_at = now() + $5 * interval '1 millisecond', updated_at = now()
@@ -292,18 +292,18 @@ export const COMPLETE = `WITH ended AS (
     FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::integer[], $8::text[])
       AS o(id, attempt, claimant, status, error, retry_at, duration_ms, first_run_traceparent)
     WHERE t.id = o.id AND t.attempt = o.attempt AND t.lease_owner = o.claimant AND t.state = 'running'
-    RETURNING t.id AS task_id, t.attempt, o.status AS outcome, o.error, o.duration_ms, o.claimant AS owner
+    RETURNING t.id AS task_id, t.attempt, o.status AS outcome, o.error, o.duration_ms, o.claimant AS owner, t.queue, t.name, t.state
   ), recorded AS (
     INSERT INTO $schema.task_attempts (task_id, attempt, outcome, error, duration_ms, owner)
     SELECT task_id, attempt, outcome, error, duration_ms, owner FROM ended WHERE outcome <> 'success'
   )
-  SELECT task_id::text AS id FROM ended`;
+  SELECT task_id::text AS id, queue, name, attempt, state FROM ended`;
 
 /** One task's success, inside a transaction of the handler's: only the run whose claim is still current succeeds. */
 export const SUCCEED_WITHIN = `UPDATE $schema.tasks SET state = 'success', success_owner = $3, success_duration_ms = NULL,
     lease_owner = NULL, lease_expires_at = NULL, updated_at = now(), finished_at = now()
   WHERE id = $1::bigint AND attempt = $2 AND state = 'running' AND lease_owner = $3
-  RETURNING id::text AS id`;
+  RETURNING id::text AS id, queue, name`;
 
 export const EXTEND = `UPDATE $schema.tasks t SET lease_expires_at = now() + $4 * interval '1 millisecond', updated_at = now()
   FROM ${CLAIMS} WHERE ${CURRENT} RETURNING t.id::text AS id`;
@@ -356,16 +356,16 @@ const RETRYING = `UPDATE $schema.tasks SET state = 'waiting', attempt = 0, run_a
   updated_at = now()`;
 const CANCELLING = `UPDATE $schema.tasks SET state = 'cancelled', finished_at = now(), updated_at = now()`;
 export const RETRY = `${RETRYING}
-  WHERE id = ANY($1::bigint[]) AND state IN ('error', 'timeout', 'cancelled') RETURNING id::text AS id, queue`;
+  WHERE id = ANY($1::bigint[]) AND state IN ('error', 'timeout', 'cancelled') RETURNING id::text AS id, queue, name`;
 export const CANCEL = `${CANCELLING}
-  WHERE id = ANY($1::bigint[]) AND state = 'waiting' RETURNING id::text AS id`;
+  WHERE id = ANY($1::bigint[]) AND state = 'waiting' RETURNING id::text AS id, queue, name, attempt`;
 /** By filter: one row per queue that changed, with how many, so a large retry returns little. */
 export const RETRY_WHERE = `WITH changed AS (${RETRYING}
-  WHERE ${MATCHES} AND state IN ('error', 'timeout', 'cancelled') RETURNING queue)
-  SELECT queue, count(*)::integer AS count FROM changed GROUP BY queue`;
+  WHERE ${MATCHES} AND state IN ('error', 'timeout', 'cancelled') RETURNING id, queue, name)
+  SELECT queue, count(*)::integer AS count, array_agg(id::text) AS ids, array_agg(name) AS names FROM changed GROUP BY queue`;
 export const CANCEL_WHERE = `WITH changed AS (${CANCELLING}
-  WHERE ${MATCHES} AND state = 'waiting' RETURNING queue)
-  SELECT queue, count(*)::integer AS count FROM changed GROUP BY queue`;
+  WHERE ${MATCHES} AND state = 'waiting' RETURNING id, queue, name)
+  SELECT queue, count(*)::integer AS count, array_agg(id::text) AS ids, array_agg(name) AS names FROM changed GROUP BY queue`;
 
 export const PAUSE = `INSERT INTO $schema.queues (name, paused) VALUES ($1, true)
   ON CONFLICT (name) DO UPDATE SET paused = true, updated_at = now()`;
@@ -452,4 +452,4 @@ export const PRUNE_WINDOWS = `DELETE FROM $schema.unique_windows WHERE held_unti
 /** Running tasks to cancelled, their lease ended: the run's claim no longer holds, so its next extension fails. */
 export const CANCEL_RUNNING = `UPDATE $schema.tasks SET state = 'cancelled', finished_at = now(), updated_at = now(),
     lease_owner = NULL, lease_expires_at = NULL, last_error = 'cancelled while running'
-  WHERE id = ANY($1::bigint[]) AND state = 'running' RETURNING id::text AS id`;
+  WHERE id = ANY($1::bigint[]) AND state = 'running' RETURNING id::text AS id, queue, name, attempt`;

@@ -1,6 +1,7 @@
 import type { CancelRunningStore } from './cancel-running.js';
 import type { RetentionStore } from './retention.js';
 import type { ScheduleStore } from './schedules.js';
+import type { TaskEventsStore } from './task-events.js';
 
 /**
  * The contract every task store keeps (Postgres, embedded PGlite, Redis via
@@ -198,8 +199,8 @@ export interface TaskCount {
   readonly count: number;
 }
 
-/** Schedules, retention and cancelling running tasks are part of the contract: see schedules.ts, retention.ts, cancel-running.ts. */
-export interface TaskStore extends ScheduleStore, RetentionStore, CancelRunningStore {
+/** Schedules, retention, cancelling running tasks and events are part of the contract: see schedules.ts, retention.ts, cancel-running.ts, task-events.ts. */
+export interface TaskStore extends ScheduleStore, RetentionStore, CancelRunningStore, TaskEventsStore {
   /** Creates or upgrades the schema; safe to call from many agents at once. */
   migrate(): Promise<void>;
   /** Adds tasks in one round trip; all or nothing. */

@@ -4,6 +4,7 @@ import { PGliteTaskStore } from '../src/pglite-task-store.js';
 import { cancelRunningConformance } from './cancel-running.conformance.js';
 import { retentionStoreConformance } from './retention-store.conformance.js';
 import { scheduleStoreConformance } from './schedule-store.conformance.js';
+import { taskEventsConformance } from './task-events.conformance.js';
 import { taskStoreConformance } from './task-store.conformance.js';
 import { taskStoreLimitsConformance } from './task-store-limits.conformance.js';
 import { uniqueWindowConformance } from './unique-window.conformance.js';
@@ -44,3 +45,5 @@ it('lists newest first by id, also past id 9 (the SQL stores)', async () => {
     await store.close();
   }
 });
+
+taskEventsConformance('embedded PGlite', make, peer);

@@ -1,0 +1,36 @@
+import { expect, it } from 'vitest';
+import { encodeEvent, followEvents } from '../src/task-events.js';
+
+it('a follower that falls behind keeps the newest events of its bounded buffer and says how many it dropped', async () => {
+  let push: (payload: string) => void = () => {};
+  let unsubscribed = false;
+  const abort = new AbortController();
+  const events = followEvents(
+    async (p) => {
+      push = p;
+      return async () => {
+        unsubscribed = true;
+      };
+    },
+    { signal: abort.signal, bufferSize: 3 },
+  );
+  const it = events[Symbol.asyncIterator]();
+  const first = it.next();
+  await new Promise<void>((resolve) => setImmediate(resolve));
+  for (let n = 1; n <= 8; n++) push(encodeEvent({ type: 'enqueued', id: String(n), queue: 'q' }));
+  expect((await first).value).toEqual({ type: 'overflow', dropped: 5 });
+  const rest = [];
+  for (let n = 0; n < 3; n++) rest.push((await it.next()).value);
+  expect(rest.map((e) => (e?.type === 'overflow' ? 'overflow' : e?.id))).toEqual(['6', '7', '8']);
+  abort.abort();
+  expect((await it.next()).done).toBe(true);
+  expect(unsubscribed).toBe(true);
+});
+
+it('keeps a notification small: a long error is cut, a large progress left out', () => {
+  const long = encodeEvent({ type: 'failed', id: '1', queue: 'q', error: 'e'.repeat(100_000) });
+  expect(JSON.parse(long).error).toHaveLength(500);
+  const big = encodeEvent({ type: 'progress', id: '1', queue: 'q', progress: { blob: 'p'.repeat(9_000) } });
+  expect(Buffer.byteLength(big)).toBeLessThan(8000);
+  expect(JSON.parse(big)).toMatchObject({ type: 'progress', id: '1', queue: 'q' });
+});
