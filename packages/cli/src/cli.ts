@@ -42,7 +42,7 @@ Commands:
   top                the same, live: rates per stage, the bottleneck marked
   console            the web console on its own: the fabric and the task queues in a browser
   enqueue NAME       add a task (or many with --file FILE, - for stdin)
-  tasks [ACTION]     task counts by queue and state; list, retry ID..., cancel ID..., pause Q, resume Q
+  tasks [ACTION]     task counts by queue and state; list, retry ID..., cancel ID..., pause Q, resume Q, watch
   schedules [ACTION] the task store's schedules with their next fire; remove NAME
   migrate            create or upgrade the task store's schema
   schema             print the topology JSON Schema (for editors)
@@ -128,7 +128,7 @@ Options:
   --data-dir DIR  an embedded store instead of DATABASE_URL (no agent may use it)
   --schema S      the task table's schema (default stagefabric)
   --store bullmq  the Redis (BullMQ) store at REDIS_URL instead`,
-  tasks: `Usage: stagectl tasks [counts|list|retry ID...|cancel ID...|pause Q|resume Q] [--json]
+  tasks: `Usage: stagectl tasks [counts|list|retry ID...|cancel ID...|pause Q|resume Q|watch] [--json]
 
 counts  tasks by queue and state (the default)
 list    recent tasks, newest first; --queue Q --state S --name N
@@ -140,6 +140,9 @@ cancel  waiting and running tasks to cancelled (a running one's run is
         (--queue --state --name --error; at least one) and say how many
 pause   claims take nothing from queue Q (running tasks finish) until
 resume  lets them take from it again
+watch   task lifecycle events live, one line each (JSON with --json),
+        until Ctrl-C: enqueued, started, progress, succeeded, retried,
+        failed, cancelled; --queue Q --name N to follow only those
 
 Reads the store at DATABASE_URL (or --data-dir DIR; --schema S; or
 --store bullmq for the Redis store at REDIS_URL).`,

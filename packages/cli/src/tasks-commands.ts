@@ -232,8 +232,47 @@ export async function tasksCommand(args: string[]): Promise<void> {
         );
         return;
       }
+      case 'watch':
+        await watch(store, values);
+        return;
       default:
-        throw new UsageError(`tasks: unknown action "${verb}" (counts, list, retry, cancel, pause, resume)`);
+        throw new UsageError(`tasks: unknown action "${verb}" (counts, list, retry, cancel, pause, resume, watch)`);
     }
   });
+}
+
+/** Task lifecycle events as they happen, one line each, until Ctrl-C (or SIGTERM). */
+async function watch(
+  store: TaskStore,
+  values: { queue?: string | undefined; name?: string | undefined; json?: boolean | undefined },
+): Promise<void> {
+  const abort = new AbortController();
+  const stop = () => abort.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    for await (const e of store.events({ signal: abort.signal })) {
+      if (
+        e.type !== 'overflow' &&
+        ((values.queue !== undefined && e.queue !== values.queue) || (values.name !== undefined && e.name !== values.name))
+      )
+        continue;
+      if (values.json) {
+        process.stdout.write(`${JSON.stringify(e)}\n`);
+      } else if (e.type === 'overflow') {
+        process.stdout.write(`(${e.dropped} events dropped: the watch fell behind)\n`);
+      } else {
+        const detail = [
+          e.name,
+          e.attempt === undefined || e.attempt === 0 ? undefined : `attempt ${e.attempt}`,
+          e.progress === undefined ? undefined : `progress ${JSON.stringify(e.progress)}`,
+          e.error,
+        ].filter((x) => x !== undefined);
+        process.stdout.write(`${new Date(e.at).toISOString()}  ${e.type.padEnd(9)}  ${e.queue}  ${e.id}  ${detail.join('  ')}\n`);
+      }
+    }
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
 }

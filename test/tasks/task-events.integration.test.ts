@@ -1,0 +1,116 @@
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import type { TaskEvent, TaskStore } from '@stagefabric/tasks';
+import { BullMQTaskStore } from '@stagefabric/tasks/bullmq';
+import { PostgresTaskStore } from '@stagefabric/tasks/postgres';
+import pg from 'pg';
+import { afterAll, afterEach, describe, expect, inject, it } from 'vitest';
+import { taskEventsConformance } from '../../packages/tasks/test/task-events.conformance.js';
+import { waitFor } from '../support/wait-for.js';
+
+const databaseUrl = inject('databaseUrl');
+const redisUrl = inject('redisUrl');
+const ROOT = join(import.meta.dirname, '../..');
+const STAGECTL = join(ROOT, 'packages/cli/dist/main.js');
+
+const schemas: string[] = [];
+const schemaOf = new WeakMap<object, string>();
+async function makePostgres() {
+  const schema = `sf_e${randomUUID().slice(0, 8)}`;
+  schemas.push(schema);
+  const store = new PostgresTaskStore({ url: databaseUrl, schema });
+  schemaOf.set(store, schema);
+  await store.migrate();
+  return store;
+}
+const pgPeer = async (store: TaskStore) => new PostgresTaskStore({ url: databaseUrl, schema: schemaOf.get(store) as string });
+
+const prefixOf = new WeakMap<object, string>();
+async function makeBullMQ() {
+  const prefix = `sfev${randomUUID().slice(0, 8)}`;
+  const store = new BullMQTaskStore({ url: redisUrl, prefix });
+  prefixOf.set(store, prefix);
+  await store.migrate();
+  return store;
+}
+const bullPeer = async (store: TaskStore) => new BullMQTaskStore({ url: redisUrl, prefix: prefixOf.get(store) as string });
+
+taskEventsConformance('PostgreSQL', makePostgres, pgPeer);
+taskEventsConformance('Redis through BullMQ', makeBullMQ, bullPeer);
+
+afterAll(async () => {
+  const admin = new pg.Client({ connectionString: databaseUrl });
+  await admin.connect();
+  for (const s of schemas) await admin.query(`DROP SCHEMA IF EXISTS ${s} CASCADE`).catch(() => {});
+  await admin.end();
+});
+
+/** `stagectl tasks watch --json` in a process of its own; its lines parsed as they come. */
+function watch(args: string[], env: Record<string, string>) {
+  const child = spawn(process.execPath, [STAGECTL, 'tasks', 'watch', '--json', ...args], { cwd: ROOT, env: { ...process.env, ...env } });
+  const lines: TaskEvent[] = [];
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+    const parts = out.split('\n');
+    out = parts.pop() ?? '';
+    for (const p of parts) if (p.trim() !== '') lines.push(JSON.parse(p) as TaskEvent);
+  });
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  return { child, lines, stderr: () => err, exited };
+}
+
+describe('stagectl tasks watch', () => {
+  const children: ChildProcessWithoutNullStreams[] = [];
+  const stores: TaskStore[] = [];
+  afterEach(async () => {
+    for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
+    for (const s of stores.splice(0)) await s.close();
+  });
+
+  for (const kind of ['postgres', 'bullmq'] as const) {
+    it(`prints the events of tasks enqueued and run by another process, one JSON line each, until interrupted (${kind})`, async () => {
+      const queue = `watched-${randomUUID().slice(0, 8)}`;
+      let store: TaskStore;
+      let env: Record<string, string>;
+      let args: string[];
+      if (kind === 'postgres') {
+        store = await makePostgres();
+        env = { DATABASE_URL: databaseUrl };
+        args = ['--schema', schemaOf.get(store) as string, '--queue', queue];
+      } else {
+        // stagectl reaches BullMQ's default prefix: the queue of this test's own keeps it apart from other tests.
+        store = new BullMQTaskStore({ url: redisUrl });
+        await store.migrate();
+        env = { REDIS_URL: redisUrl };
+        args = ['--store', 'bullmq', '--queue', queue];
+      }
+      stores.push(store);
+      const w = watch(args, env);
+      children.push(w.child);
+      // The watch is following once a task of its queue shows (tasks enqueued before it subscribed are not replayed).
+      await waitFor(async () => {
+        await store.enqueue([{ name: 'probe', options: { queue } }]);
+        return w.lines.some((e) => e.name === 'probe');
+      }, `stagectl tasks watch to follow (stderr: ${w.stderr()})`);
+      await store.enqueue([
+        { name: 'other-queue', options: { queue: `${queue}-not-watched` } },
+        { name: 'report', args: { month: 11 }, options: { queue, priority: -1 } },
+      ]);
+      const [claim] = await store.claim(queue, 1, 'node-x', 30_000);
+      expect(claim?.name).toBe('report');
+      if (claim === undefined) return;
+      await store.progress(claim, 75);
+      await store.complete([{ ...claim, status: 'success' }]);
+      await waitFor(() => w.lines.some((e) => e.id === claim.id && e.type === 'succeeded'), 'the watch to print the success');
+      expect(w.lines.filter((e) => e.id === claim.id).map((e) => e.type)).toEqual(['enqueued', 'started', 'progress', 'succeeded']);
+      expect(w.lines.find((e) => e.id === claim.id && e.type === 'progress')?.progress).toBe(75);
+      expect(w.lines.every((e) => e.queue === queue)).toBe(true);
+      w.child.kill('SIGINT');
+      expect(await w.exited).toBe(0);
+    });
+  }
+});
