@@ -80,35 +80,39 @@ describe('stagectl tasks watch', () => {
       if (kind === 'postgres') {
         store = await makePostgres();
         env = { DATABASE_URL: databaseUrl };
-        args = ['--schema', schemaOf.get(store) as string, '--queue', queue];
+        args = ['--schema', schemaOf.get(store) as string, '--queue', queue, '--name', 'report'];
       } else {
         // stagectl reaches BullMQ's default prefix: the queue of this test's own keeps it apart from other tests.
         store = new BullMQTaskStore({ url: redisUrl });
         await store.migrate();
         env = { REDIS_URL: redisUrl };
-        args = ['--store', 'bullmq', '--queue', queue];
+        args = ['--store', 'bullmq', '--queue', queue, '--name', 'report'];
       }
       stores.push(store);
       const w = watch(args, env);
       children.push(w.child);
       // The watch is following once a task of its queue shows (tasks enqueued before it subscribed are not replayed).
       await waitFor(async () => {
-        await store.enqueue([{ name: 'probe', options: { queue } }]);
-        return w.lines.some((e) => e.name === 'probe');
+        await store.enqueue([{ name: 'report', args: { probe: true }, options: { queue, priority: 5 } }]);
+        return w.lines.some((e) => e.type === 'enqueued');
       }, `stagectl tasks watch to follow (stderr: ${w.stderr()})`);
       await store.enqueue([
-        { name: 'other-queue', options: { queue: `${queue}-not-watched` } },
+        { name: 'report', options: { queue: `${queue}-not-watched` } },
+        { name: 'other-name', options: { queue, priority: -2 } },
         { name: 'report', args: { month: 11 }, options: { queue, priority: -1 } },
       ]);
-      const [claim] = await store.claim(queue, 1, 'node-x', 30_000);
-      expect(claim?.name).toBe('report');
+      const [other, claim] = await store.claim(queue, 2, 'node-x', 30_000);
+      expect([other?.name, claim?.name]).toEqual(['other-name', 'report']);
+      if (other !== undefined) await store.complete([{ ...other, status: 'success' }]);
       if (claim === undefined) return;
       await store.progress(claim, 75);
       await store.complete([{ ...claim, status: 'success' }]);
       await waitFor(() => w.lines.some((e) => e.id === claim.id && e.type === 'succeeded'), 'the watch to print the success');
       expect(w.lines.filter((e) => e.id === claim.id).map((e) => e.type)).toEqual(['enqueued', 'started', 'progress', 'succeeded']);
       expect(w.lines.find((e) => e.id === claim.id && e.type === 'progress')?.progress).toBe(75);
+      // Only its queue and its handler's tasks: on BullMQ the success carries no name, the watch knows it from the start.
       expect(w.lines.every((e) => e.queue === queue)).toBe(true);
+      expect(w.lines.some((e) => e.id === other?.id)).toBe(false);
       w.child.kill('SIGINT');
       expect(await w.exited).toBe(0);
     });

@@ -1,6 +1,14 @@
 import { parseArgs } from 'node:util';
 import { FabricError } from '@stagefabric/runtime';
-import { type EnqueueOptions, FINAL_STATES, openTaskStore, type TaskFilter, type TaskState, type TaskStore } from '@stagefabric/tasks';
+import {
+  type EnqueueOptions,
+  FINAL_STATES,
+  openTaskStore,
+  type TaskEvent,
+  type TaskFilter,
+  type TaskState,
+  type TaskStore,
+} from '@stagefabric/tasks';
 import { enqueueFile } from './task-file.js';
 
 /** A command line stagectl cannot run: exit 2. */
@@ -241,22 +249,32 @@ export async function tasksCommand(args: string[]): Promise<void> {
   });
 }
 
+const WATCH_NAMES_KEPT = 100_000;
+
 /** Task lifecycle events as they happen, one line each, until Ctrl-C (or SIGTERM). */
 async function watch(
   store: TaskStore,
   values: { queue?: string | undefined; name?: string | undefined; json?: boolean | undefined },
 ): Promise<void> {
+  // A store whose later events carry no name (BullMQ): a task's name as its enqueued or started event told it, the newest kept.
+  const names = new Map<string, string>();
+  const matches = (e: TaskEvent): boolean => {
+    if (values.queue !== undefined && e.queue !== values.queue) return false;
+    if (values.name === undefined) return true;
+    if (e.name !== undefined) {
+      names.delete(e.id);
+      names.set(e.id, e.name);
+      if (names.size > WATCH_NAMES_KEPT) names.delete(names.keys().next().value as string);
+    }
+    return (e.name ?? names.get(e.id)) === values.name;
+  };
   const abort = new AbortController();
   const stop = () => abort.abort();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   try {
     for await (const e of store.events({ signal: abort.signal })) {
-      if (
-        e.type !== 'overflow' &&
-        ((values.queue !== undefined && e.queue !== values.queue) || (values.name !== undefined && e.name !== values.name))
-      )
-        continue;
+      if (e.type !== 'overflow' && !matches(e)) continue;
       if (values.json) {
         process.stdout.write(`${JSON.stringify(e)}\n`);
       } else if (e.type === 'overflow') {
