@@ -1,3 +1,4 @@
+import { FabricError } from '@stagefabric/runtime';
 import type { TaskProgress } from './task-store.js';
 
 /** What happened to a task. `retried`: a failed attempt that will run again, or an operator's retry; `failed`: failed for good. */
@@ -84,7 +85,8 @@ export async function* followEvents(
   options: TaskEventsOptions = {},
 ): AsyncGenerator<TaskEvent | TaskEventsOverflow> {
   const size = options.bufferSize ?? EVENT_BUFFER_DEFAULT;
-  if (!Number.isInteger(size) || size < 1) throw new RangeError(`events: bufferSize must be a positive integer, got ${size}`);
+  if (!Number.isInteger(size) || size < 1)
+    throw new FabricError('SF_BAD_OPTION', `events: option bufferSize must be a positive integer, got ${size}`);
   const signal = options.signal;
   if (signal?.aborted) return;
   const buffer: TaskEvent[] = [];

@@ -34,3 +34,8 @@ it('keeps a notification small: a long error is cut, a large progress left out',
   expect(Buffer.byteLength(big)).toBeLessThan(8000);
   expect(JSON.parse(big)).toMatchObject({ type: 'progress', id: '1', queue: 'q' });
 });
+
+it('refuses a bad buffer size with SF_BAD_OPTION naming the option', async () => {
+  const events = followEvents(async () => async () => {}, { bufferSize: 0 });
+  await expect(events.next()).rejects.toMatchObject({ code: 'SF_BAD_OPTION', message: expect.stringContaining('bufferSize') });
+});
