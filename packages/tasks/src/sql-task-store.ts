@@ -320,19 +320,11 @@ export class SqlTaskStore implements TaskStore {
     });
   }
 
+  /** Its `started` events are sent by the claim statement itself (STARTED_EVENTS). */
   async claim(queue: string, limit: number, owner: string, leaseMs: number): Promise<ClaimedTask[]> {
-    const claimed = await this.claimTasks(queue, limit, owner, leaseMs);
-    await this.emit(
-      this.driver.query,
-      claimed.map((t) => ({ type: 'started' as const, id: t.id, queue: t.queue, name: t.name, attempt: t.attempt })),
-    );
-    return claimed;
-  }
-
-  private async claimTasks(queue: string, limit: number, owner: string, leaseMs: number): Promise<ClaimedTask[]> {
     if (limit <= 0) return [];
     if (!this.limitedQueues.has(queue)) {
-      const rows = await this.driver.query<ClaimRow>(this.s(sql.CLAIM), [queue, limit, owner, leaseMs]);
+      const rows = await this.driver.query<ClaimRow>(this.s(sql.CLAIM), [queue, limit, owner, leaseMs, this.eventsChannel]);
       // The plain claim leaves a limited queue alone: an empty answer may mean limits were set since.
       if (rows.length > 0 || (await this.driver.query(this.s(sql.IS_LIMITED), [queue])).length === 0) return toClaimed(rows, owner);
       this.limitedQueues.add(queue);
@@ -341,11 +333,11 @@ export class SqlTaskStore implements TaskStore {
       const [lim] = await query<LimitsRow & { paused: boolean; limited: boolean }>(this.s(sql.LOCK_LIMITED), [queue]);
       if (lim?.limited !== true) {
         this.limitedQueues.delete(queue);
-        return toClaimed(await query<ClaimRow>(this.s(sql.CLAIM), [queue, limit, owner, leaseMs]), owner);
+        return toClaimed(await query<ClaimRow>(this.s(sql.CLAIM), [queue, limit, owner, leaseMs, this.eventsChannel]), owner);
       }
       const groupLimits = lim.group_concurrency !== null || lim.group_rate_max !== null;
       return toClaimed(
-        await query<ClaimRow>(this.s(sql.claimLimited(groupLimits, lim.group_ordered)), [queue, limit, owner, leaseMs]),
+        await query<ClaimRow>(this.s(sql.claimLimited(groupLimits, lim.group_ordered)), [queue, limit, owner, leaseMs, this.eventsChannel]),
         owner,
       );
     });

@@ -148,17 +148,30 @@ export const NOTIFY = `SELECT pg_notify($1, q) FROM unnest($2::text[]) AS q`;
 /** A limited queue is claimed only under its lock (CLAIM_LIMITED): `$1` is the queue. */
 const NOT_LIMITED = `NOT EXISTS (SELECT 1 FROM $schema.queues limited WHERE limited.name = $1 AND limited.limited)`;
 
+/**
+ * A claim's `started` events (see task-events.ts), one NOTIFY per claimed row
+ * on channel `$5`, sent in the claim's own statement: delivered when it
+ * commits, with no round trip of its own. The claim's final SELECT must read
+ * it (`(SELECT n FROM started_events)`) for it to run.
+ */
+const STARTED_EVENTS = `started_events AS (
+    SELECT count(pg_notify($5, json_build_object('type', 'started', 'id', id, 'queue', queue, 'name', name, 'attempt', attempt,
+      'at', (extract(epoch FROM now()) * 1000)::bigint)::text)) AS n FROM claimed
+  )`;
+
 export const CLAIM = `WITH next AS (
     SELECT id FROM $schema.tasks
     WHERE queue = $1 AND state = 'waiting' AND run_at <= now() AND ${NOT_PAUSED} AND ${NOT_LIMITED}
     ORDER BY priority, run_at, id LIMIT $2
     FOR UPDATE SKIP LOCKED
-  )
-  UPDATE $schema.tasks t SET state = 'running', attempt = t.attempt + 1, lease_owner = $3,
-    lease_expires_at = now() + $4 * interval '1 millisecond', updated_at = now()
-  FROM next WHERE t.id = next.id
-  RETURNING t.id::text AS id, t.queue, t.name, t.args, t.attempt, t.max_attempts, t.timeout_ms, t.created_at,
-    t.lease_expires_at, t.priority, t.run_at, t.traceparent, t.first_run_traceparent`;
+  ), claimed AS (
+    UPDATE $schema.tasks t SET state = 'running', attempt = t.attempt + 1, lease_owner = $3,
+      lease_expires_at = now() + $4 * interval '1 millisecond', updated_at = now()
+    FROM next WHERE t.id = next.id
+    RETURNING t.id::text AS id, t.queue, t.name, t.args, t.attempt, t.max_attempts, t.timeout_ms, t.created_at,
+      t.lease_expires_at, t.priority, t.run_at, t.traceparent, t.first_run_traceparent
+  ), ${STARTED_EVENTS}
+  SELECT claimed.*, (SELECT n FROM started_events) AS notified FROM claimed`;
 
 export const IS_LIMITED = `SELECT 1 FROM $schema.queues WHERE name = $1 AND limited`;
 
@@ -233,8 +246,8 @@ export function claimLimited(groupLimits: boolean, ordered = false): string {
   ), pruned AS (
     DELETE FROM $schema.task_starts s USING lim
     WHERE s.queue = $1 AND s.started_at < now() - greatest(coalesce(lim.rate_interval_ms, 0), coalesce(lim.group_rate_interval_ms, 0)) ${INTERVAL_MS}
-  )
-  SELECT * FROM claimed`;
+  ), ${STARTED_EVENTS}
+  SELECT claimed.*, (SELECT n FROM started_events) AS notified FROM claimed`;
 }
 
 /**
