@@ -48,20 +48,33 @@ stages:
     // Well formed and within demand, but unsigned: without the secret it would be served.
     await redis.xadd(`sf:${f.namespace}:inbox:counter@a`, '*', 'm', packr.pack({ t: 'ask', key, epoch, hwm: 5 }));
     // A beat for b of a later incarnation, in the right format, unsigned: without the secret it would pass for a restart.
-    const now = Date.now();
-    await redis.set(
-      `sf:${f.namespace}:hb:b`,
-      JSON.stringify({ node: 'b', incarnation: 'forged', startedAtMs: now + 60_000, atMs: now, ttlMs: 60_000 }),
-      'PX',
-      60_000,
-    );
+    // b's own beats overwrite it, so it is written again until the producer has read one.
+    const forgeBeat = async () => {
+      const now = Date.now();
+      await redis.set(
+        `sf:${f.namespace}:hb:b`,
+        JSON.stringify({ node: 'b', incarnation: 'forged', startedAtMs: now + 60_000, atMs: now, ttlMs: 60_000 }),
+        'PX',
+        60_000,
+      );
+    };
+    await forgeBeat();
     // A node started without the secret: what it sends is refused, and it is not taken for alive.
     const intruder = f.agent(topology, 'c', FAST_BEATS);
     await waitFor(
       () => producer.logs('inbox entry moved to the dead-letter stream').filter((l) => l.kind === 'unauthentic').length >= 2,
       'the forged ask and the intruder’s subscribe refused',
     );
-    await waitFor(() => producer.logs('heartbeat refused').some((l) => l.unauthentic === true), 'an unauthentic heartbeat refused');
+    await waitFor(
+      async () => {
+        if (producer.logs('heartbeat refused').some((l) => l.unauthentic === true)) return true;
+        await forgeBeat();
+        return false;
+      },
+      'an unauthentic heartbeat refused',
+      20_000,
+      50,
+    );
     await waitFor(() => handled(out).length >= 3000, 'the stream to finish', 30_000);
     expect(handled(out)).toEqual(Array.from({ length: 3000 }, (_, i) => i));
     expect(handled(intruderOut)).toEqual([]);
