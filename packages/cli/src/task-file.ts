@@ -110,8 +110,9 @@ export async function enqueueFile(
       const results = await store.enqueue(batch.map((l) => l.task));
       duplicates += results.filter((r) => r.duplicate).length;
     } catch (error) {
+      const first = batch[0]?.line ?? fromLine;
       throw new TaskFileError(
-        `${stopped(enqueued, batch[0]?.line ?? fromLine)}: the store refused lines ${batch[0]?.line}–${batch.at(-1)?.line}: ${(error as Error).message}`,
+        `the store refused lines ${first}–${batch.at(-1)?.line}: ${(error as Error).message}\n${stopped(enqueued, first, 'resume')}`,
       );
     }
     enqueued += batch.length;
@@ -129,11 +130,11 @@ export async function enqueueFile(
     // A bad line on stdin: what came before it goes in, and the error says where to go on.
     const bad = Number(/ line (\d+):/.exec(error.message)?.[1] ?? fromLine);
     await flush();
-    throw new TaskFileError(`${error.message}\n${stopped(enqueued, bad)}`);
+    throw new TaskFileError(`${error.message}\n${stopped(enqueued, bad, 'fix it and resume')}`);
   }
   await flush();
   return { enqueued, duplicates, lastLine };
 }
 
-const stopped = (enqueued: number, line: number) =>
-  `enqueued ${enqueued} task${enqueued === 1 ? '' : 's'} before line ${line}; fix it and resume with --from-line ${line}`;
+const stopped = (enqueued: number, line: number, then: string) =>
+  `enqueued ${enqueued} task${enqueued === 1 ? '' : 's'} before line ${line}; ${then} with --from-line ${line}`;
