@@ -85,6 +85,21 @@ async function dropKeys(prefix: string): Promise<void> {
   await redis.quit();
 }
 
+/** Producer and runner in this process, as an agent runs them: 50 running, up to 500 claimed ahead. */
+async function startPipeline(store: TaskStore, onTask: () => void): Promise<StageSystem> {
+  const system = new StageSystem();
+  await startTaskPipeline(system, {
+    store,
+    registry: new TaskRegistry().register('noop', onTask),
+    owner: 'bench',
+    pollIntervalMs: 1000,
+    concurrency: CONCURRENCY,
+    maxDemand: 500,
+    minDemand: 250,
+  });
+  return system;
+}
+
 /** The store as an agent runs it: producer and runner in this process, 50 running, up to 500 claimed ahead. */
 function store(prefix: string): Side {
   const s = new BullMQTaskStore({ url: REDIS_URL, prefix });
@@ -92,16 +107,7 @@ function store(prefix: string): Side {
   return {
     enqueue: async (count) => void (await s.enqueue(Array.from({ length: count }, () => ({ name: 'noop' })))),
     async start(onTask) {
-      system = new StageSystem();
-      await startTaskPipeline(system, {
-        store: s,
-        registry: new TaskRegistry().register('noop', onTask),
-        owner: 'bench',
-        pollIntervalMs: 1000,
-        concurrency: CONCURRENCY,
-        maxDemand: 500,
-        minDemand: 250,
-      });
+      system = await startPipeline(s, onTask);
     },
     async stop() {
       await system?.shutdown();
@@ -153,16 +159,7 @@ function freeStore(): Side {
       queued += count;
     },
     async start(onTask) {
-      system = new StageSystem();
-      await startTaskPipeline(system, {
-        store: store as TaskStore,
-        registry: new TaskRegistry().register('noop', onTask),
-        owner: 'bench',
-        pollIntervalMs: 1000,
-        concurrency: CONCURRENCY,
-        maxDemand: 500,
-        minDemand: 250,
-      });
+      system = await startPipeline(store as TaskStore, onTask);
     },
     async stop() {
       // Its shutdown has been seen to wait on nothing at all (the process then exits 13 with the drain done):
