@@ -1,5 +1,5 @@
 /**
- * npm run bench:transport [-- --json] [-- --events N]
+ * npm run bench:transport [-- --json] [-- --events N] [-- --pings N]
  *
  * A producer agent and a consumer agent as two processes over a Redis of the
  * benchmark's own, at maxDemand 1000, beside a bare ioredis baseline (one
@@ -18,7 +18,9 @@ const args = process.argv.slice(2);
 const json = args.includes('--json');
 const eventsArg = args.indexOf('--events');
 const TOTAL = eventsArg >= 0 ? Number(args[eventsArg + 1]) : 2_000_000;
-const PINGS = 300;
+const pingsArg = args.indexOf('--pings');
+/** Round trips measured, each way; the agents and the echo start fresh, so the first few hundred run before the JIT has compiled their path. */
+const PINGS = pingsArg >= 0 ? Number(args[pingsArg + 1]) : 300;
 /** Events per stream entry, for both: the fabric's consumer asks again every maxDemand − minDemand (1000 − 500) events. */
 const BATCH = 500;
 const LARGE = 5000;

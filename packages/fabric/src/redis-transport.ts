@@ -65,6 +65,14 @@ const SEND_BATCH = 500;
 
 type StreamReply = [key: Buffer, entries: [id: Buffer, fields: Buffer[] | null][]][] | null;
 
+/** A single-entry XADD waiting for the end of the turn, and the outbox's continuation. */
+interface TurnSend {
+  readonly key: string;
+  readonly fields: (string | Buffer)[];
+  readonly resolve: (value: number) => void;
+  readonly reject: (error: unknown) => void;
+}
+
 /** Messages on their way to one inbox: one batch in flight at a time, so a refused batch is sent again before anything after it. */
 interface Outbox {
   readonly queue: { readonly message: WireMessage; readonly bytes: Buffer }[];
@@ -94,7 +102,9 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
   private closing = false;
   readonly stats = newTransportStats();
   private readonly pendingAcks = new Map<string, string[]>();
-  private ackScheduled = false;
+  /** Single-entry sends of this turn, written together with its acknowledgements (flushTurn). */
+  private turnSends: TurnSend[] = [];
+  private turnScheduled = false;
   private loop: Promise<void> | undefined;
   private readonly outboxes = new Map<string, Outbox>();
   /** When this process first beat for an incarnation: a restart's beat carries a later start. */
@@ -165,9 +175,10 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
     outbox.inFlight = true;
     const write =
       batch.length === 1
-        ? this.commands
-            .xadd(key, 'MAXLEN', '~', this.options.maxInboxEntries, '*', ...fields((batch[0] as { bytes: Buffer }).bytes))
-            .then(() => 0)
+        ? new Promise<number>((resolve, reject) => {
+            this.turnSends.push({ key, fields: fields((batch[0] as { bytes: Buffer }).bytes), resolve, reject });
+            this.scheduleTurn();
+          })
         : (() => {
             const multi = this.commands.multi();
             for (const { bytes } of batch) multi.xadd(key, 'MAXLEN', '~', this.options.maxInboxEntries, '*', ...fields(bytes));
@@ -221,27 +232,54 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
     const ids = this.pendingAcks.get(inbox);
     if (ids === undefined) this.pendingAcks.set(inbox, [...entryIds]);
     else ids.push(...entryIds);
-    // Acknowledgements wait for the end of this turn: whatever the turn sends (an ask) goes first, and they go together.
-    if (!this.ackScheduled) {
-      this.ackScheduled = true;
-      setImmediate(() => this.flushAcks());
-    }
+    this.scheduleTurn();
   }
 
-  private flushAcks(): void {
-    this.ackScheduled = false;
-    if (this.pendingAcks.size === 0) return;
-    // Plain commands on the auto-pipelining connection leave in one write, without a MULTI's cost
-    // (a transaction per turn took more of a producer agent's time than sending its events). They
-    // need no atomicity: an entry acknowledged and not yet deleted is only trimmed later.
-    const failed = (error: Error) => this.emit('error', this.safe(error));
+  /**
+   * What this turn sends and acknowledges leaves in one write once the turn's
+   * microtasks (the stage turns its reads caused) have run: process.nextTick
+   * runs after them, and before the read loop blocks again (it waits for
+   * setImmediate), so a reply is on its way before the next read is issued,
+   * without waiting for the auto-pipeline's setImmediate.
+   */
+  private scheduleTurn(): void {
+    if (this.turnScheduled) return;
+    this.turnScheduled = true;
+    process.nextTick(this.flushTurn);
+  }
+
+  private readonly flushTurn = (): void => {
+    this.turnScheduled = false;
+    const sends = this.turnSends;
+    if (sends.length === 0 && this.pendingAcks.size === 0) return;
+    this.turnSends = [];
+    const pipeline = this.commands.pipeline();
+    for (const { key, fields } of sends) pipeline.xadd(key, 'MAXLEN', '~', this.options.maxInboxEntries, '*', ...fields);
+    // Acknowledgements need no atomicity (an entry acknowledged and not yet deleted is only trimmed later), so they
+    // ride in the same write as plain commands, after the sends: a transaction per turn cost a producer agent more
+    // than sending its events.
     for (const [inbox, ids] of this.pendingAcks) {
       const key = this.keys.inbox(inbox);
-      this.commands.xack(key, INBOX_GROUP, ...ids).catch(failed);
-      this.commands.xdel(key, ...ids).catch(failed);
+      pipeline.xack(key, INBOX_GROUP, ...ids).xdel(key, ...ids);
     }
     this.pendingAcks.clear();
-  }
+    pipeline.exec().then(
+      (replies) => {
+        (replies ?? []).forEach(([error], i) => {
+          const send = sends[i];
+          if (send !== undefined) {
+            if (error === null) send.resolve(0);
+            else send.reject(error);
+          } else if (error !== null) this.emit('error', this.safe(error));
+        });
+        if (replies === null) for (const send of sends) send.reject(new Error('pipeline discarded'));
+      },
+      (error: unknown) => {
+        for (const send of sends) send.reject(error);
+        this.emit('error', this.safe(error));
+      },
+    );
+  };
 
   deadLetter(entry: InboundEntry, kind: DeadLetterKind, reason: string): void {
     this.moveToDeadLetters(entry.inbox, entry.entryId, kind, reason, encodeMessage(entry.message).subarray(0, 4096));
@@ -311,7 +349,7 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
       (async () => {
         while (!done() && this.clock.now() < deadline) await this.sleep(10);
       })();
-    this.flushAcks();
+    this.flushTurn();
     await Promise.race([this.loop, until(() => false)]);
     await until(() => this.outboxes.size === 0);
     const quit = Promise.allSettled([this.commands.quit(), this.reader.quit()]);
@@ -411,6 +449,9 @@ export class RedisTransport extends EventEmitter<TransportEvents> implements Tra
           const inbox = inboxByKey.get(key.toString());
           if (inbox !== undefined) this.handle(inbox, entries);
         }
+        // Block again only once what these entries caused has been written (flushTurn runs before
+        // setImmediate): an answer leaves a write syscall earlier, and nothing read waits for it.
+        if (reply !== null) await new Promise<void>((resolve) => setImmediate(resolve));
       } catch (error) {
         if (this.closing) break;
         this.emit('error', this.safe(error));
