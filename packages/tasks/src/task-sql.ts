@@ -1,4 +1,5 @@
 import { FabricError } from '@stagefabric/runtime';
+import { ERROR_CHARS } from './task-events.js';
 
 /**
  * The task table and every statement on it, shared by the Postgres and the
@@ -290,7 +291,9 @@ export const ADOPT = `UPDATE $schema.tasks t SET lease_owner = $4, lease_expires
 /**
  * One statement for a whole batch; only tasks whose claims are still current
  * change. A success is recorded on its task's row; every other outcome gets
- * its row in the attempt history.
+ * its row in the attempt history. Each change's event (succeeded, retried or
+ * failed, see task-events.ts) is a NOTIFY on channel `$9` from the same
+ * statement, as a claim's are: no round trip of its own.
  */
 export const COMPLETE = `WITH ended AS (
     UPDATE $schema.tasks t SET
@@ -309,8 +312,14 @@ export const COMPLETE = `WITH ended AS (
   ), recorded AS (
     INSERT INTO $schema.task_attempts (task_id, attempt, outcome, error, duration_ms, owner)
     SELECT task_id, attempt, outcome, error, duration_ms, owner FROM ended WHERE outcome <> 'success'
+  ), ended_events AS (
+    SELECT count(pg_notify($9, json_strip_nulls(json_build_object(
+      'type', CASE state WHEN 'success' THEN 'succeeded' WHEN 'waiting' THEN 'retried' ELSE 'failed' END,
+      'id', task_id::text, 'queue', queue, 'name', name, 'attempt', attempt,
+      'error', CASE WHEN outcome <> 'success' THEN left(error, ${ERROR_CHARS}) END,
+      'at', (extract(epoch FROM now()) * 1000)::bigint))::text)) AS n FROM ended
   )
-  SELECT task_id::text AS id, queue, name, attempt, state FROM ended`;
+  SELECT task_id::text AS id, queue, name, attempt, state, (SELECT n FROM ended_events) AS notified FROM ended`;
 
 /** One task's success, inside a transaction of the handler's: only the run whose claim is still current succeeds. */
 export const SUCCEED_WITHIN = `UPDATE $schema.tasks SET state = 'success', success_owner = $3, success_duration_ms = NULL,
