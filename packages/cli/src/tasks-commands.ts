@@ -73,6 +73,25 @@ function parseJson(what: string, text: string): unknown {
   }
 }
 
+const BACKOFF_FLAG = /^(?:fixed:(?<delay>[^:]+)|exponential(?::(?<base>[^:]*)(?::(?<max>[^:]+))?)?)$/;
+
+/**
+ * `--backoff`: `fixed:MS`, `exponential`, `exponential:BASE_MS`,
+ * `exponential:BASE_MS:MAX_MS` (`exponential::MAX_MS` keeps the base), or
+ * the option as JSON. The store checks the numbers and names a bad one.
+ */
+export function parseBackoffFlag(text: string | undefined): EnqueueOptions['backoff'] {
+  if (text === undefined) return undefined;
+  if (text.trimStart().startsWith('{')) return parseJson('--backoff', text) as EnqueueOptions['backoff'];
+  const m = BACKOFF_FLAG.exec(text)?.groups;
+  if (m === undefined) throw new UsageError(`--backoff must be fixed:MS, exponential[:BASE_MS[:MAX_MS]] or a JSON object, got ${text}`);
+  const ms = (v: string | undefined) => (v === undefined || v === '' ? undefined : Number(v));
+  if (m.delay !== undefined) return { type: 'fixed', delayMs: ms(m.delay) as number };
+  const baseMs = ms(m.base);
+  const maxMs = ms(m.max);
+  return { type: 'exponential', ...(baseMs === undefined ? {} : { baseMs }), ...(maxMs === undefined ? {} : { maxMs }) };
+}
+
 export async function enqueueCommand(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args,
@@ -89,6 +108,7 @@ export async function enqueueCommand(args: string[]): Promise<void> {
       'unique-key': { type: 'string' },
       'unique-for-ms': { type: 'string' },
       'run-at': { type: 'string' },
+      backoff: { type: 'string' },
       'from-line': { type: 'string' },
     },
   });
@@ -107,6 +127,7 @@ export async function enqueueCommand(args: string[]): Promise<void> {
       uniqueKey: values['unique-key'],
       uniqueForMs: int('unique-for-ms', values['unique-for-ms']),
       runAt,
+      backoff: parseBackoffFlag(values.backoff),
     }).filter(([, v]) => v !== undefined),
   );
   await withStore(values, async (store) => {
@@ -284,6 +305,7 @@ async function watch(
           e.name,
           e.attempt === undefined || e.attempt === 0 ? undefined : `attempt ${e.attempt}`,
           e.progress === undefined ? undefined : `progress ${JSON.stringify(e.progress)}`,
+          e.reason,
           e.error,
         ].filter((x) => x !== undefined);
         process.stdout.write(`${new Date(e.at).toISOString()}  ${e.type.padEnd(9)}  ${e.queue}  ${e.id}  ${detail.join('  ')}\n`);

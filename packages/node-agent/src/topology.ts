@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { NAME_RULE, WIRE_LIMITS } from '@stagefabric/fabric';
 import { FabricError } from '@stagefabric/runtime';
-import { checkSchedule, type ScheduleDefinition } from '@stagefabric/tasks';
+import { checkSchedule, type ScheduleDefinition, type StoredBackoff, storedBackoffProblem } from '@stagefabric/tasks';
 import { isAlias, isCollection, isPair, LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 
@@ -60,6 +60,14 @@ const scheduleSchema = z.strictObject({
       timeoutMs: z.number().int().positive().optional(),
       delayMs: z.number().int().nonnegative().optional(),
       uniqueKey: z.string().min(1).optional(),
+      /** The wait after a failed attempt of each fire's task, instead of its handler's (checked as enqueue checks it). */
+      backoff: z
+        .custom<StoredBackoff>()
+        .superRefine((value, ctx) => {
+          const problem = storedBackoffProblem(value);
+          if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+        })
+        .optional(),
     })
     .optional(),
   /** Fires missed while every agent was down that are still enqueued on return (the latest). Default 0. */

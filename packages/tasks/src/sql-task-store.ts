@@ -1,7 +1,15 @@
 import { isTraceparent } from '@stagefabric/runtime';
 import { FINISHED_STATES, type PruneCount, type RetentionPolicy } from './retention.js';
 import { checkSchedule, type ScheduleDefinition, type ScheduleRecord } from './schedules.js';
-import { encodeEvent, followEvents, type TaskEvent, type TaskEventsOptions, type TaskEventsOverflow } from './task-events.js';
+import type { StoredBackoff } from './task-backoff.js';
+import {
+  encodeEvent,
+  followEvents,
+  leaseLostEvent,
+  type TaskEvent,
+  type TaskEventsOptions,
+  type TaskEventsOverflow,
+} from './task-events.js';
 import { checkLimits, checkProgress, checkTasks, TASK_DEFAULTS } from './task-input.js';
 import * as sql from './task-sql.js';
 import type {
@@ -55,6 +63,7 @@ interface ClaimRow {
   run_at: Date;
   traceparent: string | null;
   first_run_traceparent: string | null;
+  backoff: StoredBackoff | null;
 }
 
 interface CancelledRow {
@@ -99,6 +108,7 @@ function toClaimed(rows: ClaimRow[], owner: string): ClaimedTask[] {
     enqueuedAt: new Date(r.created_at),
     leaseExpiresAt: new Date(r.lease_expires_at),
     ...traceFields(r.traceparent, r.first_run_traceparent),
+    ...(r.backoff === null ? {} : { backoff: r.backoff }),
   }));
 }
 
@@ -241,6 +251,7 @@ export class SqlTaskStore implements TaskStore {
         this.channel,
         checked.map(() => traceparent ?? null),
         checked.map((t) => t.group),
+        checked.map((t) => (t.backoff === null ? null : JSON.stringify(t.backoff))),
       ]),
     );
     await this.emit(
@@ -471,7 +482,11 @@ export class SqlTaskStore implements TaskStore {
   }
 
   private async unclaim(statement: string, params: unknown[]): Promise<string[]> {
-    const rows = await this.driver.query<{ id: string; queue: string }>(this.s(statement), params);
+    const rows = await this.driver.query<{ id: string; queue: string; name: string; attempt: number }>(this.s(statement), params);
+    await this.emit(
+      this.driver.query,
+      rows.map((r) => ({ type: 'released' as const, id: r.id, queue: r.queue, name: r.name, attempt: r.attempt })),
+    );
     await this.notify(rows.map((r) => r.queue));
     return rows.map((r) => r.id);
   }
@@ -483,7 +498,13 @@ export class SqlTaskStore implements TaskStore {
   }
 
   async recoverExpired(): Promise<number> {
-    const rows = await this.driver.query<{ queue: string }>(this.s(sql.RECOVER));
+    const rows = await this.driver.query<{ id: string; queue: string; name: string; attempt: number; error: string; state: TaskState }>(
+      this.s(sql.RECOVER),
+    );
+    await this.emit(
+      this.driver.query,
+      rows.map((r) => leaseLostEvent(r.state !== 'waiting', r)),
+    );
     await this.notify(rows.map((r) => r.queue));
     return rows.length;
   }
