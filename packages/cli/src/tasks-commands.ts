@@ -9,6 +9,7 @@ import {
   type TaskState,
   type TaskStore,
 } from '@stagefabric/tasks';
+import { escapeControl } from './status.js';
 import { enqueueFile } from './task-file.js';
 
 /** A command line stagectl cannot run: exit 2. */
@@ -272,6 +273,22 @@ export async function tasksCommand(args: string[]): Promise<void> {
 
 const WATCH_NAMES_KEPT = 100_000;
 
+/**
+ * One event as `stagectl tasks watch` prints it: time, type, queue, id, then
+ * what the event says (name, attempt, progress, why: `lease-lost` when a
+ * lease expired, and the error), control characters escaped.
+ */
+export function renderTaskEvent(e: TaskEvent): string {
+  const detail = [
+    e.name,
+    e.attempt === undefined || e.attempt === 0 ? undefined : `attempt ${e.attempt}`,
+    e.progress === undefined ? undefined : `progress ${JSON.stringify(e.progress)}`,
+    e.reason,
+    e.error,
+  ].filter((x) => x !== undefined);
+  return `${escapeControl(`${new Date(e.at).toISOString()}  ${e.type.padEnd(9)}  ${e.queue}  ${e.id}  ${detail.join('  ')}`)}\n`;
+}
+
 /** Task lifecycle events as they happen, one line each, until Ctrl-C (or SIGTERM). */
 async function watch(
   store: TaskStore,
@@ -301,14 +318,7 @@ async function watch(
       } else if (e.type === 'overflow') {
         process.stdout.write(`(${e.dropped} events dropped: the watch fell behind)\n`);
       } else {
-        const detail = [
-          e.name,
-          e.attempt === undefined || e.attempt === 0 ? undefined : `attempt ${e.attempt}`,
-          e.progress === undefined ? undefined : `progress ${JSON.stringify(e.progress)}`,
-          e.reason,
-          e.error,
-        ].filter((x) => x !== undefined);
-        process.stdout.write(`${new Date(e.at).toISOString()}  ${e.type.padEnd(9)}  ${e.queue}  ${e.id}  ${detail.join('  ')}\n`);
+        process.stdout.write(renderTaskEvent(e));
       }
     }
   } finally {

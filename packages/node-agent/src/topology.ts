@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { NAME_RULE, WIRE_LIMITS } from '@stagefabric/fabric';
 import { FabricError } from '@stagefabric/runtime';
-import { checkSchedule, type ScheduleDefinition, type StoredBackoff, storedBackoffProblem } from '@stagefabric/tasks';
+import { checkSchedule, type ScheduleDefinition } from '@stagefabric/tasks';
 import { isAlias, isCollection, isPair, LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 
@@ -42,6 +42,9 @@ const retentionRuleSchema = z.union([
     .refine((r) => r.maxAgeMs !== undefined || r.maxCount !== undefined, 'give maxAgeMs, maxCount or both (or false to keep every task)'),
 ]);
 
+/** A wait of a backoff, as the task store takes it. */
+const delayMsSchema = z.number().min(0).max(2_147_483_647);
+
 /** A recurring schedule under tasks.schedules, keyed by its name. */
 const scheduleSchema = z.strictObject({
   /** Five fields (minute first) or six (second first). */
@@ -62,11 +65,10 @@ const scheduleSchema = z.strictObject({
       uniqueKey: z.string().min(1).optional(),
       /** The wait after a failed attempt of each fire's task, instead of its handler's (checked as enqueue checks it). */
       backoff: z
-        .custom<StoredBackoff>()
-        .superRefine((value, ctx) => {
-          const problem = storedBackoffProblem(value);
-          if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
-        })
+        .discriminatedUnion('type', [
+          z.strictObject({ type: z.literal('fixed'), delayMs: delayMsSchema }),
+          z.strictObject({ type: z.literal('exponential'), baseMs: delayMsSchema.optional(), maxMs: delayMsSchema.optional() }),
+        ])
         .optional(),
     })
     .optional(),
