@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { NAME_RULE, WIRE_LIMITS } from '@stagefabric/fabric';
 import { FabricError } from '@stagefabric/runtime';
-import { checkSchedule, type ScheduleDefinition } from '@stagefabric/tasks';
+import { checkSchedule, type EnqueueOptions, type ScheduleDefinition, type StoredBackoff } from '@stagefabric/tasks';
 import { isAlias, isCollection, isPair, LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 
@@ -164,6 +164,12 @@ function definedOnly<T extends object>(o: T): { [K in keyof T]: Exclude<T[K], un
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as { [K in keyof T]: Exclude<T[K], undefined> };
 }
 
+/** A schedule's enqueue options without their undefined fields, its backoff's included. */
+function scheduleOptions(options: NonNullable<TopologySchedule['options']>): EnqueueOptions {
+  const { backoff, ...rest } = options;
+  return { ...definedOnly(rest), ...(backoff === undefined ? {} : { backoff: definedOnly(backoff) as StoredBackoff }) };
+}
+
 /** A topology schedule as the task store takes it. */
 export function scheduleDefinition(name: string, s: TopologySchedule): ScheduleDefinition {
   return {
@@ -174,7 +180,7 @@ export function scheduleDefinition(name: string, s: TopologySchedule): ScheduleD
     task: {
       name: s.task,
       ...(s.args === undefined ? {} : { args: s.args }),
-      ...(s.options === undefined ? {} : { options: definedOnly(s.options) }),
+      ...(s.options === undefined ? {} : { options: scheduleOptions(s.options) }),
     },
   };
 }

@@ -2,14 +2,8 @@ import { isTraceparent } from '@stagefabric/runtime';
 import { FINISHED_STATES, type PruneCount, type RetentionPolicy } from './retention.js';
 import { checkSchedule, type ScheduleDefinition, type ScheduleRecord } from './schedules.js';
 import type { StoredBackoff } from './task-backoff.js';
-import {
-  encodeEvent,
-  followEvents,
-  leaseLostEvent,
-  type TaskEvent,
-  type TaskEventsOptions,
-  type TaskEventsOverflow,
-} from './task-events.js';
+import type { TaskEvent, TaskEventsOptions, TaskEventsOverflow } from './task-events.js';
+import { encodeEvent, followEvents, leaseLostEvent } from './task-events.js';
 import { checkLimits, checkProgress, checkTasks, TASK_DEFAULTS } from './task-input.js';
 import * as sql from './task-sql.js';
 import type {
