@@ -1232,6 +1232,7 @@ export class BullMQTaskStore implements TaskStore {
       updatedAt: new Date(job.finishedOn ?? job.processedOn ?? job.timestamp),
       finishedAt: job.finishedOn === undefined ? null : new Date(job.finishedOn),
       progress: handlerProgress(job.progress),
+      ...(data.backoff === undefined ? {} : { backoff: data.backoff }),
     };
   }
 

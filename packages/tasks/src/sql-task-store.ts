@@ -128,6 +128,7 @@ interface TaskRow {
   updated_at: Date;
   finished_at: Date | null;
   progress: TaskProgress | null;
+  backoff: StoredBackoff | null;
 }
 
 const toRecord = (r: TaskRow): TaskRecord => ({
@@ -149,6 +150,7 @@ const toRecord = (r: TaskRow): TaskRecord => ({
   updatedAt: new Date(r.updated_at),
   finishedAt: r.finished_at === null ? null : new Date(r.finished_at),
   progress: r.progress ?? null,
+  ...(r.backoff == null ? {} : { backoff: r.backoff }),
 });
 
 /** A claim this store could have made: a row id and an integer attempt (a claim from the wire may be anything). */

@@ -102,7 +102,7 @@ export const APPLIED = `SELECT coalesce(max(version), 0) AS version FROM $schema
 export const RECORD = `INSERT INTO $schema.migrations (version) VALUES ($1)`;
 
 const TASK_COLUMNS = `id::text AS id, queue, name, args, state, priority, attempt, max_attempts, timeout_ms, run_at, unique_key,
-  lease_owner, lease_expires_at, last_error, created_at, updated_at, finished_at, progress`;
+  lease_owner, lease_expires_at, last_error, created_at, updated_at, finished_at, progress, backoff`;
 
 /**
  * One statement: ids come from the sequence first, so each input row keeps

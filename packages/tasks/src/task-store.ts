@@ -197,6 +197,8 @@ export interface TaskRecord {
   readonly finishedAt: Date | null;
   /** What its handler last reported through `ctx.progress` (kept after it finished; cleared by an operator's retry), or null. */
   readonly progress: TaskProgress | null;
+  /** Its own backoff, when it was enqueued with one. */
+  readonly backoff?: StoredBackoff;
 }
 
 /** A handler's progress: a percentage from 0 to 100, or a JSON object of its own (at most 4 KiB as JSON). */

@@ -17,7 +17,7 @@ export function taskBackoffConformance(name: string, make: () => Promise<TaskSto
 
     it('is kept with the task and comes with its claim, in its stored form', async () => {
       const store = await fresh();
-      await store.enqueue([
+      const [own] = await store.enqueue([
         { name: 'own', options: { queue: 'bo', priority: 1, backoff: { type: 'fixed', delayMs: 1500 } } },
         { name: 'exp', options: { queue: 'bo', priority: 2, backoff: { type: 'exponential', maxMs: 9000 } } },
         { name: 'none', options: { queue: 'bo', priority: 3 } },
@@ -28,6 +28,8 @@ export function taskBackoffConformance(name: string, make: () => Promise<TaskSto
         ['exp', { type: 'exponential', maxMs: 9000 }],
         ['none', undefined],
       ]);
+      // An operator sees it too.
+      expect((await store.get(own?.id as string))?.backoff).toEqual({ type: 'fixed', delayMs: 1500 });
     });
 
     it("a failed attempt waits the task's own backoff, not its handler's (the runner on the stage clock)", async () => {
