@@ -90,7 +90,7 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX task_starts_group ON $schema.task_starts (queue, grp, started_at) WHERE grp IS NOT NULL;`,
   // The progress a running task's handler last reported.
   `ALTER TABLE $schema.tasks ADD COLUMN progress jsonb;`,
-  // Finished tasks counted as they move (see COUNTED), started from the rows already there; the lock holds off writers
+  // Finished tasks counted as they move (see counting), started from the rows already there; the lock holds off writers
   // until the counters commit with the count they start from.
   `CREATE TABLE $schema.task_counts (
      queue text NOT NULL,
@@ -152,7 +152,11 @@ const NOT_PAUSED = `NOT EXISTS (SELECT 1 FROM $schema.queues paused WHERE paused
  * held until commit. `moved` selects `queue, state, n` (+1 in, -1 out) from
  * the statement's changed rows; rows of live states are left out, rows are
  * locked in (queue, state) order so two statements never deadlock on them.
- * counts() sums the slots.
+ * counts() sums the slots. Not a trigger: a statement trigger with
+ * transition tables would run on every update of the table, claims and
+ * lease extensions included, and these few statements are all that move
+ * tasks in or out of a finished state. A success inside a handler's
+ * transaction (SUCCEED_WITHIN) holds its slot's row until that commits.
  */
 const COUNTER_SLOTS = 16;
 function counting(moved: string): string {
