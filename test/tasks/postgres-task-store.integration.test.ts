@@ -10,6 +10,7 @@ import { scheduleStoreConformance } from '../../packages/tasks/test/schedule-sto
 import { taskStoreConformance } from '../../packages/tasks/test/task-store.conformance.js';
 import { taskStoreLimitsConformance } from '../../packages/tasks/test/task-store-limits.conformance.js';
 import { uniqueWindowConformance } from '../../packages/tasks/test/unique-window.conformance.js';
+import { waitFor } from '../support/wait-for.js';
 
 const url = inject('databaseUrl');
 const schemas: string[] = [];
@@ -125,7 +126,7 @@ it('counts() reads no finished row: every statement it runs plans no sequential 
   }
 });
 
-it('the counters start from the tasks a table already holds when the store is upgraded, and follow a success inside a handler’s transaction (PostgreSQL)', async () => {
+it('the counters start from the tasks a table already holds when the store is upgraded, follow a success inside a handler’s transaction, and fold the rows of ended connections (PostgreSQL)', async () => {
   const store = await make();
   const schema = schemaOf.get(store) as string;
   try {
@@ -154,6 +155,24 @@ it('the counters start from the tasks a table already holds when the store is up
       client.release();
     }
     expect(await store.counts()).toEqual([
+      { queue: 'default', state: 'success', count: 31 },
+      { queue: 'other', state: 'timeout', count: 4 },
+    ]);
+    // Another agent's outcomes land on its connections' own rows; once it has gone, a retention pass folds them.
+    const other = await peer(store);
+    await other.enqueue([{ name: 'e', options: { maxAttempts: 1 } }]);
+    const [failing] = await other.claim('default', 1, 'other', 60_000);
+    await other.complete([{ id: failing?.id as string, attempt: 1, claimant: failing?.claimant as string, status: 'error', error: 'no' }]);
+    await other.close();
+    const keepAll = resolveRetention({ success: false, error: false, timeout: false, cancelled: false });
+    const rowsOfGone = `SELECT count(*)::integer AS n FROM ${schema}.task_counts c
+      WHERE slot <> 0 AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = c.slot)`;
+    await waitFor(async () => {
+      await store.pruneFinished(keepAll, 100);
+      return (await withAdmin((admin) => admin.query<{ n: number }>(rowsOfGone))).rows[0]?.n === 0;
+    }, 'the ended connections’ counter rows to be folded');
+    expect(await store.counts()).toEqual([
+      { queue: 'default', state: 'error', count: 1 },
       { queue: 'default', state: 'success', count: 31 },
       { queue: 'other', state: 'timeout', count: 4 },
     ]);

@@ -146,23 +146,22 @@ const NOT_PAUSED = `NOT EXISTS (SELECT 1 FROM $schema.queues paused WHERE paused
  * Finished tasks are counted as they move, not by reading them: each
  * statement that moves tasks into or out of a finished state (or deletes
  * finished ones) adds its change per (queue, state) to a counter row, once
- * per statement, not per task. The row is one of COUNTER_SLOTS per (queue,
- * state), picked by the connection's backend pid: agents completing batches
- * at once each write their own row instead of queueing on one row lock
- * held until commit. `moved` selects `queue, state, n` (+1 in, -1 out) from
+ * per statement, not per task. The row is the connection's own (its slot
+ * is its backend pid): agents completing batches at once never queue on a
+ * row lock held until another's commit, which a single row per (queue,
+ * state) would make them do. Rows of connections that ended are folded
+ * into slot 0 by retention's passes (FOLD_COUNTS). `moved` selects `queue, state, n` (+1 in, -1 out) from
  * the statement's changed rows; rows of live states are left out, rows are
  * locked in (queue, state) order so two statements never deadlock on them.
  * counts() sums the slots. Not a trigger: a statement trigger with
  * transition tables would run on every update of the table, claims and
  * lease extensions included, and these few statements are all that move
- * tasks in or out of a finished state. A success inside a handler's
- * transaction (SUCCEED_WITHIN) holds its slot's row until that commits.
+ * tasks in or out of a finished state.
  */
-const COUNTER_SLOTS = 16;
 function counting(moved: string): string {
   return `counted AS (
     INSERT INTO $schema.task_counts AS c (queue, state, slot, n)
-    SELECT queue, state, pg_backend_pid() % ${COUNTER_SLOTS}, sum(n) FROM (${moved}) m
+    SELECT queue, state, pg_backend_pid(), sum(n) FROM (${moved}) m
     WHERE state IN ('success', 'error', 'timeout', 'cancelled') GROUP BY queue, state HAVING sum(n) <> 0 ORDER BY queue, state
     ON CONFLICT (queue, state, slot) DO UPDATE SET n = c.n + excluded.n
   )`;
@@ -525,6 +524,20 @@ export const WINDOW_HOLDERS = `SELECT w.queue, w.unique_key, w.task_id::text AS 
 export const HOLD_WINDOWS = `UPDATE $schema.unique_windows w SET task_id = k.task_id
   FROM unnest($1::text[], $2::text[], $3::bigint[]) AS k(queue, unique_key, task_id)
   WHERE w.queue = k.queue AND w.unique_key = k.unique_key`;
+/**
+ * The counter rows of connections that ended, summed into slot 0 (no
+ * backend has pid 0), so the counters stay a few rows per queue and state.
+ * A pid reused by a new connection meanwhile only moves its sum: a row is
+ * deleted with the value it holds when deleted, and added back as a whole.
+ */
+export const FOLD_COUNTS = `WITH gone AS (
+    DELETE FROM $schema.task_counts c WHERE c.slot <> 0 AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = c.slot)
+    RETURNING queue, state, n
+  )
+  INSERT INTO $schema.task_counts AS c (queue, state, slot, n)
+  SELECT queue, state, 0, sum(n) FROM gone GROUP BY queue, state ORDER BY queue, state
+  ON CONFLICT (queue, state, slot) DO UPDATE SET n = c.n + excluded.n`;
+
 /** Windows ended: deleted by retention's passes. */
 export const PRUNE_WINDOWS = `DELETE FROM $schema.unique_windows WHERE held_until < now()`;
 
