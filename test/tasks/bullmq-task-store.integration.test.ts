@@ -7,6 +7,7 @@ import { expect, inject, it } from 'vitest';
 import { cancelRunningConformance } from '../../packages/tasks/test/cancel-running.conformance.js';
 import { retentionStoreConformance } from '../../packages/tasks/test/retention-store.conformance.js';
 import { scheduleStoreConformance } from '../../packages/tasks/test/schedule-store.conformance.js';
+import { taskBackoffConformance } from '../../packages/tasks/test/task-backoff.conformance.js';
 import { taskStoreConformance } from '../../packages/tasks/test/task-store.conformance.js';
 import { taskStoreLimitsConformance } from '../../packages/tasks/test/task-store-limits.conformance.js';
 import { uniqueWindowConformance } from '../../packages/tasks/test/unique-window.conformance.js';
@@ -33,6 +34,7 @@ retentionStoreConformance('Redis through BullMQ', make);
 scheduleStoreConformance('Redis through BullMQ', make, peer);
 uniqueWindowConformance('Redis through BullMQ', make);
 cancelRunningConformance('Redis through BullMQ', make);
+taskBackoffConformance('Redis through BullMQ', make);
 
 it('BullMQ refuses retention with different rules for error, timeout and cancelled (one failed set), naming why', async () => {
   const store = new BullMQTaskStore({ url, prefix: `sfbull${randomUUID().slice(0, 8)}` });

@@ -7,6 +7,7 @@ import { inSchema, MIGRATIONS, PRUNE_BEYOND } from '../../packages/tasks/src/tas
 import { cancelRunningConformance } from '../../packages/tasks/test/cancel-running.conformance.js';
 import { retentionStoreConformance } from '../../packages/tasks/test/retention-store.conformance.js';
 import { scheduleStoreConformance } from '../../packages/tasks/test/schedule-store.conformance.js';
+import { taskBackoffConformance } from '../../packages/tasks/test/task-backoff.conformance.js';
 import { taskStoreConformance } from '../../packages/tasks/test/task-store.conformance.js';
 import { taskStoreLimitsConformance } from '../../packages/tasks/test/task-store-limits.conformance.js';
 import { uniqueWindowConformance } from '../../packages/tasks/test/unique-window.conformance.js';
@@ -34,6 +35,7 @@ retentionStoreConformance('PostgreSQL', make);
 scheduleStoreConformance('PostgreSQL', make, peer);
 uniqueWindowConformance('PostgreSQL', make);
 cancelRunningConformance('PostgreSQL', make);
+taskBackoffConformance('PostgreSQL', make);
 
 afterAll(async () => {
   const admin = new pg.Client({ connectionString: url });

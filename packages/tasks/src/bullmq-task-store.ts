@@ -11,7 +11,15 @@ import { Job, type JobsOptions, type JobType, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { PruneCount, RetentionPolicy, RetentionRule } from './retention.js';
 import { checkSchedule, type ScheduleDefinition, type ScheduleRecord } from './schedules.js';
-import { encodeEvent, followEvents, type TaskEvent, type TaskEventsOptions, type TaskEventsOverflow } from './task-events.js';
+import { type StoredBackoff, storedBackoffProblem } from './task-backoff.js';
+import {
+  encodeEvent,
+  followEvents,
+  leaseLostEvent,
+  type TaskEvent,
+  type TaskEventsOptions,
+  type TaskEventsOverflow,
+} from './task-events.js';
 import { type CheckedTask, checkLimits, checkProgress, checkTasks, TASK_DEFAULTS } from './task-input.js';
 import {
   type ClaimedTask,
@@ -82,6 +90,8 @@ interface TaskData {
   readonly uniqueKey: string | null;
   /** W3C traceparent of the span that enqueued it. */
   readonly traceparent?: string;
+  /** Its own backoff (enqueue option). */
+  readonly backoff?: StoredBackoff;
 }
 
 /** A handler's progress as the store wraps it in BullMQ's progress field (`{ sf: … }`); anything else is not a handler's. */
@@ -99,6 +109,8 @@ function taskData(data: unknown): TaskData {
       maxAttempts: d.maxAttempts,
       uniqueKey: d.uniqueKey ?? null,
       ...(isTraceparent(d.traceparent) ? { traceparent: d.traceparent } : {}),
+      // Written by another producer, perhaps: kept only when it is a backoff.
+      ...(d.backoff !== undefined && storedBackoffProblem(d.backoff) === undefined ? { backoff: d.backoff } : {}),
     };
   return { args: data, timeoutMs: TASK_DEFAULTS.timeoutMs, maxAttempts: TASK_DEFAULTS.maxAttempts, uniqueKey: null };
 }
@@ -195,7 +207,8 @@ return 1`;
 /**
  * A claim that never started goes back to waiting, its start not counted:
  * while the claim holds the lock, in the same step, the lock goes, the start
- * BullMQ counted is taken back and the job is due again now.
+ * BullMQ counted is taken back and the job is due again now. Returns the
+ * job's name when released, 0 when the claim was not current.
  * KEYS: lock, active, delayed, marker, job hash, events. ARGV: token, job id, now ms, attempt.
  */
 const RELEASE = `${APPEND_ENTRY}
@@ -207,22 +220,23 @@ redis.call('HINCRBY', KEYS[5], 'ats', -1)
 redis.call('HSET', KEYS[5], 'delay', 0)
 dueNow(KEYS[3], KEYS[4], ARGV[2], tonumber(ARGV[3]))
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', 10000, '*', 'event', 'delayed', 'jobId', ARGV[2], 'delay', ARGV[3])
-return 1`;
+return redis.call('HGET', KEYS[5], 'name') or ''`;
 
 /**
  * Lease recovery: each active job (of the first ARGV[3]) whose lock lapsed
  * goes, in one step with its 'lost' history entry and lastError, back to
  * waiting, or to failed with its unique key released when that was its last attempt (an error: see FINAL_MARKS).
+ * Returns each job recovered as { id, name, attempt, 1 if failed for good else 0, error }.
  * KEYS: active, delayed, failed, marker, events, timeout marks, cancelled marks.
  * ARGV: queue key prefix, now ms, scan limit, default maxAttempts, entries kept.
  */
 const RECOVER = `${APPEND_ENTRY}
 local now = tonumber(ARGV[2])
-local recovered = 0
+local recovered = {}
 for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)) do
   local jobKey = ARGV[1] .. id
   if redis.call('EXISTS', jobKey .. ':lock') == 0 and redis.call('EXISTS', jobKey) == 1 then
-    local f = redis.call('HMGET', jobKey, 'ats', 'data', 'pb')
+    local f = redis.call('HMGET', jobKey, 'ats', 'data', 'pb', 'name')
     local attempt = tonumber(f[1]) or 0
     local maxAttempts = tonumber(ARGV[4])
     local ok, data = pcall(cjson.decode, f[2] or '')
@@ -251,7 +265,9 @@ for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)) do
       dueNow(KEYS[2], KEYS[4], id, now)
       redis.call('XADD', KEYS[5], 'MAXLEN', '~', 10000, '*', 'event', 'stalled', 'jobId', id)
     end
-    recovered = recovered + 1
+    local final = 0
+    if last then final = 1 end
+    table.insert(recovered, { id, f[4] or '', attempt, final, err })
   end
 end
 return recovered`;
@@ -527,7 +543,7 @@ interface StoreScripts {
     jobId: string,
     now: number,
     attempt: string,
-  ): Promise<number>;
+  ): Promise<number | string>;
   sfRecover(
     active: string,
     delayed: string,
@@ -541,7 +557,7 @@ interface StoreScripts {
     limit: number,
     defaultMaxAttempts: number,
     kept: number,
-  ): Promise<number>;
+  ): Promise<[id: string, name: string, attempt: number, final: number, error: string][]>;
   sfCancel(
     job: string,
     wait: string,
@@ -751,6 +767,7 @@ export class BullMQTaskStore implements TaskStore {
             maxAttempts: t.maxAttempts,
             uniqueKey: t.uniqueKey,
             ...(traceparent === undefined ? {} : { traceparent }),
+            ...(t.backoff === null ? {} : { backoff: t.backoff }),
           },
           opts: {
             jobId,
@@ -828,6 +845,7 @@ export class BullMQTaskStore implements TaskStore {
         enqueuedAt: new Date(Number(timestamp)),
         leaseExpiresAt: new Date(claimedAt + leaseMs),
         ...traceFields(task.traceparent, undefined),
+        ...(task.backoff === undefined ? {} : { backoff: task.backoff }),
       };
     });
     return this.withFirstRuns(q, claimed);
@@ -900,6 +918,7 @@ export class BullMQTaskStore implements TaskStore {
         enqueuedAt: new Date(job.timestamp),
         leaseExpiresAt: new Date(Date.now() + leaseMs),
         ...traceFields(data.traceparent, undefined),
+        ...(data.backoff === undefined ? {} : { backoff: data.backoff }),
       });
     }
     return claimed;
@@ -1161,10 +1180,13 @@ export class BullMQTaskStore implements TaskStore {
           now,
           String(claim.attempt),
         );
-        return moved === 1 ? claim.id : undefined;
+        return typeof moved === 'string' ? { id: claim.id, queue: where.queue, attempt: claim.attempt, name: moved } : undefined;
       }),
+    ).then((all) => all.filter((r) => r !== undefined));
+    await this.emit(
+      released.map((r) => ({ type: 'released', id: r.id, queue: r.queue, attempt: r.attempt, ...(r.name === '' ? {} : { name: r.name }) })),
     );
-    return released.filter((id): id is string => id !== undefined);
+    return released.map((r) => r.id);
   }
 
   /** Every active job whose lock token names `holder`, in the queues this process has used. */
@@ -1188,19 +1210,31 @@ export class BullMQTaskStore implements TaskStore {
 
   async recoverExpired(): Promise<number> {
     let recovered = 0;
-    for (const [name, q] of this.queues) {
-      recovered += await this.redis.sfRecover(
+    for (const [queue, q] of this.queues) {
+      const jobs = await this.redis.sfRecover(
         q.keys.active as string,
         q.keys.delayed as string,
         q.keys.failed as string,
         q.keys.marker as string,
         q.keys.events as string,
-        ...this.marksKeys(name),
+        ...this.marksKeys(queue),
         q.keys[''] as string,
         Date.now(),
         RECOVER_SCAN,
         TASK_DEFAULTS.maxAttempts,
         ATTEMPTS_KEPT,
+      );
+      recovered += jobs.length;
+      await this.emit(
+        jobs.map(([jobId, name, attempt, final, error]) =>
+          leaseLostEvent(final === 1, {
+            id: `${queue}/${jobId}`,
+            queue,
+            ...(name === '' ? {} : { name }),
+            attempt: Number(attempt),
+            error,
+          }),
+        ),
       );
     }
     return recovered;
@@ -1274,6 +1308,7 @@ export class BullMQTaskStore implements TaskStore {
       updatedAt: new Date(job.finishedOn ?? job.processedOn ?? job.timestamp),
       finishedAt: job.finishedOn === undefined ? null : new Date(job.finishedOn),
       progress: handlerProgress(job.progress),
+      ...(data.backoff === undefined ? {} : { backoff: data.backoff }),
     };
   }
 

@@ -1,7 +1,9 @@
 import { isTraceparent } from '@stagefabric/runtime';
 import { FINISHED_STATES, type PruneCount, type RetentionPolicy } from './retention.js';
 import { checkSchedule, type ScheduleDefinition, type ScheduleRecord } from './schedules.js';
-import { encodeEvent, followEvents, type TaskEvent, type TaskEventsOptions, type TaskEventsOverflow } from './task-events.js';
+import type { StoredBackoff } from './task-backoff.js';
+import type { TaskEvent, TaskEventsOptions, TaskEventsOverflow } from './task-events.js';
+import { encodeEvent, followEvents, leaseLostEvent } from './task-events.js';
 import { checkLimits, checkProgress, checkTasks, TASK_DEFAULTS } from './task-input.js';
 import * as sql from './task-sql.js';
 import type {
@@ -55,6 +57,7 @@ interface ClaimRow {
   run_at: Date;
   traceparent: string | null;
   first_run_traceparent: string | null;
+  backoff: StoredBackoff | null;
 }
 
 interface CancelledRow {
@@ -99,6 +102,7 @@ function toClaimed(rows: ClaimRow[], owner: string): ClaimedTask[] {
     enqueuedAt: new Date(r.created_at),
     leaseExpiresAt: new Date(r.lease_expires_at),
     ...traceFields(r.traceparent, r.first_run_traceparent),
+    ...(r.backoff === null ? {} : { backoff: r.backoff }),
   }));
 }
 
@@ -124,6 +128,7 @@ interface TaskRow {
   updated_at: Date;
   finished_at: Date | null;
   progress: TaskProgress | null;
+  backoff: StoredBackoff | null;
 }
 
 const toRecord = (r: TaskRow): TaskRecord => ({
@@ -145,6 +150,7 @@ const toRecord = (r: TaskRow): TaskRecord => ({
   updatedAt: new Date(r.updated_at),
   finishedAt: r.finished_at === null ? null : new Date(r.finished_at),
   progress: r.progress ?? null,
+  ...(r.backoff == null ? {} : { backoff: r.backoff }),
 });
 
 /** A claim this store could have made: a row id and an integer attempt (a claim from the wire may be anything). */
@@ -241,6 +247,7 @@ export class SqlTaskStore implements TaskStore {
         this.channel,
         checked.map(() => traceparent ?? null),
         checked.map((t) => t.group),
+        checked.map((t) => (t.backoff === null ? null : JSON.stringify(t.backoff))),
       ]),
     );
     await this.emit(
@@ -471,7 +478,11 @@ export class SqlTaskStore implements TaskStore {
   }
 
   private async unclaim(statement: string, params: unknown[]): Promise<string[]> {
-    const rows = await this.driver.query<{ id: string; queue: string }>(this.s(statement), params);
+    const rows = await this.driver.query<{ id: string; queue: string; name: string; attempt: number }>(this.s(statement), params);
+    await this.emit(
+      this.driver.query,
+      rows.map((r) => ({ type: 'released' as const, id: r.id, queue: r.queue, name: r.name, attempt: r.attempt })),
+    );
     await this.notify(rows.map((r) => r.queue));
     return rows.map((r) => r.id);
   }
@@ -483,7 +494,13 @@ export class SqlTaskStore implements TaskStore {
   }
 
   async recoverExpired(): Promise<number> {
-    const rows = await this.driver.query<{ queue: string }>(this.s(sql.RECOVER));
+    const rows = await this.driver.query<{ id: string; queue: string; name: string; attempt: number; error: string; state: TaskState }>(
+      this.s(sql.RECOVER),
+    );
+    await this.emit(
+      this.driver.query,
+      rows.map((r) => leaseLostEvent(r.state !== 'waiting', r)),
+    );
     await this.notify(rows.map((r) => r.queue));
     return rows.length;
   }

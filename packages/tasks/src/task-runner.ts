@@ -16,7 +16,7 @@ import {
 } from '@stagefabric/runtime';
 import { type Query, SqlTaskStore } from './sql-task-store.js';
 import { validateTaskArgs } from './task-args.js';
-import { BACKOFF_DEFAULTS, type BackoffOptions, retryDelayMs } from './task-backoff.js';
+import { BACKOFF_DEFAULTS, type BackoffOptions, retryDelayMs, storedBackoffProblem } from './task-backoff.js';
 import type { TaskRegistry } from './task-registry.js';
 import { type ClaimedTask, FINAL_STATES, type TaskClaim, type TaskOutcomeRecord, type TaskProgress, type TaskStore } from './task-store.js';
 import { startRunSpan } from './task-tracing.js';
@@ -43,6 +43,7 @@ export interface TaskRunnerOptions {
   readonly concurrency?: number;
   /** On a graceful stop, how long running tasks may finish before they are aborted (their leases then lapse). Default 30 000 ms. */
   readonly drainMs?: number;
+  /** The default backoff of failed attempts: exponential within these bounds. A handler's backoff wins over it, a task's own over both. */
   readonly backoff?: BackoffOptions;
   /** Outcomes are written together once this many are ready... Default 100. */
   readonly flushSize?: number;
@@ -89,6 +90,7 @@ export function claimedTaskProblem(value: unknown): string | undefined {
   if (!(t.enqueuedAt instanceof Date) || !(t.leaseExpiresAt instanceof Date)) return 'enqueuedAt and leaseExpiresAt must be dates';
   for (const field of ['traceparent', 'firstRunTraceparent'] as const)
     if (t[field] !== undefined && !isTraceparent(t[field])) return `${field} must be a W3C traceparent when present`;
+  if (t.backoff !== undefined) return storedBackoffProblem(t.backoff);
   return undefined;
 }
 
@@ -380,7 +382,8 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
               error,
               retryAt: new Date(
                 clock.now() +
-                  retryDelayMs(registry.backoffOf(task.name), task.attempt, error, options.backoff, (problem) =>
+                  // The task's own backoff, else its handler's, else the runner's.
+                  retryDelayMs(task.backoff ?? registry.backoffOf(task.name), task.attempt, error, options.backoff, (problem) =>
                     options.onError?.(
                       new FabricError('SF_BAD_RETURN', `task handler "${task.name}": its backoff ${problem}; the runner's backoff is used`),
                     ),

@@ -90,6 +90,8 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX task_starts_group ON $schema.task_starts (queue, grp, started_at) WHERE grp IS NOT NULL;`,
   // The progress a running task's handler last reported.
   `ALTER TABLE $schema.tasks ADD COLUMN progress jsonb;`,
+  // A task's own backoff (enqueue option), used instead of its handler's.
+  `ALTER TABLE $schema.tasks ADD COLUMN backoff jsonb;`,
   // Finished tasks counted as they move (see counting), started from the rows already there; the lock holds off writers
   // until the counters commit with the count they start from.
   `CREATE TABLE $schema.task_counts (
@@ -112,7 +114,7 @@ export const APPLIED = `SELECT coalesce(max(version), 0) AS version FROM $schema
 export const RECORD = `INSERT INTO $schema.migrations (version) VALUES ($1)`;
 
 const TASK_COLUMNS = `id::text AS id, queue, name, args, state, priority, attempt, max_attempts, timeout_ms, run_at, unique_key,
-  lease_owner, lease_expires_at, last_error, created_at, updated_at, finished_at, progress`;
+  lease_owner, lease_expires_at, last_error, created_at, updated_at, finished_at, progress, backoff`;
 
 /**
  * One statement: ids come from the sequence first, so each input row keeps
@@ -122,11 +124,11 @@ const TASK_COLUMNS = `id::text AS id, queue, name, args, state, priority, attemp
 export const ENQUEUE = `WITH input AS (
     SELECT nextval(pg_get_serial_sequence('$schema.tasks', 'id')) AS id, t.*
     FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::integer[], $5::integer[], $6::integer[], $7::timestamptz[], $8::text[],
-      $10::text[], $11::text[])
-      WITH ORDINALITY AS t(queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent, grp, ord)
+      $10::text[], $11::text[], $12::jsonb[])
+      WITH ORDINALITY AS t(queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent, grp, backoff, ord)
   ), inserted AS (
-    INSERT INTO $schema.tasks (id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent, grp)
-    SELECT id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent, grp FROM input ORDER BY ord
+    INSERT INTO $schema.tasks (id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent, grp, backoff)
+    SELECT id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent, grp, backoff FROM input ORDER BY ord
     ON CONFLICT (queue, unique_key) WHERE state IN ('waiting', 'running') AND unique_key IS NOT NULL DO NOTHING
     RETURNING id, queue
   ), notified AS (
@@ -206,7 +208,7 @@ export const CLAIM = `WITH next AS (
       lease_expires_at = now() + $4 * interval '1 millisecond', updated_at = now()
     FROM next WHERE t.id = next.id
     RETURNING t.id::text AS id, t.queue, t.name, t.args, t.attempt, t.max_attempts, t.timeout_ms, t.created_at,
-      t.lease_expires_at, t.priority, t.run_at, t.traceparent, t.first_run_traceparent
+      t.lease_expires_at, t.priority, t.run_at, t.traceparent, t.first_run_traceparent, t.backoff
   ), ${STARTED_EVENTS}
   SELECT claimed.*, (SELECT n FROM started_events) AS notified FROM claimed`;
 
@@ -277,7 +279,7 @@ export function claimLimited(groupLimits: boolean, ordered = false): string {
       lease_expires_at = now() + $4 ${INTERVAL_MS}, updated_at = now()
     FROM next WHERE t.id = next.id
     RETURNING t.id::text AS id, t.queue, t.name, t.args, t.attempt, t.max_attempts, t.timeout_ms, t.created_at,
-      t.lease_expires_at, t.priority, t.run_at, t.grp, t.traceparent, t.first_run_traceparent
+      t.lease_expires_at, t.priority, t.run_at, t.grp, t.traceparent, t.first_run_traceparent, t.backoff
   ), started AS (
     INSERT INTO $schema.task_starts (queue, grp) SELECT queue, grp FROM claimed
   ), pruned AS (
@@ -365,11 +367,12 @@ export const EXTEND = `UPDATE $schema.tasks t SET lease_expires_at = now() + $4 
 const UNCLAIM = `UPDATE $schema.tasks t SET state = 'waiting', attempt = greatest(t.attempt - 1, 0), lease_owner = NULL,
     lease_expires_at = NULL, updated_at = now()`;
 
+/** Each task released, with the attempt it was claimed for (not counted now), for its `released` event. */
 export const RELEASE = `${UNCLAIM}
-  FROM ${CLAIMS} WHERE ${CURRENT} RETURNING t.id::text AS id, t.queue`;
+  FROM ${CLAIMS} WHERE ${CURRENT} RETURNING t.id::text AS id, t.queue, t.name, c.attempt`;
 
 export const RELEASE_HELD = `${UNCLAIM}
-  WHERE t.state = 'running' AND t.lease_owner = $1 RETURNING t.id::text AS id, t.queue`;
+  WHERE t.state = 'running' AND t.lease_owner = $1 RETURNING t.id::text AS id, t.queue, t.name, t.attempt + 1 AS attempt`;
 
 /** A task whose lease ran out goes back to waiting, unless that was its last attempt; its history says the attempt was lost. */
 export const RECOVER = recordingAttempts(
@@ -381,8 +384,9 @@ export const RECOVER = recordingAttempts(
       || ': its node stopped or stalled',
     lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
   WHERE state = 'running' AND lease_expires_at < now()
-  RETURNING queue, state, id AS task_id, attempt, 'lost'::text AS outcome, last_error AS error, NULL::integer AS duration_ms, NULL::text AS owner`,
-  'queue',
+  RETURNING queue, id AS task_id, attempt, 'lost'::text AS outcome, last_error AS error, NULL::integer AS duration_ms, NULL::text AS owner,
+    name, state`,
+  'task_id::text AS id, queue, name, attempt, error, state',
 );
 
 export const NEXT_RUN_AT = `SELECT min(run_at) AS run_at FROM $schema.tasks WHERE queue = $1 AND state = 'waiting' AND ${NOT_PAUSED}`;
