@@ -687,8 +687,9 @@ export class SqlTaskStore implements TaskStore {
       if (rule.maxCount !== undefined && count < batchSize) await run(sql.PRUNE_BEYOND, rule.maxCount);
       if (count > 0) out.push({ states: [state], count });
     }
-    // Unique-key windows that ended hold nothing: they go with each pass.
+    // Unique-key windows that ended hold nothing: they go with each pass, and so do the counter rows of ended connections.
     await this.driver.query(this.s(sql.PRUNE_WINDOWS));
+    await this.driver.query(this.s(sql.FOLD_COUNTS));
     return out;
   }
 
