@@ -13,6 +13,8 @@
  * side runs the same producer and runner on a store that costs nothing
  * (tasks made up in memory, outcomes taken at once): the pipeline's own
  * ceiling on this machine, so the store/free ratio says what the store costs.
+ * Each side's Node CPU per task over the drain is printed too: on a shared
+ * machine it moves less from run to run than tasks/s.
  * REDIS_URL names the server (default a local one).
  */
 import { randomUUID } from 'node:crypto';
@@ -53,6 +55,8 @@ interface Side {
 interface Measured {
   enqueuePerS: number;
   processPerS: number;
+  /** This process's CPU during the drain, per task (Redis's own is not in it). */
+  cpuUsPerTask: number;
 }
 
 async function measure(side: Side): Promise<Measured> {
@@ -61,8 +65,10 @@ async function measure(side: Side): Promise<Measured> {
   const enqueueS = (performance.now() - t0) / 1000;
   let handled = 0;
   let t1 = 0;
+  let cpu0 = process.cpuUsage();
   await new Promise<void>((done, fail) => {
     t1 = performance.now();
+    cpu0 = process.cpuUsage();
     side
       .start(() => {
         if (++handled === N) done();
@@ -70,8 +76,13 @@ async function measure(side: Side): Promise<Measured> {
       .catch(fail);
   });
   const processS = (performance.now() - t1) / 1000;
+  const cpu = process.cpuUsage(cpu0);
   await side.stop();
-  return { enqueuePerS: Math.round(N / enqueueS), processPerS: Math.round(N / processS) };
+  return {
+    enqueuePerS: Math.round(N / enqueueS),
+    processPerS: Math.round(N / processS),
+    cpuUsPerTask: Number(((cpu.user + cpu.system) / N).toFixed(1)),
+  };
 }
 
 async function dropKeys(prefix: string): Promise<void> {
@@ -217,7 +228,11 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.le
 const best = Object.fromEntries(
   Object.entries(runs).map(([name, ms]) => [
     name,
-    { enqueuePerS: median(ms.map((m) => m.enqueuePerS)), processPerS: median(ms.map((m) => m.processPerS)) },
+    {
+      enqueuePerS: median(ms.map((m) => m.enqueuePerS)),
+      processPerS: median(ms.map((m) => m.processPerS)),
+      cpuUsPerTask: median(ms.map((m) => m.cpuUsPerTask)),
+    },
   ]),
 ) as Record<keyof typeof sides, Measured>;
 
@@ -292,6 +307,31 @@ emitFigure(json, {
   unit: 'x',
   subject: 'stagefabric',
   settings: { what: 'the highest store/Worker ratio the pipeline allows on this machine', peer, ...workerSettings },
+});
+// Node CPU per task during the drain: what each side's own process spends, Redis's work left out.
+emitFigure(json, {
+  bench: 'bullmq',
+  figure: 'bullmq_store_node_cpu_us_per_task',
+  value: best.store.cpuUsPerTask,
+  unit: 'µs',
+  subject: 'stagefabric',
+  settings: storeSettings,
+});
+emitFigure(json, {
+  bench: 'bullmq',
+  figure: 'bullmq_worker_node_cpu_us_per_task',
+  value: best.worker.cpuUsPerTask,
+  unit: 'µs',
+  subject: peer,
+  settings: workerSettings,
+});
+emitFigure(json, {
+  bench: 'bullmq',
+  figure: 'tasks_pipeline_free_store_node_cpu_us_per_task',
+  value: best.freeStore.cpuUsPerTask,
+  unit: 'µs',
+  subject: 'stagefabric',
+  settings: { ...storeSettings, store: 'none (in memory, free)' },
 });
 emitFigure(json, {
   bench: 'bullmq',

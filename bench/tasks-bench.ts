@@ -481,6 +481,17 @@ async function claimP50(store: PostgresTaskStore): Promise<number> {
   return Number(quantile(times, 0.5).toFixed(3));
 }
 
+/** p50 of counts() (what each /metrics scrape asks), with no agent running. */
+async function countsP50(store: PostgresTaskStore): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < SAMPLES; i++) {
+    const t0 = performance.now();
+    await store.counts();
+    times.push(performance.now() - t0);
+  }
+  return Number(quantile(times, 0.5).toFixed(3));
+}
+
 /** How the PostgreSQL store's cost grows: agents on one database, and a million finished tasks kept. */
 async function pgScaling() {
   const point = (chart: string, series: string, x: number, y: number, xLabel: string, yLabel: string) =>
@@ -517,10 +528,12 @@ async function pgScaling() {
       });
     const after = await size();
     const claim = await claimP50(store);
+    const counts = await countsP50(store);
     const { tasksPerS, heapBytes } = await drainWithAgents(1, schema, store);
     const x = kept / 1_000_000;
     point('tasks-pg-kept', 'tasks/s', x, tasksPerS, 'finished tasks kept (millions)', 'tasks/s');
     point('tasks-pg-kept-claim', 'claim p50', x, claim, 'finished tasks kept (millions)', 'ms');
+    point('tasks-pg-kept-claim', 'counts p50', x, counts, 'finished tasks kept (millions)', 'ms');
     point('tasks-pg-memory', 'agent heap MiB', x, Number((heapBytes / 2 ** 20).toFixed(1)), 'finished tasks kept (millions)', 'MiB');
     point('tasks-pg-memory', 'table MiB', x, Number((after / 2 ** 20).toFixed(1)), 'finished tasks kept (millions)', 'MiB');
     if (kept > 0)

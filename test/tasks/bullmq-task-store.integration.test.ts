@@ -2,13 +2,16 @@ import { randomUUID } from 'node:crypto';
 import { resolveRetention, type TaskStore } from '@stagefabric/tasks';
 import { BullMQTaskStore } from '@stagefabric/tasks/bullmq';
 import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
 import { expect, inject, it } from 'vitest';
 import { cancelRunningConformance } from '../../packages/tasks/test/cancel-running.conformance.js';
 import { retentionStoreConformance } from '../../packages/tasks/test/retention-store.conformance.js';
 import { scheduleStoreConformance } from '../../packages/tasks/test/schedule-store.conformance.js';
+import { taskBackoffConformance } from '../../packages/tasks/test/task-backoff.conformance.js';
 import { taskStoreConformance } from '../../packages/tasks/test/task-store.conformance.js';
 import { taskStoreLimitsConformance } from '../../packages/tasks/test/task-store-limits.conformance.js';
 import { uniqueWindowConformance } from '../../packages/tasks/test/unique-window.conformance.js';
+import { waitFor } from '../support/wait-for.js';
 
 const url = inject('redisUrl');
 
@@ -31,6 +34,7 @@ retentionStoreConformance('Redis through BullMQ', make);
 scheduleStoreConformance('Redis through BullMQ', make, peer);
 uniqueWindowConformance('Redis through BullMQ', make);
 cancelRunningConformance('Redis through BullMQ', make);
+taskBackoffConformance('Redis through BullMQ', make);
 
 it('BullMQ refuses retention with different rules for error, timeout and cancelled (one failed set), naming why', async () => {
   const store = new BullMQTaskStore({ url, prefix: `sfbull${randomUUID().slice(0, 8)}` });
@@ -65,6 +69,42 @@ it("a queue with BullMQ's own global concurrency, fetched through getNextJob, ke
   } finally {
     await bull.close();
     await other.close();
+    await store.close();
+  }
+});
+
+it('counts() reads no failed job: Redis tells error, timeout and cancelled apart from the failed set and its marks', async () => {
+  const store = await make();
+  const prefix = prefixOf.get(store) as string;
+  const monitor = await new Redis(url).monitor();
+  try {
+    const n = 30;
+    await store.enqueue(Array.from({ length: n }, (_, i) => ({ name: 't', args: i, options: { maxAttempts: 1 } })));
+    const claimed = await store.claim('default', n, 'me', 10_000);
+    const done = await store.complete(
+      claimed.map((t, i) => ({
+        id: t.id,
+        attempt: t.attempt,
+        claimant: t.claimant,
+        status: i % 3 === 0 ? ('timeout' as const) : ('error' as const),
+        error: 'no',
+      })),
+    );
+    expect(done).toHaveLength(n);
+    expect(await store.cancel((await store.enqueue([{ name: 'c1' }, { name: 'c2' }])).map((r) => r.id))).toHaveLength(2);
+    // Every command Redis runs from here on, scripts' included, as MONITOR shows them.
+    const seen: string[][] = [];
+    monitor.on('monitor', (_time: string, args: string[]) => seen.push(args));
+    expect(await store.counts()).toEqual([
+      { queue: 'default', state: 'cancelled', count: 2 },
+      { queue: 'default', state: 'error', count: 20 },
+      { queue: 'default', state: 'timeout', count: 10 },
+    ]);
+    await waitFor(() => seen.some((args) => args[0]?.toUpperCase() === 'ZINTERCARD'), 'the count script to be seen');
+    const jobKey = new RegExp(`^${prefix}:default:[0-9a-f-]{36}$`);
+    expect(seen.filter((args) => args.some((a) => jobKey.test(a)))).toEqual([]);
+  } finally {
+    monitor.disconnect();
     await store.close();
   }
 });

@@ -124,6 +124,8 @@ Options:
   --queue Q  --delay-ms N  --run-at ISO-DATE  --priority N (lower first)
   --max-attempts N  --timeout-ms N  --unique-key K (refused while a task
   with K is pending)  --unique-for-ms N (K held this long from enqueue)
+  --backoff fixed:MS | exponential[:BASE_MS[:MAX_MS]] | JSON  the wait
+                  after a failed attempt, used instead of the handler's
   --from-line N   start reading the file at line N (to resume)
   --data-dir DIR  an embedded store instead of DATABASE_URL (no agent may use it)
   --schema S      the task table's schema (default stagefabric)
@@ -142,7 +144,9 @@ pause   claims take nothing from queue Q (running tasks finish) until
 resume  lets them take from it again
 watch   task lifecycle events live, one line each (JSON with --json),
         until Ctrl-C: enqueued, started, progress, succeeded, retried,
-        failed, cancelled; --queue Q --name N to follow only those
+        failed, cancelled, released (handed back unstarted); a lease
+        that expired shows as retried or failed with lease-lost;
+        --queue Q --name N to follow only those
 
 Reads the store at DATABASE_URL (or --data-dir DIR; --schema S; or
 --store bullmq for the Redis store at REDIS_URL).`,

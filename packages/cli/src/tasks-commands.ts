@@ -9,6 +9,7 @@ import {
   type TaskState,
   type TaskStore,
 } from '@stagefabric/tasks';
+import { escapeControl } from './status.js';
 import { enqueueFile } from './task-file.js';
 
 /** A command line stagectl cannot run: exit 2. */
@@ -73,6 +74,25 @@ function parseJson(what: string, text: string): unknown {
   }
 }
 
+const BACKOFF_FLAG = /^(?:fixed:(?<delay>[^:]+)|exponential(?::(?<base>[^:]*)(?::(?<max>[^:]+))?)?)$/;
+
+/**
+ * `--backoff`: `fixed:MS`, `exponential`, `exponential:BASE_MS`,
+ * `exponential:BASE_MS:MAX_MS` (`exponential::MAX_MS` keeps the base), or
+ * the option as JSON. The store checks the numbers and names a bad one.
+ */
+export function parseBackoffFlag(text: string | undefined): EnqueueOptions['backoff'] {
+  if (text === undefined) return undefined;
+  if (text.trimStart().startsWith('{')) return parseJson('--backoff', text) as EnqueueOptions['backoff'];
+  const m = BACKOFF_FLAG.exec(text)?.groups;
+  if (m === undefined) throw new UsageError(`--backoff must be fixed:MS, exponential[:BASE_MS[:MAX_MS]] or a JSON object, got ${text}`);
+  const ms = (v: string | undefined) => (v === undefined || v === '' ? undefined : Number(v));
+  if (m.delay !== undefined) return { type: 'fixed', delayMs: ms(m.delay) as number };
+  const baseMs = ms(m.base);
+  const maxMs = ms(m.max);
+  return { type: 'exponential', ...(baseMs === undefined ? {} : { baseMs }), ...(maxMs === undefined ? {} : { maxMs }) };
+}
+
 export async function enqueueCommand(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args,
@@ -89,6 +109,7 @@ export async function enqueueCommand(args: string[]): Promise<void> {
       'unique-key': { type: 'string' },
       'unique-for-ms': { type: 'string' },
       'run-at': { type: 'string' },
+      backoff: { type: 'string' },
       'from-line': { type: 'string' },
     },
   });
@@ -107,6 +128,7 @@ export async function enqueueCommand(args: string[]): Promise<void> {
       uniqueKey: values['unique-key'],
       uniqueForMs: int('unique-for-ms', values['unique-for-ms']),
       runAt,
+      backoff: parseBackoffFlag(values.backoff),
     }).filter(([, v]) => v !== undefined),
   );
   await withStore(values, async (store) => {
@@ -251,6 +273,22 @@ export async function tasksCommand(args: string[]): Promise<void> {
 
 const WATCH_NAMES_KEPT = 100_000;
 
+/**
+ * One event as `stagectl tasks watch` prints it: time, type, queue, id, then
+ * what the event says (name, attempt, progress, why: `lease-lost` when a
+ * lease expired, and the error), control characters escaped.
+ */
+export function renderTaskEvent(e: TaskEvent): string {
+  const detail = [
+    e.name,
+    e.attempt === undefined || e.attempt === 0 ? undefined : `attempt ${e.attempt}`,
+    e.progress === undefined ? undefined : `progress ${JSON.stringify(e.progress)}`,
+    e.reason,
+    e.error,
+  ].filter((x) => x !== undefined);
+  return `${escapeControl(`${new Date(e.at).toISOString()}  ${e.type.padEnd(9)}  ${e.queue}  ${e.id}  ${detail.join('  ')}`)}\n`;
+}
+
 /** Task lifecycle events as they happen, one line each, until Ctrl-C (or SIGTERM). */
 async function watch(
   store: TaskStore,
@@ -280,13 +318,7 @@ async function watch(
       } else if (e.type === 'overflow') {
         process.stdout.write(`(${e.dropped} events dropped: the watch fell behind)\n`);
       } else {
-        const detail = [
-          e.name,
-          e.attempt === undefined || e.attempt === 0 ? undefined : `attempt ${e.attempt}`,
-          e.progress === undefined ? undefined : `progress ${JSON.stringify(e.progress)}`,
-          e.error,
-        ].filter((x) => x !== undefined);
-        process.stdout.write(`${new Date(e.at).toISOString()}  ${e.type.padEnd(9)}  ${e.queue}  ${e.id}  ${detail.join('  ')}\n`);
+        process.stdout.write(renderTaskEvent(e));
       }
     }
   } finally {

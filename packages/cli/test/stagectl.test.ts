@@ -238,6 +238,52 @@ describe('stagectl', () => {
     expect(noStore.stderr).toContain('set DATABASE_URL to reach the task store');
   }, 60_000);
 
+  it("enqueue --backoff and a file line's options.backoff give the task its own backoff; a bad one exits 2 naming the field", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'stagectl-backoff-'));
+    const db = join(dir, 'db');
+    const run = (...args: string[]) => start(args, { DATABASE_URL: '' }).done;
+    expect((await run('enqueue', 'fixed', '--backoff', 'fixed:5000', '--priority', '1', '--data-dir', db)).code).toBe(0);
+    expect((await run('enqueue', 'exp', '--backoff', 'exponential:200:9000', '--priority', '2', '--data-dir', db)).code).toBe(0);
+    expect(
+      (await run('enqueue', 'json', '--backoff', '{"type":"exponential","maxMs":700}', '--priority', '3', '--data-dir', db)).code,
+    ).toBe(0);
+    const file = join(dir, 'tasks.jsonl');
+    await writeFile(
+      file,
+      ['{"name":"filed","options":{"backoff":{"type":"fixed","delayMs":42},"priority":4}}', '{"name":"flagged"}', ''].join('\n'),
+    );
+    // The command line's backoff fills in for lines without one; a line's own wins.
+    expect((await run('enqueue', '--file', file, '--backoff', 'exponential', '--priority', '5', '--data-dir', db)).stdout).toBe(
+      'enqueued 2 tasks\n',
+    );
+    const badFlag = await run('enqueue', 'x', '--backoff', 'linear:5', '--data-dir', db);
+    expect(badFlag.code).toBe(2);
+    expect(badFlag.stderr).toContain('--backoff must be fixed:MS, exponential[:BASE_MS[:MAX_MS]] or a JSON object, got linear:5');
+    const badValue = await run('enqueue', 'x', '--backoff', 'fixed:-1', '--data-dir', db);
+    expect(badValue.code).toBe(2);
+    expect(badValue.stderr).toContain('option backoff.delayMs = -1: must be a number of milliseconds from 0 to 2147483647');
+    const badFile = join(dir, 'bad.jsonl');
+    await writeFile(badFile, ['{"name":"a"}', '{"name":"b","options":{"backoff":{"type":"fixed"}}}', ''].join('\n'));
+    const badLine = await run('enqueue', '--file', badFile, '--data-dir', db);
+    expect(badLine.code).toBe(2);
+    expect(badLine.stderr).toBe(
+      `stagectl: ${badFile} line 2: option backoff.delayMs = undefined: must be a number of milliseconds from 0 to 2147483647\nnothing enqueued\n`,
+    );
+    const store = new PGliteTaskStore({ dataDir: db });
+    try {
+      const claimed = await store.claim('default', 10, 'test', 30_000);
+      expect(claimed.map((t) => [t.name, t.backoff])).toEqual([
+        ['fixed', { type: 'fixed', delayMs: 5000 }],
+        ['exp', { type: 'exponential', baseMs: 200, maxMs: 9000 }],
+        ['json', { type: 'exponential', maxMs: 700 }],
+        ['filed', { type: 'fixed', delayMs: 42 }],
+        ['flagged', { type: 'exponential' }],
+      ]);
+    } finally {
+      await store.close();
+    }
+  }, 120_000);
+
   it('enqueue --file checks every line first: a bad line is named and nothing goes in; stdin stops at it, says how many went in and where to resume', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'stagectl-file-'));
     const env = { DATABASE_URL: '' };

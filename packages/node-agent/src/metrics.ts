@@ -303,7 +303,12 @@ export class AgentMetrics {
       const at = options.fabric()?.lastBeatAtMs;
       return at === undefined ? [] : [[{}, at / 1000]];
     });
-    gauge(METRIC_NAMES.tasks, 'Tasks in the store by queue and state.', ['queue', 'state'], () => this.sources.tasks);
+    gauge(
+      METRIC_NAMES.tasks,
+      'Tasks in the store by queue and state, exact (finished states from counters the store keeps as tasks move, not a scan).',
+      ['queue', 'state'],
+      () => this.sources.tasks,
+    );
     this.started = new Counter({
       name: METRIC_NAMES.tasksStarted,
       help: 'Tasks this node started.',

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { NAME_RULE, WIRE_LIMITS } from '@stagefabric/fabric';
 import { FabricError } from '@stagefabric/runtime';
-import { checkSchedule, type ScheduleDefinition } from '@stagefabric/tasks';
+import { checkSchedule, type EnqueueOptions, type ScheduleDefinition, type StoredBackoff } from '@stagefabric/tasks';
 import { isAlias, isCollection, isPair, LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 
@@ -42,6 +42,9 @@ const retentionRuleSchema = z.union([
     .refine((r) => r.maxAgeMs !== undefined || r.maxCount !== undefined, 'give maxAgeMs, maxCount or both (or false to keep every task)'),
 ]);
 
+/** A wait of a backoff, as the task store takes it. */
+const delayMsSchema = z.number().min(0).max(2_147_483_647);
+
 /** A recurring schedule under tasks.schedules, keyed by its name. */
 const scheduleSchema = z.strictObject({
   /** Five fields (minute first) or six (second first). */
@@ -60,6 +63,13 @@ const scheduleSchema = z.strictObject({
       timeoutMs: z.number().int().positive().optional(),
       delayMs: z.number().int().nonnegative().optional(),
       uniqueKey: z.string().min(1).optional(),
+      /** The wait after a failed attempt of each fire's task, instead of its handler's (checked as enqueue checks it). */
+      backoff: z
+        .discriminatedUnion('type', [
+          z.strictObject({ type: z.literal('fixed'), delayMs: delayMsSchema }),
+          z.strictObject({ type: z.literal('exponential'), baseMs: delayMsSchema.optional(), maxMs: delayMsSchema.optional() }),
+        ])
+        .optional(),
     })
     .optional(),
   /** Fires missed while every agent was down that are still enqueued on return (the latest). Default 0. */
@@ -154,6 +164,12 @@ function definedOnly<T extends object>(o: T): { [K in keyof T]: Exclude<T[K], un
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as { [K in keyof T]: Exclude<T[K], undefined> };
 }
 
+/** A schedule's enqueue options without their undefined fields, its backoff's included. */
+function scheduleOptions(options: NonNullable<TopologySchedule['options']>): EnqueueOptions {
+  const { backoff, ...rest } = options;
+  return { ...definedOnly(rest), ...(backoff === undefined ? {} : { backoff: definedOnly(backoff) as StoredBackoff }) };
+}
+
 /** A topology schedule as the task store takes it. */
 export function scheduleDefinition(name: string, s: TopologySchedule): ScheduleDefinition {
   return {
@@ -164,7 +180,7 @@ export function scheduleDefinition(name: string, s: TopologySchedule): ScheduleD
     task: {
       name: s.task,
       ...(s.args === undefined ? {} : { args: s.args }),
-      ...(s.options === undefined ? {} : { options: definedOnly(s.options) }),
+      ...(s.options === undefined ? {} : { options: scheduleOptions(s.options) }),
     },
   };
 }

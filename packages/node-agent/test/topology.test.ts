@@ -111,6 +111,25 @@ describe('topology files', () => {
       { line: 10, path: 'tasks.schedules.nightly.options', message: expect.stringMatching(/runAt/) },
     ]);
     expect(bad(["      cron: '* * * * *'"])).toMatchObject([{ path: 'tasks.schedules.nightly.task', message: 'is required' }]);
+    // A fire's task may bring its own backoff; a bad one is named by its field.
+    const own = parseTopology(
+      [
+        ...head,
+        '    retried:',
+        "      cron: '* * * * *'",
+        '      task: report',
+        '      options: { backoff: { type: fixed, delayMs: 5000 } }',
+        '',
+      ].join('\n'),
+      'topo.yaml',
+    ).tasks?.schedules?.retried;
+    expect(scheduleDefinition('retried', own as NonNullable<typeof own>).task.options).toEqual({
+      backoff: { type: 'fixed', delayMs: 5000 },
+    });
+    expect(bad(["      cron: '* * * * *'", '      task: report', '      options: { backoff: { type: fixed, delay: 5 } }'])).toMatchObject([
+      { line: 10, path: 'tasks.schedules.nightly.options.backoff.delayMs', message: expect.stringMatching(/expected number/) },
+      { line: 10, path: 'tasks.schedules.nightly.options.backoff', message: 'Unrecognized key: "delay"' },
+    ]);
   });
 
   it('tasks.retention takes a rule per finished state or false; an empty rule or unknown state is refused with its path', () => {

@@ -44,44 +44,51 @@ interface Running<In> {
   readonly subscription: Subscription;
   /** Its place among the events received on its subscription. */
   readonly seq: number;
-  readonly controller: AbortController;
   readonly startedAt: number;
-  timer: TimerHandle | undefined;
-  /** Settles with the task's end, for a drain that can no longer receive messages. */
-  settled: Promise<Finished<In, unknown>> | undefined;
+  readonly timeoutMs: number;
+  /** Clock time its timeout falls due. */
+  readonly deadline: number;
+  /** Made only when its handler reads its signal: most never do, and each one costs an allocation the collector must trace. */
+  controller: AbortController | undefined;
+  /** Why it was aborted (timed out, or the stage stopped): kept for a signal asked for after the abort. */
+  abortReason: unknown;
+  /** How its handler ended, once it did (before the stage has handled that). */
+  ended: Ended<unknown> | undefined;
+  /** A drain waiting for its handler to end. */
+  onEnded: ((ended: Ended<unknown>) => void) | undefined;
   /** Its outcome was reported: at its end, or at its timeout while the handler may still run. */
   reported: boolean;
   /** Its handler returned: its concurrency slot is free. */
   returned: boolean;
-  /** Its outcome was recorded: once its handler returned too, its demand is asked for again. */
+  /** Its outcome was recorded: once its handler returned too, its event is done and its demand asked for again. */
   recorded: boolean;
 }
 
-/** The handler returned (or threw). */
-interface Finished<In, R> {
-  readonly kind: '$task-finished';
-  readonly task: Running<In>;
+/** How a handler ended: returned (or threw). */
+interface Ended<R> {
   readonly status: 'success' | 'error';
   readonly value?: R;
   readonly error?: unknown;
 }
 
-interface TimedOut<In> {
-  readonly kind: '$task-timeout';
-  readonly task: Running<In>;
-}
-
-interface Recorded<In> {
-  readonly kind: '$task-recorded';
-  readonly task: Running<In>;
-}
+/**
+ * Each one a message to the stage itself, sent only when its list goes from
+ * empty to not: tasks that end, time out or are recorded together are
+ * handled in one turn, not one message each.
+ */
+const TASKS_ENDED = '$tasks-ended';
+const TASKS_TIMED_OUT = '$tasks-timed-out';
+const TASKS_RECORDED = '$tasks-recorded';
 
 /** Per subscription: which received events are done, so they are reported handled in the order they came. */
 interface Settled {
+  readonly subscription: Subscription;
   /** Sequence number of the next event received. */
   received: number;
-  /** Events 0..done-1 are all done and reported. */
+  /** Events 0..done-1 are all done. */
   done: number;
+  /** Of those, reported handled upstream: the rest are reported at the end of the turn, in one message. */
+  reported: number;
   /** Done events beyond the first one still running. */
   readonly ahead: Set<number>;
 }
@@ -101,8 +108,38 @@ export interface ConcurrentConsumerState<In> {
   readonly limits: Map<number, { readonly max: number; readonly min: number }>;
   readonly subscriptions: Map<number, Subscription>;
   readonly settled: Map<number, Settled>;
+  /** Handlers that ended, timed out and outcomes recorded since the stage last looked: each list bounded by the tasks in hand. */
+  ended: Running<In>[];
+  timedOut: Running<In>[];
+  recorded: Running<In>[];
+  /** The one timer for every running task's timeout, set for the earliest deadline. */
+  deadlineTimer: TimerHandle | undefined;
+  deadlineAt: number;
   /** The stage's context, kept for terminate, which gets none. */
   ctx: StageContext | undefined;
+}
+
+/** Aborts a task's signal, or, when none was asked for, keeps the reason for one asked for later. The first reason stays. */
+function abortTask(task: Running<unknown>, reason: unknown): void {
+  if (task.abortReason !== undefined) return;
+  task.abortReason = reason;
+  task.controller?.abort(reason);
+}
+
+/** What a handler gets beside its event: its signal is made when first read. */
+class RunContext {
+  readonly #task: Running<unknown>;
+  constructor(task: Running<unknown>) {
+    this.#task = task;
+  }
+  get signal(): AbortSignal {
+    const task = this.#task;
+    if (task.controller === undefined) {
+      task.controller = new AbortController();
+      if (task.abortReason !== undefined) task.controller.abort(task.abortReason);
+    }
+    return task.controller.signal;
+  }
 }
 
 export const CONCURRENT_CONSUMER_DEFAULTS = { timeoutMs: 30_000 } as const;
@@ -126,89 +163,171 @@ export function concurrentConsumer<In, R = unknown>(
     return t;
   };
 
-  const finish = (ctx: StageContext, message: Finished<In, R>) => ctx.send(ctx.self, message);
   const concurrency = options.concurrency ?? Number.POSITIVE_INFINITY;
 
   if (concurrency !== Number.POSITIVE_INFINITY && !isPositiveInteger(concurrency))
     throw badOption(where, 'concurrency', concurrency, 'must be a positive integer');
 
-  /** A slot is free again: ask back in batches of (max - min), like the demand of an automatic consumer. */
-  const freeSlot = (state: ConcurrentConsumerState<In>, subscription: Subscription, ctx: StageContext) => {
-    const limits = state.limits.get(subscription.id);
-    if (limits === undefined) return;
-    const freed = (state.freed.get(subscription.id) ?? 0) + 1;
-    if (freed >= Math.max(1, limits.max - limits.min)) {
-      state.freed.set(subscription.id, 0);
-      ctx.ask(subscription, freed);
-    } else {
-      state.freed.set(subscription.id, freed);
-    }
+  /** Adds to one of the stage's own lists; the first entry rings its bell. */
+  const notify = (list: Running<In>[], task: Running<In>, bell: string, ctx: StageContext) => {
+    list.push(task);
+    if (list.length === 1) ctx.send(ctx.self, bell);
+  };
+
+  /** A slot is free again: counted, and asked back at the end of the turn in batches of (max - min), like the demand of an automatic consumer. */
+  const freeSlot = (state: ConcurrentConsumerState<In>, subscription: Subscription) => {
+    if (!state.limits.has(subscription.id)) return;
+    state.freed.set(subscription.id, (state.freed.get(subscription.id) ?? 0) + 1);
   };
 
   /**
    * An event is done (its task finished and its outcome recorded, or it was
-   * handed back): report the run of done events from the oldest not yet
-   * reported, so an event still running is never acknowledged upstream.
+   * handed back): the run of done events from the oldest not yet done grows,
+   * so an event still running is never acknowledged upstream.
    */
-  const settle = (state: ConcurrentConsumerState<In>, subscription: Subscription, seq: number, ctx: StageContext) => {
+  const settle = (state: ConcurrentConsumerState<In>, subscription: Subscription, seq: number) => {
     const s = state.settled.get(subscription.id);
     if (s === undefined) return;
-    s.ahead.add(seq);
-    const from = s.done;
-    while (s.ahead.delete(s.done)) s.done++;
-    if (s.done > from) ctx.handled(subscription, s.done - from);
+    if (seq !== s.done) {
+      s.ahead.add(seq);
+      return;
+    }
+    s.done++;
+    while (s.ahead.size > 0 && s.ahead.delete(s.done)) s.done++;
+  };
+
+  /** Reports the events done since the last report upstream: one message per subscription, not one per task. */
+  const reportHandled = (state: ConcurrentConsumerState<In>, ctx: StageContext) => {
+    for (const s of state.settled.values()) {
+      if (s.done === s.reported) continue;
+      ctx.handled(s.subscription, s.done - s.reported);
+      s.reported = s.done;
+    }
+  };
+
+  /** At the end of a turn: what was done is reported handled, then freed slots are asked for again. */
+  const endTurn = (state: ConcurrentConsumerState<In>, ctx: StageContext) => {
+    reportHandled(state, ctx);
+    for (const [id, freed] of state.freed) {
+      const limits = state.limits.get(id);
+      const subscription = state.subscriptions.get(id);
+      if (limits === undefined || subscription === undefined) continue;
+      // One ask per (max - min) slots, as if each had been asked for as it was freed.
+      const step = Math.max(1, limits.max - limits.min);
+      let left = freed;
+      for (; left >= step; left -= step) ctx.ask(subscription, step);
+      if (left !== freed) state.freed.set(id, left);
+    }
+  };
+
+  const clearDeadline = (state: ConcurrentConsumerState<In>, ctx: StageContext) => {
+    if (state.deadlineTimer !== undefined) ctx.clock.clearTimeout(state.deadlineTimer);
+    state.deadlineTimer = undefined;
+    state.deadlineAt = Number.POSITIVE_INFINITY;
+  };
+
+  const armDeadline = (state: ConcurrentConsumerState<In>, at: number, ctx: StageContext) => {
+    clearDeadline(state, ctx);
+    state.deadlineAt = at;
+    state.deadlineTimer = ctx.clock.setTimeout(() => expire(state, ctx), Math.max(0, at - ctx.clock.now()));
+  };
+
+  /**
+   * The deadline timer fired: every running task past its deadline is aborted
+   * at once (so it stops even while the stage is draining) and its timeout
+   * reported by the stage; the timer is set again for the earliest deadline
+   * left. One timer for all tasks instead of one each: a task that ends
+   * before its deadline costs no timer at all.
+   */
+  const expire = (state: ConcurrentConsumerState<In>, ctx: StageContext) => {
+    state.deadlineTimer = undefined;
+    state.deadlineAt = Number.POSITIVE_INFINITY;
+    const now = ctx.clock.now();
+    let next = Number.POSITIVE_INFINITY;
+    for (const task of state.running) {
+      // Ended (its result on its way to the stage), timed out already, or aborted by a stop: no timeout to report.
+      if (task.ended !== undefined || task.abortReason !== undefined) continue;
+      if (task.deadline <= now) {
+        abortTask(task, new FabricError('SF_TASK_TIMEOUT', `task timed out after ${task.timeoutMs} ms`));
+        notify(state.timedOut, task, TASKS_TIMED_OUT, ctx);
+      } else if (task.deadline < next) next = task.deadline;
+    }
+    if (next !== Number.POSITIVE_INFINITY) armDeadline(state, next, ctx);
+  };
+
+  /** The handler returned or threw: a drain waiting for it hears at once, the stage on its next turn. */
+  const endTask = (state: ConcurrentConsumerState<In>, task: Running<In>, ended: Ended<unknown>, ctx: StageContext) => {
+    task.ended = ended;
+    const waiting = task.onEnded;
+    if (waiting !== undefined) {
+      task.onEnded = undefined;
+      waiting(ended);
+    }
+    notify(state.ended, task, TASKS_ENDED, ctx);
   };
 
   const start = (state: ConcurrentConsumerState<In>, event: In, subscription: Subscription, seq: number, ctx: StageContext) => {
+    const timeoutMs = timeoutOf(event);
+    const startedAt = ctx.clock.now();
     const task: Running<In> = {
       event,
       subscription,
       seq,
-      controller: new AbortController(),
-      startedAt: ctx.clock.now(),
-      timer: undefined,
-      settled: undefined,
+      startedAt,
+      timeoutMs,
+      deadline: startedAt + timeoutMs,
+      controller: undefined,
+      abortReason: undefined,
+      ended: undefined,
+      onEnded: undefined,
       reported: false,
       returned: false,
       recorded: false,
     };
     state.running.add(task);
-    task.timer = ctx.clock.setTimeout(() => {
-      task.timer = undefined;
-      task.controller.abort(new FabricError('SF_TASK_TIMEOUT', `task timed out after ${timeoutOf(event)} ms`));
-      ctx.send(ctx.self, { kind: '$task-timeout', task } satisfies TimedOut<In>);
-    }, timeoutOf(event));
+    if (task.deadline < state.deadlineAt) armDeadline(state, task.deadline, ctx);
     let result: R | Promise<R>;
     try {
-      result = options.run(event, { signal: task.controller.signal });
+      result = options.run(event, new RunContext(task));
     } catch (error) {
-      task.settled = Promise.resolve({ kind: '$task-finished', task, status: 'error', error });
-      finish(ctx, { kind: '$task-finished', task, status: 'error', error });
+      endTask(state, task, { status: 'error', error }, ctx);
       return;
     }
-    task.settled = Promise.resolve(result).then(
-      (value): Finished<In, R> => ({ kind: '$task-finished', task, status: 'success', value }),
-      (error: unknown): Finished<In, R> => ({ kind: '$task-finished', task, status: 'error', error }),
+    if (!isThenable(result)) {
+      endTask(state, task, { status: 'success', value: result }, ctx);
+      return;
+    }
+    (result instanceof Promise ? result : Promise.resolve(result)).then(
+      (value) => endTask(state, task, { status: 'success', value }, ctx),
+      (error: unknown) => endTask(state, task, { status: 'error', error }, ctx),
     );
-    void task.settled.then((done) => finish(ctx, done as Finished<In, R>));
   };
 
-  /** Reports a task's outcome; its record, once done, comes back as `$task-recorded`. */
-  const report = (task: Running<In>, ended: Pick<TaskOutcome<In, R>, 'status' | 'value' | 'error'>, ctx: StageContext) => {
+  /** Reports a task's outcome; its record, once done, comes back in the stage's `recorded` list. */
+  const report = (state: ConcurrentConsumerState<In>, task: Running<In>, ended: Ended<unknown> | 'timeout', ctx: StageContext) => {
     task.reported = true;
-    const outcome: TaskOutcome<In, R> = { event: task.event, durationMs: ctx.clock.now() - task.startedAt, ...ended };
     if (options.onOutcome === undefined) {
       task.recorded = true;
       return;
     }
+    const durationMs = ctx.clock.now() - task.startedAt;
+    const outcome: TaskOutcome<In, R> =
+      ended === 'timeout'
+        ? { event: task.event, status: 'timeout', error: task.abortReason, durationMs }
+        : ended.status === 'success'
+          ? { event: task.event, status: 'success', value: ended.value as R, durationMs }
+          : { event: task.event, status: 'error', error: ended.error, durationMs };
     // Recorded concurrently, so outcomes finishing together can be stored together; the slot waits for its record.
-    const onOutcome = options.onOutcome;
-    Promise.resolve()
-      .then(() => onOutcome(outcome))
-      .then(
-        () => ctx.send(ctx.self, { kind: '$task-recorded', task } satisfies Recorded<In>),
-        (error: unknown) => ctx.send(ctx.self, { kind: '$record-failed', error }),
-      );
+    const failed = (error: unknown) => ctx.send(ctx.self, { kind: '$record-failed', error } satisfies RecordFailed);
+    let recording: void | Promise<void>;
+    try {
+      recording = options.onOutcome(outcome);
+    } catch (error) {
+      failed(error);
+      return;
+    }
+    if (isThenable(recording)) recording.then(() => notify(state.recorded, task, TASKS_RECORDED, ctx), failed);
+    else notify(state.recorded, task, TASKS_RECORDED, ctx);
   };
 
   /**
@@ -222,11 +341,21 @@ export function concurrentConsumer<In, R = unknown>(
     if (state.running.delete(task)) {
       const next = state.queued.shift();
       if (next !== undefined) start(state, next.event, next.subscription, next.seq, ctx);
+      else if (state.running.size === 0) clearDeadline(state, ctx);
     }
     if (task.recorded) {
-      settle(state, task.subscription, task.seq, ctx);
-      freeSlot(state, task.subscription, ctx);
+      settle(state, task.subscription, task.seq);
+      freeSlot(state, task.subscription);
     }
+  };
+
+  /** The handler's end, on the stage's turn. A task a drain took over is not the stage's any more. */
+  const taskEnded = (state: ConcurrentConsumerState<In>, task: Running<In>, ctx: StageContext) => {
+    if (!state.running.has(task) || task.ended === undefined) return;
+    task.returned = true;
+    // A task that timed out had its outcome reported then; its late result is not.
+    if (!task.reported) report(state, task, task.ended, ctx);
+    releaseSlot(state, task, ctx);
   };
 
   return consumer<ConcurrentConsumerState<In>, In>({
@@ -239,6 +368,11 @@ export function concurrentConsumer<In, R = unknown>(
         limits: new Map(),
         subscriptions: new Map(),
         settled: new Map(),
+        ended: [],
+        timedOut: [],
+        recorded: [],
+        deadlineTimer: undefined,
+        deadlineAt: Number.POSITIVE_INFINITY,
         ctx: undefined,
       },
       subscribeTo: options.subscribeTo,
@@ -251,7 +385,7 @@ export function concurrentConsumer<In, R = unknown>(
       state.subscriptions.set(subscription.id, subscription);
       state.ctx = ctx;
       state.freed.set(subscription.id, 0);
-      state.settled.set(subscription.id, { received: 0, done: 0, ahead: new Set() });
+      state.settled.set(subscription.id, { subscription, received: 0, done: 0, reported: 0, ahead: new Set() });
       ctx.ask(subscription, max);
       return { demand: 'manual' };
     },
@@ -264,27 +398,32 @@ export function concurrentConsumer<In, R = unknown>(
       }
     },
     handleInfo(message, state, ctx) {
-      const m = message as Finished<In, R> | TimedOut<In> | Recorded<In> | RecordFailed;
-      if (typeof m !== 'object' || m === null) return undefined;
-      if (m.kind === '$record-failed') return { stop: m.error instanceof Error ? m.error : new Error(String(m.error)) };
-      if (m.kind === '$task-recorded') {
-        m.task.recorded = true;
-        releaseSlot(state, m.task, ctx);
+      if (message === TASKS_ENDED) {
+        const ended = state.ended;
+        state.ended = [];
+        for (const task of ended) taskEnded(state, task, ctx);
+        endTurn(state, ctx);
         return undefined;
       }
-      if (m.kind === '$task-timeout') {
-        if (!m.task.reported && state.running.has(m.task))
-          report(m.task, { status: 'timeout', error: m.task.controller.signal.reason }, ctx);
+      if (message === TASKS_RECORDED) {
+        const recorded = state.recorded;
+        state.recorded = [];
+        for (const task of recorded) {
+          task.recorded = true;
+          releaseSlot(state, task, ctx);
+        }
+        endTurn(state, ctx);
         return undefined;
       }
-      if (m.kind !== '$task-finished' || !state.running.has(m.task)) return undefined;
-      const { task } = m;
-      task.returned = true;
-      if (task.timer !== undefined) ctx.clock.clearTimeout(task.timer);
-      // A task that timed out had its outcome reported then; its late result is not.
-      if (!task.reported)
-        report(task, m.status === 'success' ? { status: 'success', value: m.value as R } : { status: 'error', error: m.error }, ctx);
-      releaseSlot(state, task, ctx);
+      if (message === TASKS_TIMED_OUT) {
+        const timedOut = state.timedOut;
+        state.timedOut = [];
+        for (const task of timedOut) if (!task.reported && state.running.has(task)) report(state, task, 'timeout', ctx);
+        return undefined;
+      }
+      const m = message as RecordFailed;
+      if (typeof m === 'object' && m !== null && m.kind === '$record-failed')
+        return { stop: m.error instanceof Error ? m.error : new Error(String(m.error)) };
       return undefined;
     },
     handleCancel(_info, subscription, state) {
@@ -307,7 +446,10 @@ export function concurrentConsumer<In, R = unknown>(
             () => false,
           );
         // Handed back to their owner, they are done here; unreleased ones stay unacknowledged for the next run.
-        if (released && ctx !== undefined) for (const q of queued) settle(state, q.subscription, q.seq, ctx);
+        if (released && ctx !== undefined) {
+          for (const q of queued) settle(state, q.subscription, q.seq);
+          reportHandled(state, ctx);
+        }
       }
       const drainMs = options.drainMs ?? 0;
       if (drainMs > 0 && isCleanExit(reason) && state.running.size > 0 && ctx !== undefined) {
@@ -318,7 +460,7 @@ export function concurrentConsumer<In, R = unknown>(
         });
         await Promise.all(
           [...state.running].map(async (task) => {
-            const done = await Promise.race([task.settled, deadline]);
+            const done = await Promise.race([endOf(task), deadline]);
             if (done === undefined || !state.running.delete(task)) return;
             // A task whose timeout was reported already has its outcome on the way.
             if (task.reported) return;
@@ -335,14 +477,30 @@ export function concurrentConsumer<In, R = unknown>(
               );
               if (!recorded) return;
             }
-            settle(state, task.subscription, task.seq, ctx);
+            settle(state, task.subscription, task.seq);
+            reportHandled(state, ctx);
           }),
         );
         if (timer !== undefined) clock.clearTimeout(timer);
       }
-      for (const task of state.running) {
-        task.controller.abort(new FabricError('SF_STAGE_EXITED', 'the consumer running this task stopped'));
-      }
+      const stopped = new FabricError('SF_STAGE_EXITED', 'the consumer running this task stopped');
+      for (const task of state.running) abortTask(task, stopped);
+      if (ctx !== undefined) clearDeadline(state, ctx);
     },
   });
+}
+
+/** Settles with how the task's handler ended: for a drain, which can no longer receive the stage's messages. */
+function endOf(task: Running<unknown>): Promise<Ended<unknown>> {
+  const { ended } = task;
+  if (ended !== undefined) return Promise.resolve(ended);
+  return new Promise((resolve) => {
+    task.onEnded = resolve;
+  });
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    value !== null && (typeof value === 'object' || typeof value === 'function') && typeof (value as { then?: unknown }).then === 'function'
+  );
 }

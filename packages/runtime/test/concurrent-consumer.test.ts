@@ -291,4 +291,80 @@ describe('concurrentConsumer', () => {
     await waitFor(() => started.length === 2, 'the second task to start');
     expect(started).toEqual([0, 1]);
   });
+
+  it('tasks of different timeouts each time out at their own deadline, all on one timer that is gone once none runs', async () => {
+    const clock = new FakeClock();
+    const sys = new StageSystem({ clock });
+    const tasks = controllable();
+    const outcomes: TaskOutcome<number, string>[] = [];
+    await sys.start(counter({ limit: 3 }), 0, { name: 'jobs' });
+    const timers = clock.pendingTimers;
+    await sys.start(
+      concurrentConsumer<number, string>({
+        subscribeTo: [{ to: 'jobs', maxDemand: 3 }],
+        run: tasks.run,
+        // Event 0 times out last, event 2 first: deadlines out of start order.
+        timeoutMs: (event) => [300, 200, 100][event] ?? 1000,
+        onOutcome: (o) => void outcomes.push(o),
+      }),
+      undefined,
+    );
+    await sys.idle();
+    expect([...tasks.resolvers.keys()]).toEqual([0, 1, 2]);
+    // Three tasks running, one timer for their deadlines.
+    expect(clock.pendingTimers).toBe(timers + 1);
+    clock.advance(100);
+    await sys.idle();
+    expect(outcomes.map((o) => [o.event, o.status, o.durationMs])).toEqual([[2, 'timeout', 100]]);
+    expect(tasks.resolvers.get(2)?.signal.aborted).toBe(true);
+    expect(tasks.resolvers.get(1)?.signal.aborted).toBe(false);
+    // Event 1 returns before its deadline: its outcome is its own, and no timeout follows.
+    tasks.resolvers.get(1)?.resolve('one');
+    await sys.idle();
+    clock.advance(150);
+    await sys.idle();
+    expect(outcomes.map((o) => [o.event, o.status])).toEqual([
+      [2, 'timeout'],
+      [1, 'success'],
+    ]);
+    clock.advance(50);
+    await sys.idle();
+    expect(outcomes.map((o) => [o.event, o.status, o.durationMs])).toContainEqual([0, 'timeout', 300]);
+    expect(tasks.resolvers.get(0)?.signal.reason).toMatchObject({ code: 'SF_TASK_TIMEOUT', message: 'task timed out after 300 ms' });
+    tasks.resolvers.get(0)?.resolve('late');
+    tasks.resolvers.get(2)?.resolve('late');
+    await sys.idle();
+    expect(clock.pendingTimers).toBe(timers);
+  });
+
+  it('a handler that reads its signal only after its timeout finds it aborted with the timeout', async () => {
+    const clock = new FakeClock();
+    const sys = new StageSystem({ clock });
+    let context: { readonly signal: AbortSignal } | undefined;
+    let finish: (() => void) | undefined;
+    const outcomes: TaskOutcome<number, unknown>[] = [];
+    await sys.start(counter({ limit: 1 }), 0, { name: 'jobs' });
+    await sys.start(
+      concurrentConsumer<number>({
+        subscribeTo: [{ to: 'jobs', maxDemand: 1 }],
+        run: (_event, ctx) => {
+          context = ctx;
+          return new Promise<void>((resolve) => {
+            finish = resolve;
+          });
+        },
+        timeoutMs: 100,
+        onOutcome: (o) => void outcomes.push(o),
+      }),
+      undefined,
+    );
+    await sys.idle();
+    clock.advance(100);
+    await sys.idle();
+    expect(outcomes.map((o) => o.status)).toEqual(['timeout']);
+    expect(context?.signal.aborted).toBe(true);
+    expect(context?.signal.reason).toBe(outcomes[0]?.error);
+    expect(context?.signal.reason).toMatchObject({ code: 'SF_TASK_TIMEOUT' });
+    finish?.();
+  });
 });

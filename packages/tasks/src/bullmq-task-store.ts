@@ -11,7 +11,15 @@ import { Job, type JobsOptions, type JobType, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { PruneCount, RetentionPolicy, RetentionRule } from './retention.js';
 import { checkSchedule, type ScheduleDefinition, type ScheduleRecord } from './schedules.js';
-import { encodeEvent, followEvents, type TaskEvent, type TaskEventsOptions, type TaskEventsOverflow } from './task-events.js';
+import { type StoredBackoff, storedBackoffProblem } from './task-backoff.js';
+import {
+  encodeEvent,
+  followEvents,
+  leaseLostEvent,
+  type TaskEvent,
+  type TaskEventsOptions,
+  type TaskEventsOverflow,
+} from './task-events.js';
 import { type CheckedTask, checkLimits, checkProgress, checkTasks, TASK_DEFAULTS } from './task-input.js';
 import {
   type ClaimedTask,
@@ -82,6 +90,8 @@ interface TaskData {
   readonly uniqueKey: string | null;
   /** W3C traceparent of the span that enqueued it. */
   readonly traceparent?: string;
+  /** Its own backoff (enqueue option). */
+  readonly backoff?: StoredBackoff;
 }
 
 /** A handler's progress as the store wraps it in BullMQ's progress field (`{ sf: … }`); anything else is not a handler's. */
@@ -99,6 +109,8 @@ function taskData(data: unknown): TaskData {
       maxAttempts: d.maxAttempts,
       uniqueKey: d.uniqueKey ?? null,
       ...(isTraceparent(d.traceparent) ? { traceparent: d.traceparent } : {}),
+      // Written by another producer, perhaps: kept only when it is a backoff.
+      ...(d.backoff !== undefined && storedBackoffProblem(d.backoff) === undefined ? { backoff: d.backoff } : {}),
     };
   return { args: data, timeoutMs: TASK_DEFAULTS.timeoutMs, maxAttempts: TASK_DEFAULTS.maxAttempts, uniqueKey: null };
 }
@@ -167,6 +179,12 @@ local function releaseUnique(queuePrefix, jobKey, jobId)
     if redis.call('GET', de) == jobId then redis.call('DEL', de) end
   end
 end
+local function markFinal(timeoutKey, cancelledKey, jobId, state, now)
+  redis.call('ZREM', timeoutKey, jobId)
+  redis.call('ZREM', cancelledKey, jobId)
+  if state == 'timeout' then redis.call('ZADD', timeoutKey, now, jobId) end
+  if state == 'cancelled' then redis.call('ZADD', cancelledKey, now, jobId) end
+end
 local function dueNow(delayedKey, markerKey, jobId, now)
   redis.call('ZADD', delayedKey, now * 0x1000, jobId)
   local first = redis.call('ZRANGE', delayedKey, 0, 0, 'WITHSCORES')
@@ -189,7 +207,8 @@ return 1`;
 /**
  * A claim that never started goes back to waiting, its start not counted:
  * while the claim holds the lock, in the same step, the lock goes, the start
- * BullMQ counted is taken back and the job is due again now.
+ * BullMQ counted is taken back and the job is due again now. Returns the
+ * job's name when released, 0 when the claim was not current.
  * KEYS: lock, active, delayed, marker, job hash, events. ARGV: token, job id, now ms, attempt.
  */
 const RELEASE = `${APPEND_ENTRY}
@@ -201,22 +220,23 @@ redis.call('HINCRBY', KEYS[5], 'ats', -1)
 redis.call('HSET', KEYS[5], 'delay', 0)
 dueNow(KEYS[3], KEYS[4], ARGV[2], tonumber(ARGV[3]))
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', 10000, '*', 'event', 'delayed', 'jobId', ARGV[2], 'delay', ARGV[3])
-return 1`;
+return redis.call('HGET', KEYS[5], 'name') or ''`;
 
 /**
  * Lease recovery: each active job (of the first ARGV[3]) whose lock lapsed
  * goes, in one step with its 'lost' history entry and lastError, back to
- * waiting, or to failed with its unique key released when that was its last attempt.
- * KEYS: active, delayed, failed, marker, events.
+ * waiting, or to failed with its unique key released when that was its last attempt (an error: see FINAL_MARKS).
+ * Returns each job recovered as { id, name, attempt, 1 if failed for good else 0, error }.
+ * KEYS: active, delayed, failed, marker, events, timeout marks, cancelled marks.
  * ARGV: queue key prefix, now ms, scan limit, default maxAttempts, entries kept.
  */
 const RECOVER = `${APPEND_ENTRY}
 local now = tonumber(ARGV[2])
-local recovered = 0
+local recovered = {}
 for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)) do
   local jobKey = ARGV[1] .. id
   if redis.call('EXISTS', jobKey .. ':lock') == 0 and redis.call('EXISTS', jobKey) == 1 then
-    local f = redis.call('HMGET', jobKey, 'ats', 'data', 'pb')
+    local f = redis.call('HMGET', jobKey, 'ats', 'data', 'pb', 'name')
     local attempt = tonumber(f[1]) or 0
     local maxAttempts = tonumber(ARGV[4])
     local ok, data = pcall(cjson.decode, f[2] or '')
@@ -236,6 +256,7 @@ for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)) do
     redis.call('HSET', jobKey, 'failedReason', err)
     if last then
       redis.call('ZADD', KEYS[3], now, id)
+      markFinal(KEYS[6], KEYS[7], id, 'error', now)
       redis.call('HSET', jobKey, 'finishedOn', now)
       releaseUnique(ARGV[1], jobKey, id)
       redis.call('XADD', KEYS[5], 'MAXLEN', '~', 10000, '*', 'event', 'failed', 'jobId', id, 'failedReason', err, 'prev', 'active')
@@ -244,7 +265,9 @@ for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)) do
       dueNow(KEYS[2], KEYS[4], id, now)
       redis.call('XADD', KEYS[5], 'MAXLEN', '~', 10000, '*', 'event', 'stalled', 'jobId', id)
     end
-    recovered = recovered + 1
+    local final = 0
+    if last then final = 1 end
+    table.insert(recovered, { id, f[4] or '', attempt, final, err })
   end
 end
 return recovered`;
@@ -252,7 +275,7 @@ return recovered`;
 /**
  * An operator's cancel of a waiting job: it leaves the waiting sets for the
  * failed set with a 'cancelled' history entry, and its unique key is
- * released, in one step. KEYS: job hash, wait, paused, prioritized, delayed, failed, events.
+ * released, in one step. KEYS: job hash, wait, paused, prioritized, delayed, failed, events, timeout marks, cancelled marks.
  * ARGV: job id, now ms, queue key prefix, entries kept.
  */
 const CANCEL = `${APPEND_ENTRY}
@@ -263,6 +286,7 @@ if removed == 0 then return 0 end
 local now = tonumber(ARGV[2])
 appendEntry(KEYS[1], cjson.encode({ outcome = 'cancelled', finishedAt = now }), tonumber(ARGV[4]))
 redis.call('ZADD', KEYS[6], now, id)
+markFinal(KEYS[8], KEYS[9], id, 'cancelled', now)
 redis.call('HSET', KEYS[1], 'finishedOn', now)
 releaseUnique(ARGV[3], KEYS[1], id)
 redis.call('XADD', KEYS[7], 'MAXLEN', '~', 10000, '*', 'event', 'failed', 'jobId', id, 'failedReason', 'cancelled', 'prev', 'waiting')
@@ -447,6 +471,34 @@ if redis.call('HGET', KEYS[2], 'ats') ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[2], 'progress', ARGV[3])
 return 1`;
 
+/*
+ * FINAL_MARKS. BullMQ keeps error, timeout and cancelled jobs in one failed
+ * set; a job's final state is in its history. So that counts() need not read
+ * every failed job, a job failed as a timeout or cancelled is also a member
+ * of a marks set of its queue (`stagefabric-timeout:<queue>`,
+ * `stagefabric-cancelled:<queue>`), and a failed job in neither is an error:
+ * counts are ZCARD and ZINTERCARD of the failed set with each marks set
+ * (COUNT_FAILED), exact, at a cost in Redis of the marks, not of the failed
+ * jobs. Each move into the failed set writes the job's marks: RECOVER and
+ * CANCEL in their own step; a failure through BullMQ's move (moveToFailed,
+ * whose script is BullMQ's) right before it, by MARK_FINAL while the claim
+ * still holds the job's lock. If the move then fails, the job was either not
+ * moved (a mark on a job outside the failed set counts for nothing) or moved
+ * by lease recovery after the lock lapsed, which writes the marks again. A
+ * retried job keeps its old marks until its next move into failed rewrites
+ * them; retention removes the marks of the jobs it deletes.
+ */
+
+/** The marks of a job about to fail for good, while the claim holds its lock. KEYS: lock, job hash, timeout marks, cancelled marks. ARGV: token, attempt ('' any), state, job id, now ms. */
+const MARK_FINAL = `${APPEND_ENTRY}
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[2], 'ats') ~= ARGV[2] then return 0 end
+markFinal(KEYS[3], KEYS[4], ARGV[4], ARGV[3], tonumber(ARGV[5]))
+return 1`;
+
+/** A queue's failed jobs, and how many of them are timeouts and cancelled (FINAL_MARKS), in one step. KEYS: failed, timeout marks, cancelled marks. */
+const COUNT_FAILED = `return { redis.call('ZCARD', KEYS[1]), redis.call('ZINTERCARD', 2, KEYS[1], KEYS[2]), redis.call('ZINTERCARD', 2, KEYS[1], KEYS[3]) }`;
+
 /** How long a room taken in a limited queue is kept for its fetch; a node that dies between the two frees it after this. */
 const ROOM_TTL_MS = 30_000;
 
@@ -466,6 +518,18 @@ interface StoreScripts {
   sfGiveBackRoom(rooms: string, starts: string, filled: number, ...names: string[]): Promise<number>;
   sfRateOpensAt(limits: string, starts: string): Promise<number>;
   sfProgress(lock: string, job: string, token: string, attempt: string, progress: string): Promise<number>;
+  sfMarkFinal(
+    lock: string,
+    job: string,
+    timeoutMarks: string,
+    cancelledMarks: string,
+    token: string,
+    attempt: string,
+    state: TaskState,
+    jobId: string,
+    now: number,
+  ): Promise<number>;
+  sfCountFailed(failed: string, timeoutMarks: string, cancelledMarks: string): Promise<[number, number, number]>;
   sfComplete(...args: (string | number)[]): Promise<number[]>;
   sfRelock(lock: string, job: string, token: string, next: string, leaseMs: number, holder: string, attempt: string): Promise<number>;
   sfRelease(
@@ -479,19 +543,21 @@ interface StoreScripts {
     jobId: string,
     now: number,
     attempt: string,
-  ): Promise<number>;
+  ): Promise<number | string>;
   sfRecover(
     active: string,
     delayed: string,
     failed: string,
     marker: string,
     events: string,
+    timeoutMarks: string,
+    cancelledMarks: string,
     queuePrefix: string,
     now: number,
     limit: number,
     defaultMaxAttempts: number,
     kept: number,
-  ): Promise<number>;
+  ): Promise<[id: string, name: string, attempt: number, final: number, error: string][]>;
   sfCancel(
     job: string,
     wait: string,
@@ -500,6 +566,8 @@ interface StoreScripts {
     delayed: string,
     failed: string,
     events: string,
+    timeoutMarks: string,
+    cancelledMarks: string,
     jobId: string,
     now: number,
     queuePrefix: string,
@@ -558,8 +626,10 @@ export class BullMQTaskStore implements TaskStore {
     const redis = new Redis(this.connection);
     redis.defineCommand('sfRelock', { numberOfKeys: 2, lua: RELOCK });
     redis.defineCommand('sfRelease', { numberOfKeys: 6, lua: RELEASE });
-    redis.defineCommand('sfRecover', { numberOfKeys: 5, lua: RECOVER });
-    redis.defineCommand('sfCancel', { numberOfKeys: 7, lua: CANCEL });
+    redis.defineCommand('sfRecover', { numberOfKeys: 7, lua: RECOVER });
+    redis.defineCommand('sfCancel', { numberOfKeys: 9, lua: CANCEL });
+    redis.defineCommand('sfMarkFinal', { numberOfKeys: 4, lua: MARK_FINAL });
+    redis.defineCommand('sfCountFailed', { numberOfKeys: 3, lua: COUNT_FAILED });
     redis.defineCommand('sfClaim', { numberOfKeys: 11, lua: CLAIM });
     redis.defineCommand('sfTakeRoom', { numberOfKeys: 4, lua: TAKE_ROOM });
     redis.defineCommand('sfGiveBackRoom', { numberOfKeys: 2, lua: GIVE_BACK_ROOM });
@@ -697,6 +767,7 @@ export class BullMQTaskStore implements TaskStore {
             maxAttempts: t.maxAttempts,
             uniqueKey: t.uniqueKey,
             ...(traceparent === undefined ? {} : { traceparent }),
+            ...(t.backoff === null ? {} : { backoff: t.backoff }),
           },
           opts: {
             jobId,
@@ -774,6 +845,7 @@ export class BullMQTaskStore implements TaskStore {
         enqueuedAt: new Date(Number(timestamp)),
         leaseExpiresAt: new Date(claimedAt + leaseMs),
         ...traceFields(task.traceparent, undefined),
+        ...(task.backoff === undefined ? {} : { backoff: task.backoff }),
       };
     });
     return this.withFirstRuns(q, claimed);
@@ -846,6 +918,7 @@ export class BullMQTaskStore implements TaskStore {
         enqueuedAt: new Date(job.timestamp),
         leaseExpiresAt: new Date(Date.now() + leaseMs),
         ...traceFields(data.traceparent, undefined),
+        ...(data.backoff === undefined ? {} : { backoff: data.backoff }),
       });
     }
     return claimed;
@@ -853,6 +926,11 @@ export class BullMQTaskStore implements TaskStore {
 
   private limitKey(queue: string, what: 'limits' | 'rooms' | 'starts'): string {
     return `${this.prefix}:stagefabric-${what}:${queue}`;
+  }
+
+  /** The marks sets of a queue's failed jobs that are timeouts and cancelled (FINAL_MARKS). */
+  private marksKeys(queue: string): [timeout: string, cancelled: string] {
+    return [`${this.prefix}:stagefabric-timeout:${queue}`, `${this.prefix}:stagefabric-cancelled:${queue}`];
   }
 
   /** The rooms taken for up to `wanted` claims of a limited queue, and when (Redis's clock); undefined when the queue has no limits. */
@@ -908,6 +986,21 @@ export class BullMQTaskStore implements TaskStore {
       1;
     if (recorded) await this.emit([{ type: 'progress', id: claim.id, queue: where.queue, attempt: claim.attempt, progress }]);
     return recorded;
+  }
+
+  /** Writes the marks of a job about to fail for good as `state` (FINAL_MARKS); false when `token` no longer holds its lock. */
+  private async markFinal(q: Queue, jobId: string, token: string, attempt: string, state: TaskState): Promise<boolean> {
+    const marked = await this.redis.sfMarkFinal(
+      this.lockKey(q, jobId),
+      q.toKey(jobId),
+      ...this.marksKeys(q.name),
+      token,
+      attempt,
+      state,
+      jobId,
+      Date.now(),
+    );
+    return marked === 1;
   }
 
   private lockKey(queue: Queue, jobId: string): string {
@@ -1052,6 +1145,7 @@ export class BullMQTaskStore implements TaskStore {
         const error = new Error(o.error);
         error.stack = JSON.stringify(recordOf(o));
         try {
+          if (o.retryAt === undefined && !(await this.markFinal(q, jobId, o.claimant, String(o.attempt), o.status))) return undefined;
           await job.moveToFailed(error, o.claimant, false);
           return o.id;
         } catch {
@@ -1086,10 +1180,13 @@ export class BullMQTaskStore implements TaskStore {
           now,
           String(claim.attempt),
         );
-        return moved === 1 ? claim.id : undefined;
+        return typeof moved === 'string' ? { id: claim.id, queue: where.queue, attempt: claim.attempt, name: moved } : undefined;
       }),
+    ).then((all) => all.filter((r) => r !== undefined));
+    await this.emit(
+      released.map((r) => ({ type: 'released', id: r.id, queue: r.queue, attempt: r.attempt, ...(r.name === '' ? {} : { name: r.name }) })),
     );
-    return released.filter((id): id is string => id !== undefined);
+    return released.map((r) => r.id);
   }
 
   /** Every active job whose lock token names `holder`, in the queues this process has used. */
@@ -1113,18 +1210,31 @@ export class BullMQTaskStore implements TaskStore {
 
   async recoverExpired(): Promise<number> {
     let recovered = 0;
-    for (const q of this.queues.values()) {
-      recovered += await this.redis.sfRecover(
+    for (const [queue, q] of this.queues) {
+      const jobs = await this.redis.sfRecover(
         q.keys.active as string,
         q.keys.delayed as string,
         q.keys.failed as string,
         q.keys.marker as string,
         q.keys.events as string,
+        ...this.marksKeys(queue),
         q.keys[''] as string,
         Date.now(),
         RECOVER_SCAN,
         TASK_DEFAULTS.maxAttempts,
         ATTEMPTS_KEPT,
+      );
+      recovered += jobs.length;
+      await this.emit(
+        jobs.map(([jobId, name, attempt, final, error]) =>
+          leaseLostEvent(final === 1, {
+            id: `${queue}/${jobId}`,
+            queue,
+            ...(name === '' ? {} : { name }),
+            attempt: Number(attempt),
+            error,
+          }),
+        ),
       );
     }
     return recovered;
@@ -1198,6 +1308,7 @@ export class BullMQTaskStore implements TaskStore {
       updatedAt: new Date(job.finishedOn ?? job.processedOn ?? job.timestamp),
       finishedAt: job.finishedOn === undefined ? null : new Date(job.finishedOn),
       progress: handlerProgress(job.progress),
+      ...(data.backoff === undefined ? {} : { backoff: data.backoff }),
     };
   }
 
@@ -1230,12 +1341,18 @@ export class BullMQTaskStore implements TaskStore {
       if (n > 0) counts.set(`${queue}\u0000${state}`, (counts.get(`${queue}\u0000${state}`) ?? 0) + n);
     };
     for (const queue of await this.knownQueues()) {
-      // Counted by BullMQ where states map one to one; failed jobs are read, as their history tells error, timeout and cancelled apart.
-      const c = await this.queue(queue).getJobCounts('active', 'completed', 'wait', 'prioritized', 'delayed');
+      // Counted by BullMQ where states map one to one; failed jobs told apart by their marks (FINAL_MARKS), none of them read.
+      const q = this.queue(queue);
+      const [c, [failed, timeout, cancelled]] = await Promise.all([
+        q.getJobCounts('active', 'completed', 'wait', 'prioritized', 'delayed'),
+        this.redis.sfCountFailed(q.keys.failed as string, ...this.marksKeys(queue)),
+      ]);
       add(queue, 'running', c.active ?? 0);
       add(queue, 'success', c.completed ?? 0);
       add(queue, 'waiting', (c.wait ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0));
-      for (const { job, state } of await this.jobsOf(queue, { states: ['failed'] })) add(queue, this.toRecord(job, state).state, 1);
+      add(queue, 'timeout', timeout);
+      add(queue, 'cancelled', cancelled);
+      add(queue, 'error', failed - timeout - cancelled);
     }
     return [...counts]
       .map(([k, count]) => {
@@ -1355,6 +1472,7 @@ export class BullMQTaskStore implements TaskStore {
           k.delayed as string,
           k.failed as string,
           k.events as string,
+          ...this.marksKeys(where.queue),
           where.jobId,
           now,
           k[''] as string,
@@ -1424,11 +1542,16 @@ export class BullMQTaskStore implements TaskStore {
       let count = 0;
       for (const name of queues) {
         const q = this.queue(name);
+        // Deleted jobs' marks go with them (a retried job can keep its old marks until it fails again, or completes).
+        const cleaned = async (ids: string[]) => {
+          if (ids.length > 0) await Promise.all(this.marksKeys(name).map((k) => this.redis.zrem(k, ...ids)));
+          count += ids.length;
+        };
         // clean's limit 0 means no limit: it is only called with room left in the batch.
-        if (rule.maxAgeMs !== undefined && count < batchSize) count += (await q.clean(rule.maxAgeMs, batchSize - count, set)).length;
+        if (rule.maxAgeMs !== undefined && count < batchSize) await cleaned(await q.clean(rule.maxAgeMs, batchSize - count, set));
         if (rule.maxCount !== undefined && count < batchSize) {
           const excess = Math.min(((await q.getJobCounts(set))[set] ?? 0) - rule.maxCount, batchSize - count);
-          if (excess > 0) count += (await q.clean(0, excess, set)).length;
+          if (excess > 0) await cleaned(await q.clean(0, excess, set));
         }
       }
       if (count > 0) out.push({ states, count });
@@ -1533,6 +1656,7 @@ export class BullMQTaskStore implements TaskStore {
       const mark: CancelMark = { outcome: 'cancelled', finishedAt: Date.now() };
       error.stack = JSON.stringify(mark);
       try {
+        if (!(await this.markFinal(q, where.jobId, token, '', 'cancelled'))) continue;
         await job.moveToFailed(error, token, false);
         changed.push(id);
         await this.cancelled([id]);

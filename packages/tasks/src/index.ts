@@ -45,12 +45,15 @@ export {
   backoffDelayMs,
   checkBackoff,
   retryDelayMs,
+  type StoredBackoff,
+  storedBackoffProblem,
   type TaskBackoff,
 } from './task-backoff.js';
 export {
   decodeEvent,
   EVENT_BUFFER_DEFAULT,
   type TaskEvent,
+  type TaskEventReason,
   type TaskEventsOptions,
   type TaskEventsOverflow,
   type TaskEventsStore,

@@ -1,7 +1,9 @@
 import { isTraceparent } from '@stagefabric/runtime';
 import { FINISHED_STATES, type PruneCount, type RetentionPolicy } from './retention.js';
 import { checkSchedule, type ScheduleDefinition, type ScheduleRecord } from './schedules.js';
-import { encodeEvent, followEvents, type TaskEvent, type TaskEventsOptions, type TaskEventsOverflow } from './task-events.js';
+import type { StoredBackoff } from './task-backoff.js';
+import type { TaskEvent, TaskEventsOptions, TaskEventsOverflow } from './task-events.js';
+import { encodeEvent, followEvents, leaseLostEvent } from './task-events.js';
 import { checkLimits, checkProgress, checkTasks, TASK_DEFAULTS } from './task-input.js';
 import * as sql from './task-sql.js';
 import type {
@@ -55,6 +57,7 @@ interface ClaimRow {
   run_at: Date;
   traceparent: string | null;
   first_run_traceparent: string | null;
+  backoff: StoredBackoff | null;
 }
 
 interface CancelledRow {
@@ -87,19 +90,25 @@ function toClaimed(rows: ClaimRow[], owner: string): ClaimedTask[] {
   // Each row's keys read once, not per comparison.
   const keyed = rows.map((r) => ({ r, runAt: new Date(r.run_at).getTime(), id: Number(r.id) }));
   keyed.sort((a, b) => a.r.priority - b.r.priority || a.runAt - b.runAt || a.id - b.id);
-  return keyed.map(({ r }) => ({
-    id: r.id,
-    queue: r.queue,
-    name: r.name,
-    args: r.args,
-    attempt: r.attempt,
-    claimant: owner,
-    maxAttempts: r.max_attempts,
-    timeoutMs: r.timeout_ms,
-    enqueuedAt: new Date(r.created_at),
-    leaseExpiresAt: new Date(r.lease_expires_at),
-    ...traceFields(r.traceparent, r.first_run_traceparent),
-  }));
+  return keyed.map(({ r }) => {
+    const task: ClaimedTask = {
+      id: r.id,
+      queue: r.queue,
+      name: r.name,
+      args: r.args,
+      attempt: r.attempt,
+      claimant: owner,
+      maxAttempts: r.max_attempts,
+      timeoutMs: r.timeout_ms,
+      enqueuedAt: new Date(r.created_at),
+      leaseExpiresAt: new Date(r.lease_expires_at),
+    };
+    // Optional fields only when present, and not spread in: a spread into this literal takes V8's slow path on every task.
+    if (r.traceparent !== null || r.first_run_traceparent !== null)
+      Object.assign(task, traceFields(r.traceparent, r.first_run_traceparent));
+    if (r.backoff !== null) Object.assign(task, { backoff: r.backoff });
+    return task;
+  });
 }
 
 /** A task's page shows this many of its latest attempts at most. */
@@ -124,6 +133,7 @@ interface TaskRow {
   updated_at: Date;
   finished_at: Date | null;
   progress: TaskProgress | null;
+  backoff: StoredBackoff | null;
 }
 
 const toRecord = (r: TaskRow): TaskRecord => ({
@@ -145,6 +155,7 @@ const toRecord = (r: TaskRow): TaskRecord => ({
   updatedAt: new Date(r.updated_at),
   finishedAt: r.finished_at === null ? null : new Date(r.finished_at),
   progress: r.progress ?? null,
+  ...(r.backoff == null ? {} : { backoff: r.backoff }),
 });
 
 /** A claim this store could have made: a row id and an integer attempt (a claim from the wire may be anything). */
@@ -241,6 +252,7 @@ export class SqlTaskStore implements TaskStore {
         this.channel,
         checked.map(() => traceparent ?? null),
         checked.map((t) => t.group),
+        checked.map((t) => (t.backoff === null ? null : JSON.stringify(t.backoff))),
       ]),
     );
     await this.emit(
@@ -400,19 +412,8 @@ export class SqlTaskStore implements TaskStore {
         outcomes.map((o) => (o.status !== 'success' && o.retryAt !== undefined ? o.retryAt.toISOString() : null)),
         outcomes.map((o) => (o.durationMs === undefined ? null : Math.min(2_147_483_647, Math.max(0, Math.round(o.durationMs))))),
         outcomes.map((o) => (isTraceparent(o.firstRunTraceparent) ? o.firstRunTraceparent : null)),
+        this.eventsChannel,
       ],
-    );
-    const errors = new Map(outcomes.map((o) => [o.id, o.status === 'success' ? undefined : o.error]));
-    await this.emit(
-      this.driver.query,
-      rows.map((r) => ({
-        type: r.state === 'success' ? 'succeeded' : r.state === 'waiting' ? 'retried' : 'failed',
-        id: r.id,
-        queue: r.queue,
-        name: r.name,
-        attempt: r.attempt,
-        ...(errors.get(r.id) === undefined ? {} : { error: errors.get(r.id) as string }),
-      })),
     );
     // A task that ends makes room in a limited queue: its producers, held back, look again.
     if (rows.length > 0) await this.notify([...this.limitedQueues]);
@@ -471,7 +472,11 @@ export class SqlTaskStore implements TaskStore {
   }
 
   private async unclaim(statement: string, params: unknown[]): Promise<string[]> {
-    const rows = await this.driver.query<{ id: string; queue: string }>(this.s(statement), params);
+    const rows = await this.driver.query<{ id: string; queue: string; name: string; attempt: number }>(this.s(statement), params);
+    await this.emit(
+      this.driver.query,
+      rows.map((r) => ({ type: 'released' as const, id: r.id, queue: r.queue, name: r.name, attempt: r.attempt })),
+    );
     await this.notify(rows.map((r) => r.queue));
     return rows.map((r) => r.id);
   }
@@ -483,7 +488,13 @@ export class SqlTaskStore implements TaskStore {
   }
 
   async recoverExpired(): Promise<number> {
-    const rows = await this.driver.query<{ queue: string }>(this.s(sql.RECOVER));
+    const rows = await this.driver.query<{ id: string; queue: string; name: string; attempt: number; error: string; state: TaskState }>(
+      this.s(sql.RECOVER),
+    );
+    await this.emit(
+      this.driver.query,
+      rows.map((r) => leaseLostEvent(r.state !== 'waiting', r)),
+    );
     await this.notify(rows.map((r) => r.queue));
     return rows.length;
   }
@@ -676,8 +687,9 @@ export class SqlTaskStore implements TaskStore {
       if (rule.maxCount !== undefined && count < batchSize) await run(sql.PRUNE_BEYOND, rule.maxCount);
       if (count > 0) out.push({ states: [state], count });
     }
-    // Unique-key windows that ended hold nothing: they go with each pass.
+    // Unique-key windows that ended hold nothing: they go with each pass, and so do the counter rows of ended connections.
     await this.driver.query(this.s(sql.PRUNE_WINDOWS));
+    await this.driver.query(this.s(sql.FOLD_COUNTS));
     return out;
   }
 

@@ -1,8 +1,18 @@
 import { FabricError } from '@stagefabric/runtime';
 import type { TaskProgress } from './task-store.js';
 
-/** What happened to a task. `retried`: a failed attempt that will run again, or an operator's retry; `failed`: failed for good. */
-export type TaskEventType = 'enqueued' | 'started' | 'progress' | 'succeeded' | 'failed' | 'retried' | 'cancelled';
+/**
+ * What happened to a task. `retried`: a failed attempt that will run again,
+ * an operator's retry, or (reason `lease-lost`) a run whose lease expired
+ * put back to waiting by lease recovery; `failed`: failed for good (reason
+ * `lease-lost`: its lease expired on its last attempt); `released`: a
+ * claimed task handed back unstarted, its attempt not counted (a stopping
+ * node's, or one its runner never started).
+ */
+export type TaskEventType = 'enqueued' | 'started' | 'progress' | 'succeeded' | 'failed' | 'retried' | 'cancelled' | 'released';
+
+/** Why a task was `retried` or `failed` other than by its handler's outcome: `lease-lost`, its run's lease expired (its node stopped or stalled). */
+export type TaskEventReason = 'lease-lost';
 
 /** One lifecycle event of a task, as any process following the store sees it. */
 export interface TaskEvent {
@@ -16,6 +26,8 @@ export interface TaskEvent {
   readonly progress?: TaskProgress;
   /** With `failed` and `retried` after a failed attempt: the error, truncated to ERROR_CHARS. */
   readonly error?: string;
+  /** With `retried` and `failed` from lease recovery: `lease-lost`. */
+  readonly reason?: TaskEventReason;
   /** When the store recorded it (ms since the epoch). */
   readonly at: number;
 }
@@ -48,7 +60,23 @@ export const EVENT_BUFFER_DEFAULT = 10_000;
 export const ERROR_CHARS = 500;
 const PAYLOAD_MAX_BYTES = 7_500;
 
-const TYPES = new Set<string>(['enqueued', 'started', 'progress', 'succeeded', 'failed', 'retried', 'cancelled']);
+const TYPES = new Set<string>(['enqueued', 'started', 'progress', 'succeeded', 'failed', 'retried', 'cancelled', 'released']);
+
+/** The event of a task lease recovery found expired: back to waiting (`retried`), or failed for good on its last attempt. */
+export function leaseLostEvent(
+  final: boolean,
+  task: { readonly id: string; readonly queue: string; readonly name?: string; readonly attempt: number; readonly error: string },
+): Omit<TaskEvent, 'at'> {
+  return {
+    type: final ? 'failed' : 'retried',
+    id: task.id,
+    queue: task.queue,
+    ...(task.name === undefined ? {} : { name: task.name }),
+    attempt: task.attempt,
+    error: task.error,
+    reason: 'lease-lost',
+  };
+}
 
 /** An event as its payload on the wire: small (an error truncated, a progress too large left out). */
 export function encodeEvent(event: Omit<TaskEvent, 'at'> & { at?: number }): string {

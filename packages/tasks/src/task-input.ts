@@ -1,4 +1,5 @@
 import { describeValue, FabricError } from '@stagefabric/runtime';
+import { type StoredBackoff, storedBackoff, storedBackoffProblem } from './task-backoff.js';
 import type { EnqueueOptions, NewTask, QueueLimits, RateLimit, TaskProgress } from './task-store.js';
 
 /** A task refused at enqueue; nothing of the batch was stored. */
@@ -32,6 +33,8 @@ export interface CheckedTask {
   /** How long the key is held from enqueue; null: until the task finishes. */
   readonly uniqueForMs: number | null;
   readonly group: string | null;
+  /** The task's own backoff, its own fields only; null: its handler's. */
+  readonly backoff: StoredBackoff | null;
 }
 
 /** Walks args for what JSON would silently drop or mangle: functions, symbols, BigInt, Map, Set, cycles. */
@@ -98,8 +101,14 @@ function checkOptions(where: string, options: EnqueueOptions, now: number): Omit
   const group = options.group ?? null;
   if (group !== null && (typeof group !== 'string' || group.length === 0 || group.length > 200))
     fail('group', group, 'must be a non-empty string of at most 200 characters');
+  let backoff: StoredBackoff | null = null;
+  if (options.backoff !== undefined) {
+    const problem = storedBackoffProblem(options.backoff);
+    if (problem !== undefined) throw new TaskInputError(`${where}: option ${problem}`);
+    backoff = storedBackoff(options.backoff);
+  }
   const runAt = options.runAt ?? new Date(now + (options.delayMs ?? 0));
-  return { queue, priority, maxAttempts, timeoutMs, runAt, uniqueKey, uniqueForMs, group };
+  return { queue, priority, maxAttempts, timeoutMs, runAt, uniqueKey, uniqueForMs, group, backoff };
 }
 
 /** Checks a batch before anything is stored; the error names the task (by index and name) and the problem. */

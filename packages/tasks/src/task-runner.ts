@@ -16,8 +16,8 @@ import {
 } from '@stagefabric/runtime';
 import { type Query, SqlTaskStore } from './sql-task-store.js';
 import { validateTaskArgs } from './task-args.js';
-import { BACKOFF_DEFAULTS, type BackoffOptions, retryDelayMs } from './task-backoff.js';
-import type { TaskRegistry } from './task-registry.js';
+import { BACKOFF_DEFAULTS, type BackoffOptions, retryDelayMs, storedBackoffProblem } from './task-backoff.js';
+import type { TaskContext, TaskRegistry } from './task-registry.js';
 import { type ClaimedTask, FINAL_STATES, type TaskClaim, type TaskOutcomeRecord, type TaskProgress, type TaskStore } from './task-store.js';
 import { startRunSpan } from './task-tracing.js';
 
@@ -43,6 +43,7 @@ export interface TaskRunnerOptions {
   readonly concurrency?: number;
   /** On a graceful stop, how long running tasks may finish before they are aborted (their leases then lapse). Default 30 000 ms. */
   readonly drainMs?: number;
+  /** The default backoff of failed attempts: exponential within these bounds. A handler's backoff wins over it, a task's own over both. */
   readonly backoff?: BackoffOptions;
   /** Outcomes are written together once this many are ready... Default 100. */
   readonly flushSize?: number;
@@ -89,6 +90,7 @@ export function claimedTaskProblem(value: unknown): string | undefined {
   if (!(t.enqueuedAt instanceof Date) || !(t.leaseExpiresAt instanceof Date)) return 'enqueuedAt and leaseExpiresAt must be dates';
   for (const field of ['traceparent', 'firstRunTraceparent'] as const)
     if (t[field] !== undefined && !isTraceparent(t[field])) return `${field} must be a W3C traceparent when present`;
+  if (t.backoff !== undefined) return storedBackoffProblem(t.backoff);
   return undefined;
 }
 
@@ -97,8 +99,10 @@ export interface TaskInHand {
   readonly task: ClaimedTask;
   /** The task's own claim, or the one this node took it over as. */
   claim: TaskClaim;
-  /** Aborts the run when the lease is lost; the handler sees it through its signal. */
-  readonly controller: AbortController;
+  /** Aborts the run when the lease is lost; the handler sees it through its signal. Made only when the handler reads its signal. */
+  controller: AbortController | undefined;
+  /** Why its run lost its lease: kept for a signal asked for afterwards. */
+  lostReason: Error | undefined;
   /** Its claim is not current (lost, or never a task): it does not run, and no outcome is written for it. */
   lost: boolean;
   started: boolean;
@@ -132,7 +136,9 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
   /** Tasks in hand by id: prefetched or running, their leases extended. */
   const inHand = new Map<string, TaskInHand>();
   /** Outcome writes not yet answered, awaited on stop. */
-  const writing = new Set<Promise<unknown>>();
+  let unwritten = 0;
+  /** A stop waiting for every outcome write to be answered. */
+  let allWritten: (() => void) | undefined;
   /**
    * Outcomes waiting to be written, in batches of one outcome per task (so
    * the ids the store returns say which claim each answer is for); the last
@@ -153,10 +159,13 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
     if (held.lost || held.finishing || held.succeededWithin) return;
     held.lost = true;
     forget(held);
-    if (held.started)
-      held.controller.abort(
-        new FabricError('SF_LEASE_LOST', `task ${held.task.id} (attempt ${held.task.attempt}) lost its lease: another run may hold it now`),
+    if (held.started) {
+      held.lostReason = new FabricError(
+        'SF_LEASE_LOST',
+        `task ${held.task.id} (attempt ${held.task.attempt}) lost its lease: another run may hold it now`,
       );
+      held.controller?.abort(held.lostReason);
+    }
     options.onLeaseLost?.(held.task, phase);
   };
 
@@ -172,10 +181,14 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
         .then(
           (ids) => {
             const recorded = new Set(ids);
-            for (const t of taken.entries) t.done(recorded.has(t.outcome.id));
+            for (const t of taken.entries) written(t, recorded.has(t.outcome.id));
           },
           (error: Error) => {
-            for (const t of taken.entries) t.failed(error);
+            // Written again after a pause while the store is down; each waits on its own backoff.
+            for (const t of taken.entries) {
+              options.onError?.(error);
+              clock.setTimeout(() => enqueue(t), backoffMs(t.attempt++, { baseMs: 100, maxMs: 5000 }));
+            }
           },
         )
         .finally(() => {
@@ -186,26 +199,49 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
     }
   };
 
-  /** Writes one outcome; resolves with whether the store took it. Retries the write while the store is down. */
-  const record = async (outcome: TaskOutcomeRecord): Promise<boolean> => {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await new Promise<boolean>((done, failed) => {
-          let open = batches.at(-1);
-          if (open === undefined || open.ids.has(outcome.id)) {
-            open = { entries: [], ids: new Set() };
-            batches.push(open);
-          }
-          open.entries.push({ outcome, done, failed });
-          open.ids.add(outcome.id);
-          if (open.entries.length >= flushSize || batches.length > 1) flush();
-          else flushTimer ??= clock.setTimeout(flush, flushMs);
-        });
-      } catch (error) {
-        options.onError?.(error as Error);
-        await sleep(clock, backoffMs(attempt, { baseMs: 100, maxMs: 5000 }));
-      }
+  /** Puts an outcome in the open batch (one outcome per task in a batch), and writes it once full or after flushMs. */
+  const enqueue = (entry: Unwritten) => {
+    let open = batches.at(-1);
+    if (open === undefined || open.ids.has(entry.outcome.id)) {
+      open = { entries: [], ids: new Set() };
+      batches.push(open);
     }
+    open.entries.push(entry);
+    open.ids.add(entry.outcome.id);
+    if (open.entries.length >= flushSize || batches.length > 1) flush();
+    else flushTimer ??= clock.setTimeout(flush, flushMs);
+  };
+
+  /** Writes one outcome; settles once the store answered it (written again while the store is down) and its callbacks ran. */
+  const record = (outcome: TaskOutcomeRecord, held: TaskInHand, durationMs: number) =>
+    new Promise<void>((resolve, reject) => {
+      unwritten++;
+      enqueue({ outcome, held, durationMs, attempt: 0, resolve, reject });
+    });
+
+  /** The store answered an outcome: taken, or refused (and why, from the task's row). */
+  const written = (entry: Unwritten, recorded: boolean) => {
+    unwritten--;
+    if (unwritten === 0 && allWritten !== undefined) {
+      allWritten();
+      allWritten = undefined;
+    }
+    const { held, outcome } = entry;
+    forget(held);
+    if (recorded) {
+      try {
+        options.onRecorded?.(held.task, outcome, entry.durationMs);
+        entry.resolve();
+      } catch (error) {
+        entry.reject(error);
+      }
+      return;
+    }
+    refusal(held)
+      .then((reason) => {
+        if (reason !== undefined) options.onOutcomeRefused?.(held.task, outcome, reason);
+      })
+      .then(entry.resolve, entry.reject);
   };
 
   /** Why the store refused a claim's outcome; undefined when it was this run's own success, recorded inside the handler's transaction. */
@@ -221,18 +257,17 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
     const giveUpAt = clock.now() + leaseMs;
     for (let attempt = 0; ; attempt++) {
       try {
-        const taken = new Map(
-          (
-            await store.adopt(
-              helds.map((h) => h.claim),
-              owner,
-              leaseMs,
-            )
-          ).map((c) => [`${c.id}#${c.attempt}`, c]),
+        const adopted = await store.adopt(
+          helds.map((h) => h.claim),
+          owner,
+          leaseMs,
         );
+        // By id: a task is in a batch once (handleEvents drops a second), so its attempt is checked, not keyed.
+        const taken = new Map<string, TaskClaim>();
+        for (const c of adopted) taken.set(c.id, c);
         for (const h of helds) {
-          const claim = taken.get(`${h.claim.id}#${h.claim.attempt}`);
-          if (claim === undefined) lose(h, 'handover');
+          const claim = taken.get(h.claim.id);
+          if (claim === undefined || claim.attempt !== h.claim.attempt) lose(h, 'handover');
           else h.claim = claim;
         }
         return;
@@ -273,13 +308,14 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
     const problem = claimedTaskProblem(event);
     if (problem !== undefined) {
       options.onDropped?.(event, problem);
-      return { task: standIn(event), claim: standIn(event), controller: new AbortController(), ...DROPPED };
+      return { task: standIn(event), claim: standIn(event), controller: undefined, lostReason: undefined, ...DROPPED };
     }
     const task = event as ClaimedTask;
     const held: TaskInHand = {
       task,
       claim: task,
-      controller: new AbortController(),
+      controller: undefined,
+      lostReason: undefined,
       lost: false,
       started: false,
       succeededWithin: false,
@@ -306,11 +342,11 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
       await store.release(live.map((h) => h.claim));
     },
     timeoutMs: (held) => held.task.timeoutMs,
-    run(held, { signal }) {
+    run(held, run) {
       // Not this runner's to run: its slot comes straight back, with no outcome written.
       if (held.lost) return undefined;
       held.started = true;
-      const { task, claim } = held;
+      const { task } = held;
       options.onStarted?.(task);
       // Started first, so a run without a handler is a failed span too.
       const span = startRunSpan(task, owner);
@@ -322,25 +358,7 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
           `no handler registered for task "${task.name}" (registered: ${registry.names().join(', ') || 'none'})`,
         );
       }
-      // The handler's signal joins the run's and the lease's only if the handler reads it: most never do, and joining costs.
-      let joined: AbortSignal | undefined;
-      const context = {
-        get signal() {
-          joined ??= AbortSignal.any([signal, held.controller.signal]);
-          return joined;
-        },
-        task: claim === task ? task : { ...task, claimant: claim.claimant },
-        progress: (progress: TaskProgress) => store.progress(held.claim, progress),
-        ...(within === undefined
-          ? {}
-          : {
-              succeedWith: async (query: Query) => {
-                const ok = await within.succeedWith(query, held.claim);
-                if (ok) held.succeededWithin = true;
-                return ok;
-              },
-            }),
-      };
+      const context = within === undefined ? new HandlerContext(held, run, store) : new SqlHandlerContext(held, run, store, within);
       const { handler, schema } = registered;
       return span.within(() => {
         if (schema === undefined) return handler(task.args, context);
@@ -350,7 +368,7 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
         );
       });
     },
-    async onOutcome(outcome: TaskOutcome<TaskInHand, unknown>) {
+    onOutcome(outcome: TaskOutcome<TaskInHand, unknown>): Promise<void> | undefined {
       const held = outcome.event;
       const { span } = held;
       if (span !== undefined) {
@@ -360,13 +378,15 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
         span.end();
       }
       // Dropped, or its lease was lost (reported then): whatever it did, the outcome is not this run's to write.
-      if (held.lost) return;
+      if (held.lost) return undefined;
       held.finishing = true;
       const { task, claim } = held;
       const who = { id: claim.id, attempt: claim.attempt, claimant: claim.claimant };
       let result: TaskOutcomeRecord;
       const { durationMs } = outcome;
-      if (outcome.status === 'success') result = { ...who, status: 'success', durationMs };
+      // Written out, not spread from `who`: a spread into a literal with more fields takes V8's slow path, on every task.
+      if (outcome.status === 'success')
+        result = { id: claim.id, attempt: claim.attempt, claimant: claim.claimant, status: 'success', durationMs };
       else {
         const error = outcome.status === 'timeout' ? `timed out after ${task.timeoutMs} ms` : errorText(outcome.error);
         // Args that fail the handler's schema fail the same way on every attempt.
@@ -380,7 +400,8 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
               error,
               retryAt: new Date(
                 clock.now() +
-                  retryDelayMs(registry.backoffOf(task.name), task.attempt, error, options.backoff, (problem) =>
+                  // The task's own backoff, else its handler's, else the runner's.
+                  retryDelayMs(task.backoff ?? registry.backoffOf(task.name), task.attempt, error, options.backoff, (problem) =>
                     options.onError?.(
                       new FabricError('SF_BAD_RETURN', `task handler "${task.name}": its backoff ${problem}; the runner's backoff is used`),
                     ),
@@ -395,17 +416,9 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
       if (result.status === 'success' && held.succeededWithin) {
         forget(held);
         options.onRecorded?.(task, result, outcome.durationMs);
-        return;
+        return undefined;
       }
-      const written = record(result);
-      writing.add(written);
-      const recorded = await written.finally(() => writing.delete(written));
-      forget(held);
-      if (recorded) options.onRecorded?.(task, result, outcome.durationMs);
-      else {
-        const reason = await refusal(held);
-        if (reason !== undefined) options.onOutcomeRefused?.(task, result, reason);
-      }
+      return record(result, held, outcome.durationMs);
     },
   });
 
@@ -444,7 +457,13 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
       // they drain as on a graceful stop, and the restarted runner subscribes again.
       await spec.terminate?.(reason === 'noconnection' ? 'shutdown' : reason, state);
       flush();
-      if (writing.size > 0) await Promise.race([Promise.allSettled([...writing]), sleep(clock, drainMs)]);
+      if (unwritten > 0)
+        await Promise.race([
+          new Promise<void>((resolve) => {
+            allWritten = resolve;
+          }),
+          sleep(clock, drainMs),
+        ]);
       stopped = true;
       if (leaseTimer !== undefined) clock.clearTimeout(leaseTimer);
       leaseTimer = undefined;
@@ -455,8 +474,19 @@ export function taskRunner(options: TaskRunnerOptions): ConsumerSpec<ConcurrentC
 /** Outcome writes out at once: two, so one gathers the next batch while the other is answered. */
 const WRITES_IN_FLIGHT = 2;
 
+/** An outcome on its way to the store, with what its answer settles. */
+interface Unwritten {
+  readonly outcome: TaskOutcomeRecord;
+  readonly held: TaskInHand;
+  readonly durationMs: number;
+  /** Writes that failed (the store down) so far. */
+  attempt: number;
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+}
+
 interface Batch {
-  readonly entries: { outcome: TaskOutcomeRecord; done: (recorded: boolean) => void; failed: (e: Error) => void }[];
+  readonly entries: Unwritten[];
   readonly ids: Set<string>;
 }
 
@@ -478,4 +508,72 @@ function standIn(event: unknown): ClaimedTask {
     enqueuedAt: new Date(0),
     leaseExpiresAt: new Date(0),
   };
+}
+
+/** The lease's half of a run's signal: aborted when the lease is lost, made only when asked for. */
+function leaseSignal(held: TaskInHand): AbortSignal {
+  if (held.controller === undefined) {
+    held.controller = new AbortController();
+    if (held.lostReason !== undefined) held.controller.abort(held.lostReason);
+  }
+  return held.controller.signal;
+}
+
+/**
+ * What a handler gets beside its args. Its signal, joining the run's
+ * (timeout, stop) and the lease's, is made only when the handler reads it;
+ * so are its functions: most handlers use none of them, and each costs an
+ * allocation per task. Getters, so a handler may destructure them.
+ */
+class HandlerContext implements TaskContext {
+  protected readonly held: TaskInHand;
+  readonly #run: { readonly signal: AbortSignal };
+  readonly #store: TaskStore;
+  #signal: AbortSignal | undefined;
+  #task: ClaimedTask | undefined;
+
+  constructor(held: TaskInHand, run: { readonly signal: AbortSignal }, store: TaskStore) {
+    this.held = held;
+    this.#run = run;
+    this.#store = store;
+  }
+
+  /** The task as this run holds it: under this node's claim when it was taken over. */
+  get task(): ClaimedTask {
+    const { task, claim } = this.held;
+    if (claim === task || task.claimant === claim.claimant) return task;
+    this.#task ??= { ...task, claimant: claim.claimant };
+    return this.#task;
+  }
+
+  get signal(): AbortSignal {
+    this.#signal ??= AbortSignal.any([this.#run.signal, leaseSignal(this.held)]);
+    return this.#signal;
+  }
+
+  get progress(): (progress: TaskProgress) => Promise<boolean> {
+    const { held } = this;
+    const store = this.#store;
+    return (progress) => store.progress(held.claim, progress);
+  }
+}
+
+/** On a SQL store, the handler may record its success inside its own transaction. */
+class SqlHandlerContext extends HandlerContext {
+  readonly #within: SqlTaskStore;
+
+  constructor(held: TaskInHand, run: { readonly signal: AbortSignal }, store: TaskStore, within: SqlTaskStore) {
+    super(held, run, store);
+    this.#within = within;
+  }
+
+  get succeedWith(): (query: Query) => Promise<boolean> {
+    const { held } = this;
+    const within = this.#within;
+    return async (query) => {
+      const ok = await within.succeedWith(query, held.claim);
+      if (ok) held.succeededWithin = true;
+      return ok;
+    };
+  }
 }

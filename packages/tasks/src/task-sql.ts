@@ -1,4 +1,5 @@
 import { FabricError } from '@stagefabric/runtime';
+import { ERROR_CHARS } from './task-events.js';
 
 /**
  * The task table and every statement on it, shared by the Postgres and the
@@ -90,6 +91,20 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX task_starts_group ON $schema.task_starts (queue, grp, started_at) WHERE grp IS NOT NULL;`,
   // The progress a running task's handler last reported.
   `ALTER TABLE $schema.tasks ADD COLUMN progress jsonb;`,
+  // A task's own backoff (enqueue option), used instead of its handler's.
+  `ALTER TABLE $schema.tasks ADD COLUMN backoff jsonb;`,
+  // Finished tasks counted as they move (see counting), started from the rows already there; the lock holds off writers
+  // until the counters commit with the count they start from.
+  `CREATE TABLE $schema.task_counts (
+     queue text NOT NULL,
+     state text NOT NULL CHECK (state IN ('success', 'error', 'timeout', 'cancelled')),
+     slot integer NOT NULL,
+     n bigint NOT NULL,
+     PRIMARY KEY (queue, state, slot)
+   );
+   LOCK TABLE $schema.tasks IN SHARE MODE;
+   INSERT INTO $schema.task_counts (queue, state, slot, n)
+     SELECT queue, state, 0, count(*) FROM $schema.tasks WHERE state IN ('success', 'error', 'timeout', 'cancelled') GROUP BY queue, state;`,
 ];
 
 export const PREPARE = `CREATE SCHEMA IF NOT EXISTS $schema;
@@ -100,7 +115,7 @@ export const APPLIED = `SELECT coalesce(max(version), 0) AS version FROM $schema
 export const RECORD = `INSERT INTO $schema.migrations (version) VALUES ($1)`;
 
 const TASK_COLUMNS = `id::text AS id, queue, name, args, state, priority, attempt, max_attempts, timeout_ms, run_at, unique_key,
-  lease_owner, lease_expires_at, last_error, created_at, updated_at, finished_at, progress`;
+  lease_owner, lease_expires_at, last_error, created_at, updated_at, finished_at, progress, backoff`;
 
 /**
  * One statement: ids come from the sequence first, so each input row keeps
@@ -110,11 +125,11 @@ const TASK_COLUMNS = `id::text AS id, queue, name, args, state, priority, attemp
 export const ENQUEUE = `WITH input AS (
     SELECT nextval(pg_get_serial_sequence('$schema.tasks', 'id')) AS id, t.*
     FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::integer[], $5::integer[], $6::integer[], $7::timestamptz[], $8::text[],
-      $10::text[], $11::text[])
-      WITH ORDINALITY AS t(queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent, grp, ord)
+      $10::text[], $11::text[], $12::jsonb[])
+      WITH ORDINALITY AS t(queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent, grp, backoff, ord)
   ), inserted AS (
-    INSERT INTO $schema.tasks (id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent, grp)
-    SELECT id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent, grp FROM input ORDER BY ord
+    INSERT INTO $schema.tasks (id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent, grp, backoff)
+    SELECT id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent, grp, backoff FROM input ORDER BY ord
     ON CONFLICT (queue, unique_key) WHERE state IN ('waiting', 'running') AND unique_key IS NOT NULL DO NOTHING
     RETURNING id, queue
   ), notified AS (
@@ -131,15 +146,40 @@ export const ENQUEUE = `WITH input AS (
 const NOT_PAUSED = `NOT EXISTS (SELECT 1 FROM $schema.queues paused WHERE paused.name = $1 AND paused.paused)`;
 
 /**
+ * Finished tasks are counted as they move, not by reading them: each
+ * statement that moves tasks into or out of a finished state (or deletes
+ * finished ones) adds its change per (queue, state) to a counter row, once
+ * per statement, not per task. The row is the connection's own (its slot
+ * is its backend pid): agents completing batches at once never queue on a
+ * row lock held until another's commit, which a single row per (queue,
+ * state) would make them do. Rows of connections that ended are folded
+ * into slot 0 by retention's passes (FOLD_COUNTS). `moved` selects `queue, state, n` (+1 in, -1 out) from
+ * the statement's changed rows; rows of live states are left out, rows are
+ * locked in (queue, state) order so two statements never deadlock on them.
+ * counts() sums the slots. Not a trigger: a statement trigger with
+ * transition tables would run on every update of the table, claims and
+ * lease extensions included, and these few statements are all that move
+ * tasks in or out of a finished state.
+ */
+function counting(moved: string): string {
+  return `counted AS (
+    INSERT INTO $schema.task_counts AS c (queue, state, slot, n)
+    SELECT queue, state, pg_backend_pid(), sum(n) FROM (${moved}) m
+    WHERE state IN ('success', 'error', 'timeout', 'cancelled') GROUP BY queue, state HAVING sum(n) <> 0 ORDER BY queue, state
+    ON CONFLICT (queue, state, slot) DO UPDATE SET n = c.n + excluded.n
+  )`;
+}
+
+/**
  * Wraps a statement that ends attempts, returning for each `task_id,
- * attempt, outcome, error, duration_ms, owner`, so that every one of them
+ * attempt, outcome, error, duration_ms, owner` and its new `queue, state`, so that every one of them
  * lands in the attempt history in the same statement as its outcome.
  */
 function recordingAttempts(ending: string, returning: string): string {
   return `WITH ended AS (${ending}), recorded AS (
     INSERT INTO $schema.task_attempts (task_id, attempt, outcome, error, duration_ms, owner)
     SELECT task_id, attempt, outcome, error, duration_ms, owner FROM ended
-  )
+  ), ${counting('SELECT queue, state, 1 AS n FROM ended')}
   SELECT ${returning} FROM ended`;
 }
 
@@ -169,7 +209,7 @@ export const CLAIM = `WITH next AS (
       lease_expires_at = now() + $4 * interval '1 millisecond', updated_at = now()
     FROM next WHERE t.id = next.id
     RETURNING t.id::text AS id, t.queue, t.name, t.args, t.attempt, t.max_attempts, t.timeout_ms, t.created_at,
-      t.lease_expires_at, t.priority, t.run_at, t.traceparent, t.first_run_traceparent
+      t.lease_expires_at, t.priority, t.run_at, t.traceparent, t.first_run_traceparent, t.backoff
   ), ${STARTED_EVENTS}
   SELECT claimed.*, (SELECT n FROM started_events) AS notified FROM claimed`;
 
@@ -240,7 +280,7 @@ export function claimLimited(groupLimits: boolean, ordered = false): string {
       lease_expires_at = now() + $4 ${INTERVAL_MS}, updated_at = now()
     FROM next WHERE t.id = next.id
     RETURNING t.id::text AS id, t.queue, t.name, t.args, t.attempt, t.max_attempts, t.timeout_ms, t.created_at,
-      t.lease_expires_at, t.priority, t.run_at, t.grp, t.traceparent, t.first_run_traceparent
+      t.lease_expires_at, t.priority, t.run_at, t.grp, t.traceparent, t.first_run_traceparent, t.backoff
   ), started AS (
     INSERT INTO $schema.task_starts (queue, grp) SELECT queue, grp FROM claimed
   ), pruned AS (
@@ -290,7 +330,9 @@ export const ADOPT = `UPDATE $schema.tasks t SET lease_owner = $4, lease_expires
 /**
  * One statement for a whole batch; only tasks whose claims are still current
  * change. A success is recorded on its task's row; every other outcome gets
- * its row in the attempt history.
+ * its row in the attempt history. Each change's event (succeeded, retried or
+ * failed, see task-events.ts) is a NOTIFY on channel `$9` from the same
+ * statement, as a claim's are: no round trip of its own.
  */
 export const COMPLETE = `WITH ended AS (
     UPDATE $schema.tasks t SET
@@ -309,14 +351,23 @@ export const COMPLETE = `WITH ended AS (
   ), recorded AS (
     INSERT INTO $schema.task_attempts (task_id, attempt, outcome, error, duration_ms, owner)
     SELECT task_id, attempt, outcome, error, duration_ms, owner FROM ended WHERE outcome <> 'success'
+  ), ${counting('SELECT queue, state, 1 AS n FROM ended')}, ended_events AS (
+    SELECT count(pg_notify($9, json_strip_nulls(json_build_object(
+      'type', CASE state WHEN 'success' THEN 'succeeded' WHEN 'waiting' THEN 'retried' ELSE 'failed' END,
+      'id', task_id::text, 'queue', queue, 'name', name, 'attempt', attempt,
+      'error', CASE WHEN outcome <> 'success' THEN left(error, ${ERROR_CHARS}) END,
+      'at', (extract(epoch FROM now()) * 1000)::bigint))::text)) AS n FROM ended
   )
-  SELECT task_id::text AS id, queue, name, attempt, state FROM ended`;
+  SELECT task_id::text AS id, queue, name, attempt, state, (SELECT n FROM ended_events) AS notified FROM ended`;
 
 /** One task's success, inside a transaction of the handler's: only the run whose claim is still current succeeds. */
-export const SUCCEED_WITHIN = `UPDATE $schema.tasks SET state = 'success', success_owner = $3, success_duration_ms = NULL,
-    lease_owner = NULL, lease_expires_at = NULL, updated_at = now(), finished_at = now()
-  WHERE id = $1::bigint AND attempt = $2 AND state = 'running' AND lease_owner = $3
-  RETURNING id::text AS id, queue, name`;
+export const SUCCEED_WITHIN = `WITH done AS (
+    UPDATE $schema.tasks SET state = 'success', success_owner = $3, success_duration_ms = NULL,
+      lease_owner = NULL, lease_expires_at = NULL, updated_at = now(), finished_at = now()
+    WHERE id = $1::bigint AND attempt = $2 AND state = 'running' AND lease_owner = $3
+    RETURNING id::text AS id, queue, name
+  ), ${counting(`SELECT queue, 'success' AS state, 1 AS n FROM done`)}
+  SELECT id, queue, name FROM done`;
 
 export const EXTEND = `UPDATE $schema.tasks t SET lease_expires_at = now() + $4 * interval '1 millisecond', updated_at = now()
   FROM ${CLAIMS} WHERE ${CURRENT} RETURNING t.id::text AS id`;
@@ -325,11 +376,12 @@ export const EXTEND = `UPDATE $schema.tasks t SET lease_expires_at = now() + $4 
 const UNCLAIM = `UPDATE $schema.tasks t SET state = 'waiting', attempt = greatest(t.attempt - 1, 0), lease_owner = NULL,
     lease_expires_at = NULL, updated_at = now()`;
 
+/** Each task released, with the attempt it was claimed for (not counted now), for its `released` event. */
 export const RELEASE = `${UNCLAIM}
-  FROM ${CLAIMS} WHERE ${CURRENT} RETURNING t.id::text AS id, t.queue`;
+  FROM ${CLAIMS} WHERE ${CURRENT} RETURNING t.id::text AS id, t.queue, t.name, c.attempt`;
 
 export const RELEASE_HELD = `${UNCLAIM}
-  WHERE t.state = 'running' AND t.lease_owner = $1 RETURNING t.id::text AS id, t.queue`;
+  WHERE t.state = 'running' AND t.lease_owner = $1 RETURNING t.id::text AS id, t.queue, t.name, t.attempt + 1 AS attempt`;
 
 /** A task whose lease ran out goes back to waiting, unless that was its last attempt; its history says the attempt was lost. */
 export const RECOVER = recordingAttempts(
@@ -341,12 +393,24 @@ export const RECOVER = recordingAttempts(
       || ': its node stopped or stalled',
     lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
   WHERE state = 'running' AND lease_expires_at < now()
-  RETURNING queue, id AS task_id, attempt, 'lost'::text AS outcome, last_error AS error, NULL::integer AS duration_ms, NULL::text AS owner`,
-  'queue',
+  RETURNING queue, id AS task_id, attempt, 'lost'::text AS outcome, last_error AS error, NULL::integer AS duration_ms, NULL::text AS owner,
+    name, state`,
+  'task_id::text AS id, queue, name, attempt, error, state',
 );
 
 export const NEXT_RUN_AT = `SELECT min(run_at) AS run_at FROM $schema.tasks WHERE queue = $1 AND state = 'waiting' AND ${NOT_PAUSED}`;
-export const COUNTS = `SELECT queue, state, count(*)::integer AS count FROM $schema.tasks GROUP BY queue, state ORDER BY queue, state`;
+/**
+ * Live states counted from their partial indexes (tasks_claim, tasks_running:
+ * only waiting or running rows), finished ones summed from their counters
+ * (see counting): the finished rows, however many are kept, are not read.
+ */
+export const COUNTS = `SELECT queue, state, count FROM (
+    SELECT queue, 'waiting'::text AS state, count(*)::integer AS count FROM $schema.tasks WHERE state = 'waiting' GROUP BY queue
+    UNION ALL
+    SELECT queue, 'running'::text, count(*)::integer FROM $schema.tasks WHERE state = 'running' GROUP BY queue
+    UNION ALL
+    SELECT queue, state, sum(n)::integer FROM $schema.task_counts GROUP BY queue, state HAVING sum(n) <> 0
+  ) c ORDER BY queue, state`;
 
 /** A task filter: $1 queue, $2 state, $3 name, $4 a LIKE pattern for the last error; each null to match all. */
 const MATCHES = `($1::text IS NULL OR queue = $1) AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR name = $3)
@@ -365,20 +429,33 @@ export const ATTEMPTS = `SELECT attempt, outcome, error, duration_ms, owner, fin
       WHERE task_id = $1::bigint ORDER BY id DESC LIMIT $2)
   ) a ORDER BY latest DESC, id DESC LIMIT $2`;
 
-const RETRYING = `UPDATE $schema.tasks SET state = 'waiting', attempt = 0, run_at = now(), last_error = NULL, finished_at = NULL, progress = NULL,
-  updated_at = now()`;
-const CANCELLING = `UPDATE $schema.tasks SET state = 'cancelled', finished_at = now(), updated_at = now()`;
-export const RETRY = `${RETRYING}
-  WHERE id = ANY($1::bigint[]) AND state IN ('error', 'timeout', 'cancelled') RETURNING id::text AS id, queue, name`;
-export const CANCEL = `${CANCELLING}
-  WHERE id = ANY($1::bigint[]) AND state = 'waiting' RETURNING id::text AS id, queue, name, attempt`;
+/**
+ * Finished tasks matching `where` back to waiting. UPDATE ... RETURNING gives
+ * only the new state: the rows are locked first (`was`) so that the
+ * counters lose each one from the state it really left.
+ */
+const retrying = (where: string) => `was AS (
+    SELECT id, state FROM $schema.tasks WHERE ${where} AND state IN ('error', 'timeout', 'cancelled') FOR UPDATE
+  ), changed AS (
+    UPDATE $schema.tasks t SET state = 'waiting', attempt = 0, run_at = now(), last_error = NULL, finished_at = NULL, progress = NULL,
+      updated_at = now()
+    FROM was WHERE t.id = was.id RETURNING t.id, t.queue, t.name, was.state
+  ), ${counting('SELECT queue, state, -1 AS n FROM changed')}`;
+/** Waiting tasks matching `where` to cancelled. */
+const cancelling = (where: string) => `changed AS (
+    UPDATE $schema.tasks SET state = 'cancelled', finished_at = now(), updated_at = now()
+    WHERE ${where} AND state = 'waiting' RETURNING id, queue, name, attempt, state
+  ), ${counting('SELECT queue, state, 1 AS n FROM changed')}`;
+export const RETRY = `WITH ${retrying('id = ANY($1::bigint[])')}
+  SELECT id::text AS id, queue, name FROM changed`;
+export const CANCEL = `WITH ${cancelling('id = ANY($1::bigint[])')}
+  SELECT id::text AS id, queue, name, attempt FROM changed`;
 /** By filter: one row per queue that changed, with how many, so a large retry returns little. */
-export const RETRY_WHERE = `WITH changed AS (${RETRYING}
-  WHERE ${MATCHES} AND state IN ('error', 'timeout', 'cancelled') RETURNING id, queue, name)
-  SELECT queue, count(*)::integer AS count, array_agg(id::text) AS ids, array_agg(name) AS names FROM changed GROUP BY queue`;
-export const CANCEL_WHERE = `WITH changed AS (${CANCELLING}
-  WHERE ${MATCHES} AND state = 'waiting' RETURNING id, queue, name)
-  SELECT queue, count(*)::integer AS count, array_agg(id::text) AS ids, array_agg(name) AS names FROM changed GROUP BY queue`;
+const GROUPED = `SELECT queue, count(*)::integer AS count, array_agg(id::text) AS ids, array_agg(name) AS names FROM changed GROUP BY queue`;
+export const RETRY_WHERE = `WITH ${retrying(MATCHES)}
+  ${GROUPED}`;
+export const CANCEL_WHERE = `WITH ${cancelling(MATCHES)}
+  ${GROUPED}`;
 
 export const PAUSE = `INSERT INTO $schema.queues (name, paused) VALUES ($1, true)
   ON CONFLICT (name) DO UPDATE SET paused = true, updated_at = now()`;
@@ -432,7 +509,8 @@ export const FIRE_SCHEDULE = `UPDATE $schema.schedules SET last_fire_at = $2, up
 function pruning(doomed: string): string {
   return `WITH doomed AS (${doomed} FOR UPDATE SKIP LOCKED),
   attempts AS (DELETE FROM $schema.task_attempts a USING doomed WHERE a.task_id = doomed.id),
-  deleted AS (DELETE FROM $schema.tasks t USING doomed WHERE t.id = doomed.id RETURNING t.id)
+  deleted AS (DELETE FROM $schema.tasks t USING doomed WHERE t.id = doomed.id RETURNING t.id, t.queue, t.state),
+  ${counting('SELECT queue, state, -1 AS n FROM deleted')}
   SELECT count(*)::integer AS count FROM deleted`;
 }
 /** Finished longer ago than `$2` ms. */
@@ -459,10 +537,27 @@ export const WINDOW_HOLDERS = `SELECT w.queue, w.unique_key, w.task_id::text AS 
 export const HOLD_WINDOWS = `UPDATE $schema.unique_windows w SET task_id = k.task_id
   FROM unnest($1::text[], $2::text[], $3::bigint[]) AS k(queue, unique_key, task_id)
   WHERE w.queue = k.queue AND w.unique_key = k.unique_key`;
+/**
+ * The counter rows of connections that ended, summed into slot 0 (no
+ * backend has pid 0), so the counters stay a few rows per queue and state.
+ * A pid reused by a new connection meanwhile only moves its sum: a row is
+ * deleted with the value it holds when deleted, and added back as a whole.
+ */
+export const FOLD_COUNTS = `WITH gone AS (
+    DELETE FROM $schema.task_counts c WHERE c.slot <> 0 AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = c.slot)
+    RETURNING queue, state, n
+  )
+  INSERT INTO $schema.task_counts AS c (queue, state, slot, n)
+  SELECT queue, state, 0, sum(n) FROM gone GROUP BY queue, state ORDER BY queue, state
+  ON CONFLICT (queue, state, slot) DO UPDATE SET n = c.n + excluded.n`;
+
 /** Windows ended: deleted by retention's passes. */
 export const PRUNE_WINDOWS = `DELETE FROM $schema.unique_windows WHERE held_until < now()`;
 
 /** Running tasks to cancelled, their lease ended: the run's claim no longer holds, so its next extension fails. */
-export const CANCEL_RUNNING = `UPDATE $schema.tasks SET state = 'cancelled', finished_at = now(), updated_at = now(),
-    lease_owner = NULL, lease_expires_at = NULL, last_error = 'cancelled while running'
-  WHERE id = ANY($1::bigint[]) AND state = 'running' RETURNING id::text AS id, queue, name, attempt`;
+export const CANCEL_RUNNING = `WITH changed AS (
+    UPDATE $schema.tasks SET state = 'cancelled', finished_at = now(), updated_at = now(),
+      lease_owner = NULL, lease_expires_at = NULL, last_error = 'cancelled while running'
+    WHERE id = ANY($1::bigint[]) AND state = 'running' RETURNING id, queue, name, attempt, state
+  ), ${counting('SELECT queue, state, 1 AS n FROM changed')}
+  SELECT id::text AS id, queue, name, attempt FROM changed`;

@@ -1,6 +1,7 @@
 import type { CancelRunningStore } from './cancel-running.js';
 import type { RetentionStore } from './retention.js';
 import type { ScheduleStore } from './schedules.js';
+import type { StoredBackoff } from './task-backoff.js';
 import type { TaskEventsStore } from './task-events.js';
 
 /**
@@ -41,6 +42,12 @@ export interface EnqueueOptions {
   readonly uniqueForMs?: number;
   /** The key per-group limits count by within its queue (such as a customer id). Default none: only the queue's limits apply. */
   readonly group?: string;
+  /**
+   * How long this task waits after a failed attempt before the next, kept
+   * with it: used instead of its handler's backoff (which is used instead of
+   * the runner's exponential default). Fixed or exponential, as data.
+   */
+  readonly backoff?: StoredBackoff;
 }
 
 /** At most `max` claims (starts) of tasks in any window of `intervalMs`. */
@@ -119,6 +126,8 @@ export interface ClaimedTask extends TaskClaim {
   readonly traceparent?: string;
   /** W3C traceparent of its first attempt's run span, once that attempt was retried: later attempts link to it. */
   readonly firstRunTraceparent?: string;
+  /** Its own backoff, when it was enqueued with one: the runner uses it instead of the handler's. */
+  readonly backoff?: StoredBackoff;
 }
 
 /** The outcome of one claim's run. */
@@ -188,6 +197,8 @@ export interface TaskRecord {
   readonly finishedAt: Date | null;
   /** What its handler last reported through `ctx.progress` (kept after it finished; cleared by an operator's retry), or null. */
   readonly progress: TaskProgress | null;
+  /** Its own backoff, when it was enqueued with one. */
+  readonly backoff?: StoredBackoff;
 }
 
 /** A handler's progress: a percentage from 0 to 100, or a JSON object of its own (at most 4 KiB as JSON). */

@@ -4,6 +4,7 @@ import { PGliteTaskStore } from '../src/pglite-task-store.js';
 import { cancelRunningConformance } from './cancel-running.conformance.js';
 import { retentionStoreConformance } from './retention-store.conformance.js';
 import { scheduleStoreConformance } from './schedule-store.conformance.js';
+import { taskBackoffConformance } from './task-backoff.conformance.js';
 import { taskEventsConformance } from './task-events.conformance.js';
 import { taskStoreConformance } from './task-store.conformance.js';
 import { taskStoreLimitsConformance } from './task-store-limits.conformance.js';
@@ -47,3 +48,4 @@ it('lists newest first by id, also past id 9 (the SQL stores)', async () => {
 });
 
 taskEventsConformance('embedded PGlite', make, peer);
+taskBackoffConformance('embedded PGlite', make);

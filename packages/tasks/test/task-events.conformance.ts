@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { waitFor } from '../../../test/support/wait-for.js';
-import type { TaskEvent, TaskEventsOverflow, TaskStore } from '../src/index.js';
+import type { EnqueueResult, TaskEvent, TaskEventsOverflow, TaskStore } from '../src/index.js';
 import { suiteStores } from './suite-stores.js';
 
 type Seen = TaskEvent | TaskEventsOverflow;
@@ -107,6 +107,58 @@ export function taskEventsConformance(name: string, make: () => Promise<TaskStor
         await waitFor(() => of(f.seen, a?.id ?? '').some((e) => e.type === 'cancelled'), 'the cancelled event of the running task');
         expect(of(f.seen, b?.id ?? '').map((e) => e.type)).toEqual(['enqueued', 'cancelled', 'retried']);
         expect(of(f.seen, a?.id ?? '').map((e) => e.type)).toEqual(['enqueued', 'started', 'cancelled']);
+      } finally {
+        await f.stop();
+      }
+    });
+
+    it('reports lease recoveries (retried, or failed on the last attempt, with reason lease-lost) and tasks handed back (released)', async () => {
+      const store = await fresh();
+      const watcher = await peerOf(store);
+      const f = await follow(watcher, store);
+      try {
+        const [again, last, handed, held] = (await store.enqueue([
+          { name: 'again', options: { queue: 'ev', maxAttempts: 2, priority: 1 } },
+          { name: 'last', options: { queue: 'ev', maxAttempts: 1, priority: 2 } },
+          { name: 'handed', options: { queue: 'ev', priority: 3 } },
+          { name: 'held', options: { queue: 'ev', priority: 4 } },
+        ])) as [EnqueueResult, EnqueueResult, EnqueueResult, EnqueueResult];
+        // Two runs whose node stops extending their leases, one claim handed back, one node stopping with a claim it holds.
+        expect((await store.claim('ev', 2, 'node-a', 50)).map((t) => t.name)).toEqual(['again', 'last']);
+        const [handedClaim] = await store.claim('ev', 1, 'node-b', 30_000);
+        expect((await store.claim('ev', 1, 'node-c', 30_000)).map((t) => t.name)).toEqual(['held']);
+        expect(await store.release(handedClaim === undefined ? [] : [handedClaim])).toEqual([handed.id]);
+        expect(await store.releaseHeld('node-c')).toEqual([held.id]);
+        let recovered = 0;
+        await waitFor(async () => {
+          recovered += await store.recoverExpired();
+          return recovered >= 2;
+        }, 'both lapsed leases to be recovered');
+        const lastOf = (id: string) => of(f.seen, id).at(-1);
+        await waitFor(
+          () => lastOf(again.id)?.type === 'retried' && lastOf(last.id)?.type === 'failed' && lastOf(held.id)?.type === 'released',
+          'the recovery and release events',
+        );
+        expect(of(f.seen, again.id).map((e) => e.type)).toEqual(['enqueued', 'started', 'retried']);
+        expect(lastOf(again.id)).toMatchObject({
+          name: 'again',
+          queue: 'ev',
+          attempt: 1,
+          reason: 'lease-lost',
+          error: expect.stringMatching(/^lease of \S+ expired: its node stopped or stalled$/),
+        });
+        expect(lastOf(last.id)).toMatchObject({
+          name: 'last',
+          attempt: 1,
+          reason: 'lease-lost',
+          error: expect.stringMatching(/expired on its last attempt \(1 of 1\)/),
+        });
+        expect(of(f.seen, handed.id).map((e) => e.type)).toEqual(['enqueued', 'started', 'released']);
+        expect(lastOf(handed.id)).toMatchObject({ name: 'handed', queue: 'ev', attempt: 1 });
+        expect(lastOf(handed.id)?.reason).toBeUndefined();
+        expect(lastOf(held.id)).toMatchObject({ name: 'held', attempt: 1 });
+        // Handed back, its attempt not counted: the next claim is attempt 1 again.
+        expect((await store.get(handed.id))?.state).toBe('waiting');
       } finally {
         await f.stop();
       }

@@ -279,6 +279,25 @@ describe('task producer and runner', () => {
     expect(await store.get(t?.id as string)).toMatchObject({ state: 'running', leaseOwner: 'node-2' });
   });
 
+  it('a handler that reads its signal only after its lease was lost finds it aborted, with the lease loss as reason', async () => {
+    const resumed = gate();
+    let seen: AbortSignal | undefined;
+    const registry = new TaskRegistry().register('late-reader', async (_a, context) => {
+      await resumed.opened;
+      seen = context.signal;
+    });
+    const { store, lost, until } = await pipeline(registry, { leaseMs: 3000 });
+    const [t] = await store.enqueue([{ name: 'late-reader', options: { maxAttempts: 1 } }]);
+    await until(async () => (await state(store, 'running')) === 1, 'the task to run', 1);
+    expect(await store.adopt([{ id: t?.id as string, attempt: 1, claimant: 'node-1' }], 'node-2', 60_000)).toHaveLength(1);
+    await until(() => lost.length === 1, 'the lease loss to be found', 100);
+    resumed.open();
+    await until(() => seen !== undefined, 'the handler to read its signal', 1);
+    expect(seen?.aborted).toBe(true);
+    expect(seen?.reason).toMatchObject({ code: 'SF_LEASE_LOST' });
+    expect(await store.get(t?.id as string)).toMatchObject({ state: 'running', leaseOwner: 'node-2' });
+  });
+
   it('an outcome the store refuses is reported with its reason: lease-lost, or finished when another run finished it', async () => {
     const gates = new Map<string, ReturnType<typeof gate>>();
     const registry = new TaskRegistry().register('gated', (key: string) => gates.get(key)?.opened);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { waitFor } from '../../../test/support/wait-for.js';
-import type { ClaimedTask, TaskClaim, TaskStore } from '../src/index.js';
+import { type ClaimedTask, resolveRetention, type TaskClaim, type TaskState, type TaskStore } from '../src/index.js';
 import { suiteStores } from './suite-stores.js';
 
 /** A claim as it travels: the task, its attempt, its claimant, nothing else. */
@@ -232,6 +232,127 @@ export function taskStoreConformance(name: string, make: () => Promise<TaskStore
       expect(await store.get(a?.id as string)).toMatchObject({ state: 'waiting', attempt: 0, lastError: null });
       expect(await store.get('999999')).toBeNull();
       expect(await store.get('not-an-id')).toBeNull();
+    });
+
+    it('counts stay right through every transition: enqueue, claim, release, outcomes, recovery, cancel, retry, prune', async () => {
+      const store = await fresh();
+      const expected = new Map<string, number>();
+      const move = (queue: string, from: TaskState | null, to: TaskState | null, n = 1) => {
+        for (const [state, d] of [
+          [from, -n],
+          [to, n],
+        ] as const)
+          if (state !== null) expected.set(`${queue}/${state}`, (expected.get(`${queue}/${state}`) ?? 0) + d);
+      };
+      // counts() as expected, and as a full read of the tasks finds them (countWhere).
+      const check = async (step: string) => {
+        const want = [...expected]
+          .filter(([, n]) => n !== 0)
+          .map(([k, count]) => {
+            const [queue, state] = k.split('/') as [string, TaskState];
+            return { queue, state, count };
+          })
+          .sort((a, b) => a.queue.localeCompare(b.queue) || a.state.localeCompare(b.state));
+        expect(await store.counts(), `counts after ${step}`).toEqual(want);
+        for (const { queue, state, count } of want)
+          expect(await store.countWhere({ queue, state }), `${queue}/${state} after ${step}`).toBe(count);
+      };
+      const claimNamed = async (names: string[], leaseMs = 10_000) => {
+        const got: ClaimedTask[] = [];
+        await waitFor(
+          async () => {
+            got.push(...(await store.claim('default', names.length - got.length, 'me', leaseMs)));
+            return got.length === names.length;
+          },
+          `${names.join(', ')} to be claimed`,
+        );
+        expect(got.map((t) => t.name).sort()).toEqual([...names].sort());
+        return (name: string) => claimOf(got.find((t) => t.name === name));
+      };
+
+      const ids = await store.enqueue([
+        { name: 's' },
+        { name: 'r', options: { maxAttempts: 2 } },
+        { name: 't' },
+        { name: 'x', options: { priority: 9 } },
+        { name: 'y', options: { priority: 9 } },
+        { name: 'o', options: { queue: 'other' } },
+      ]);
+      move('default', null, 'waiting', 5);
+      move('other', null, 'waiting');
+      await check('enqueue');
+      const id = (i: number) => ids[i]?.id as string;
+      expect(await store.cancel([id(3)])).toEqual([id(3)]);
+      move('default', 'waiting', 'cancelled');
+      await check('cancel');
+      expect(await store.cancelWhere({ name: 'y' })).toBe(1);
+      move('default', 'waiting', 'cancelled');
+      await check('cancel by filter');
+      let c = await claimNamed(['s', 'r', 't']);
+      move('default', 'waiting', 'running', 3);
+      await check('claim');
+      expect(await store.release([c('t')])).toEqual([c('t').id]);
+      move('default', 'running', 'waiting');
+      await check('release');
+      const t = (await claimNamed(['t']))('t');
+      move('default', 'waiting', 'running');
+      const outcomes = await store.complete([
+        { ...c('s'), status: 'success' },
+        { ...c('r'), status: 'error', error: 'again', retryAt: new Date() },
+        { ...t, status: 'timeout', error: 'too slow' },
+      ]);
+      expect(outcomes).toHaveLength(3);
+      move('default', 'running', 'success');
+      move('default', 'running', 'waiting');
+      move('default', 'running', 'timeout');
+      await check('success, an error to retry and a timeout');
+      c = await claimNamed(['r']);
+      expect(await store.complete([{ ...c('r'), status: 'error', error: 'for good' }])).toEqual([c('r').id]);
+      move('default', 'waiting', 'error');
+      await check('a final error');
+      await store.enqueue([
+        { name: 'lost-last', options: { maxAttempts: 1 } },
+        { name: 'lost-again', options: { maxAttempts: 3 } },
+      ]);
+      move('default', null, 'waiting', 2);
+      await claimNamed(['lost-last', 'lost-again'], 200);
+      move('default', 'waiting', 'running', 2);
+      await check('claims with a short lease');
+      let recovered = 0;
+      await waitFor(async () => {
+        recovered += await store.recoverExpired();
+        return recovered === 2;
+      }, 'both leases to lapse and be recovered');
+      move('default', 'running', 'error');
+      move('default', 'running', 'waiting');
+      await check('lease recovery');
+      expect(await store.retryWhere({ state: 'cancelled' })).toBe(2);
+      move('default', 'cancelled', 'waiting', 2);
+      await check('retry by filter');
+      expect(await store.retry([t.id])).toEqual([t.id]);
+      move('default', 'timeout', 'waiting');
+      await check('retry');
+      c = await claimNamed(['lost-again', 'x', 'y', 't']);
+      const running = c('x');
+      expect(await store.cancelRunning([running.id])).toEqual([running.id]);
+      move('default', 'waiting', 'running', 3);
+      move('default', 'waiting', 'cancelled');
+      await check('cancel while running');
+      expect(await store.complete(['lost-again', 'y', 't'].map((n) => ({ ...c(n), status: 'success' as const })))).toHaveLength(3);
+      move('default', 'running', 'success', 3);
+      await check('a batch of successes');
+      const keepNone = { maxCount: 0 };
+      const policy = (success: { maxCount: number }, failed: { maxCount: number } | false) =>
+        resolveRetention({ success, error: failed, timeout: failed, cancelled: failed });
+      expect(await store.pruneFinished(policy({ maxCount: 1 }, false), 100)).toEqual([{ states: ['success'], count: 3 }]);
+      move('default', 'success', null, 3);
+      await check('retention keeping the newest success');
+      const pruned = await store.pruneFinished(policy(keepNone, keepNone), 100);
+      expect(pruned.reduce((n, p) => n + p.count, 0)).toBe(4);
+      move('default', 'success', null);
+      move('default', 'error', null, 2);
+      move('default', 'cancelled', null);
+      await check('retention of every finished task');
     });
 
     it('a paused queue gives nothing to claims until it is resumed; other queues go on; resume wakes its producers', async () => {
