@@ -9,8 +9,10 @@ const KEEP_ALL = { success: false, error: false, timeout: false, cancelled: fals
 async function finished(store: TaskStore, n: number, failures = 0): Promise<string[]> {
   await store.enqueue(Array.from({ length: n + failures }, (_, i) => ({ name: i < n ? 'ok' : 'bad', options: { maxAttempts: 1 } })));
   const ids: string[] = [];
-  // One at a time, so their finish times are in order.
+  // One at a time, each in a later millisecond than the last (stores keep finish times to the millisecond), so their finish times are in order.
   for (let i = 0; i < n + failures; i++) {
+    const last = Date.now();
+    while (Date.now() === last) await Promise.resolve();
     const [task] = await store.claim('default', 1, 'me', 10_000);
     if (task === undefined) throw new Error('nothing claimed');
     const claim = { id: task.id, attempt: task.attempt, claimant: task.claimant };
