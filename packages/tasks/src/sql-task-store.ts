@@ -253,13 +253,8 @@ export class SqlTaskStore implements TaskStore {
         checked.map(() => traceparent ?? null),
         checked.map((t) => t.group),
         checked.map((t) => (t.backoff === null ? null : JSON.stringify(t.backoff))),
+        this.eventsChannel,
       ]),
-    );
-    await this.emit(
-      query,
-      rows.flatMap((r, i) =>
-        r.duplicate ? [] : [{ type: 'enqueued' as const, id: r.id, queue: r.queue, name: checked[i]?.name ?? '', attempt: 0 }],
-      ),
     );
     // A duplicate of a task earlier in this same batch is not visible to the statement's own lookup: resolve it here.
     const inBatch = new Map<string, string>();

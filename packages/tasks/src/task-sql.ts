@@ -120,7 +120,8 @@ const TASK_COLUMNS = `id::text AS id, queue, name, args, state, priority, attemp
 /**
  * One statement: ids come from the sequence first, so each input row keeps
  * its id whether it was inserted or refused as a duplicate; the queues that
- * got tasks are notified.
+ * got tasks are notified on `$9`, and each task's `enqueued` event (see
+ * task-events.ts) is a NOTIFY on `$13`, with no round trip of its own.
  */
 export const ENQUEUE = `WITH input AS (
     SELECT nextval(pg_get_serial_sequence('$schema.tasks', 'id')) AS id, t.*
@@ -131,12 +132,16 @@ export const ENQUEUE = `WITH input AS (
     INSERT INTO $schema.tasks (id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent, grp, backoff)
     SELECT id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent, grp, backoff FROM input ORDER BY ord
     ON CONFLICT (queue, unique_key) WHERE state IN ('waiting', 'running') AND unique_key IS NOT NULL DO NOTHING
-    RETURNING id, queue
+    RETURNING id, queue, name
   ), notified AS (
     -- Delivered when the statement's transaction commits, and not at all if it rolls back.
     SELECT count(pg_notify($9, q.queue)) AS n FROM (SELECT DISTINCT queue FROM inserted) q
+  ), enqueued_events AS (
+    SELECT count(pg_notify($13, json_build_object('type', 'enqueued', 'id', id::text, 'queue', queue, 'name', name, 'attempt', 0,
+      'at', (extract(epoch FROM now()) * 1000)::bigint)::text)) AS n FROM inserted
   )
   SELECT input.id::text AS id, input.queue, input.unique_key, (inserted.id IS NULL) AS duplicate, (SELECT n FROM notified) AS notified,
+    (SELECT n FROM enqueued_events) AS events,
     (SELECT existing.id::text FROM $schema.tasks existing
       WHERE inserted.id IS NULL AND existing.queue = input.queue AND existing.unique_key = input.unique_key
         AND existing.state IN ('waiting', 'running') LIMIT 1) AS existing_id
