@@ -1,11 +1,12 @@
 /**
- * npm run bench:transport [-- --json] [-- --events N] [-- --pings N]
+ * npm run bench:transport [-- --json] [-- --events N] [-- --pings N] [-- --warmup-pings N]
  *
  * A producer agent and a consumer agent as two processes over a Redis of the
  * benchmark's own, at maxDemand 1000, beside a bare ioredis baseline (one
  * process XADDs batches of 500 events per entry, as the fabric's asks do, another reads them with
  * XREADGROUP COUNT and XACKs); then one-event round trips through the fabric
- * (maxDemand 1: every event waits for its ask) and through a bare stream pair.
+ * (maxDemand 1: every event waits for its ask) and through a bare stream pair,
+ * each timed after 1000 unmeasured pings of its own.
  * The throughput pair runs again at ten times the batching (maxDemand 10 000,
  * entries of 5000 events on both sides).
  */
@@ -21,6 +22,9 @@ const TOTAL = eventsArg >= 0 ? Number(args[eventsArg + 1]) : 2_000_000;
 const pingsArg = args.indexOf('--pings');
 /** Round trips measured, each way; the agents and the echo start fresh, so the first few hundred run before the JIT has compiled their path. */
 const PINGS = pingsArg >= 0 ? Number(args[pingsArg + 1]) : 300;
+const warmupArg = args.indexOf('--warmup-pings');
+/** Pings each side sends first, unmeasured, so both are timed with their code compiled (fresh processes run it cold). */
+const WARMUP = warmupArg >= 0 ? Number(args[warmupArg + 1]) : 1000;
 /** Events per stream entry, for both: the fabric's consumer asks again every maxDemand − minDemand (1000 − 500) events. */
 const BATCH = 500;
 const LARGE = 5000;
@@ -61,12 +65,12 @@ async function rawPing(url: string): Promise<number[]> {
   await new Promise((r) => setTimeout(r, 300));
   const rtts: number[] = [];
   let last = '$';
-  for (let i = 0; i < PINGS; i++) {
+  for (let i = 0; i < WARMUP + PINGS; i++) {
     const start = performance.now();
     await redis.xadd('raw:ping:in', '*', 'm', String(i));
     const reply = await reader.xread('BLOCK', 1000, 'STREAMS', 'raw:ping:out', last);
     last = reply?.[0]?.[1]?.at(-1)?.[0] ?? last;
-    rtts.push(performance.now() - start);
+    if (i >= WARMUP) rtts.push(performance.now() - start);
   }
   await redis.xadd('raw:ping:in', '*', 'm', 'stop');
   await echo.output;
@@ -84,8 +88,9 @@ try {
   // Ten times the batching on both sides: what the window of asks in flight costs.
   const fabricLarge = await fabricRun(url, dir, 'large', TOTAL, `maxDemand: ${LARGE * 2}, minDemand: ${LARGE}`, false);
   const rawLarge = await rawRun(url, 'raw:large', TOTAL, LARGE);
-  const ping = await fabricRun(url, dir, 'ping', PINGS, 'maxDemand: 1, minDemand: 0', true);
-  const pingGaps = ping.times.slice(1).map((t, i) => t - (ping.times[i] as number));
+  const ping = await fabricRun(url, dir, 'ping', WARMUP + PINGS + 1, 'maxDemand: 1, minDemand: 0', true);
+  const measured = ping.times.slice(-(PINGS + 1));
+  const pingGaps = measured.slice(1).map((t, i) => t - (measured[i] as number));
   const rawRtts = await rawPing(url);
   const peak = Number(/used_memory_peak:(\d+)/.exec(await redis.admin.info('memory'))?.[1]);
   const fabricSettings = { events: TOTAL, maxDemand: 1000, minDemand: 500, eventsPerEntry: BATCH, agents: 2, transport: 'redis streams' };
@@ -104,8 +109,17 @@ try {
     ...rawSettings,
     eventsPerEntry: LARGE,
   });
-  fig('fabric_round_trip_p50_ms', Number(p50(pingGaps).toFixed(3)), 'ms', 'stagefabric', { pings: PINGS, maxDemand: 1, minDemand: 0 });
-  fig('bare_stream_ping_p50_ms', Number(p50(rawRtts).toFixed(3)), 'ms', 'bare redis streams', { pings: PINGS, echo: 'XREAD BLOCK + XADD' });
+  fig('fabric_round_trip_p50_ms', Number(p50(pingGaps).toFixed(3)), 'ms', 'stagefabric', {
+    pings: PINGS,
+    warmupPings: WARMUP,
+    maxDemand: 1,
+    minDemand: 0,
+  });
+  fig('bare_stream_ping_p50_ms', Number(p50(rawRtts).toFixed(3)), 'ms', 'bare redis streams', {
+    pings: PINGS,
+    warmupPings: WARMUP,
+    echo: 'XREAD BLOCK + XADD',
+  });
   fig('fabric_redis_memory_growth_bytes', after - before, 'bytes', 'stagefabric', fabricSettings);
   fig('redis_used_memory_peak_bytes', peak, 'bytes', 'whole transport run', {});
 } finally {
