@@ -33,7 +33,8 @@ export class AgentProcess {
     });
     this.child.stdout?.on('data', (d: Buffer) => (this.stdout += d.toString()));
     this.child.stderr?.on('data', (d: Buffer) => (this.stderr += d.toString()));
-    this.exited = new Promise((r) => this.child.on('exit', (code) => r(code)));
+    // 'close', not 'exit': by then every line the process wrote has been read.
+    this.exited = new Promise((r) => this.child.on('close', (code) => r(code)));
     running.add(this);
     void this.exited.then(() => running.delete(this));
   }

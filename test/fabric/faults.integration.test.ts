@@ -90,6 +90,7 @@ stages:
     expect(readRecords(follow).find((r) => r.cancel)?.cancel).toEqual({ kind: 'down', reason: 'noconnection' });
     // permanent: the consumer exited with the reason and its supervisor started it again (a second `started`).
     await waitFor(() => readRecords(follow).filter((r) => r.started).length === 2, 'the permanent consumer to restart');
+    await waitFor(() => consumers.logs('stage crashed').length > 0, 'the crash to be logged');
     expect(consumers.logs('stage crashed').map((l) => l.stage)).toEqual(['follows']);
     // temporary: it stayed up.
     expect(readRecords(keep).filter((r) => r.started)).toHaveLength(1);

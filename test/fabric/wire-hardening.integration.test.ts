@@ -85,6 +85,8 @@ stages:
       expect(l.kind).toBe('refused');
       expect(l.reason).toMatch(/beyond the subscription's maxDemand of 10/);
     }
+    // The log line reaches this process through a pipe, after the dead letter is in Redis.
+    await waitFor(() => producer.logs(DEAD_LETTER_LOG).length >= 4, 'four dead-letter log lines');
     expect(producer.logs(DEAD_LETTER_LOG)).toHaveLength(4);
     const before = handled(out).length;
     await waitFor(() => handled(out).length > before + 100, 'the stream to go on');
