@@ -57,15 +57,30 @@ interface Measured {
   processPerS: number;
   /** This process's CPU during the drain, per task (Redis's own is not in it). */
   cpuUsPerTask: number;
+  /** Redis's main thread CPU during the drain, per task. */
+  redisCpuUsPerTask: number;
+  /** Of the drain's wall time, the share Redis's main thread was busy: near 1, Redis bounds the drain. */
+  redisBusyShare: number;
+  /** Of the drain's wall time, the share this process was on a CPU. */
+  nodeBusyShare: number;
+}
+
+/** Redis's main thread CPU time so far, in µs (INFO cpu). */
+async function redisCpuUs(redis: Redis): Promise<number> {
+  const info = await redis.info('cpu');
+  const field = (name: string) => Number(new RegExp(`${name}:([\\d.]+)`).exec(info)?.[1] ?? Number.NaN);
+  return (field('used_cpu_user_main_thread') + field('used_cpu_sys_main_thread')) * 1e6;
 }
 
 async function measure(side: Side): Promise<Measured> {
+  const redis = new Redis(REDIS_URL);
   const t0 = performance.now();
   for (let i = 0; i < N; i += BATCH) await side.enqueue(Math.min(BATCH, N - i));
   const enqueueS = (performance.now() - t0) / 1000;
   let handled = 0;
   let t1 = 0;
   let cpu0 = process.cpuUsage();
+  const redis0 = await redisCpuUs(redis);
   await new Promise<void>((done, fail) => {
     t1 = performance.now();
     cpu0 = process.cpuUsage();
@@ -77,11 +92,17 @@ async function measure(side: Side): Promise<Measured> {
   });
   const processS = (performance.now() - t1) / 1000;
   const cpu = process.cpuUsage(cpu0);
+  const redisUs = (await redisCpuUs(redis)) - redis0;
+  await redis.quit();
   await side.stop();
+  const nodeUs = cpu.user + cpu.system;
   return {
     enqueuePerS: Math.round(N / enqueueS),
     processPerS: Math.round(N / processS),
-    cpuUsPerTask: Number(((cpu.user + cpu.system) / N).toFixed(1)),
+    cpuUsPerTask: Number((nodeUs / N).toFixed(1)),
+    redisCpuUsPerTask: Number((redisUs / N).toFixed(1)),
+    redisBusyShare: Number((redisUs / (processS * 1e6)).toFixed(2)),
+    nodeBusyShare: Number((nodeUs / (processS * 1e6)).toFixed(2)),
   };
 }
 
@@ -232,6 +253,9 @@ const best = Object.fromEntries(
       enqueuePerS: median(ms.map((m) => m.enqueuePerS)),
       processPerS: median(ms.map((m) => m.processPerS)),
       cpuUsPerTask: median(ms.map((m) => m.cpuUsPerTask)),
+      redisCpuUsPerTask: median(ms.map((m) => m.redisCpuUsPerTask)),
+      redisBusyShare: median(ms.map((m) => m.redisBusyShare)),
+      nodeBusyShare: median(ms.map((m) => m.nodeBusyShare)),
     },
   ]),
 ) as Record<keyof typeof sides, Measured>;

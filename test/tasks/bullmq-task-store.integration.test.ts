@@ -92,9 +92,19 @@ it('counts() reads no failed job: Redis tells error, timeout and cancelled apart
     );
     expect(done).toHaveLength(n);
     expect(await store.cancel((await store.enqueue([{ name: 'c1' }, { name: 'c2' }])).map((r) => r.id))).toHaveLength(2);
-    // Every command Redis runs from here on, scripts' included, as MONITOR shows them.
+    // Every command Redis runs from here on, scripts' included, as MONITOR shows them. MONITOR's stream lags the
+    // commands: what it shows before a marker sent now ran before now, and is left out.
     const seen: string[][] = [];
-    monitor.on('monitor', (_time: string, args: string[]) => seen.push(args));
+    const marker = `counts-from-here-${Date.now()}`;
+    let marked = false;
+    monitor.on('monitor', (_time: string, args: string[]) => {
+      if (marked) seen.push(args);
+      else marked = args[0]?.toUpperCase() === 'ECHO' && args[1] === marker;
+    });
+    const client = new Redis(url);
+    await client.echo(marker);
+    await client.quit();
+    await waitFor(() => marked, 'MONITOR to show the marker');
     expect(await store.counts()).toEqual([
       { queue: 'default', state: 'cancelled', count: 2 },
       { queue: 'default', state: 'error', count: 20 },

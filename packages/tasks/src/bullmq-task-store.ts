@@ -13,7 +13,7 @@ import type { PruneCount, RetentionPolicy, RetentionRule } from './retention.js'
 import { checkSchedule, type ScheduleDefinition, type ScheduleRecord } from './schedules.js';
 import { type StoredBackoff, storedBackoffProblem } from './task-backoff.js';
 import {
-  encodeEvent,
+  encodeEventBatches,
   followEvents,
   leaseLostEvent,
   type TaskEvent,
@@ -795,7 +795,7 @@ export class BullMQTaskStore implements TaskStore {
           fresh ||= job.id === e.jobId;
           if (job.id === e.jobId) events.push({ type: 'enqueued', id: `${queue}/${job.id}`, queue, name: job.name, attempt: 0 });
         });
-        await this.emit(events);
+        this.emit(events);
         if (fresh) await this.redis.publish(`${this.prefix}:stagefabric-enqueued`, queue);
       }),
     );
@@ -805,7 +805,7 @@ export class BullMQTaskStore implements TaskStore {
   /** Claims up to `limit` jobs in one script (CLAIM); a queue BullMQ limits is served by BullMQ's own fetch. */
   async claim(queue: string, limit: number, owner: string, leaseMs: number): Promise<ClaimedTask[]> {
     const claimed = await this.claimTasks(queue, limit, owner, leaseMs);
-    await this.emit(claimed.map((t) => ({ type: 'started', id: t.id, queue: t.queue, name: t.name, attempt: t.attempt })));
+    this.emit(claimed.map((t) => ({ type: 'started', id: t.id, queue: t.queue, name: t.name, attempt: t.attempt })));
     return claimed;
   }
 
@@ -984,7 +984,7 @@ export class BullMQTaskStore implements TaskStore {
     const recorded =
       (await this.redis.sfProgress(this.lockKey(q, where.jobId), q.toKey(where.jobId), claim.claimant, String(claim.attempt), wrapped)) ===
       1;
-    if (recorded) await this.emit([{ type: 'progress', id: claim.id, queue: where.queue, attempt: claim.attempt, progress }]);
+    if (recorded) this.emit([{ type: 'progress', id: claim.id, queue: where.queue, attempt: claim.attempt, progress }]);
     return recorded;
   }
 
@@ -1102,7 +1102,7 @@ export class BullMQTaskStore implements TaskStore {
     ]);
     const done = [...succeeded.flat(), ...failed].filter((id): id is string => id !== undefined);
     const byId = new Map(valid.map((v) => [v.o.id, v.o]));
-    await this.emit(
+    this.emit(
       done.flatMap((id): Omit<TaskEvent, 'at'>[] => {
         const o = byId.get(id);
         const queue = BullMQTaskStore.split(id)?.queue;
@@ -1183,7 +1183,7 @@ export class BullMQTaskStore implements TaskStore {
         return typeof moved === 'string' ? { id: claim.id, queue: where.queue, attempt: claim.attempt, name: moved } : undefined;
       }),
     ).then((all) => all.filter((r) => r !== undefined));
-    await this.emit(
+    this.emit(
       released.map((r) => ({ type: 'released', id: r.id, queue: r.queue, attempt: r.attempt, ...(r.name === '' ? {} : { name: r.name }) })),
     );
     return released.map((r) => r.id);
@@ -1225,7 +1225,7 @@ export class BullMQTaskStore implements TaskStore {
         ATTEMPTS_KEPT,
       );
       recovered += jobs.length;
-      await this.emit(
+      this.emit(
         jobs.map(([jobId, name, attempt, final, error]) =>
           leaseLostEvent(final === 1, {
             id: `${queue}/${jobId}`,
@@ -1450,7 +1450,7 @@ export class BullMQTaskStore implements TaskStore {
       // An operator's retry starts the task afresh: its handler's last progress goes.
       await this.redis.hdel(this.queue(where.queue).toKey(where.jobId), 'progress');
       changed.push(id);
-      await this.emit([{ type: 'retried', id, queue: where.queue, name: job.name, attempt: 0 }]);
+      this.emit([{ type: 'retried', id, queue: where.queue, name: job.name, attempt: 0 }]);
       await this.redis.publish(`${this.prefix}:stagefabric-enqueued`, where.queue);
     }
     return changed;
@@ -1485,7 +1485,7 @@ export class BullMQTaskStore implements TaskStore {
   }
 
   private async cancelled(ids: string[]): Promise<string[]> {
-    await this.emit(
+    this.emit(
       ids.flatMap((id): Omit<TaskEvent, 'at'>[] => {
         const queue = BullMQTaskStore.split(id)?.queue;
         return queue === undefined ? [] : [{ type: 'cancelled', id, queue }];
@@ -1494,14 +1494,20 @@ export class BullMQTaskStore implements TaskStore {
     return ids;
   }
 
-  /** Lifecycle events, published on the prefix's events channel right after the change (see task-events.ts). */
-  private async emit(events: readonly Omit<TaskEvent, 'at'>[]): Promise<void> {
+  /**
+   * Lifecycle events, published on the prefix's events channel right after
+   * the change (see task-events.ts): a call's events in one message, sent
+   * with the connection's next write and not waited for (the connection
+   * keeps its commands in order, so a task's events stay in order). A
+   * publish that fails is reported through onError.
+   */
+  private emit(events: readonly Omit<TaskEvent, 'at'>[]): void {
     if (events.length === 0) return;
     const channel = `${this.prefix}:stagefabric-events`;
-    const pipeline = this.redis.pipeline();
-    for (const e of events) pipeline.publish(channel, encodeEvent(e));
-    await pipeline.exec();
+    for (const payload of encodeEventBatches(events)) this.redis.publish(channel, payload).catch(this.onEmitError);
   }
+
+  private readonly onEmitError = (error: Error) => this.onError(new Error(`task events not published: ${error.message}`));
 
   events(options?: TaskEventsOptions): AsyncIterable<TaskEvent | TaskEventsOverflow> {
     const channel = `${this.prefix}:stagefabric-events`;

@@ -51,6 +51,7 @@ export {
 } from './task-backoff.js';
 export {
   decodeEvent,
+  decodeEvents,
   EVENT_BUFFER_DEFAULT,
   type TaskEvent,
   type TaskEventReason,

@@ -91,16 +91,65 @@ export function encodeEvent(event: Omit<TaskEvent, 'at'> & { at?: number }): str
   return JSON.stringify(small);
 }
 
+/** Events sent together as one payload are cut into payloads of about this many characters. */
+const BATCH_PAYLOAD_CHARS = 64 * 1024;
+
+/**
+ * Events as few payloads (JSON arrays of encoded events, each about 64 KiB
+ * at most), for a channel without NOTIFY's size limit: one message per
+ * batch instead of one per event.
+ */
+export function encodeEventBatches(events: readonly (Omit<TaskEvent, 'at'> & { at?: number })[]): string[] {
+  const payloads: string[] = [];
+  let part: string[] = [];
+  let chars = 0;
+  for (const e of events) {
+    const text = encodeEvent(e);
+    if (part.length > 0 && chars + text.length > BATCH_PAYLOAD_CHARS) {
+      payloads.push(`[${part.join(',')}]`);
+      part = [];
+      chars = 0;
+    }
+    part.push(text);
+    chars += text.length + 1;
+  }
+  if (part.length > 0) payloads.push(`[${part.join(',')}]`);
+  return payloads;
+}
+
+function asEvent(e: unknown): TaskEvent | undefined {
+  if (typeof e !== 'object' || e === null) return undefined;
+  const { type, id, queue } = e as Partial<TaskEvent>;
+  return typeof type === 'string' && TYPES.has(type) && typeof id === 'string' && typeof queue === 'string' ? (e as TaskEvent) : undefined;
+}
+
 /** A payload back as an event, or undefined when it is not one (another writer on the channel). */
 export function decodeEvent(payload: string): TaskEvent | undefined {
   try {
-    const e = JSON.parse(payload) as TaskEvent;
-    if (typeof e !== 'object' || e === null || !TYPES.has(e.type) || typeof e.id !== 'string' || typeof e.queue !== 'string')
-      return undefined;
-    return e;
+    return asEvent(JSON.parse(payload));
   } catch {
     return undefined;
   }
+}
+
+/** A payload of one event or of a batch (an array) back as its events; what is not an event is left out. */
+export function decodeEvents(payload: string): TaskEvent[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(payload);
+  } catch {
+    return [];
+  }
+  if (!Array.isArray(parsed)) {
+    const one = asEvent(parsed);
+    return one === undefined ? [] : [one];
+  }
+  const events: TaskEvent[] = [];
+  for (const e of parsed) {
+    const event = asEvent(e);
+    if (event !== undefined) events.push(event);
+  }
+  return events;
 }
 
 /**
@@ -127,12 +176,14 @@ export async function* followEvents(
     w?.();
   };
   const unsubscribe = await subscribe((payload) => {
-    const event = decodeEvent(payload);
-    if (event === undefined) return;
-    buffer.push(event);
-    if (buffer.length - head > size) {
-      head++;
-      dropped++;
+    const events = decodeEvents(payload);
+    if (events.length === 0) return;
+    for (const event of events) {
+      buffer.push(event);
+      if (buffer.length - head > size) {
+        head++;
+        dropped++;
+      }
     }
     if (head > 1024 && head * 2 > buffer.length) {
       buffer.splice(0, head);

@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { encodeEvent, followEvents } from '../src/task-events.js';
+import { decodeEvents, encodeEvent, encodeEventBatches, followEvents } from '../src/task-events.js';
 
 it('a follower that falls behind keeps the newest events of its bounded buffer and says how many it dropped', async () => {
   let push: (payload: string) => void = () => {};
@@ -38,4 +38,22 @@ it('keeps a notification small: a long error is cut, a large progress left out',
 it('refuses a bad buffer size with SF_BAD_OPTION naming the option', async () => {
   const events = followEvents(async () => async () => {}, { bufferSize: 0 });
   await expect(events.next()).rejects.toMatchObject({ code: 'SF_BAD_OPTION', message: expect.stringContaining('bufferSize') });
+});
+
+it('a batch of events goes as few payloads of at most about 64 KiB, and comes back whole and in order', () => {
+  const events = Array.from({ length: 3000 }, (_, n) => ({ type: 'failed' as const, id: String(n), queue: 'q', error: 'e'.repeat(100) }));
+  const payloads = encodeEventBatches(events);
+  expect(payloads.length).toBeGreaterThan(1);
+  for (const p of payloads) expect(p.length).toBeLessThanOrEqual(64 * 1024 + 1);
+  const back = payloads.flatMap(decodeEvents);
+  expect(back.map((e) => e.id)).toEqual(events.map((e) => e.id));
+  expect(encodeEventBatches([])).toEqual([]);
+});
+
+it('reads one event or a batch, and leaves out what is not an event', () => {
+  expect(decodeEvents(encodeEvent({ type: 'started', id: '1', queue: 'q' })).map((e) => e.id)).toEqual(['1']);
+  const mixed = JSON.stringify([{ type: 'started', id: '1', queue: 'q', at: 1 }, { type: 'nope', id: '2', queue: 'q' }, 7, null]);
+  expect(decodeEvents(mixed).map((e) => e.id)).toEqual(['1']);
+  expect(decodeEvents('not json')).toEqual([]);
+  expect(decodeEvents('{"hello":1}')).toEqual([]);
 });
