@@ -14,7 +14,9 @@
  * (tasks made up in memory, outcomes taken at once): the pipeline's own
  * ceiling on this machine, so the store/free ratio says what the store costs.
  * Each side's Node CPU per task over the drain is printed too: on a shared
- * machine it moves less from run to run than tasks/s.
+ * machine it moves less from run to run than tasks/s. So are Redis's main
+ * thread CPU per task and the share of the drain each process was busy
+ * (near 1: that process bounds the drain; both well under: round trips do).
  * REDIS_URL names the server (default a local one).
  */
 import { randomUUID } from 'node:crypto';
@@ -349,6 +351,15 @@ emitFigure(json, {
   subject: peer,
   settings: workerSettings,
 });
+// Redis's side of the drain, and how busy each process was: which of the two bounds each side.
+for (const [key, m, subject, settings] of [
+  ['bullmq_store', best.store, 'stagefabric', storeSettings],
+  ['bullmq_worker', best.worker, peer, workerSettings],
+] as const) {
+  emitFigure(json, { bench: 'bullmq', figure: `${key}_redis_cpu_us_per_task`, value: m.redisCpuUsPerTask, unit: 'µs', subject, settings });
+  emitFigure(json, { bench: 'bullmq', figure: `${key}_redis_busy_share`, value: m.redisBusyShare, unit: 'x', subject, settings });
+  emitFigure(json, { bench: 'bullmq', figure: `${key}_node_busy_share`, value: m.nodeBusyShare, unit: 'x', subject, settings });
+}
 emitFigure(json, {
   bench: 'bullmq',
   figure: 'tasks_pipeline_free_store_node_cpu_us_per_task',

@@ -4,7 +4,8 @@
  * With --json, one figure line each (bench/figures.ts).
  *
  * producer -> producer_consumer (x + 1) -> consumer over N events (default
- * 20 M) at maxDemand 1000 and 10, beside a Node objectMode
+ * 20 M) at maxDemand 1000 (batches of 500), 2000 (batches of 1000, as the
+ * loop's arrays) and 10, beside a Node objectMode
  * Readable -> Transform -> Writable pipeline and a plain loop over arrays of
  * 1000, all in this one process and run. The pipeline and the loop run in
  * alternating rounds after a warm-up; each keeps its best round.
@@ -124,6 +125,8 @@ arrayLoop(WARMUP);
 
 const ROUNDS = 3;
 let big = { seconds: Number.POSITIVE_INFINITY, sum: 0 };
+/** maxDemand 2000, minDemand 1000: batches of 1000, the loop's array length. */
+let sameBatches = { seconds: Number.POSITIVE_INFINITY, sum: 0 };
 let loop = { seconds: Number.POSITIVE_INFINITY, sum: 0 };
 let heapGrowth = 0;
 for (let round = 0; round < ROUNDS; round++) {
@@ -134,6 +137,9 @@ for (let round = 0; round < ROUNDS; round++) {
   heapGrowth = Math.max(heapGrowth, process.memoryUsage().heapUsed - heapBefore);
   check('stages maxDemand 1000', run.sum);
   if (run.seconds < big.seconds) big = run;
+  const same = await stages(TOTAL, 2000);
+  check('stages maxDemand 2000', same.sum);
+  if (same.seconds < sameBatches.seconds) sameBatches = same;
   const l = arrayLoop(TOTAL);
   check('array loop', l.sum);
   if (l.seconds < loop.seconds) loop = l;
@@ -148,6 +154,14 @@ const settings = { events: TOTAL, maxDemand: 1000, best_of_rounds: ROUNDS };
 const fig = (figure: string, value: number, unit: string, subject: string, extra: Record<string, unknown> = settings) =>
   emitFigure(json, { bench: 'runtime', figure, value, unit, subject, settings: extra });
 fig('pipeline_events_per_s', Math.round(TOTAL / big.seconds), 'events/s', 'stagefabric');
+fig('pipeline_loop_batching_events_per_s', Math.round(TOTAL / sameBatches.seconds), 'events/s', 'stagefabric', {
+  ...settings,
+  maxDemand: 2000,
+  batch: 1000,
+});
+fig('pipeline_loop_batching_vs_loop_ratio', Number((TOTAL / sameBatches.seconds / (TOTAL / loop.seconds)).toFixed(2)), 'x', 'stagefabric', {
+  what: 'the pipeline against the loop at the loop batching (arrays of 1000 each)',
+});
 fig('pipeline_max_demand_10_events_per_s', Math.round(smallTotal / small.seconds), 'events/s', 'stagefabric', {
   events: smallTotal,
   maxDemand: 10,

@@ -5,6 +5,7 @@ import pg from 'pg';
 import { afterAll, expect, inject, it, vi } from 'vitest';
 import { inSchema, MIGRATIONS, PRUNE_BEYOND } from '../../packages/tasks/src/task-sql.js';
 import { cancelRunningConformance } from '../../packages/tasks/test/cancel-running.conformance.js';
+import { claimLookingAheadConformance } from '../../packages/tasks/test/claim-looking-ahead.conformance.js';
 import { retentionStoreConformance } from '../../packages/tasks/test/retention-store.conformance.js';
 import { scheduleStoreConformance } from '../../packages/tasks/test/schedule-store.conformance.js';
 import { taskBackoffConformance } from '../../packages/tasks/test/task-backoff.conformance.js';
@@ -35,6 +36,7 @@ retentionStoreConformance('PostgreSQL', make);
 scheduleStoreConformance('PostgreSQL', make, peer);
 uniqueWindowConformance('PostgreSQL', make);
 cancelRunningConformance('PostgreSQL', make);
+claimLookingAheadConformance('PostgreSQL', make);
 taskBackoffConformance('PostgreSQL', make);
 
 afterAll(async () => {

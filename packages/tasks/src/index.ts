@@ -95,6 +95,7 @@ export {
   type TaskSchedulerOptions,
 } from './task-scheduler.js';
 export {
+  type ClaimBatch,
   type ClaimedTask,
   type EnqueueOptions,
   type EnqueueResult,

@@ -4,9 +4,10 @@ import { checkSchedule, type ScheduleDefinition, type ScheduleRecord } from './s
 import type { StoredBackoff } from './task-backoff.js';
 import type { TaskEvent, TaskEventsOptions, TaskEventsOverflow } from './task-events.js';
 import { encodeEvent, followEvents, leaseLostEvent } from './task-events.js';
-import { checkLimits, checkProgress, checkTasks, TASK_DEFAULTS } from './task-input.js';
+import { type CheckedTask, checkLimits, checkProgress, checkTasks, TASK_DEFAULTS } from './task-input.js';
 import * as sql from './task-sql.js';
 import type {
+  ClaimBatch,
   ClaimedTask,
   EnqueueResult,
   NewTask,
@@ -239,22 +240,28 @@ export class SqlTaskStore implements TaskStore {
     if (tasks.some(windowed)) return this.enqueueWindowed(query, tasks);
     const checked = checkTasks(tasks, this.maxPayloadBytes);
     if (checked.length === 0) return [];
+    // One task's values as they are, a batch's as one array per column (ENQUEUE_ONE, ENQUEUE).
+    const column: <T>(value: (t: CheckedTask) => T) => T | T[] =
+      checked.length === 1 ? (value) => value(checked[0] as CheckedTask) : (value) => checked.map(value);
     const rows = await tracedEnqueue(checked, (traceparent) =>
-      query<{ id: string; queue: string; duplicate: boolean; existing_id: string | null }>(this.s(sql.ENQUEUE), [
-        checked.map((t) => t.queue),
-        checked.map((t) => t.name),
-        checked.map((t) => t.args),
-        checked.map((t) => t.priority),
-        checked.map((t) => t.maxAttempts),
-        checked.map((t) => t.timeoutMs),
-        checked.map((t) => t.runAt.toISOString()),
-        checked.map((t) => t.uniqueKey),
-        this.channel,
-        checked.map(() => traceparent ?? null),
-        checked.map((t) => t.group),
-        checked.map((t) => (t.backoff === null ? null : JSON.stringify(t.backoff))),
-        this.eventsChannel,
-      ]),
+      query<{ id: string; queue: string; duplicate: boolean; existing_id: string | null }>(
+        this.s(checked.length === 1 ? sql.ENQUEUE_ONE : sql.ENQUEUE),
+        [
+          column((t) => t.queue),
+          column((t) => t.name),
+          column((t) => t.args),
+          column((t) => t.priority),
+          column((t) => t.maxAttempts),
+          column((t) => t.timeoutMs),
+          column((t) => t.runAt.toISOString()),
+          column((t) => t.uniqueKey),
+          this.channel,
+          column(() => traceparent ?? null),
+          column((t) => t.group),
+          column((t) => (t.backoff === null ? null : JSON.stringify(t.backoff))),
+          this.eventsChannel,
+        ],
+      ),
     );
     // A duplicate of a task earlier in this same batch is not visible to the statement's own lookup: resolve it here.
     const inBatch = new Map<string, string>();
@@ -333,9 +340,41 @@ export class SqlTaskStore implements TaskStore {
     if (!this.limitedQueues.has(queue)) {
       const rows = await this.driver.query<ClaimRow>(this.s(sql.CLAIM), [queue, limit, owner, leaseMs, this.eventsChannel]);
       // The plain claim leaves a limited queue alone: an empty answer may mean limits were set since.
-      if (rows.length > 0 || (await this.driver.query(this.s(sql.IS_LIMITED), [queue])).length === 0) return toClaimed(rows, owner);
-      this.limitedQueues.add(queue);
+      if (rows.length > 0 || !(await this.isLimited(queue))) return toClaimed(rows, owner);
     }
+    return this.claimLimited(queue, limit, owner, leaseMs);
+  }
+
+  async claimLookingAhead(queue: string, limit: number, owner: string, leaseMs: number): Promise<ClaimBatch> {
+    if (limit <= 0) return { tasks: [] };
+    if (!this.limitedQueues.has(queue)) {
+      const rows = await this.driver.query<ClaimRow & { next_run_at: Date | null }>(this.s(sql.CLAIM_LOOKING_AHEAD), [
+        queue,
+        limit,
+        owner,
+        leaseMs,
+        this.eventsChannel,
+      ]);
+      // One row of nulls, but for next_run_at, when nothing was claimed.
+      const claimed = rows[0]?.id == null ? [] : rows;
+      if (claimed.length > 0 || !(await this.isLimited(queue))) {
+        const tasks = toClaimed(claimed, owner);
+        if (tasks.length === limit) return { tasks };
+        const at = rows[0]?.next_run_at;
+        return { tasks, nextRunAt: at == null ? null : new Date(at) };
+      }
+    }
+    return { tasks: await this.claimLimited(queue, limit, owner, leaseMs) };
+  }
+
+  /** Whether `queue` has limits; one that has is remembered, and claimed under its lock from then on. */
+  private async isLimited(queue: string): Promise<boolean> {
+    if ((await this.driver.query(this.s(sql.IS_LIMITED), [queue])).length === 0) return false;
+    this.limitedQueues.add(queue);
+    return true;
+  }
+
+  private claimLimited(queue: string, limit: number, owner: string, leaseMs: number): Promise<ClaimedTask[]> {
     return this.driver.transaction(async (query) => {
       const [lim] = await query<LimitsRow & { paused: boolean; limited: boolean }>(this.s(sql.LOCK_LIMITED), [queue]);
       if (lim?.limited !== true) {

@@ -1,5 +1,5 @@
 import { backoffMs, producer, type StageContext } from '@stagefabric/runtime';
-import type { ClaimedTask, TaskStore } from './task-store.js';
+import type { ClaimBatch, ClaimedTask, TaskStore } from './task-store.js';
 
 export interface TaskProducerOptions {
   readonly store: TaskStore;
@@ -37,7 +37,7 @@ interface State {
 type Info =
   | 'wake'
   | 'poll'
-  | { readonly claimed: ClaimedTask[]; readonly asked: number }
+  | { readonly claimed: ClaimedTask[]; readonly asked: number; readonly lookedAhead: Date | null | undefined }
   | { readonly failed: Error }
   | { readonly nextRunAt: number | null };
 
@@ -56,11 +56,17 @@ export function taskProducer(options: TaskProducerOptions) {
   const claimMax = options.claimMax ?? TASK_PRODUCER_DEFAULTS.claimMax;
   const { store } = options;
 
+  /** A store that looks ahead in its claim saves the producer asking nextRunAt after a short one. */
+  const claimBatch = async (asked: number): Promise<ClaimBatch> =>
+    store.claimLookingAhead === undefined
+      ? { tasks: await store.claim(queue, asked, options.owner, leaseMs) }
+      : store.claimLookingAhead(queue, asked, options.owner, leaseMs);
+
   const claim = (state: State, ctx: StageContext) => {
     if (state.claiming !== undefined || state.pending === 0) return;
     const asked = Math.min(state.pending, claimMax);
-    state.claiming = store.claim(queue, asked, options.owner, leaseMs).then(
-      (claimed) => ctx.send(ctx.self, { claimed, asked }),
+    state.claiming = claimBatch(asked).then(
+      (batch) => ctx.send(ctx.self, { claimed: batch.tasks, asked, lookedAhead: batch.nextRunAt }),
       (error: Error) => ctx.send(ctx.self, { failed: error }),
     );
   };
@@ -71,6 +77,16 @@ export function taskProducer(options: TaskProducerOptions) {
       (at) => ctx.send(ctx.self, { nextRunAt: at === null ? null : at.getTime() }),
       () => {},
     );
+  };
+
+  /** A wake-up at `at` (ms), if it falls before the next poll and before (or instead of a past) one already set. */
+  const wakeAt = (at: number, state: State, ctx: StageContext) => {
+    const now = ctx.clock.now();
+    const delay = at - now;
+    if (delay < pollIntervalMs && (state.dueAt === undefined || at < state.dueAt || state.dueAt < now)) {
+      state.dueAt = at;
+      ctx.sendAfter(Math.max(0, delay), 'wake');
+    }
   };
 
   return producer<State, ClaimedTask, unknown>({
@@ -107,7 +123,11 @@ export function taskProducer(options: TaskProducerOptions) {
         state.rewake = false;
         // A full claim means more may be waiting; a short one means the queue is empty for now, unless a wake-up came meanwhile.
         if (info.claimed.length === info.asked || rewake) claim(state, ctx);
-        else if (state.pending > 0) watchSchedule(ctx);
+        else if (state.pending > 0) {
+          const at = info.lookedAhead;
+          if (at === undefined) watchSchedule(ctx);
+          else if (at !== null) wakeAt(at.getTime(), state, ctx);
+        }
         return { events: info.claimed, state };
       } else if ('failed' in info) {
         state.claiming = undefined;
@@ -115,12 +135,7 @@ export function taskProducer(options: TaskProducerOptions) {
         options.onError?.(info.failed);
         ctx.sendAfter(backoffMs(state.failures, { baseMs: 100, maxMs: 5000 }), 'wake');
       } else if ('nextRunAt' in info && info.nextRunAt !== null) {
-        const now = ctx.clock.now();
-        const delay = info.nextRunAt - now;
-        if (delay < pollIntervalMs && (state.dueAt === undefined || info.nextRunAt < state.dueAt || state.dueAt < now)) {
-          state.dueAt = info.nextRunAt;
-          ctx.sendAfter(Math.max(0, delay), 'wake');
-        }
+        wakeAt(info.nextRunAt, state, ctx);
       }
       return { state };
     },

@@ -122,12 +122,12 @@ const TASK_COLUMNS = `id::text AS id, queue, name, args, state, priority, attemp
  * its id whether it was inserted or refused as a duplicate; the queues that
  * got tasks are notified on `$9`, and each task's `enqueued` event (see
  * task-events.ts) is a NOTIFY on `$13`, with no round trip of its own.
+ * `tasks` gives the input rows: arrays unnested (ENQUEUE) or one task's
+ * values (ENQUEUE_ONE).
  */
-export const ENQUEUE = `WITH input AS (
-    SELECT nextval(pg_get_serial_sequence('$schema.tasks', 'id')) AS id, t.*
-    FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::integer[], $5::integer[], $6::integer[], $7::timestamptz[], $8::text[],
-      $10::text[], $11::text[], $12::jsonb[])
-      WITH ORDINALITY AS t(queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent, grp, backoff, ord)
+function enqueueing(tasks: string): string {
+  return `WITH input AS (
+    SELECT nextval(pg_get_serial_sequence('$schema.tasks', 'id')) AS id, t.* FROM ${tasks}
   ), inserted AS (
     INSERT INTO $schema.tasks (id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent, grp, backoff)
     SELECT id, queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent, grp, backoff FROM input ORDER BY ord
@@ -146,6 +146,21 @@ export const ENQUEUE = `WITH input AS (
       WHERE inserted.id IS NULL AND existing.queue = input.queue AND existing.unique_key = input.unique_key
         AND existing.state IN ('waiting', 'running') LIMIT 1) AS existing_id
   FROM input LEFT JOIN inserted ON inserted.id = input.id ORDER BY input.ord`;
+}
+
+/** A batch: `$1`…`$8` and `$10`…`$12` are arrays, one element per task. */
+export const ENQUEUE = enqueueing(`unnest($1::text[], $2::text[], $3::jsonb[], $4::integer[], $5::integer[], $6::integer[],
+      $7::timestamptz[], $8::text[], $10::text[], $11::text[], $12::jsonb[])
+      WITH ORDINALITY AS t(queue, name, args, priority, max_attempts, timeout_ms, run_at, unique_key, traceparent, grp, backoff, ord)`);
+
+/**
+ * One task, its values as they are: PostgreSQL plans a statement of
+ * arrays again at every call (its generic plan expects many rows), this
+ * one once per connection, which halves a single enqueue's time.
+ */
+export const ENQUEUE_ONE = enqueueing(`(SELECT $1::text AS queue, $2::text AS name, $3::jsonb AS args, $4::integer AS priority,
+      $5::integer AS max_attempts, $6::integer AS timeout_ms, $7::timestamptz AS run_at, $8::text AS unique_key,
+      $10::text AS traceparent, $11::text AS grp, $12::jsonb AS backoff, 1::bigint AS ord) t`);
 
 /** A paused queue gives nothing to claims (and no wake-up time to its producers): `$1` is the queue. */
 const NOT_PAUSED = `NOT EXISTS (SELECT 1 FROM $schema.queues paused WHERE paused.name = $1 AND paused.paused)`;
@@ -217,6 +232,32 @@ export const CLAIM = `WITH next AS (
       t.lease_expires_at, t.priority, t.run_at, t.traceparent, t.first_run_traceparent, t.backoff
   ), ${STARTED_EVENTS}
   SELECT claimed.*, (SELECT n FROM started_events) AS notified FROM claimed`;
+
+/**
+ * CLAIM, and when it takes fewer than `$2` (the queue is drained for now)
+ * the earliest runAt of a task still waiting (as NEXT_RUN_AT), read in the
+ * same statement: the producer learns when to look again without a second
+ * round trip. One row per claimed task, or one row of nulls but
+ * `next_run_at` when none was claimed.
+ */
+export const CLAIM_LOOKING_AHEAD = `WITH next AS (
+    SELECT id FROM $schema.tasks
+    WHERE queue = $1 AND state = 'waiting' AND run_at <= now() AND ${NOT_PAUSED} AND ${NOT_LIMITED}
+    ORDER BY priority, run_at, id LIMIT $2
+    FOR UPDATE SKIP LOCKED
+  ), claimed AS (
+    UPDATE $schema.tasks t SET state = 'running', attempt = t.attempt + 1, lease_owner = $3,
+      lease_expires_at = now() + $4 * interval '1 millisecond', updated_at = now()
+    FROM next WHERE t.id = next.id
+    RETURNING t.id::text AS id, t.queue, t.name, t.args, t.attempt, t.max_attempts, t.timeout_ms, t.created_at,
+      t.lease_expires_at, t.priority, t.run_at, t.traceparent, t.first_run_traceparent, t.backoff
+  ), ${STARTED_EVENTS}, later AS (
+    -- The statement's snapshot still sees the claimed rows as waiting: they are left out by id.
+    SELECT min(w.run_at) AS next_run_at FROM $schema.tasks w
+    WHERE (SELECT count(*) FROM next) < $2 AND w.queue = $1 AND w.state = 'waiting' AND ${NOT_PAUSED}
+      AND NOT EXISTS (SELECT 1 FROM next WHERE next.id = w.id)
+  )
+  SELECT claimed.*, (SELECT n FROM started_events) AS notified, later.next_run_at FROM later LEFT JOIN claimed ON true`;
 
 export const IS_LIMITED = `SELECT 1 FROM $schema.queues WHERE name = $1 AND limited`;
 

@@ -210,6 +210,13 @@ export interface TaskCount {
   readonly count: number;
 }
 
+/** What `claimLookingAhead` answers. */
+export interface ClaimBatch {
+  readonly tasks: ClaimedTask[];
+  /** The earliest runAt of a task still waiting, null when none is; undefined when not looked for. */
+  readonly nextRunAt?: Date | null;
+}
+
 /** Schedules, retention, cancelling running tasks and events are part of the contract: see schedules.ts, retention.ts, cancel-running.ts, task-events.ts. */
 export interface TaskStore extends ScheduleStore, RetentionStore, CancelRunningStore, TaskEventsStore {
   /** Creates or upgrades the schema; safe to call from many agents at once. */
@@ -218,6 +225,14 @@ export interface TaskStore extends ScheduleStore, RetentionStore, CancelRunningS
   enqueue(tasks: readonly NewTask[]): Promise<EnqueueResult[]>;
   /** Claims up to `limit` due waiting tasks of `queue` for `owner`, by priority then runAt, in one round trip. */
   claim(queue: string, limit: number, owner: string, leaseMs: number): Promise<ClaimedTask[]>;
+  /**
+   * Optional: `claim`, and when it takes fewer than `limit` the earliest
+   * runAt of a task still waiting in `queue` (what `nextRunAt` answers), in
+   * the same round trip. `nextRunAt` is undefined where the store did not
+   * look (a full claim, or a queue it claims otherwise): the producer then
+   * asks `nextRunAt` itself.
+   */
+  claimLookingAhead?(queue: string, limit: number, owner: string, leaseMs: number): Promise<ClaimBatch>;
   /**
    * Takes over claims another node made (its producer claimed, this node's
    * runner will run): each claim still current passes to `holder` with a

@@ -2,6 +2,7 @@ import { expect, it } from 'vitest';
 import type { TaskStore } from '../src/index.js';
 import { PGliteTaskStore } from '../src/pglite-task-store.js';
 import { cancelRunningConformance } from './cancel-running.conformance.js';
+import { claimLookingAheadConformance } from './claim-looking-ahead.conformance.js';
 import { retentionStoreConformance } from './retention-store.conformance.js';
 import { scheduleStoreConformance } from './schedule-store.conformance.js';
 import { taskBackoffConformance } from './task-backoff.conformance.js';
@@ -23,6 +24,7 @@ retentionStoreConformance('embedded PGlite', make);
 scheduleStoreConformance('embedded PGlite', make, peer);
 uniqueWindowConformance('embedded PGlite', make);
 cancelRunningConformance('embedded PGlite', make);
+claimLookingAheadConformance('embedded PGlite', make);
 
 taskStoreLimitsConformance(
   'embedded PGlite',

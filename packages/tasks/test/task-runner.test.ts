@@ -84,8 +84,9 @@ async function pipeline(registry: TaskRegistry, options: Partial<TaskPipelineOpt
 /** A PGlite store whose claims, while `hold` is set, take effect at once and are answered only once it settles. */
 class HeldClaims extends PGliteTaskStore {
   hold: Promise<void> | undefined;
-  override async claim(...args: Parameters<PGliteTaskStore['claim']>) {
-    const claimed = await super.claim(...args);
+  /** The producer's claim (it looks ahead on the SQL stores). */
+  override async claimLookingAhead(...args: Parameters<PGliteTaskStore['claimLookingAhead']>) {
+    const claimed = await super.claimLookingAhead(...args);
     await this.hold;
     return claimed;
   }
