@@ -135,8 +135,25 @@ async function startPipeline(store: TaskStore, onTask: () => void): Promise<Stag
 }
 
 /** The store as an agent runs it: producer and runner in this process, 50 running, up to 500 claimed ahead. */
+/** The store's claims and completions during drains: each call's round trip (ms) and how many tasks it carried. */
+const storeCalls = { claim: [] as [number, number][], complete: [] as [number, number][] };
+
 function store(prefix: string): Side {
   const s = new BullMQTaskStore({ url: REDIS_URL, prefix });
+  const claim = s.claim.bind(s);
+  s.claim = async (...a) => {
+    const t = performance.now();
+    const got = await claim(...a);
+    storeCalls.claim.push([performance.now() - t, got.length]);
+    return got;
+  };
+  const complete = s.complete.bind(s);
+  s.complete = async (outcomes) => {
+    const t = performance.now();
+    const done = await complete(outcomes);
+    storeCalls.complete.push([performance.now() - t, outcomes.length]);
+    return done;
+  };
   let system: StageSystem | undefined;
   return {
     enqueue: async (count) => void (await s.enqueue(Array.from({ length: count }, () => ({ name: 'noop' })))),
@@ -351,6 +368,26 @@ emitFigure(json, {
   subject: peer,
   settings: workerSettings,
 });
+// The store's round trips: a claim or a batch of outcomes is one script, which Redis runs alone.
+for (const [call, list] of Object.entries(storeCalls)) {
+  const settings = { ...storeSettings, calls: list.length };
+  emitFigure(json, {
+    bench: 'bullmq',
+    figure: `bullmq_store_${call}_p50_ms`,
+    value: Number(median(list.map(([ms]) => ms)).toFixed(2)),
+    unit: 'ms',
+    subject: 'stagefabric',
+    settings,
+  });
+  emitFigure(json, {
+    bench: 'bullmq',
+    figure: `bullmq_store_${call}_tasks_p50`,
+    value: median(list.map(([, n]) => n)),
+    unit: 'tasks',
+    subject: 'stagefabric',
+    settings,
+  });
+}
 // Redis's side of the drain, and how busy each process was: which of the two bounds each side.
 for (const [key, m, subject, settings] of [
   ['bullmq_store', best.store, 'stagefabric', storeSettings],
