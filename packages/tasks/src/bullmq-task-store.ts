@@ -1283,8 +1283,12 @@ export class BullMQTaskStore implements TaskStore {
     return [...names].sort();
   }
 
-  /** `lock`: the lock token of a running job, which names its holder. */
-  private toRecord(job: Job<TaskData>, state: string, lock: string | null = null): TaskRecord {
+  /**
+   * `lock`: the lock token of a running job, which names its holder.
+   * `dueAt`: a delayed job's due time from the delayed set (ms), which a
+   * retry's backoff sets and the job's own timestamp and delay do not say.
+   */
+  private toRecord(job: Job<TaskData>, state: string, lock: string | null = null, dueAt: number | null = null): TaskRecord {
     const id = `${job.queueName}/${job.id}`;
     const data = taskData(job.data);
     const mapped: TaskState =
@@ -1299,7 +1303,7 @@ export class BullMQTaskStore implements TaskStore {
       attempt: job.attemptsStarted,
       maxAttempts: data.maxAttempts,
       timeoutMs: data.timeoutMs,
-      runAt: new Date(job.timestamp + (job.delay ?? 0)),
+      runAt: new Date(dueAt ?? job.timestamp + (job.delay ?? 0)),
       uniqueKey: data.uniqueKey,
       leaseOwner: mapped === 'running' && lock !== null ? ownerOf(lock) : null,
       leaseExpiresAt: null,
@@ -1319,17 +1323,18 @@ export class BullMQTaskStore implements TaskStore {
   private async jobsOf(
     queue: string,
     { withLocks = false, max, states = ['active', 'completed', 'failed', 'wait', 'prioritized', 'delayed'] }: JobsOfOptions = {},
-  ): Promise<{ job: Job<TaskData>; state: string; lock: string | null }[]> {
+  ): Promise<{ job: Job<TaskData>; state: string; lock: string | null; dueAt: number | null }[]> {
     const q = this.queue(queue);
-    const out: { job: Job<TaskData>; state: string; lock: string | null }[] = [];
+    const out: { job: Job<TaskData>; state: string; lock: string | null; dueAt: number | null }[] = [];
     for (const state of states) {
       const jobs = ((await q.getJobs([state], 0, max === undefined ? -1 : max - 1)) as (Job<TaskData> | undefined)[]).filter(
         (j): j is Job<TaskData> => j !== undefined,
       );
       const locks =
         withLocks && state === 'active' && jobs.length > 0 ? await this.redis.mget(jobs.map((j) => this.lockKey(q, j.id as string))) : [];
+      const dueAt = state === 'delayed' && jobs.length > 0 ? await this.dueTimes(q, jobs.map((j) => j.id as string)) : [];
       jobs.forEach((job, i) => {
-        out.push({ job, state, lock: locks[i] ?? null });
+        out.push({ job, state, lock: locks[i] ?? null, dueAt: dueAt[i] ?? null });
       });
     }
     return out;
@@ -1368,8 +1373,8 @@ export class BullMQTaskStore implements TaskStore {
     const needle = filter.errorContains?.toLowerCase() ?? '';
     const records: TaskRecord[] = [];
     for (const queue of queues) {
-      for (const { job, state, lock } of await this.jobsOf(queue, { withLocks: true, max: this.scanMax })) {
-        const r = this.toRecord(job, state, lock);
+      for (const { job, state, lock, dueAt } of await this.jobsOf(queue, { withLocks: true, max: this.scanMax })) {
+        const r = this.toRecord(job, state, lock, dueAt);
         if (filter.state !== undefined && r.state !== filter.state) continue;
         if (filter.name !== undefined && r.name !== filter.name) continue;
         if (needle !== '' && !(r.lastError ?? '').toLowerCase().includes(needle)) continue;
@@ -1431,7 +1436,14 @@ export class BullMQTaskStore implements TaskStore {
     const job = (await Job.fromId(q, where.jobId)) as Job<TaskData> | undefined;
     if (job === undefined) return null;
     const state = await job.getState();
-    return this.toRecord(job, state, state === 'active' ? await this.redis.get(this.lockKey(q, where.jobId)) : null);
+    const lock = state === 'active' ? await this.redis.get(this.lockKey(q, where.jobId)) : null;
+    return this.toRecord(job, state, lock, state === 'delayed' ? (await this.dueTimes(q, [where.jobId]))[0] : null);
+  }
+
+  /** Delayed jobs' due times (ms), from the delayed set's scores (due time × 0x1000, BullMQ's order within a millisecond). */
+  private async dueTimes(q: Queue, jobIds: readonly string[]): Promise<(number | null)[]> {
+    const scores = await Promise.all(jobIds.map((id) => this.redis.zscore(q.keys.delayed as string, id)));
+    return scores.map((score) => (score === null ? null : Math.floor(Number(score) / 0x1000)));
   }
 
   /** Failed and cancelled tasks back to waiting, their attempts counted from zero again: BullMQ's retry, one script. */

@@ -67,6 +67,10 @@ export function taskBackoffConformance(name: string, make: () => Promise<TaskSto
         // The clock moved on a little while the test looked: the wait is the task's ten minutes less that, not the handler's hour.
         expect(wait).toBeGreaterThan(10 * MINUTE - 30_000);
         expect(wait).toBeLessThanOrEqual(10 * MINUTE);
+        // The task's record says when it runs again, as the store's look for the next task does.
+        const retryAt = (await store.nextRunAt('bo'))?.getTime();
+        expect((await store.get(own?.id as string))?.runAt.getTime()).toBe(retryAt);
+        expect((await store.list({ queue: 'bo', state: 'waiting' })).map((t) => t.runAt.getTime())).toEqual([retryAt]);
       } finally {
         let stopped = false;
         const stopping = system.shutdown().finally(() => {
