@@ -219,7 +219,8 @@ const STARTED_EVENTS = `started_events AS (
       'at', (extract(epoch FROM now()) * 1000)::bigint)::text)) AS n FROM claimed
   )`;
 
-export const CLAIM = `WITH next AS (
+/** The unlimited claim's steps: pick due waiting tasks (skipping locked ones), take them, send their `started` events. */
+const CLAIMING = `WITH next AS (
     SELECT id FROM $schema.tasks
     WHERE queue = $1 AND state = 'waiting' AND run_at <= now() AND ${NOT_PAUSED} AND ${NOT_LIMITED}
     ORDER BY priority, run_at, id LIMIT $2
@@ -230,7 +231,9 @@ export const CLAIM = `WITH next AS (
     FROM next WHERE t.id = next.id
     RETURNING t.id::text AS id, t.queue, t.name, t.args, t.attempt, t.max_attempts, t.timeout_ms, t.created_at,
       t.lease_expires_at, t.priority, t.run_at, t.traceparent, t.first_run_traceparent, t.backoff
-  ), ${STARTED_EVENTS}
+  ), ${STARTED_EVENTS}`;
+
+export const CLAIM = `${CLAIMING}
   SELECT claimed.*, (SELECT n FROM started_events) AS notified FROM claimed`;
 
 /**
@@ -240,18 +243,7 @@ export const CLAIM = `WITH next AS (
  * round trip. One row per claimed task, or one row of nulls but
  * `next_run_at` when none was claimed.
  */
-export const CLAIM_LOOKING_AHEAD = `WITH next AS (
-    SELECT id FROM $schema.tasks
-    WHERE queue = $1 AND state = 'waiting' AND run_at <= now() AND ${NOT_PAUSED} AND ${NOT_LIMITED}
-    ORDER BY priority, run_at, id LIMIT $2
-    FOR UPDATE SKIP LOCKED
-  ), claimed AS (
-    UPDATE $schema.tasks t SET state = 'running', attempt = t.attempt + 1, lease_owner = $3,
-      lease_expires_at = now() + $4 * interval '1 millisecond', updated_at = now()
-    FROM next WHERE t.id = next.id
-    RETURNING t.id::text AS id, t.queue, t.name, t.args, t.attempt, t.max_attempts, t.timeout_ms, t.created_at,
-      t.lease_expires_at, t.priority, t.run_at, t.traceparent, t.first_run_traceparent, t.backoff
-  ), ${STARTED_EVENTS}, later AS (
+export const CLAIM_LOOKING_AHEAD = `${CLAIMING}, later AS (
     -- The statement's snapshot still sees the claimed rows as waiting: they are left out by id.
     SELECT min(w.run_at) AS next_run_at FROM $schema.tasks w
     WHERE (SELECT count(*) FROM next) < $2 AND w.queue = $1 AND w.state = 'waiting' AND ${NOT_PAUSED}
