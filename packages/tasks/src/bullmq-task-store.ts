@@ -1332,7 +1332,8 @@ export class BullMQTaskStore implements TaskStore {
       );
       const locks =
         withLocks && state === 'active' && jobs.length > 0 ? await this.redis.mget(jobs.map((j) => this.lockKey(q, j.id as string))) : [];
-      const dueAt = state === 'delayed' && jobs.length > 0 ? await this.dueTimes(q, jobs.map((j) => j.id as string)) : [];
+      const ids = jobs.map((j) => j.id as string);
+      const dueAt = state === 'delayed' ? await this.dueTimes(q, ids) : [];
       jobs.forEach((job, i) => {
         out.push({ job, state, lock: locks[i] ?? null, dueAt: dueAt[i] ?? null });
       });
