@@ -140,4 +140,51 @@ stages:
       await admin.query(`DROP SCHEMA ${schema} CASCADE`).finally(() => admin.end());
     }
   });
+
+  it('PostgreSQL cut off: each failed task store call is logged and counted by who made it, and the agent keeps answering', async () => {
+    const proxy = await proxyTo(databaseUrl);
+    const schema = `sf_o${randomUUID().slice(0, 8)}`;
+    const store = new PostgresTaskStore({ url: databaseUrl, schema });
+    await store.migrate();
+    try {
+      const f = await testFabric('redis://unused');
+      const topology = await f.topology(`
+tasks: { handlers: ${HANDLERS}, schema: ${schema} }
+stages:
+  tasks: { module: stagefabric:task-producer, args: { pollIntervalMs: 200 } }
+  runner: { module: stagefabric:task-runner, subscribe: [{ to: tasks, maxDemand: 10 }] }
+`);
+      const port = await freePort();
+      const agent = f.agent(topology, 'w1', {
+        DATABASE_URL: proxy.via(databaseUrl),
+        REDIS_URL: '',
+        TASK_RUNS_TABLE: `${schema}.none`,
+        STAGEFABRIC_METRICS_PORT: String(port),
+      });
+      const errors = async (source: string) =>
+        Number(
+          new RegExp(`stagefabric_task_store_errors_total\\{source="${source}"[^}]*\\} (\\d+)`).exec(
+            (await getWithinASecond(port, '/metrics')).body,
+          )?.[1] ?? 0,
+        );
+      await waitFor(
+        async () => (await getWithinASecond(port, '/metrics').catch(() => ({ body: '' }))).body.includes('stagefabric_tasks'),
+        'metrics',
+      );
+      expect(await errors('producer')).toBe(0);
+      // Every connection through the proxy is dropped, and new ones are refused.
+      await proxy.close();
+      await waitFor(async () => (await errors('producer')) >= 3, 'three failed producer polls to be counted');
+      const logged = () => agent.logs('task store error; retrying').filter((l) => l.source === 'producer');
+      await waitFor(() => logged().length >= 3, 'the failures to be logged');
+      expect(String((logged()[0]?.err as { message?: string })?.message)).toMatch(/ECONNREFUSED|Connection terminated|connect/i);
+      expect(agent.child.exitCode).toBeNull();
+      expect((await getWithinASecond(port, '/healthz')).status).toBe(200);
+    } finally {
+      await store.close();
+      const admin = new pg.Client({ connectionString: databaseUrl });
+      await admin.connect();
+      await admin.query(`DROP SCHEMA ${schema} CASCADE`).finally(() => admin.end());
+    }
+  });
 });

@@ -198,6 +198,7 @@ export class Agent {
       onPruned: (pruned) => this.metrics.tasksPrunedBy(pruned.states, pruned.count),
       onScheduleFired: (schedule, duplicate) => this.metrics.scheduleFired(schedule.name, duplicate),
       onScheduleSkipped: (schedule, count) => this.metrics.scheduleSkipped(schedule.name, count),
+      onStoreError: (source) => this.metrics.taskStoreError(source),
     });
     const builtins = this.tasks?.builtins ?? new Map();
     const specs = new Map<string, AnyStageSpec>();

@@ -47,6 +47,7 @@ export const METRIC_NAMES = {
   taskOutcomesRefused: 'stagefabric_task_outcomes_refused_total',
   taskLeasesLost: 'stagefabric_task_leases_lost_total',
   taskLeasesRecovered: 'stagefabric_task_leases_recovered_total',
+  taskStoreErrors: 'stagefabric_task_store_errors_total',
   taskEventsDropped: 'stagefabric_task_events_dropped_total',
   consoleActions: 'stagefabric_console_actions_total',
   scheduleFires: 'stagefabric_schedule_fires_total',
@@ -101,6 +102,7 @@ export class AgentMetrics {
   private readonly queueWait: Histogram;
   private readonly refused: Counter;
   private readonly leasesLost: Counter;
+  private readonly storeErrors: Counter;
   private readonly leasesRecovered: Counter;
   private readonly eventsDropped: Counter;
   private readonly consoleActions: Counter;
@@ -348,6 +350,12 @@ export class AgentMetrics {
       labelNames: ['queue', 'phase'],
       registers: [r],
     });
+    this.storeErrors = new Counter({
+      name: METRIC_NAMES.taskStoreErrors,
+      help: 'Task store calls that failed (each logged, and tried again), by who made them: producer, runner, store, retention, schedules.',
+      labelNames: ['source'],
+      registers: [r],
+    });
     this.leasesRecovered = new Counter({
       name: METRIC_NAMES.taskLeasesRecovered,
       help: "Tasks whose lease lapsed that this node's producer put back to waiting or failed on their last attempt.",
@@ -406,6 +414,10 @@ export class AgentMetrics {
 
   taskLeaseLost(task: ClaimedTask, phase: LeaseLossPhase): void {
     this.leasesLost.inc({ queue: task.queue, phase });
+  }
+
+  taskStoreError(source: string): void {
+    this.storeErrors.inc({ source });
   }
 
   taskLeasesRecovered(count: number): void {

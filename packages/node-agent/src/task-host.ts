@@ -47,7 +47,11 @@ export interface TaskHostOptions {
   readonly onPruned?: (pruned: PruneCount) => void;
   /** Missed fires beyond a schedule's backfill that this node's scheduler skipped. */
   readonly onScheduleSkipped?: (schedule: ScheduleRecord, count: number) => void;
+  /** A task store call that failed (logged here too), by who made it: producer, runner, store (its own connection), retention, schedules. */
+  readonly onStoreError?: (source: TaskStoreErrorSource) => void;
 }
+
+export type TaskStoreErrorSource = 'producer' | 'runner' | 'store' | 'retention' | 'schedules';
 
 /** How long an agent's boot waits for a PostgreSQL task store it cannot reach before it gives up. */
 export const TASK_STORE_CONNECT_TIMEOUT_MS = 60_000;
@@ -103,7 +107,10 @@ export class TaskHost {
   ) {
     this.owner = `${options.node}/${randomUUID().slice(0, 8)}`;
     const { logger } = options;
-    const onError = (error: Error) => logger.warn({ err: error }, 'task store error; retrying');
+    const failed = (source: TaskStoreErrorSource) => (error: Error) => {
+      logger.warn({ err: error, source }, 'task store error; retrying');
+      options.onStoreError?.(source);
+    };
     const asObject = (args: unknown, stage: string) => {
       if (args !== undefined && (typeof args !== 'object' || args === null)) throw new StageLoadError(`${stage}: args must be a map`);
       return (args ?? {}) as Record<string, unknown>;
@@ -143,7 +150,7 @@ export class TaskHost {
         'stagefabric:task-producer',
         (args) => {
           const a = asObject(args, 'stagefabric:task-producer') as ProducerArgs;
-          return taskProducer({ store, owner: this.owner, onError, onRecovered, ...a });
+          return taskProducer({ store, owner: this.owner, onError: failed('producer'), onRecovered, ...a });
         },
       ],
       [
@@ -155,7 +162,7 @@ export class TaskHost {
             registry,
             owner: this.owner,
             subscribeTo: [],
-            onError,
+            onError: failed('runner'),
             onOutcomeRefused,
             onLeaseLost,
             onDropped,
@@ -191,7 +198,10 @@ export class TaskHost {
         databaseUrl: options.databaseUrl,
         schema: config.schema,
         prefix: config.prefix,
-        onError: (e) => options.logger.warn({ err: e }, 'task store error'),
+        onError: (e) => {
+          options.logger.warn({ err: e, source: 'store' }, 'task store error');
+          options.onStoreError?.('store');
+        },
         // An agent outlives a database restart; so does its boot, as its Redis clients wait for Redis.
         connectTimeoutMs: TASK_STORE_CONNECT_TIMEOUT_MS,
         onUnreachable: (e, retryInMs) => options.logger.warn({ err: e.message, retryInMs }, 'task store unreachable; trying again'),
@@ -231,7 +241,10 @@ export class TaskHost {
         logger.info({ states: pruned.states, pruned: pruned.count }, 'finished tasks pruned by retention');
         this.options.onPruned?.(pruned);
       },
-      onError: (error) => logger.warn({ err: error }, 'retention pass failed; trying again next pass'),
+      onError: (error) => {
+        logger.warn({ err: error }, 'retention pass failed; trying again next pass');
+        this.options.onStoreError?.('retention');
+      },
     });
   }
 
@@ -260,7 +273,10 @@ export class TaskHost {
         );
         this.options.onScheduleSkipped?.(schedule, count);
       },
-      onError: (error) => logger.warn({ err: error }, 'schedule pass failed; trying again next pass'),
+      onError: (error) => {
+        logger.warn({ err: error }, 'schedule pass failed; trying again next pass');
+        this.options.onStoreError?.('schedules');
+      },
     });
   }
 
