@@ -96,52 +96,11 @@ stages:
     expect(await stopTime(agent)).toBeLessThan(STOP_TIMEOUT_MS + 2000);
   });
 
-  it('PostgreSQL frozen: /metrics answers within a second with the task store reported down; SIGTERM stops within the grace period', async () => {
-    const proxy = await proxyTo(databaseUrl);
-    const url = proxy.via(databaseUrl);
-    const schema = `sf_o${randomUUID().slice(0, 8)}`;
-    const store = new PostgresTaskStore({ url: databaseUrl, schema });
-    await store.migrate();
-    try {
-      const f = await testFabric('redis://unused');
-      const topology = await f.topology(`
-tasks: { handlers: ${HANDLERS}, schema: ${schema} }
-stages:
-  tasks: { module: stagefabric:task-producer, args: { pollIntervalMs: 200 } }
-  runner: { module: stagefabric:task-runner, subscribe: [{ to: tasks, maxDemand: 10 }] }
-`);
-      const port = await freePort();
-      const agent = f.agent(topology, 'w1', {
-        DATABASE_URL: url,
-        REDIS_URL: '',
-        TASK_RUNS_TABLE: `${schema}.none`,
-        STAGEFABRIC_METRICS_PORT: String(port),
-        STAGEFABRIC_STOP_TIMEOUT_MS: String(STOP_TIMEOUT_MS),
-      });
-      await waitFor(
-        async () => (await getWithinASecond(port, '/metrics').catch(() => ({ body: '' }))).body.includes('stagefabric_tasks'),
-        'metrics',
-      );
-      proxy.blackhole();
-      expect((await getWithinASecond(port, '/healthz')).status).toBe(200);
-      await waitFor(
-        async () => /stagefabric_metrics_source_up\{source="task_store"[^}]*\} 0/.test((await getWithinASecond(port, '/metrics')).body),
-        'the metrics to report the task store down',
-      );
-      expect((await getWithinASecond(port, '/readyz')).status).toBeLessThan(600);
-      // Handing back held tasks waits on the frozen server: the grace period ends the stop, and the agent says so.
-      expect(await stopTime(agent)).toBeLessThan(STOP_TIMEOUT_MS + 2000);
-      expect(agent.child.exitCode).toBe(1);
-      expect(agent.logs('stop did not finish within its grace period: dropping the connections and what is left')).toHaveLength(1);
-    } finally {
-      await store.close();
-      const admin = new pg.Client({ connectionString: databaseUrl });
-      await admin.connect();
-      await admin.query(`DROP SCHEMA ${schema} CASCADE`).finally(() => admin.end());
-    }
-  });
-
-  it('PostgreSQL cut off: each failed task store call is logged and counted by who made it, and the agent keeps answering', async () => {
+  /**
+   * A task agent (producer and runner) whose PostgreSQL is reached through a proxy, with its metrics served;
+   * `check` runs once its metrics answer. Its schema is dropped afterwards.
+   */
+  async function withTaskAgentThroughProxy(check: (agent: AgentProcess, port: number, proxy: TcpProxy) => Promise<void>) {
     const proxy = await proxyTo(databaseUrl);
     const schema = `sf_o${randomUUID().slice(0, 8)}`;
     const store = new PostgresTaskStore({ url: databaseUrl, schema });
@@ -160,17 +119,45 @@ stages:
         REDIS_URL: '',
         TASK_RUNS_TABLE: `${schema}.none`,
         STAGEFABRIC_METRICS_PORT: String(port),
+        STAGEFABRIC_STOP_TIMEOUT_MS: String(STOP_TIMEOUT_MS),
       });
+      await waitFor(
+        async () => (await getWithinASecond(port, '/metrics').catch(() => ({ body: '' }))).body.includes('stagefabric_tasks'),
+        'metrics',
+      );
+      await check(agent, port, proxy);
+    } finally {
+      await store.close();
+      const admin = new pg.Client({ connectionString: databaseUrl });
+      await admin.connect();
+      await admin.query(`DROP SCHEMA ${schema} CASCADE`).finally(() => admin.end());
+    }
+  }
+
+  it('PostgreSQL frozen: /metrics answers within a second with the task store reported down; SIGTERM stops within the grace period', async () => {
+    await withTaskAgentThroughProxy(async (agent, port, proxy) => {
+      proxy.blackhole();
+      expect((await getWithinASecond(port, '/healthz')).status).toBe(200);
+      await waitFor(
+        async () => /stagefabric_metrics_source_up\{source="task_store"[^}]*\} 0/.test((await getWithinASecond(port, '/metrics')).body),
+        'the metrics to report the task store down',
+      );
+      expect((await getWithinASecond(port, '/readyz')).status).toBeLessThan(600);
+      // Handing back held tasks waits on the frozen server: the grace period ends the stop, and the agent says so.
+      expect(await stopTime(agent)).toBeLessThan(STOP_TIMEOUT_MS + 2000);
+      expect(agent.child.exitCode).toBe(1);
+      expect(agent.logs('stop did not finish within its grace period: dropping the connections and what is left')).toHaveLength(1);
+    });
+  });
+
+  it('PostgreSQL cut off: each failed task store call is logged and counted by who made it, and the agent keeps answering', async () => {
+    await withTaskAgentThroughProxy(async (agent, port, proxy) => {
       const errors = async (source: string) =>
         Number(
           new RegExp(`stagefabric_task_store_errors_total\\{source="${source}"[^}]*\\} (\\d+)`).exec(
             (await getWithinASecond(port, '/metrics')).body,
           )?.[1] ?? 0,
         );
-      await waitFor(
-        async () => (await getWithinASecond(port, '/metrics').catch(() => ({ body: '' }))).body.includes('stagefabric_tasks'),
-        'metrics',
-      );
       expect(await errors('producer')).toBe(0);
       // Every connection through the proxy is dropped, and new ones are refused.
       await proxy.close();
@@ -180,11 +167,6 @@ stages:
       expect(String((logged()[0]?.err as { message?: string })?.message)).toMatch(/ECONNREFUSED|Connection terminated|connect/i);
       expect(agent.child.exitCode).toBeNull();
       expect((await getWithinASecond(port, '/healthz')).status).toBe(200);
-    } finally {
-      await store.close();
-      const admin = new pg.Client({ connectionString: databaseUrl });
-      await admin.connect();
-      await admin.query(`DROP SCHEMA ${schema} CASCADE`).finally(() => admin.end());
-    }
+    });
   });
 });
