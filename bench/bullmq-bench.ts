@@ -134,10 +134,10 @@ async function startPipeline(store: TaskStore, onTask: () => void): Promise<Stag
   return system;
 }
 
-/** The store as an agent runs it: producer and runner in this process, 50 running, up to 500 claimed ahead. */
 /** The store's claims and completions during drains: each call's round trip (ms) and how many tasks it carried. */
 const storeCalls = { claim: [] as [number, number][], complete: [] as [number, number][] };
 
+/** The store as an agent runs it: producer and runner in this process, 50 running, up to 500 claimed ahead. */
 function store(prefix: string): Side {
   const s = new BullMQTaskStore({ url: REDIS_URL, prefix });
   const claim = s.claim.bind(s);

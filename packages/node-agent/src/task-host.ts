@@ -53,6 +53,14 @@ export interface TaskHostOptions {
 
 export type TaskStoreErrorSource = 'producer' | 'runner' | 'store' | 'retention' | 'schedules';
 
+/** Logs a failed task store call with `message` and reports it (for its metric), by who made it. */
+function storeErrors(options: TaskHostOptions, source: TaskStoreErrorSource, message: string): (error: Error) => void {
+  return (error) => {
+    options.logger.warn({ err: error, source }, message);
+    options.onStoreError?.(source);
+  };
+}
+
 /** How long an agent's boot waits for a PostgreSQL task store it cannot reach before it gives up. */
 export const TASK_STORE_CONNECT_TIMEOUT_MS = 60_000;
 
@@ -107,10 +115,6 @@ export class TaskHost {
   ) {
     this.owner = `${options.node}/${randomUUID().slice(0, 8)}`;
     const { logger } = options;
-    const failed = (source: TaskStoreErrorSource) => (error: Error) => {
-      logger.warn({ err: error, source }, 'task store error; retrying');
-      options.onStoreError?.(source);
-    };
     const asObject = (args: unknown, stage: string) => {
       if (args !== undefined && (typeof args !== 'object' || args === null)) throw new StageLoadError(`${stage}: args must be a map`);
       return (args ?? {}) as Record<string, unknown>;
@@ -150,7 +154,13 @@ export class TaskHost {
         'stagefabric:task-producer',
         (args) => {
           const a = asObject(args, 'stagefabric:task-producer') as ProducerArgs;
-          return taskProducer({ store, owner: this.owner, onError: failed('producer'), onRecovered, ...a });
+          return taskProducer({
+            store,
+            owner: this.owner,
+            onError: storeErrors(options, 'producer', 'task store error; retrying'),
+            onRecovered,
+            ...a,
+          });
         },
       ],
       [
@@ -162,7 +172,7 @@ export class TaskHost {
             registry,
             owner: this.owner,
             subscribeTo: [],
-            onError: failed('runner'),
+            onError: storeErrors(options, 'runner', 'task store error; retrying'),
             onOutcomeRefused,
             onLeaseLost,
             onDropped,
@@ -198,10 +208,7 @@ export class TaskHost {
         databaseUrl: options.databaseUrl,
         schema: config.schema,
         prefix: config.prefix,
-        onError: (e) => {
-          options.logger.warn({ err: e, source: 'store' }, 'task store error');
-          options.onStoreError?.('store');
-        },
+        onError: storeErrors(options, 'store', 'task store error'),
         // An agent outlives a database restart; so does its boot, as its Redis clients wait for Redis.
         connectTimeoutMs: TASK_STORE_CONNECT_TIMEOUT_MS,
         onUnreachable: (e, retryInMs) => options.logger.warn({ err: e.message, retryInMs }, 'task store unreachable; trying again'),
@@ -241,10 +248,7 @@ export class TaskHost {
         logger.info({ states: pruned.states, pruned: pruned.count }, 'finished tasks pruned by retention');
         this.options.onPruned?.(pruned);
       },
-      onError: (error) => {
-        logger.warn({ err: error }, 'retention pass failed; trying again next pass');
-        this.options.onStoreError?.('retention');
-      },
+      onError: storeErrors(this.options, 'retention', 'retention pass failed; trying again next pass'),
     });
   }
 
@@ -273,10 +277,7 @@ export class TaskHost {
         );
         this.options.onScheduleSkipped?.(schedule, count);
       },
-      onError: (error) => {
-        logger.warn({ err: error }, 'schedule pass failed; trying again next pass');
-        this.options.onStoreError?.('schedules');
-      },
+      onError: storeErrors(this.options, 'schedules', 'schedule pass failed; trying again next pass'),
     });
   }
 

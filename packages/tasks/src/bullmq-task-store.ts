@@ -1332,8 +1332,7 @@ export class BullMQTaskStore implements TaskStore {
       );
       const locks =
         withLocks && state === 'active' && jobs.length > 0 ? await this.redis.mget(jobs.map((j) => this.lockKey(q, j.id as string))) : [];
-      const ids = jobs.map((j) => j.id as string);
-      const dueAt = state === 'delayed' ? await this.dueTimes(q, ids) : [];
+      const dueAt = state === 'delayed' ? await this.dueTimes(q, jobs) : [];
       jobs.forEach((job, i) => {
         out.push({ job, state, lock: locks[i] ?? null, dueAt: dueAt[i] ?? null });
       });
@@ -1438,12 +1437,12 @@ export class BullMQTaskStore implements TaskStore {
     if (job === undefined) return null;
     const state = await job.getState();
     const lock = state === 'active' ? await this.redis.get(this.lockKey(q, where.jobId)) : null;
-    return this.toRecord(job, state, lock, state === 'delayed' ? (await this.dueTimes(q, [where.jobId]))[0] : null);
+    return this.toRecord(job, state, lock, state === 'delayed' ? (await this.dueTimes(q, [job]))[0] : null);
   }
 
   /** Delayed jobs' due times (ms), from the delayed set's scores (due time × 0x1000, BullMQ's order within a millisecond). */
-  private async dueTimes(q: Queue, jobIds: readonly string[]): Promise<(number | null)[]> {
-    const scores = await Promise.all(jobIds.map((id) => this.redis.zscore(q.keys.delayed as string, id)));
+  private async dueTimes(q: Queue, jobs: readonly Job[]): Promise<(number | null)[]> {
+    const scores = await Promise.all(jobs.map((job) => this.redis.zscore(q.keys.delayed as string, job.id as string)));
     return scores.map((score) => (score === null ? null : Math.floor(Number(score) / 0x1000)));
   }
 

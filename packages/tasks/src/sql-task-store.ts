@@ -336,13 +336,7 @@ export class SqlTaskStore implements TaskStore {
 
   /** Its `started` events are sent by the claim statement itself (STARTED_EVENTS). */
   async claim(queue: string, limit: number, owner: string, leaseMs: number): Promise<ClaimedTask[]> {
-    if (limit <= 0) return [];
-    if (!this.limitedQueues.has(queue)) {
-      const rows = await this.driver.query<ClaimRow>(this.s(sql.CLAIM), [queue, limit, owner, leaseMs, this.eventsChannel]);
-      // The plain claim leaves a limited queue alone: an empty answer may mean limits were set since.
-      if (rows.length > 0 || !(await this.isLimited(queue))) return toClaimed(rows, owner);
-    }
-    return this.claimLimited(queue, limit, owner, leaseMs);
+    return (await this.claimLookingAhead(queue, limit, owner, leaseMs)).tasks;
   }
 
   async claimLookingAhead(queue: string, limit: number, owner: string, leaseMs: number): Promise<ClaimBatch> {
