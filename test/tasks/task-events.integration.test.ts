@@ -6,7 +6,13 @@ import { BullMQTaskStore } from '@stagefabric/tasks/bullmq';
 import { PostgresTaskStore } from '@stagefabric/tasks/postgres';
 import pg from 'pg';
 import { afterAll, afterEach, describe, expect, inject, it } from 'vitest';
-import { taskEventsConformance } from '../../packages/tasks/test/task-events.conformance.js';
+import {
+  eventsSent,
+  eventsWhenFollowedConformance,
+  follow,
+  type RawListen,
+  taskEventsConformance,
+} from '../../packages/tasks/test/task-events.conformance.js';
 import { waitFor } from '../support/wait-for.js';
 
 const databaseUrl = inject('databaseUrl');
@@ -38,6 +44,77 @@ const bullPeer = async (store: TaskStore) => new BullMQTaskStore({ url: redisUrl
 
 taskEventsConformance('PostgreSQL', makePostgres, pgPeer);
 taskEventsConformance('Redis through BullMQ', makeBullMQ, bullPeer);
+const pgListen: RawListen = async (store, channel, push) => {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  client.on('notification', (n) => push(n.payload ?? ''));
+  await client.query(`LISTEN "${schemaOf.get(store)}_${channel}"`);
+  return () => client.end();
+};
+eventsWhenFollowedConformance('PostgreSQL', makePostgres, pgListen);
+
+describe('events followers (PostgreSQL)', () => {
+  /** When each follower registered in the store counts as following until. */
+  async function followers(schema: string): Promise<{ expires: Date; live: boolean }[]> {
+    const admin = new pg.Client({ connectionString: databaseUrl });
+    await admin.connect();
+    try {
+      return (await admin.query(`SELECT expires_at AS expires, expires_at > now() AS live FROM ${schema}.event_followers`)).rows;
+    } finally {
+      await admin.end();
+    }
+  }
+
+  it('a follower following longer than its time to live renews itself and keeps getting every event', async () => {
+    const store = await makePostgres();
+    const schema = schemaOf.get(store) as string;
+    const watcher = new PostgresTaskStore({ url: databaseUrl, schema, followerTtlMs: 300 });
+    const f = await follow(watcher, store);
+    const heard = await eventsSent(store, pgListen);
+    try {
+      const [first] = await followers(schema);
+      if (first === undefined) throw new Error('the follower is not registered');
+      // Renewed for longer than three times its time to live.
+      await waitFor(async () => ((await followers(schema))[0]?.expires.getTime() ?? 0) > first.expires.getTime() + 900, 'the renewals');
+      const id = await heard.run('renewed');
+      await waitFor(() => f.seen.some((e) => e.type === 'succeeded' && e.id === id), 'the follower to get the success');
+      expect(heard.sent.filter((e) => e.id === id).map((e) => e.type)).toEqual(['enqueued', 'started', 'progress', 'succeeded']);
+    } finally {
+      await f.stop();
+      await heard.stop();
+      await watcher.close();
+      await store.close();
+    }
+  });
+
+  it('a follower killed with SIGKILL stops counting once its time to live has passed, and no event is sent after', async () => {
+    const store = await makePostgres();
+    const schema = schemaOf.get(store) as string;
+    const child = spawn(process.execPath, [join(import.meta.dirname, 'events-follower-child.mjs'), databaseUrl, schema, '600'], {
+      cwd: ROOT,
+    });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise((resolve) => child.on('close', resolve));
+    const heard = await eventsSent(store, pgListen);
+    try {
+      await waitFor(() => out.includes('following'), 'the child to follow');
+      expect((await followers(schema)).map((r) => r.live)).toEqual([true]);
+      await heard.run('followed');
+      expect(heard.sent.length).toBeGreaterThan(0);
+      child.kill('SIGKILL');
+      await exited;
+      await waitFor(async () => (await followers(schema)).every((r) => !r.live), 'the killed follower to expire', 5_000);
+      const before = heard.sent.length;
+      await heard.run('after');
+      expect(heard.sent.length).toBe(before);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await heard.stop();
+      await store.close();
+    }
+  });
+});
 
 afterAll(async () => {
   const admin = new pg.Client({ connectionString: databaseUrl });

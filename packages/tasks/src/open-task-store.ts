@@ -77,7 +77,8 @@ async function migrateWhenReachable(store: TaskStore, options: OpenTaskStoreOpti
  * `connectTimeoutMs`.
  */
 export async function openTaskStore(options: OpenTaskStoreOptions): Promise<TaskStore & { readonly kind: TaskStoreKind }> {
-  const common = { ...(options.schema === undefined ? {} : { schema: options.schema }) };
+  const onError = options.onError === undefined ? {} : { onError: options.onError };
+  const common = { ...(options.schema === undefined ? {} : { schema: options.schema }), ...onError };
   if (options.kind === 'bullmq') {
     if (options.redisUrl === undefined || options.redisUrl === '') throw new TaskStoreConfigError('the bullmq task store needs REDIS_URL');
     // Each store's driver is an optional peer dependency: loaded only when that store is asked for.
@@ -86,7 +87,7 @@ export async function openTaskStore(options: OpenTaskStoreOptions): Promise<Task
       new BullMQTaskStore({
         url: options.redisUrl,
         ...(options.prefix === undefined ? {} : { prefix: options.prefix }),
-        ...(options.onError === undefined ? {} : { onError: options.onError }),
+        ...onError,
       }),
       { kind: 'bullmq' as const },
     );
@@ -110,7 +111,6 @@ export async function openTaskStore(options: OpenTaskStoreOptions): Promise<Task
       new PostgresTaskStore({
         url: options.databaseUrl as string,
         ...common,
-        ...(options.onError === undefined ? {} : { onError: options.onError }),
       }),
       { kind: 'postgres' as const },
     );

@@ -6,8 +6,6 @@ export interface PostgresTaskStoreOptions extends SqlTaskStoreOptions {
   readonly url: string;
   /** Connections in the pool. Default 10. */
   readonly poolSize?: number;
-  /** Called on a background failure (the LISTEN connection dropped); it reconnects by itself. */
-  readonly onError?: (error: Error) => void;
 }
 
 /** Wraps a pg client or pool as the store's query function. */

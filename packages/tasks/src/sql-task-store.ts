@@ -1,4 +1,5 @@
-import { isTraceparent } from '@stagefabric/runtime';
+import { randomUUID } from 'node:crypto';
+import { FabricError, isTraceparent } from '@stagefabric/runtime';
 import { FINISHED_STATES, type PruneCount, type RetentionPolicy } from './retention.js';
 import { checkSchedule, type ScheduleDefinition, type ScheduleRecord } from './schedules.js';
 import type { StoredBackoff } from './task-backoff.js';
@@ -40,6 +41,10 @@ export interface SqlTaskStoreOptions {
   /** Default 'stagefabric'. */
   readonly schema?: string;
   readonly maxPayloadBytes?: number;
+  /** Called on a background failure (the LISTEN connection dropped: it reconnects by itself; an events follower's renewal failed). */
+  readonly onError?: (error: Error) => void;
+  /** How long an events follower counts as following after its last renewal; it renews three times as often. Default 30 000. */
+  readonly followerTtlMs?: number;
 }
 
 /** A task whose uniqueKey is held for a window from enqueue. */
@@ -179,6 +184,8 @@ export class SqlTaskStore implements TaskStore {
   /** Lifecycle events, one NOTIFY each (see task-events.ts). */
   private readonly eventsChannel: string;
   private readonly maxPayloadBytes: number;
+  private readonly onError: (error: Error) => void;
+  private readonly followerTtlMs: number;
   /**
    * Queues this store found limited: their claims take the queue's lock.
    * Only a routing hint: the plain claim never takes a limited queue's
@@ -195,6 +202,13 @@ export class SqlTaskStore implements TaskStore {
     this.channel = `${this.schema}_enqueued`;
     this.eventsChannel = `${this.schema}_events`;
     this.maxPayloadBytes = options.maxPayloadBytes ?? TASK_DEFAULTS.maxPayloadBytes;
+    this.onError = options.onError ?? (() => {});
+    this.followerTtlMs = options.followerTtlMs ?? 30_000;
+    if (!Number.isInteger(this.followerTtlMs) || this.followerTtlMs < 30)
+      throw new FabricError(
+        'SF_BAD_OPTION',
+        `task store: option followerTtlMs must be an integer of at least 30 (ms), got ${this.followerTtlMs}`,
+      );
   }
 
   /** Statements with this store's schema in them, made once each: the task-sql.ts statements, a bounded set. */
@@ -536,13 +550,39 @@ export class SqlTaskStore implements TaskStore {
     return open?.at == null ? null : new Date(open.at);
   }
 
-  /** Lifecycle events: one NOTIFY each on the schema's events channel, sent with (and only if) the change commits. */
+  /**
+   * Lifecycle events: one NOTIFY each on the schema's events channel, sent
+   * with (and only if) the change commits, and only while someone follows.
+   */
   private async emit(query: Query, events: readonly Omit<TaskEvent, 'at'>[]): Promise<void> {
-    if (events.length > 0) await query(sql.NOTIFY, [this.eventsChannel, events.map((e) => encodeEvent(e))]);
+    if (events.length > 0) await query(this.s(sql.EMIT_EVENTS), [this.eventsChannel, events.map((e) => encodeEvent(e))]);
   }
 
+  /**
+   * Listens, then registers as a follower (renewed until the iteration
+   * ends): events are built and sent only while a follower is registered,
+   * so a store no one follows pays nothing for them.
+   */
   events(options?: TaskEventsOptions): AsyncIterable<TaskEvent | TaskEventsOverflow> {
-    return followEvents((push) => this.driver.listen(this.eventsChannel, push), options);
+    return followEvents(async (push) => {
+      const unlisten = await this.driver.listen(this.eventsChannel, push);
+      const id = randomUUID();
+      const follow = () => this.driver.query(this.s(sql.FOLLOW), [id, this.followerTtlMs]);
+      try {
+        await follow();
+      } catch (error) {
+        await unlisten();
+        throw error;
+      }
+      // A renewal that fails is tried again at the next; events sent meanwhile still reach this follower until its row expires.
+      const renewing = setInterval(() => follow().catch(this.onError), this.followerTtlMs / 3);
+      renewing.unref();
+      return async () => {
+        clearInterval(renewing);
+        await this.driver.query(this.s(sql.UNFOLLOW), [id]).catch(this.onError);
+        await unlisten();
+      };
+    }, options);
   }
 
   onEnqueued(queue: string, listener: () => void): Promise<() => Promise<void>> {

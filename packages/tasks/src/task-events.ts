@@ -50,7 +50,9 @@ export interface TaskEventsStore {
   /**
    * Lifecycle events of every task of the store from now on (NOTIFY on the
    * SQL stores, a Redis channel on BullMQ): at most once each, none replayed
-   * from before the call nor kept while its connection was down.
+   * from before the call nor kept while its connection was down. The SQL
+   * stores build and send events only while someone follows them: from
+   * the first `next()`, once the follower is registered.
    */
   events(options?: TaskEventsOptions): AsyncIterable<TaskEvent | TaskEventsOverflow>;
 }

@@ -105,6 +105,11 @@ export const MIGRATIONS: readonly string[] = [
    LOCK TABLE $schema.tasks IN SHARE MODE;
    INSERT INTO $schema.task_counts (queue, state, slot, n)
      SELECT queue, state, 0, count(*) FROM $schema.tasks WHERE state IN ('success', 'error', 'timeout', 'cancelled') GROUP BY queue, state;`,
+  // Who follows the lifecycle events (store.events()): while no one does, no statement builds or sends them.
+  `CREATE TABLE $schema.event_followers (
+     id text PRIMARY KEY,
+     expires_at timestamptz NOT NULL
+   );`,
 ];
 
 export const PREPARE = `CREATE SCHEMA IF NOT EXISTS $schema;
@@ -116,6 +121,23 @@ export const RECORD = `INSERT INTO $schema.migrations (version) VALUES ($1)`;
 
 const TASK_COLUMNS = `id::text AS id, queue, name, args, state, priority, attempt, max_attempts, timeout_ms, run_at, unique_key,
   lease_owner, lease_expires_at, last_error, created_at, updated_at, finished_at, progress, backoff`;
+
+const INTERVAL_MS = `* interval '1 millisecond'`;
+
+/**
+ * Whether anyone follows the lifecycle events: each statement that sends
+ * events sends them only then (read once per statement). A follower's row
+ * is renewed while it follows and expires if its process dies.
+ */
+const FOLLOWED = `EXISTS (SELECT 1 FROM $schema.event_followers WHERE expires_at > now())`;
+
+/** A follower of the lifecycle events, `$1`, for `$2` ms from now; rows of followers that expired are cleared. */
+export const FOLLOW = `WITH gone AS (
+    DELETE FROM $schema.event_followers WHERE expires_at < now() AND id <> $1
+  )
+  INSERT INTO $schema.event_followers (id, expires_at) VALUES ($1, now() + $2::integer ${INTERVAL_MS})
+  ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at`;
+export const UNFOLLOW = `DELETE FROM $schema.event_followers WHERE id = $1`;
 
 /**
  * One statement: ids come from the sequence first, so each input row keeps
@@ -138,7 +160,7 @@ function enqueueing(tasks: string): string {
     SELECT count(pg_notify($9, q.queue)) AS n FROM (SELECT DISTINCT queue FROM inserted) q
   ), enqueued_events AS (
     SELECT count(pg_notify($13, json_build_object('type', 'enqueued', 'id', id::text, 'queue', queue, 'name', name, 'attempt', 0,
-      'at', (extract(epoch FROM now()) * 1000)::bigint)::text)) AS n FROM inserted
+      'at', (extract(epoch FROM now()) * 1000)::bigint)::text)) AS n FROM inserted WHERE ${FOLLOWED}
   )
   SELECT input.id::text AS id, input.queue, input.unique_key, (inserted.id IS NULL) AS duplicate, (SELECT n FROM notified) AS notified,
     (SELECT n FROM enqueued_events) AS events,
@@ -204,6 +226,8 @@ function recordingAttempts(ending: string, returning: string): string {
 }
 
 export const NOTIFY = `SELECT pg_notify($1, q) FROM unnest($2::text[]) AS q`;
+/** Lifecycle events, `$2`, on channel `$1`, sent only while someone follows them. */
+export const EMIT_EVENTS = `SELECT pg_notify($1, e) FROM unnest($2::text[]) AS e WHERE ${FOLLOWED}`;
 
 /** A limited queue is claimed only under its lock (CLAIM_LIMITED): `$1` is the queue. */
 const NOT_LIMITED = `NOT EXISTS (SELECT 1 FROM $schema.queues limited WHERE limited.name = $1 AND limited.limited)`;
@@ -216,7 +240,7 @@ const NOT_LIMITED = `NOT EXISTS (SELECT 1 FROM $schema.queues limited WHERE limi
  */
 const STARTED_EVENTS = `started_events AS (
     SELECT count(pg_notify($5, json_build_object('type', 'started', 'id', id, 'queue', queue, 'name', name, 'attempt', attempt,
-      'at', (extract(epoch FROM now()) * 1000)::bigint)::text)) AS n FROM claimed
+      'at', (extract(epoch FROM now()) * 1000)::bigint)::text)) AS n FROM claimed WHERE ${FOLLOWED}
   )`;
 
 /** The unlimited claim's steps: pick due waiting tasks (skipping locked ones), take them, send their `started` events. */
@@ -263,8 +287,6 @@ export const IS_LIMITED = `SELECT 1 FROM $schema.queues WHERE name = $1 AND limi
  */
 export const LOCK_LIMITED = `SELECT paused, limited, concurrency, rate_max, rate_interval_ms, group_concurrency, group_rate_max, group_rate_interval_ms,
     group_ordered FROM $schema.queues WHERE name = $1 FOR UPDATE`;
-
-const INTERVAL_MS = `* interval '1 millisecond'`;
 
 /**
  * A limited queue's claim, under its lock: at most $2, and no more than the
@@ -394,7 +416,7 @@ export const COMPLETE = `WITH ended AS (
       'type', CASE state WHEN 'success' THEN 'succeeded' WHEN 'waiting' THEN 'retried' ELSE 'failed' END,
       'id', task_id::text, 'queue', queue, 'name', name, 'attempt', attempt,
       'error', CASE WHEN outcome <> 'success' THEN left(error, ${ERROR_CHARS}) END,
-      'at', (extract(epoch FROM now()) * 1000)::bigint))::text)) AS n FROM ended
+      'at', (extract(epoch FROM now()) * 1000)::bigint))::text)) AS n FROM ended WHERE ${FOLLOWED}
   )
   SELECT task_id::text AS id, queue, name, attempt, state, (SELECT n FROM ended_events) AS notified FROM ended`;
 

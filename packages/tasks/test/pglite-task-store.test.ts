@@ -6,7 +6,7 @@ import { claimLookingAheadConformance } from './claim-looking-ahead.conformance.
 import { retentionStoreConformance } from './retention-store.conformance.js';
 import { scheduleStoreConformance } from './schedule-store.conformance.js';
 import { taskBackoffConformance } from './task-backoff.conformance.js';
-import { taskEventsConformance } from './task-events.conformance.js';
+import { eventsWhenFollowedConformance, taskEventsConformance } from './task-events.conformance.js';
 import { taskStoreConformance } from './task-store.conformance.js';
 import { taskStoreLimitsConformance } from './task-store-limits.conformance.js';
 import { uniqueWindowConformance } from './unique-window.conformance.js';
@@ -25,6 +25,10 @@ scheduleStoreConformance('embedded PGlite', make, peer);
 uniqueWindowConformance('embedded PGlite', make);
 cancelRunningConformance('embedded PGlite', make);
 claimLookingAheadConformance('embedded PGlite', make);
+// The default schema's channels, on the store's own embedded database.
+eventsWhenFollowedConformance('embedded PGlite', make, async (store, channel, push) =>
+  (store as PGliteTaskStore).db.listen(`stagefabric_${channel}`, push),
+);
 
 taskStoreLimitsConformance(
   'embedded PGlite',

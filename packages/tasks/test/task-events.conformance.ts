@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { waitFor } from '../../../test/support/wait-for.js';
 import type { EnqueueResult, TaskEvent, TaskEventsOverflow, TaskStore } from '../src/index.js';
+import { decodeEvents } from '../src/index.js';
 import { suiteStores } from './suite-stores.js';
 
 type Seen = TaskEvent | TaskEventsOverflow;
@@ -172,6 +173,66 @@ export function taskEventsConformance(name: string, make: () => Promise<TaskStor
       await store.enqueue([{ name: 'late', options: { queue: 'ev' } }]);
       // The follower ended (stop awaited its loop): nothing more is collected.
       expect(f.seen.length).toBe(before);
+    });
+  });
+}
+
+/** Listens to one of a SQL store's notification channels directly, not as a follower; returns how to stop. */
+export type RawListen = (store: TaskStore, channel: 'events' | 'enqueued', push: (payload: string) => void) => Promise<() => Promise<void>>;
+
+/** What a SQL store sends on its events channel, heard directly (not as a follower), while tasks run. */
+export async function eventsSent(store: TaskStore, listen: RawListen) {
+  const sent: TaskEvent[] = [];
+  const wakes: string[] = [];
+  const stops = [
+    await listen(store, 'events', (payload) => sent.push(...decodeEvents(payload))),
+    await listen(store, 'enqueued', (payload) => wakes.push(payload)),
+  ];
+  return {
+    sent,
+    /**
+     * One task through enqueue, claim, progress and success; then a marker
+     * task on a queue of its own. Notifications arrive in commit order, so
+     * once the marker's wake-up is here, every event the run sent is too.
+     */
+    async run(queue: string): Promise<string> {
+      const [task] = await store.enqueue([{ name: 'quiet', options: { queue } }]);
+      const [claim] = await store.claim(queue, 1, 'node-a', 30_000);
+      if (task === undefined || claim === undefined) throw new Error('nothing claimed');
+      expect(await store.progress(claim, 10)).toBe(true);
+      expect(await store.complete([{ ...claim, status: 'success' }])).toEqual([task.id]);
+      await store.enqueue([{ name: 'marker', options: { queue: `${queue}-marker` } }]);
+      await waitFor(() => wakes.includes(`${queue}-marker`), `the wake-up of ${queue}-marker`);
+      return task.id;
+    },
+    async stop(): Promise<void> {
+      for (const stop of stops) await stop();
+    },
+  };
+}
+
+/** The SQL stores build and send lifecycle events only while someone follows them. */
+export function eventsWhenFollowedConformance(name: string, make: () => Promise<TaskStore>, listen: RawListen) {
+  describe(`task events only while followed (${name})`, () => {
+    const { fresh } = suiteStores(make);
+
+    it('sends no event while no one follows; a follower gets every one; once it stops, none are sent again', async () => {
+      const store = await fresh();
+      const heard = await eventsSent(store, listen);
+      try {
+        await heard.run('unfollowed');
+        expect(heard.sent).toEqual([]);
+        const f = await follow(store, store);
+        const followed = await heard.run('followed');
+        await f.stop();
+        expect(of(heard.sent, followed).map((e) => e.type)).toEqual(['enqueued', 'started', 'progress', 'succeeded']);
+        expect(of(f.seen, followed).map((e) => e.type)).toEqual(['enqueued', 'started', 'progress', 'succeeded']);
+        const before = heard.sent.length;
+        await heard.run('after');
+        expect(heard.sent.length).toBe(before);
+      } finally {
+        await heard.stop();
+      }
     });
   });
 }
