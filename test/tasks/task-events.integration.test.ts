@@ -148,6 +148,34 @@ describe('stagectl tasks watch', () => {
     for (const s of stores.splice(0)) await s.close();
   });
 
+  it('tells on stderr when the connection it listens on is cut, and prints events again once it has reconnected (postgres)', async () => {
+    const store = await makePostgres();
+    stores.push(store);
+    const schema = schemaOf.get(store) as string;
+    const queue = `cut-${randomUUID().slice(0, 8)}`;
+    const w = watch(['--schema', schema, '--queue', queue], { DATABASE_URL: databaseUrl });
+    children.push(w.child);
+    const shows = async (marker: string) =>
+      waitFor(async () => {
+        await store.enqueue([{ name: marker, options: { queue } }]);
+        return w.lines.some((e) => e.name === marker);
+      }, `stagectl tasks watch to print ${marker} (stderr: ${w.stderr()})`);
+    await shows('before');
+    const admin = new pg.Client({ connectionString: databaseUrl });
+    await admin.connect();
+    try {
+      const cut = await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = $1', [
+        `LISTEN "${schema}_events"`,
+      ]);
+      expect(cut.rowCount).toBe(1);
+    } finally {
+      await admin.end();
+    }
+    await waitFor(() => /^stagectl: task store: terminating connection/m.test(w.stderr()), 'the cut told on stderr');
+    await shows('after');
+    expect(w.child.exitCode).toBeNull();
+  });
+
   for (const kind of ['postgres', 'bullmq'] as const) {
     it(`prints the events of tasks enqueued and run by another process, one JSON line each, until interrupted (${kind})`, async () => {
       const queue = `watched-${randomUUID().slice(0, 8)}`;

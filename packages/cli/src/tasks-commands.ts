@@ -29,7 +29,11 @@ export interface StoreValues {
   store?: string | undefined;
 }
 
-/** The store the command line names: --store, else PostgreSQL at DATABASE_URL, else the embedded one at --data-dir. */
+/**
+ * The store the command line names: --store, else PostgreSQL at DATABASE_URL,
+ * else the embedded one at --data-dir. A failure in the background (a
+ * connection dropped while `tasks watch` follows) is told on stderr.
+ */
 export async function openStoreFor(values: StoreValues): Promise<TaskStore> {
   const kind = values.store;
   if (kind !== undefined && kind !== 'postgres' && kind !== 'pglite' && kind !== 'bullmq') {
@@ -47,6 +51,7 @@ export async function openStoreFor(values: StoreValues): Promise<TaskStore> {
     redisUrl: process.env.REDIS_URL,
     dataDir: values['data-dir'],
     schema: values.schema,
+    onError: (error) => process.stderr.write(`stagectl: task store: ${error.message}\n`),
   });
 }
 
