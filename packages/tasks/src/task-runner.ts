@@ -45,7 +45,7 @@ export interface TaskRunnerOptions {
   readonly drainMs?: number;
   /** The default backoff of failed attempts: exponential within these bounds. A handler's backoff wins over it, a task's own over both. */
   readonly backoff?: BackoffOptions;
-  /** Outcomes are written together once this many are ready... Default 100. */
+  /** Outcomes are written together once this many are ready... Default 250. */
   readonly flushSize?: number;
   /** ...or once the oldest has waited this long. Default 1 ms. */
   readonly flushMs?: number;
@@ -67,7 +67,7 @@ export const TASK_RUNNER_DEFAULTS = {
   leaseMs: 30_000,
   backoffBaseMs: BACKOFF_DEFAULTS.baseMs,
   backoffMaxMs: BACKOFF_DEFAULTS.maxMs,
-  flushSize: 100,
+  flushSize: 250,
   flushMs: 1,
 } as const;
 
