@@ -237,10 +237,11 @@ stages:
     }
     await waitFor(async () => (await deadLetters(f.namespace)).length === 3, 'three dead letters', 30_000);
     for (const l of await deadLetters(f.namespace)) expect(['oversized', 'refused']).toContain(l.kind);
-    // Read, refused and let go: the node's memory returns near where it was (the stream goes on meanwhile).
-    await waitFor(() => rssBytes(consumer) < baseline + 100 * 1024 * 1024, 'the consumer node to let the 120 MB go', 30_000, 200);
+    // Read, refused and let go: the node's memory returns near where it was (the stream goes on meanwhile). When is up to
+    // V8's major collection of large objects, which a lightly allocating process runs late: 11–18 s here, past 30 s on a loaded machine.
+    await waitFor(() => rssBytes(consumer) < baseline + 100 * 1024 * 1024, 'the consumer node to let the 120 MB go', 90_000, 200);
     expect(consumer.child.exitCode).toBeNull();
-  });
+  }, 150_000);
 
   it('a stray write to a node’s heartbeat key is not taken for a restart', async () => {
     const f = await testFabric(redisUrl);
